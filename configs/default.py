@@ -1,0 +1,44 @@
+"""The whole config schema, with every default. Other configs derive from it.
+
+Run: python -m ddss_jax.main --config=configs/default.py --workdir=/tmp/ddss
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0                  # every random stream derives from it (fold_in per step)
+  config.problem = "toy2d"         # frozen model + data + features; see ddss_jax.problems.PROBLEMS
+
+  # The frozen model's noise schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal).
+  config.schedule = ml_collections.ConfigDict(dict(name="linear", num_timesteps=1000))
+
+  # The sampler DDSS learns. family: ddpm, ddim, vars, ggdm, ggdm+pred, ggdm+time,
+  # ggdm+pred+time. num_steps: K model calls. stride: linear or quadratic (initial times).
+  # eta: the DDIM(eta) it starts from (0 = DDIM, 1 = DDPM). gradient: adjoint (O(K |x|)
+  # memory) or checkpoint (scan + remat, O(K^2 |x|); a reference).
+  config.sampler = ml_collections.ConfigDict(dict(
+      family="ggdm+pred+time", num_steps=4, stride="quadratic", eta=0.0, gradient="adjoint"))
+
+  # The fixed sampler of the before/after table, run at the same K and stride.
+  config.baseline = ml_collections.ConfigDict(dict(family="ddim", eta=0.0))
+
+  # DDSS optimisation: Adam on the sampler parameters, global-norm clipping (<= 0: off).
+  config.optim = ml_collections.ConfigDict(dict(
+      learning_rate=5e-3, num_steps=300, batch_size=256, grad_clip=1.0, b1=0.9, b2=0.99))
+
+  # Held-out evaluation on fresh samples (a fixed seed, distinct from training's).
+  config.eval = ml_collections.ConfigDict(dict(num_samples=2000, batch_size=1000, seed=1234))
+
+  # The 2-D problem: a ring of Gaussians, an MLP eps-model trained on it by pretrain.py (cached
+  # in the workdir), and the KID features: "rff" (random Fourier) or "identity" (the points).
+  config.toy2d = ml_collections.ConfigDict(dict(
+      num_modes=8, radius=1.4, std=0.1,
+      model_width=128, model_depth=3, model_train_steps=4000, model_batch_size=512,
+      model_learning_rate=2e-3, model_ema_decay=0.995,
+      features="rff", rff_dim=128, rff_lengthscale=0.3))
+
+  config.log_every = 50            # steps between metric lines in metrics.jsonl
+  config.checkpoint_every = 100    # steps between orbax checkpoints (the last step always saves)
+  return config

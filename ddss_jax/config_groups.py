@@ -1,0 +1,76 @@
+"""Typed, frozen views of the config groups, made where a group enters a module.
+
+configs/default.py holds the whole schema, with every default and a comment for each field; these
+dataclasses mirror its groups (no defaults here, so there is one source of truth) and make a
+misspelt, unknown or missing key fail at start-up, naming the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+import ml_collections
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  family: str
+  num_steps: int
+  stride: str
+  eta: float
+  gradient: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+  family: str
+  eta: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  learning_rate: float
+  num_steps: int
+  batch_size: int
+  grad_clip: float
+  b1: float
+  b2: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  num_samples: int
+  batch_size: int
+  seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy2DConfig:
+  num_modes: int
+  radius: float
+  std: float
+  model_width: int
+  model_depth: int
+  model_train_steps: int
+  model_batch_size: int
+  model_learning_rate: float
+  model_ema_decay: float
+  features: str
+  rff_dim: int
+  rff_lengthscale: float
+
+
+def from_group(cls: type[T], group: Any, name: str) -> T:
+  """Builds dataclass `cls` from config group `name`; unknown keys raise ValueError."""
+  values = group.to_dict() if isinstance(group, ml_collections.ConfigDict) else dict(group)
+  valid = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(values) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown key(s) {unknown} in config.{name}; valid keys: {valid}")
+  missing = [key for key in valid if key not in values]
+  if missing:
+    raise ValueError(f"config.{name} lacks key(s) {missing}; configs/default.py has them all")
+  return cls(**values)

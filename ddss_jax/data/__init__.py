@@ -1,0 +1,1 @@
+"""Data sources: known distributions and datasets of real examples."""

@@ -1,0 +1,25 @@
+"""Entry point: python -m ddss_jax.main --config=configs/<name>.py --workdir=DIR."""
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ddss_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
+               jax.local_devices())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

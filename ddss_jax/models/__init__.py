@@ -1,0 +1,1 @@
+"""Networks: frozen diffusion models (eps-predictors) and feature networks."""

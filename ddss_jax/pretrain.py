@@ -1,0 +1,77 @@
+"""Training of the base diffusion model (eps-prediction, Ho et al. 2020), kept frozen afterwards.
+
+DDSS assumes a pre-trained model; where none can be downloaded the project trains its own with
+these functions: the simple loss E_{t, eps} |eps_theta(x_t, t) - eps|^2 with t uniform on the
+integer times, Adam, and an exponential moving average (EMA) of the weights for sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from absl import logging
+
+from ddss_jax.diffusion import diffuse
+from ddss_jax.schedules import Schedule
+
+ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+@flax.struct.dataclass
+class DenoiserState:
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: optax.OptState
+
+
+def denoising_loss(apply_fn: ApplyFn, params: Any, x0: jax.Array, key: jax.Array, *,
+                   schedule: Schedule) -> jax.Array:
+  """Mean |eps_pred - eps|^2 over x0 [B, ...], t ~ U{0..T-1}, eps ~ N(0, I)."""
+  key_t, key_eps = jax.random.split(key)
+  t = jax.random.randint(key_t, x0.shape[:1], 0, schedule.num_timesteps).astype(jnp.float32)
+  eps = jax.random.normal(key_eps, x0.shape, x0.dtype)
+  x_t = diffuse(x0=x0, eps=eps, logsnr=schedule.logsnr(t))
+  return jnp.mean((apply_fn(params, x_t, t) - eps) ** 2)
+
+
+def create_denoiser_state(params: Any, optimizer: optax.GradientTransformation) -> DenoiserState:
+  # The EMA starts as a copy: the step donates its state, and one buffer cannot be donated twice.
+  return DenoiserState(step=jnp.zeros((), jnp.int32), params=params,
+                       ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
+
+
+def make_denoise_step(apply_fn: ApplyFn, schedule: Schedule,
+                      optimizer: optax.GradientTransformation, *, ema_decay: float):
+  """Returns a jitted step(state, x0 [B, ...], base_key) -> (state, loss)."""
+
+  def step(state: DenoiserState, x0: jax.Array, base_key: jax.Array):
+    key = jax.random.fold_in(base_key, state.step)
+    loss, grads = jax.value_and_grad(
+        lambda p: denoising_loss(apply_fn, p, x0, key, schedule=schedule))(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
+    return state.replace(step=state.step + 1, params=params, ema_params=ema,
+                         opt_state=opt_state), loss
+
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax.Array], *,
+                   schedule: Schedule, num_steps: int, learning_rate: float,
+                   ema_decay: float = 0.999, seed: int = 0, log_every: int = 500) -> Any:
+  """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...]; returns EMA params."""
+  optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1))
+  state = create_denoiser_state(params, optimizer)
+  step_fn = make_denoise_step(apply_fn, schedule, optimizer, ema_decay=ema_decay)
+  base_key = jax.random.PRNGKey(seed)
+  for step in range(num_steps):
+    state, loss = step_fn(state, batch_fn(step), base_key)
+    if (step + 1) % log_every == 0 or step + 1 == num_steps:
+      logging.info("denoiser step %d/%d: loss %.4f", step + 1, num_steps, float(loss))
+  return state.ema_params

@@ -1,0 +1,102 @@
+"""A DDSS problem: a frozen diffusion model, a feature map for the loss, real data, and the
+held-out evaluation. `build(name, ...)` makes one; the train loop needs nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import flax.serialization
+import jax
+import numpy as np
+from absl import logging
+
+from ddss_jax import features, plots, pretrain
+from ddss_jax.config_groups import Toy2DConfig
+from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
+from ddss_jax.models.mlp import MLPEpsModel
+from ddss_jax.schedules import Schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """Everything DDSS needs about the model and the data. Weights are passed, never closed over.
+
+  Attributes:
+    name: the problem's name.
+    schedule: the frozen model's noise schedule.
+    example_shape: shape of one example, e.g. (2,) or (32, 32, 1).
+    eps_apply: (model_params, x [B, ...], t [B]) -> eps [B, ...].
+    model_params: the frozen model's weights.
+    feature_apply: (feature_params, x [B, ...]) -> features [B, D]; the KID loss's space.
+    feature_params: the feature map's weights.
+    real_batch: (key, n) -> [n, ...] real training examples.
+    evaluate: samples [N, ...] (NumPy) -> held-out metrics {name: float}.
+    plot: ({title: samples}, path) -> None, writes a picture.
+  """
+  name: str
+  schedule: Schedule
+  example_shape: tuple[int, ...]
+  eps_apply: Callable[[Any, jax.Array, jax.Array], jax.Array]
+  model_params: Any
+  feature_apply: Callable[[Any, jax.Array], jax.Array]
+  feature_params: Any
+  real_batch: Callable[[jax.Array, int], jax.Array]
+  evaluate: Callable[[np.ndarray], dict[str, float]]
+  plot: Callable[[dict[str, np.ndarray], str], None]
+
+
+def build_toy2d(cfg: Toy2DConfig, schedule: Schedule, workdir: str, *, seed: int) -> Problem:
+  """The 2-D problem: a Gaussian ring, an MLP eps-model trained here (cached in workdir)."""
+  if cfg.features not in features.FEATURE_KINDS:
+    raise ValueError(f"unknown toy2d.features {cfg.features!r}; valid choices: "
+                     f"{list(features.FEATURE_KINDS)}")
+  ring = GaussianRing(num_modes=cfg.num_modes, radius=cfg.radius, std=cfg.std)
+  model = MLPEpsModel(width=cfg.model_width, depth=cfg.model_depth)
+  eps_apply = lambda params, x, t: model.apply({"params": params}, x, t)
+  model_params = _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, seed)
+
+  if cfg.features == "rff":
+    feature_params = features.init_rff(jax.random.PRNGKey(seed + 1), in_dim=2,
+                                       num_features=cfg.rff_dim, lengthscale=cfg.rff_lengthscale)
+    feature_apply = features.rff
+  else:
+    feature_params, feature_apply = {}, features.identity
+
+  def evaluate(samples: np.ndarray) -> dict[str, float]:
+    # Fresh ground truth, independent of training keys (those derive from config.seed).
+    truth = np.asarray(ring.sample(jax.random.PRNGKey(seed + 10_007), len(samples)))
+    return {"mmd": rbf_mmd(samples, truth), "log_density": float(np.mean(ring.log_prob(samples)))}
+
+  return Problem(name="toy2d", schedule=schedule, example_shape=(2,), eps_apply=eps_apply,
+                 model_params=model_params, feature_apply=feature_apply,
+                 feature_params=feature_params, real_batch=ring.sample, evaluate=evaluate,
+                 plot=plots.scatter_panels)
+
+
+def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, seed):
+  template = model.init(jax.random.PRNGKey(seed), np.zeros((1, 2), np.float32),
+                        np.zeros((1,), np.float32))["params"]
+  path = os.path.join(workdir, "toy2d_eps_model.msgpack")
+  if os.path.exists(path):
+    logging.info("toy2d: loading the eps-model from %s", path)
+    with open(path, "rb") as f:
+      return flax.serialization.from_bytes(template, f.read())
+  logging.info("toy2d: training the eps-model (%d steps)", cfg.model_train_steps)
+  data_key = jax.random.PRNGKey(seed + 2)
+  params = pretrain.train_denoiser(
+      eps_apply, template, lambda step: ring.sample(jax.random.fold_in(data_key, step),
+                                                    cfg.model_batch_size),
+      schedule=schedule, num_steps=cfg.model_train_steps, learning_rate=cfg.model_learning_rate,
+      ema_decay=cfg.model_ema_decay, seed=seed)
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(flax.serialization.to_bytes(params))
+  os.replace(tmp, path)  # atomic: a killed run never leaves a half-written model
+  return params
+
+
+PROBLEMS = ("toy2d",)

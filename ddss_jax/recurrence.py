@@ -1,0 +1,176 @@
+"""The generalised sampler recurrence that every sampler family runs, with O(K |x|) gradients.
+
+Every family in `ddss_jax.samplers` is this recurrence with particular coefficients
+(METHOD.md section 3). States are stored in execution order, `history[0] = x_T` (noise)
+to `history[K] = x_0` (output). Step i = 0..K-1 calls the model once on history[i]:
+
+    eps_i    = eps_fn(history[i], t_i)
+    x0_pred  = (history[i] - c_i eps_i) / b_i
+    history[i + 1] = mu_i x0_pred + sum_{j <= i} nu_{i,j} history[j] + sigma_i z_i
+
+with z_i ~ N(0, I) drawn from fold_in(noise_key, i) and held fixed through the backward pass
+(reparameterisation trick).
+
+Gradient memory. A `lax.scan` whose carry holds the history saves that whole carry at every
+step, even under `jax.checkpoint`: O(K^2 |x|). `gradient="adjoint"` (the default) avoids it
+with an explicit reverse pass (`jax.custom_vjp`): the forward pass keeps the K + 1 states once;
+walking back, step i recomputes its model call with `jax.vjp` (one call's activations alive at
+a time) and the cotangent of state i is completed as
+    g_i = d(step i)/d(history[i]) + sum_{i' >= i} nu_{i',i} g_{i'+1},
+reading the already-final cotangents of the later states. Memory: 2 (K + 1) |x| plus one
+model call. `gradient="checkpoint"` is plain autodiff of a scan of `jax.checkpoint`-ed steps,
+kept as an independent reference and for the memory benchmark.
+
+The model is frozen: no gradient flows into anything `eps_fn` closes over (its weights).
+Gradients do flow into the model's *time input* t_i, which the TIME families learn.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+GRADIENTS = ("adjoint", "checkpoint")
+
+
+class Coefficients(NamedTuple):
+  """Per-step coefficients, step 0 first (the noisiest state). K = number of model calls."""
+  t: jax.Array      # [K] model time inputs, in the model's time units
+  b: jax.Array      # [K] x0_pred = (x - c eps) / b
+  c: jax.Array      # [K]
+  mu: jax.Array     # [K] weight of x0_pred
+  nu: jax.Array     # [K, K] nu[i, j]: weight of history[j] in history[i + 1]; used for j <= i
+  sigma: jax.Array  # [K] scale of the fresh noise z_i
+
+
+def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.Array, *,
+        stochastic: bool, gradient: str = "adjoint") -> jax.Array:
+  """Runs the K-step recurrence from x_T [B, ...] and returns x_0 [B, ...].
+
+  Args:
+    coeffs: the per-step coefficients (differentiable).
+    eps_fn: (x [B, ...], t [B]) -> eps [B, ...]; treated as frozen.
+    x_T: [B, ...] starting noise (differentiable).
+    noise_key: PRNG key of the per-step noise; unused when `stochastic` is False.
+    stochastic: whether sigma_i z_i is added (False skips drawing noise altogether).
+    gradient: "adjoint" (O(K |x|) memory) or "checkpoint" (scan + remat, O(K^2 |x|)).
+  """
+  if gradient not in GRADIENTS:
+    raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(GRADIENTS)}")
+  coeffs = coeffs._replace(nu=jnp.tril(coeffs.nu))
+  if gradient == "checkpoint":
+    return _run_checkpointed(coeffs, eps_fn, x_T, noise_key, stochastic)
+  t_example = jnp.zeros(x_T.shape[:1], x_T.dtype)
+  # closure_convert hoists what eps_fn closes over (model weights, possibly jit tracers) into
+  # explicit arguments, as custom_vjp requires. stop_gradient makes the frozen-model contract
+  # explicit, so the zero cotangents returned for them below are exact.
+  converted, consts = jax.closure_convert(eps_fn, x_T, t_example)
+  consts = [jax.lax.stop_gradient(c) for c in consts]
+  return _run_adjoint(converted, stochastic, coeffs, x_T, noise_key, *consts)
+
+
+def _noise(noise_key, i, like):
+  return jax.random.normal(jax.random.fold_in(noise_key, i), like.shape, like.dtype)
+
+
+def _step(eps_fn, stochastic, coeffs_i, history, i, noise_key):
+  """One step of the recurrence: (history[0..i]) -> (history[i + 1], eps_i, x0_pred_i)."""
+  t, b, c, mu, nu_row, sigma = coeffs_i
+  x = history[i]
+  eps = eps_fn(x, jnp.full(x.shape[:1], t, x.dtype))
+  x0_pred = (x - c * eps) / b
+  # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step.
+  past = jnp.tensordot(nu_row, history[:-1], axes=1)
+  x_next = mu * x0_pred + past
+  if stochastic:
+    x_next = x_next + sigma * _noise(noise_key, i, x)
+  return x_next, eps, x0_pred
+
+
+def _empty_history(x_T, num_steps):
+  return jnp.zeros((num_steps + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
+
+
+def _run_checkpointed(coeffs, eps_fn, x_T, noise_key, stochastic):
+  num_steps = coeffs.t.shape[0]
+
+  @jax.checkpoint
+  def body(history, inputs):
+    i, coeffs_i = inputs
+    x_next, _, _ = _step(eps_fn, stochastic, coeffs_i, history, i, noise_key)
+    return history.at[i + 1].set(x_next), None
+
+  history, _ = jax.lax.scan(body, _empty_history(x_T, num_steps),
+                            (jnp.arange(num_steps), tuple(coeffs)))
+  return history[-1]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _run_adjoint(eps_fn, stochastic, coeffs, x_T, noise_key, *consts):
+  return _forward(eps_fn, stochastic, coeffs, x_T, noise_key, consts)[-1]
+
+
+def _forward(eps_fn, stochastic, coeffs, x_T, noise_key, consts):
+  """Returns the whole history [K + 1, B, ...]."""
+  num_steps = coeffs.t.shape[0]
+  model = lambda x, t: eps_fn(x, t, *consts)
+
+  def body(history, inputs):
+    i, coeffs_i = inputs
+    x_next, _, _ = _step(model, stochastic, coeffs_i, history, i, noise_key)
+    return history.at[i + 1].set(x_next), None
+
+  history, _ = jax.lax.scan(body, _empty_history(x_T, num_steps),
+                            (jnp.arange(num_steps), tuple(coeffs)))
+  return history
+
+
+def _adjoint_fwd(eps_fn, stochastic, coeffs, x_T, noise_key, *consts):
+  history = _forward(eps_fn, stochastic, coeffs, x_T, noise_key, consts)
+  return history[-1], (coeffs, noise_key, consts, history)
+
+
+def _adjoint_bwd(eps_fn, stochastic, residuals, g_out):
+  coeffs, noise_key, consts, history = residuals
+  num_steps = coeffs.t.shape[0]
+  flat_history = history[:-1].reshape(num_steps, -1)  # [K, prod(B, ...)]
+
+  def body(g_states, inputs):
+    """Reverse step i: rows i + 1..K of g_states are final; makes row i final."""
+    i, coeffs_i = inputs
+    t, b, c, mu, _, sigma = coeffs_i
+    g_next = g_states[i + 1]
+    x = history[i]
+    t_batch = jnp.full(x.shape[:1], t, x.dtype)
+    # Rematerialise this step's model call; only its activations are alive now.
+    eps, model_vjp = jax.vjp(lambda x_, t_: eps_fn(x_, t_, *consts), x, t_batch)
+    x0_pred = (x - c * eps) / b
+    g_x0_pred = mu * g_next
+    g_x_model, g_t_model = model_vjp(-(c / b) * g_x0_pred)
+    grads_i = Coefficients(
+        t=jnp.sum(g_t_model),
+        b=-jnp.vdot(g_x0_pred, x0_pred) / b,
+        c=-jnp.vdot(g_x0_pred, eps) / b,
+        mu=jnp.vdot(g_next, x0_pred),
+        # d nu[i, j] = <g_next, history[j]>, kept for j <= i by the tril below.
+        nu=flat_history @ g_next.reshape(-1),
+        sigma=(jnp.vdot(g_next, _noise(noise_key, i, x)) if stochastic
+               else jnp.zeros_like(sigma)))
+    # Later steps i' >= i read history[i] with weight nu[i', i]; their g_{i'+1} are final,
+    # and rows <= i of g_states are still zero, so one contraction over all rows is exact.
+    later = jnp.concatenate([jnp.zeros((1,), coeffs.nu.dtype), coeffs.nu[:, i]])
+    g_i = g_x0_pred / b + g_x_model + jnp.tensordot(later, g_states, axes=1)
+    return g_states.at[i].set(g_i), grads_i
+
+  g_states = jnp.zeros_like(history).at[-1].set(g_out)
+  g_states, grads = jax.lax.scan(body, g_states, (jnp.arange(num_steps), tuple(coeffs)),
+                                 reverse=True)
+  grads = grads._replace(nu=jnp.tril(grads.nu))
+  g_consts = [jnp.zeros_like(c) for c in consts]
+  return (grads, g_states[0], None, *g_consts)
+
+
+_run_adjoint.defvjp(_adjoint_fwd, _adjoint_bwd)

@@ -1,0 +1,261 @@
+"""Few-step samplers of a frozen VP diffusion model: fixed baselines and learnable families.
+
+The public contract (code outside the repository relies on it):
+
+    sampler = samplers.make(family, schedule, num_steps, *, stride="quadratic")
+    params  = sampler.init()            # pytree of float arrays: the trainable degrees of freedom
+    x0      = sampler.sample(params, eps_fn, key, shape, *, x_T=None)
+    taus    = sampler.timesteps(params) # [K] model time inputs, largest first
+
+Families (METHOD.md section 3), each K model calls:
+  "ddpm"    strided ancestral sampling, DDIM with eta = 1; no parameters.
+  "ddim"    DDIM(eta), eta = 0 by default; no parameters.
+  "vars"    the DDIM mean with the K per-step noise scales learned.
+  "ggdm"    x_{k-1} = mu_k x0_pred_k + sum_{j >= k} nu_{k,j} x_j + sigma_k z_k, with mu, nu, sigma
+            learned; "+pred" also learns the x0-prediction coefficients (b_k, c_k); "+time" learns
+            the K model time inputs.
+All of them run `ddss_jax.recurrence.run`, which gives O(K |x|)-memory gradients.
+
+Parameterisations (the project's choices; METHOD.md leaves them open):
+  vars:  noise_angle [K]; with r = sqrt(1 - alpha_bar_next), sigma = r sin(angle) and the DDIM
+         eps coefficient is r cos(angle), so every value is a valid sampler (eta = 0 at angle 0).
+  ggdm:  mu [K], nu [K, K] (lower triangle used), sigma [K], stored directly.
+  +pred: log_b [K], log_c [K] (b, c > 0 always); without +pred, b = a(t), c = s(t).
+  +time: time_logits [K + 1]: the gaps between consecutive times (and the ends 0 and T - 1) are
+         softmax(time_logits), so times stay strictly decreasing inside (0, T - 1). A gap of zero
+         in the initial stride (t = 0 is part of both strides) is floored at MIN_TIME_GAP of the
+         range, which moves that time by about 1e-3 model time units.
+Every learnable family at init reproduces DDIM(eta) (eta = 0 by default; eta = 1 is DDPM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddss_jax import recurrence
+from ddss_jax.schedules import Schedule
+
+FAMILIES = ("ddpm", "ddim", "vars", "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time")
+STRIDES = ("linear", "quadratic")
+MIN_TIME_GAP = 1e-6
+
+Params = dict[str, jax.Array]
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def stride_timesteps(stride: str, num_timesteps: int, num_steps: int) -> np.ndarray:
+  """The K integer times of a fixed stride, largest first (METHOD.md section 2).
+
+  linear: t_i = i * (T // K); quadratic: t_i = floor(linspace(0, sqrt(0.8 T), K)^2), as in the
+  public DDIM code. (With T = 1000 the quadratic stride repeats t = 0 from K = 30 on, as there.)
+  """
+  if stride not in STRIDES:
+    raise ValueError(f"unknown stride {stride!r}; valid choices: {list(STRIDES)}")
+  if stride == "linear":
+    times = np.arange(num_steps) * (num_timesteps // num_steps)
+  else:
+    times = np.floor(np.linspace(0.0, np.sqrt(0.8 * num_timesteps), num_steps) ** 2)
+  return times.astype(np.int64)[::-1].copy()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Sampler:
+  """A K-step sampler of one family. Build it with `make`; it holds no arrays you train."""
+  family: str
+  schedule: Schedule
+  num_steps: int
+  stride: str
+  eta: float
+  gradient: str
+
+  @property
+  def learns_pred(self) -> bool:
+    return "+pred" in self.family
+
+  @property
+  def learns_time(self) -> bool:
+    return "+time" in self.family
+
+  @property
+  def stochastic(self) -> bool:
+    """Whether the sampler draws noise at each step (learnable noise counts)."""
+    return self.family in ("ddpm", "vars") or self.family.startswith("ggdm") or self.eta > 0
+
+  @property
+  def initial_timesteps(self) -> np.ndarray:
+    """[K] the stride's integer times, largest first."""
+    return stride_timesteps(self.stride, self.schedule.num_timesteps, self.num_steps)
+
+  # -- parameters -------------------------------------------------------------------------------
+
+  def init(self) -> Params:
+    """The trainable parameters at their initial value (empty for "ddpm" and "ddim")."""
+    if self.family in ("ddpm", "ddim"):
+      return {}
+    t = jnp.asarray(self.initial_timesteps, jnp.float32)
+    ddim = _ddim_coefficients(self.schedule, t, eta=self.eta)
+    if self.family == "vars":
+      return {"noise_angle": _noise_angle(self.schedule, t, eta=self.eta)}
+    params = {"mu": ddim.mu, "nu": ddim.nu, "sigma": ddim.sigma}
+    if self.learns_pred:
+      params["log_b"] = jnp.log(ddim.b)
+      params["log_c"] = jnp.log(ddim.c)
+    if self.learns_time:
+      params["time_logits"] = _time_logits(self.initial_timesteps, self.schedule.num_timesteps)
+    return params
+
+  def timesteps(self, params: Params) -> jax.Array:
+    """[K] float model time inputs, largest first."""
+    if self.learns_time:
+      return _decode_times(params["time_logits"], self.schedule.num_timesteps)
+    return jnp.asarray(self.initial_timesteps, jnp.float32)
+
+  def coefficients(self, params: Params) -> recurrence.Coefficients:
+    """The per-step coefficients of the recurrence that these parameters define."""
+    t = self.timesteps(params)
+    if self.family in ("ddpm", "ddim"):
+      return _ddim_coefficients(self.schedule, t, eta=self.eta)
+    if self.family == "vars":
+      return _vars_coefficients(self.schedule, t, params["noise_angle"])
+    if self.learns_pred:
+      b, c = jnp.exp(params["log_b"]), jnp.exp(params["log_c"])
+    else:
+      b, c = self.schedule.alpha_sigma(t)
+    return recurrence.Coefficients(t=t, b=b, c=c, mu=params["mu"], nu=params["nu"],
+                                   sigma=params["sigma"])
+
+  # -- sampling ---------------------------------------------------------------------------------
+
+  def sample(self, params: Params, eps_fn: EpsFn, key: jax.Array, shape: Sequence[int], *,
+             x_T: jax.Array | None = None) -> jax.Array:
+    """Draws x_0 [*shape] with K calls of eps_fn. Pure; jit- and grad-able w.r.t. params.
+
+    Args:
+      params: from `init` (or trained).
+      eps_fn: (x [B, ...], t [B] float, model time units) -> eps [B, ...]; treated as frozen.
+      key: PRNG key for x_T (unless given) and the per-step noise.
+      shape: [B, ...], the batch shape of x_0.
+      x_T: optional starting noise of shape `shape`.
+    """
+    shape = _check_shape(shape)
+    if x_T is not None and tuple(x_T.shape) != shape:
+      raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+    out = jax.eval_shape(eps_fn, jax.ShapeDtypeStruct(shape, jnp.float32),
+                         jax.ShapeDtypeStruct(shape[:1], jnp.float32))
+    if tuple(out.shape) != shape:
+      raise ValueError(f"eps_fn maps x of shape {shape} to shape {tuple(out.shape)}; "
+                       "it must return eps of the same shape as x")
+    key_T, key_noise = jax.random.split(key)
+    if x_T is None:
+      x_T = jax.random.normal(key_T, shape, jnp.float32)
+    return recurrence.run(self.coefficients(params), eps_fn, x_T, key_noise,
+                          stochastic=self.stochastic, gradient=self.gradient)
+
+
+def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
+         eta: float | None = None, gradient: str = "adjoint") -> Sampler:
+  """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
+
+  Args:
+    family: one of FAMILIES.
+    schedule: the frozen model's noise schedule.
+    num_steps: K, the number of model calls, 1 <= K <= schedule.num_timesteps.
+    stride: "linear" or "quadratic": the fixed times, and the initial ones of "+time".
+    eta: DDIM noise of "ddim" (default 0) and the DDIM(eta) that learnable families start from
+      (default 0); "ddpm" is eta = 1.
+    gradient: "adjoint" (O(K |x|) memory) or "checkpoint"; see `ddss_jax.recurrence`.
+  """
+  if family not in FAMILIES:
+    raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
+  if stride not in STRIDES:
+    raise ValueError(f"unknown stride {stride!r}; valid choices: {list(STRIDES)}")
+  if gradient not in recurrence.GRADIENTS:
+    raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(recurrence.GRADIENTS)}")
+  if not isinstance(schedule, Schedule):
+    raise ValueError(f"schedule must be a ddss_jax.schedules.Schedule, got {type(schedule)}")
+  num_timesteps = schedule.num_timesteps
+  if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
+      or not 1 <= num_steps <= num_timesteps):
+    raise ValueError(f"num_steps must be an integer in [1, {num_timesteps}] (the schedule's "
+                     f"number of timesteps), got {num_steps!r}")
+  if family == "ddpm":
+    if eta not in (None, 1, 1.0):
+      raise ValueError(f"family 'ddpm' is DDIM with eta = 1; got eta={eta!r} (use 'ddim')")
+    eta = 1.0
+  eta = 0.0 if eta is None else float(eta)
+  if not 0.0 <= eta <= 1.0:
+    raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+  return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
+                 eta=eta, gradient=gradient)
+
+
+# -- coefficient maths (keyword-only helpers) -----------------------------------------------------
+
+def _next_alpha_bar(schedule: Schedule, t: jax.Array) -> jax.Array:
+  """[K] alpha_bar of the state each step produces; the last step produces x_0 (alpha_bar = 1)."""
+  return jnp.concatenate([schedule.alpha_bar(t[1:]), jnp.ones((1,), jnp.float32)])
+
+
+def _ddim_like(schedule: Schedule, t: jax.Array, *, sigma: jax.Array,
+               eps_scale: jax.Array) -> recurrence.Coefficients:
+  """x_next = sqrt(abar_next) x0_pred + eps_scale eps + sigma z, as recurrence coefficients.
+
+  With eps = (x - b x0_pred) / c this is mu = sqrt(abar_next) - nu b and nu_ii = eps_scale / c.
+  """
+  b, c = schedule.alpha_sigma(t)
+  nu_diag = eps_scale / c
+  mu = jnp.sqrt(_next_alpha_bar(schedule, t)) - nu_diag * b
+  return recurrence.Coefficients(t=t, b=b, c=c, mu=mu, nu=jnp.diag(nu_diag), sigma=sigma)
+
+
+def _ddim_coefficients(schedule: Schedule, t: jax.Array, *, eta: float) -> recurrence.Coefficients:
+  """DDIM(eta) (Song et al. 2021, eq. 12 and 16) at times t [K], largest first."""
+  abar = schedule.alpha_bar(t)
+  abar_next = _next_alpha_bar(schedule, t)
+  sigma = eta * jnp.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))
+  eps_scale = jnp.sqrt(jnp.maximum(1 - abar_next - sigma**2, 0.0))
+  return _ddim_like(schedule, t, sigma=sigma, eps_scale=eps_scale)
+
+
+def _vars_coefficients(schedule: Schedule, t: jax.Array,
+                       noise_angle: jax.Array) -> recurrence.Coefficients:
+  radius = jnp.sqrt(1 - _next_alpha_bar(schedule, t))
+  return _ddim_like(schedule, t, sigma=radius * jnp.sin(noise_angle),
+                    eps_scale=radius * jnp.cos(noise_angle))
+
+
+def _noise_angle(schedule: Schedule, t: jax.Array, *, eta: float) -> jax.Array:
+  """[K] the VARS angle whose noise equals DDIM(eta)'s (0 where no noise is possible)."""
+  sigma = _ddim_coefficients(schedule, t, eta=eta).sigma
+  radius = jnp.sqrt(1 - _next_alpha_bar(schedule, t))
+  ratio = jnp.where(radius > 0, sigma / jnp.where(radius > 0, radius, 1.0), 0.0)
+  return jnp.arcsin(jnp.clip(ratio, 0.0, 1.0))
+
+
+def _time_logits(times: np.ndarray, num_timesteps: int) -> jax.Array:
+  """[K + 1] logits whose softmax is the gaps of `times` (largest first) within [0, T - 1]."""
+  ascending = np.sort(np.asarray(times, np.float64)) / (num_timesteps - 1)
+  gaps = np.diff(np.concatenate([[0.0], ascending, [1.0]]))
+  return jnp.asarray(np.log(np.maximum(gaps, MIN_TIME_GAP)), jnp.float32)
+
+
+def _decode_times(time_logits: jax.Array, num_timesteps: int) -> jax.Array:
+  """[K] strictly decreasing times in (0, T - 1) from [K + 1] logits."""
+  ascending = jnp.cumsum(jax.nn.softmax(time_logits))[:-1]
+  return (num_timesteps - 1) * ascending[::-1]
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+  try:
+    shape = tuple(int(d) for d in shape)
+  except TypeError:
+    raise ValueError(f"shape must be a sequence of positive integers [B, ...], got {shape!r}")
+  if len(shape) < 2 or any(d < 1 for d in shape):
+    raise ValueError(f"shape must be [B, ...] with at least one data axis and positive sizes, "
+                     f"got {shape}")
+  return shape

@@ -1,0 +1,203 @@
+"""Differentiable Diffusion Sampler Search: learn a K-step sampler by minimising KID.
+
+One optimisation step draws a batch from the sampler (K frozen-model calls), maps it and a batch
+of real examples through the feature network, and takes an optax step on the sampler parameters
+along the gradient of KID(generated, real). Nothing else is trained.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import parameter_overview
+
+from ddss_jax import metrics, problems, samplers, schedules
+from ddss_jax.config_groups import (BaselineConfig, EvalConfig, OptimConfig, SamplerConfig,
+                                    Toy2DConfig, from_group)
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array        # [] int32
+  params: Any            # the sampler's parameters
+  opt_state: optax.OptState
+
+
+def create_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+  """Adam with global-norm gradient clipping (clip <= 0 disables it)."""
+  adam = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
+
+
+def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int):
+  """loss(sampler_params, model_params, feature_params, real [M, ...], key) -> KID scalar."""
+  shape = (batch_size,) + tuple(problem.example_shape)
+
+  def loss_fn(sampler_params, model_params, feature_params, real, key):
+    eps_fn = functools.partial(problem.eps_apply, model_params)
+    generated = sampler.sample(sampler_params, eps_fn, key, shape)
+    feats = problem.feature_apply(feature_params, generated)
+    real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real))
+    return metrics.kid(feats, real_feats)
+
+  return loss_fn
+
+
+def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
+                    optimizer: optax.GradientTransformation, batch_size: int) -> Callable:
+  """Returns jitted step(state, model_params, feature_params, real, base_key) -> (state, metrics).
+
+  The step's key is fold_in(base_key, state.step), so a resumed run draws the same noise.
+  """
+  loss_fn = make_loss_fn(sampler, problem, batch_size)
+
+  def train_step(state: TrainState, model_params, feature_params, real, base_key):
+    key = jax.random.fold_in(base_key, state.step)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, model_params, feature_params, real,
+                                              key)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step_metrics = {"train/kid": loss, "train/grad_norm": optax.global_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
+
+  return jax.jit(train_step, donate_argnums=(0,))
+
+
+def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int):
+  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...]."""
+  shape = (batch_size,) + tuple(problem.example_shape)
+
+  def sample(sampler_params, model_params, key):
+    eps_fn = functools.partial(problem.eps_apply, model_params)
+    return sampler.sample(sampler_params, eps_fn, key, shape)
+
+  return jax.jit(sample)
+
+
+def draw_samples(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,
+                 num_samples: int, batch_size: int, seed: int) -> np.ndarray:
+  """[num_samples, ...] samples in batches; batch b uses fold_in(PRNGKey(seed), b)."""
+  sample_fn = make_sample_fn(sampler, problem, batch_size)
+  key = jax.random.PRNGKey(seed)
+  batches = [np.asarray(sample_fn(params, problem.model_params, jax.random.fold_in(key, b)))
+             for b in range(-(-num_samples // batch_size))]
+  return np.concatenate(batches)[:num_samples]
+
+
+def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
+                  workdir: str) -> problems.Problem:
+  if config.problem not in problems.PROBLEMS:
+    raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
+                     f"{list(problems.PROBLEMS)}")
+  return problems.build_toy2d(from_group(Toy2DConfig, config.toy2d, "toy2d"), schedule, workdir,
+                              seed=config.seed)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs DDSS as configured, evaluates it against the baseline at the same K, writes results.
+
+  Writes to workdir: checkpoints/ (orbax, resumed from automatically), metrics.jsonl,
+  results.json, and samples.png. Returns the results dict.
+  """
+  # Everything a config can get wrong is checked here, before anything compiles.
+  sampler_cfg = from_group(SamplerConfig, config.sampler, "sampler")
+  baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
+  optim_cfg = from_group(OptimConfig, config.optim, "optim")
+  eval_cfg = from_group(EvalConfig, config.eval, "eval")
+  schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
+  sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
+                          stride=sampler_cfg.stride, eta=sampler_cfg.eta,
+                          gradient=sampler_cfg.gradient)
+  baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
+                           stride=sampler_cfg.stride, eta=baseline_cfg.eta)
+  initial_params = sampler.init()
+  if not initial_params and optim_cfg.num_steps > 0:
+    raise ValueError(f"sampler family {sampler_cfg.family!r} has nothing to learn; choose one of "
+                     f"{[f for f in samplers.FAMILIES if f not in ('ddpm', 'ddim')]}")
+  if optim_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
+    raise ValueError(f"KID needs >= 2 samples: optim.batch_size={optim_cfg.batch_size}, "
+                     f"eval.num_samples={eval_cfg.num_samples}")
+
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  problem = build_problem(config, schedule, workdir)
+  optimizer = create_optimizer(optim_cfg)
+  state = create_train_state(initial_params, optimizer)
+  logging.info("sampler %s, K=%d, %s stride; parameters:\n%s", sampler.family, sampler.num_steps,
+               sampler.stride, parameter_overview.get_parameter_overview(initial_params))
+
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  if manager.latest_step() is not None:
+    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+    logging.info("resumed from checkpoint at step %d", int(state.step))
+
+  train_step = make_train_step(sampler, problem, optimizer, optim_cfg.batch_size)
+  base_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  start = time.perf_counter()
+  while int(state.step) < optim_cfg.num_steps:
+    step = int(state.step)
+    real = problem.real_batch(jax.random.fold_in(data_key, step), optim_cfg.batch_size)
+    state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
+                                     base_key)
+    step_metrics = {k: float(v) for k, v in step_metrics.items()}
+    if not all(np.isfinite(v) for v in step_metrics.values()):
+      raise FloatingPointError(f"non-finite training metrics at step {step}: {step_metrics}")
+    if (step + 1) % config.log_every == 0 or step + 1 == optim_cfg.num_steps:
+      step_metrics["train/steps_per_sec"] = (step + 1) / (time.perf_counter() - start)
+      _write_metrics(metrics_path, step + 1, step_metrics)
+    if (step + 1) % config.checkpoint_every == 0 or step + 1 == optim_cfg.num_steps:
+      manager.save(step + 1, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+
+  draw = functools.partial(draw_samples, problem=problem, num_samples=eval_cfg.num_samples,
+                           batch_size=eval_cfg.batch_size, seed=eval_cfg.seed)
+  panels = {f"{baseline.family} K={baseline.num_steps}": draw(baseline, baseline.init()),
+            f"{sampler.family} K={sampler.num_steps} (DDSS)": draw(sampler, state.params),
+            "data": np.asarray(problem.real_batch(jax.random.PRNGKey(eval_cfg.seed),
+                                                  eval_cfg.num_samples))}
+  rows = {name: problem.evaluate(samples) for name, samples in list(panels.items())[:2]}
+  results = {"problem": problem.name, "num_steps": sampler.num_steps, "stride": sampler.stride,
+             "train_steps": int(state.step), "rows": rows,
+             "learned_timesteps": np.asarray(sampler.timesteps(state.params)).tolist()}
+  if jax.process_index() == 0:
+    problem.plot(panels, os.path.join(workdir, "samples.png"))
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    print(format_table(rows))
+  return results
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+  """A Markdown table: one row per sampler, one column per held-out metric."""
+  names = list(next(iter(rows.values())))
+  lines = ["| sampler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  lines += [f"| {row} | " + " | ".join(f"{vals[n]:.5g}" for n in names) + " |"
+            for row, vals in rows.items()]
+  return "\n".join(lines)
+
+
+def _write_metrics(path: str, step: int, values: dict[str, float]) -> None:
+  """Appends one JSON line {"step": ..., metric: value}; only process 0 writes."""
+  logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in values.items()))
+  if jax.process_index() == 0:
+    with open(path, "a") as f:
+      f.write(json.dumps({"step": step, **values}) + "\n")
