@@ -82,8 +82,9 @@ def _step(eps_fn, stochastic, coeffs_i, history, i, noise_key):
   x = history[i]
   eps = eps_fn(x, jnp.full(x.shape[:1], t, x.dtype))
   x0_pred = (x - c * eps) / b
-  # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step.
-  past = jnp.tensordot(nu_row, history[:-1], axes=1)
+  # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step. A zero
+  # weight for it avoids slicing the history, which would copy K |x| per step.
+  past = jnp.tensordot(jnp.append(nu_row, 0.0), history, axes=1)
   x_next = mu * x0_pred + past
   if stochastic:
     x_next = x_next + sigma * _noise(noise_key, i, x)
@@ -136,7 +137,7 @@ def _adjoint_fwd(eps_fn, stochastic, coeffs, x_T, noise_key, *consts):
 def _adjoint_bwd(eps_fn, stochastic, residuals, g_out):
   coeffs, noise_key, consts, history = residuals
   num_steps = coeffs.t.shape[0]
-  flat_history = history[:-1].reshape(num_steps, -1)  # [K, prod(B, ...)]
+  flat_history = history.reshape(num_steps + 1, -1)  # [K + 1, prod(B, ...)], a view, no copy
 
   def body(g_states, inputs):
     """Reverse step i: rows i + 1..K of g_states are final; makes row i final."""
@@ -156,7 +157,7 @@ def _adjoint_bwd(eps_fn, stochastic, residuals, g_out):
         c=-jnp.vdot(g_x0_pred, eps) / b,
         mu=jnp.vdot(g_next, x0_pred),
         # d nu[i, j] = <g_next, history[j]>, kept for j <= i by the tril below.
-        nu=flat_history @ g_next.reshape(-1),
+        nu=(flat_history @ g_next.reshape(-1))[:-1],
         sigma=(jnp.vdot(g_next, _noise(noise_key, i, x)) if stochastic
                else jnp.zeros_like(sigma)))
     # Later steps i' >= i read history[i] with weight nu[i', i]; their g_{i'+1} are final,
