@@ -73,7 +73,7 @@ def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
                                               key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    step_metrics = {"train/kid": loss, "train/grad_norm": optax.global_norm(grads)}
+    step_metrics = {"train/kid": loss, "train/grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
 
   return jax.jit(train_step, donate_argnums=(0,))

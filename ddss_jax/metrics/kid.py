@@ -45,6 +45,7 @@ def kid_subsets(feats_a: jax.Array, feats_b: jax.Array, *, key: jax.Array,
   The subset size is min(subset_size, N, M), as in torch-fidelity; std is the population std
   (ddof = 0) of the per-subset values.
   """
+  feats_a, feats_b = jnp.asarray(feats_a), jnp.asarray(feats_b)
   size = min(subset_size, feats_a.shape[0], feats_b.shape[0])
 
   def one(subset_key):
