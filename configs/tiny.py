@@ -1,0 +1,23 @@
+"""A seconds-long smoke run of the whole pipeline (tests use it; numbers are meaningless).
+
+Run: python -m ddss_jax.main --config=configs/tiny.py --workdir=/tmp/ddss_tiny
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.sampler.num_steps = 3
+  config.optim.num_steps = 4
+  config.optim.batch_size = 16
+  config.eval.num_samples = 64
+  config.eval.batch_size = 32
+  config.toy2d.model_width = 16
+  config.toy2d.model_depth = 1
+  config.toy2d.model_train_steps = 20
+  config.toy2d.model_batch_size = 64
+  config.toy2d.rff_dim = 16
+  config.log_every = 2
+  config.checkpoint_every = 2
+  return config

@@ -1,0 +1,28 @@
+"""ddss_jax: learn fast samplers for frozen diffusion models by differentiating through KID."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ddss_jax",
+    version="0.1.0",
+    description="Differentiable Diffusion Sampler Search (Watson et al., ICLR 2022) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ddss_jax", "ddss_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.6",
+        "ml_collections>=0.1.1",
+        "clu>=0.0.10",
+        "absl-py>=1.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "chex>=0.1.86"],
+    },
+)

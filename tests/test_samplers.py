@@ -1,0 +1,212 @@
+"""Samplers against independent references: a float64 NumPy DDIM/DDPM, and unrolled autodiff."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddss_jax import samplers, schedules
+
+SCHED = schedules.linear_beta(1000)
+LEARNABLE = ("vars", "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time")
+
+
+def analytic_eps(x, t, xp=jnp):
+  """A smooth eps-function of (x, t) that NumPy and JAX evaluate alike."""
+  t = t.reshape((-1,) + (1,) * (x.ndim - 1)) / 1000.0
+  return xp.tanh(0.7 * x + 0.3 * xp.sin(3.0 * x) * t) + 0.2 * t
+
+
+def numpy_ddim(x_T, times, eta, noises):
+  """Song et al. (2021) eq. 12 in float64, with alpha_bar from the integer-time table."""
+  abar = lambda t: 1.0 if t < 0 else SCHED.alpha_bars[t]
+  x = np.asarray(x_T, np.float64)
+  nexts = list(times[1:]) + [-1]
+  for k, (t, t_next) in enumerate(zip(times, nexts)):
+    eps = analytic_eps(x, np.full(x.shape[0], float(t)), xp=np)
+    x0 = (x - np.sqrt(1 - abar(t)) * eps) / np.sqrt(abar(t))
+    sigma = eta * np.sqrt((1 - abar(t_next)) / (1 - abar(t)) * (1 - abar(t) / abar(t_next)))
+    x = (np.sqrt(abar(t_next)) * x0 + np.sqrt(1 - abar(t_next) - sigma**2) * eps
+         + sigma * noises[k])
+  return x
+
+
+def step_noises(key, num_steps, shape):
+  """The documented noise: (key_T, noise_key) = split(key); z_i from fold_in(noise_key, i)."""
+  noise_key = jax.random.split(key)[1]
+  return [np.asarray(jax.random.normal(jax.random.fold_in(noise_key, i), shape), np.float64)
+          for i in range(num_steps)]
+
+
+@pytest.mark.parametrize("stride,num_steps", [("linear", 10), ("quadratic", 10),
+                                              ("quadratic", 4), ("linear", 1)])
+def test_stride_timesteps_follow_the_public_ddim_code(stride, num_steps):
+  if stride == "linear":
+    expected = list(range(0, 1000, 1000 // num_steps))[:num_steps]
+  else:
+    expected = [int(s) for s in np.linspace(0, np.sqrt(800), num_steps) ** 2]
+  got = samplers.stride_timesteps(stride, 1000, num_steps)
+  np.testing.assert_array_equal(got, expected[::-1])
+  if (stride, num_steps) == ("linear", 10):
+    np.testing.assert_array_equal(got, [900, 800, 700, 600, 500, 400, 300, 200, 100, 0])
+
+
+@pytest.mark.parametrize("stride", samplers.STRIDES)
+@pytest.mark.parametrize("family,eta", [("ddim", 0.0), ("ddpm", 1.0), ("ddim", 0.5)])
+def test_fixed_families_match_numpy_ddim(family, eta, stride):
+  shape = (5, 3)
+  key = jax.random.PRNGKey(3)
+  x_T = jax.random.normal(jax.random.PRNGKey(4), shape)
+  sampler = samplers.make(family, SCHED, 6, stride=stride, eta=None if family == "ddpm" else eta)
+  got = jax.jit(lambda k: sampler.sample({}, analytic_eps, k, shape, x_T=x_T))(key)
+  times = samplers.stride_timesteps(stride, 1000, 6)
+  want = numpy_ddim(x_T, times, eta, step_noises(key, 6, shape))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(sampler.timesteps({}), times.astype(np.float32))
+
+
+@pytest.mark.parametrize("family", LEARNABLE)
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_learnable_families_at_init_reproduce_ddim_or_ddpm(family, eta):
+  shape = (6, 2)
+  key = jax.random.PRNGKey(7)
+  x_T = jax.random.normal(jax.random.PRNGKey(8), shape)
+  sampler = samplers.make(family, SCHED, 5, stride="quadratic", eta=eta)
+  got = sampler.sample(sampler.init(), analytic_eps, key, shape, x_T=x_T)
+  reference = samplers.make("ddim", SCHED, 5, stride="quadratic", eta=eta)
+  want = reference.sample({}, analytic_eps, key, shape, x_T=x_T)
+  # Fixed times reproduce exactly up to float32 rounding; learned times move t = 0 by
+  # MIN_TIME_GAP * (T - 1) ~ 1e-3 (see samplers.py), which shows at the 1e-5 level.
+  tol = 3e-5 if "+time" in family else 2e-6
+  np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+  np.testing.assert_allclose(sampler.timesteps(sampler.init()), reference.timesteps({}),
+                             atol=2e-3)
+
+
+def test_learned_times_stay_strictly_decreasing_inside_the_range():
+  sampler = samplers.make("ggdm+time", SCHED, 12)
+  for seed in range(5):
+    logits = 4.0 * jax.random.normal(jax.random.PRNGKey(seed), (13,))
+    taus = np.asarray(sampler.timesteps({"time_logits": logits}))
+    assert np.all(np.diff(taus) < 0) and taus[0] < 999 and taus[-1] > 0
+
+
+# -- gradients against autodiff of an unrolled Python loop -----------------------------------
+
+def unrolled_reference(sampler, params, eps_fn, key, x_T):
+  """METHOD.md's GGDM update written out, k = K..1, as a plain Python loop (autodiff applies)."""
+  c = sampler.coefficients(params)
+  num_steps = sampler.num_steps
+  noise_key = jax.random.split(key)[1]
+  states = {num_steps: x_T}  # states[k] is x_k
+  for k in range(num_steps, 0, -1):
+    i = num_steps - k  # row of the coefficient arrays (execution order)
+    x_k = states[k]
+    eps = eps_fn(x_k, jnp.full(x_k.shape[:1], c.t[i]))
+    x0_pred = (x_k - c.c[i] * eps) / c.b[i]
+    x_next = c.mu[i] * x0_pred
+    for j in range(num_steps, k - 1, -1):  # all previous (noisier) states x_K..x_k
+      x_next = x_next + c.nu[i, num_steps - j] * states[j]
+    if sampler.stochastic:
+      x_next = x_next + c.sigma[i] * jax.random.normal(jax.random.fold_in(noise_key, i),
+                                                       x_k.shape)
+    states[k - 1] = x_next
+  return states[0]
+
+
+def perturbed(params, key, scale=0.05):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(
+      tree, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+def conv_eps_model(weights, x, t):
+  """A small model whose output depends on t through an embedding (gradient w.r.t. time)."""
+  emb = jnp.sin(t[:, None] / 100.0 * weights["freqs"][None, :])  # [B, F]
+  h = jnp.tanh(x @ weights["w1"] + emb @ weights["wt"])
+  return h @ weights["w2"]
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+@pytest.mark.parametrize("family", LEARNABLE)
+def test_gradients_equal_unrolled_autodiff(family, gradient):
+  shape = (4, 3)
+  keys = jax.random.split(jax.random.PRNGKey(11), 6)
+  weights = {"w1": jax.random.normal(keys[0], (3, 8)), "wt": jax.random.normal(keys[1], (4, 8)),
+             "w2": 0.3 * jax.random.normal(keys[2], (8, 3)), "freqs": jnp.arange(1.0, 5.0)}
+  sampler = samplers.make(family, SCHED, 4, stride="linear", gradient=gradient)
+  params = perturbed(sampler.init(), keys[3])
+  target = jax.random.normal(keys[4], shape)
+
+  def loss(run, params, x_T, weights):
+    x0 = run(params, functools.partial(conv_eps_model, weights), keys[5], x_T)
+    return jnp.sum((x0 - target) ** 2) + jnp.sum(jnp.sin(x0))
+
+  ours = lambda p, e, k, x: sampler.sample(p, e, k, shape, x_T=x)
+  reference = lambda p, e, k, x: unrolled_reference(sampler, p, e, k, x)
+  x_T = jax.random.normal(keys[2], shape)
+  # Weights are jit arguments, so eps_fn closes over tracers, as in the train step.
+  got = jax.jit(jax.value_and_grad(functools.partial(loss, ours), argnums=(0, 1)))(
+      params, x_T, weights)
+  want = jax.value_and_grad(functools.partial(loss, reference), argnums=(0, 1))(
+      params, x_T, weights)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  for name in params:
+    np.testing.assert_allclose(got[1][0][name], want[1][0][name], rtol=1e-4, atol=1e-5,
+                               err_msg=f"d loss / d {name}")
+  np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-4, atol=1e-5, err_msg="d loss / d x_T")
+  if "+time" in family:  # the model-time gradient is really exercised
+    assert np.max(np.abs(got[1][0]["time_logits"])) > 1e-3
+
+
+def test_adjoint_gradient_memory_grows_by_a_few_batches_per_step():
+  """XLA temp memory of the gradient: O(K |x|) with the adjoint, superlinear without it."""
+  shape = (8, 16, 16, 1)
+  x_bytes = np.prod(shape) * 4
+  weights = {"w": jnp.ones((1, 16)) * 0.1, "v": jnp.ones((16, 1)) * 0.1}
+  model = lambda w, x, t: jnp.tanh(x @ w["w"] + t[:, None, None, None] / 1000) @ w["v"]
+
+  def temp_bytes(gradient, num_steps):
+    sampler = samplers.make("ggdm+pred+time", SCHED, num_steps, stride="linear",
+                            gradient=gradient)
+    loss = lambda p, w, k: jnp.mean(sampler.sample(p, functools.partial(model, w), k, shape)**2)
+    compiled = jax.jit(jax.grad(loss)).lower(sampler.init(), weights,
+                                              jax.random.PRNGKey(0)).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  per_step = {g: (temp_bytes(g, 24) - temp_bytes(g, 8)) / 16 / x_bytes
+              for g in ("adjoint", "checkpoint")}
+  assert per_step["adjoint"] <= 4.0, per_step
+  assert per_step["checkpoint"] > 2 * per_step["adjoint"], per_step
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(family="ddim2"), r"unknown sampler family 'ddim2'.*'ggdm\+pred\+time'"),
+    (dict(stride="cubic"), r"unknown stride 'cubic'.*\['linear', 'quadratic'\]"),
+    (dict(num_steps=0), r"num_steps must be an integer in \[1, 1000\].*got 0"),
+    (dict(num_steps=1001), r"got 1001"),
+    (dict(num_steps=2.5), r"got 2.5"),
+    (dict(family="ddpm", eta=0.0), r"'ddpm' is DDIM with eta = 1"),
+    (dict(eta=1.5), r"eta must be in \[0, 1\], got 1.5"),
+    (dict(gradient="unrolled"), r"unknown gradient 'unrolled'.*'adjoint', 'checkpoint'"),
+])
+def test_bad_arguments_raise_value_errors_naming_the_choices(kwargs, match):
+  args = dict(family="ggdm", schedule=SCHED, num_steps=4) | kwargs
+  with pytest.raises(ValueError, match=match):
+    samplers.make(args.pop("family"), args.pop("schedule"), args.pop("num_steps"), **args)
+
+
+def test_shapes_that_do_not_fit_raise_value_errors():
+  sampler = samplers.make("ddim", SCHED, 3)
+  key = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match=r"x_T has shape \(4, 3\) but shape=\(4, 2\)"):
+    sampler.sample({}, analytic_eps, key, (4, 2), x_T=jnp.zeros((4, 3)))
+  with pytest.raises(ValueError, match="at least one data axis"):
+    sampler.sample({}, analytic_eps, key, (4,))
+  with pytest.raises(ValueError, match=r"eps_fn maps x of shape \(4, 2\) to shape \(4, 1\)"):
+    sampler.sample({}, lambda x, t: x[:, :1], key, (4, 2))
