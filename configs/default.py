@@ -29,7 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=5e-3, num_steps=300, batch_size=256, grad_clip=1.0, b1=0.9, b2=0.99))
 
   # Held-out evaluation on fresh samples (a fixed seed, distinct from training's).
-  config.eval = ml_collections.ConfigDict(dict(num_samples=2000, batch_size=1000, seed=1234))
+  # reference_steps: also evaluate many-step ancestral sampling (DDPM, linear stride) to show
+  # the frozen model's own quality; 0 skips it.
+  config.eval = ml_collections.ConfigDict(dict(
+      num_samples=2000, batch_size=1000, seed=1234, reference_steps=1000))
 
   # The 2-D problem: a ring of Gaussians, an MLP eps-model trained on it by pretrain.py (cached
   # in the workdir), and the KID features: "rff" (random Fourier) or "identity" (the points).

@@ -13,6 +13,7 @@ def get_config():
   config.optim.batch_size = 16
   config.eval.num_samples = 64
   config.eval.batch_size = 32
+  config.eval.reference_steps = 10
   config.toy2d.model_width = 16
   config.toy2d.model_depth = 1
   config.toy2d.model_train_steps = 20

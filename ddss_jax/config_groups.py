@@ -45,6 +45,7 @@ class EvalConfig:
   num_samples: int
   batch_size: int
   seed: int
+  reference_steps: int
 
 
 @dataclasses.dataclass(frozen=True)

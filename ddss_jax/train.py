@@ -171,10 +171,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   draw = functools.partial(draw_samples, problem=problem, num_samples=eval_cfg.num_samples,
                            batch_size=eval_cfg.batch_size, seed=eval_cfg.seed)
   panels = {f"{baseline.family} K={baseline.num_steps}": draw(baseline, baseline.init()),
-            f"{sampler.family} K={sampler.num_steps} (DDSS)": draw(sampler, state.params),
-            "data": np.asarray(problem.real_batch(jax.random.PRNGKey(eval_cfg.seed),
-                                                  eval_cfg.num_samples))}
-  rows = {name: problem.evaluate(samples) for name, samples in list(panels.items())[:2]}
+            f"{sampler.family} K={sampler.num_steps} (DDSS)": draw(sampler, state.params)}
+  if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
+    reference = samplers.make("ddpm", schedule, eval_cfg.reference_steps, stride="linear")
+    panels[f"ddpm K={reference.num_steps} (reference)"] = draw(reference, {})
+  panels["data"] = np.asarray(problem.real_batch(jax.random.PRNGKey(eval_cfg.seed),
+                                                 eval_cfg.num_samples))
+  rows = {name: problem.evaluate(samples) for name, samples in panels.items()}
   results = {"problem": problem.name, "num_steps": sampler.num_steps, "stride": sampler.stride,
              "train_steps": int(state.step), "rows": rows,
              "learned_timesteps": np.asarray(sampler.timesteps(state.params)).tolist()}
