@@ -47,7 +47,7 @@ class Coefficients(NamedTuple):
 
 
 def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.Array, *,
-        stochastic: bool, gradient: str = "adjoint") -> jax.Array:
+        stochastic: bool, markov: bool = False, gradient: str = "adjoint") -> jax.Array:
   """Runs the K-step recurrence from x_T [B, ...] and returns x_0 [B, ...].
 
   Args:
@@ -56,85 +56,86 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
     x_T: [B, ...] starting noise (differentiable).
     noise_key: PRNG key of the per-step noise; unused when `stochastic` is False.
     stochastic: whether sigma_i z_i is added (False skips drawing noise altogether).
+    markov: promise that nu is diagonal (DDPM, DDIM, VARS): sampling then carries one state,
+      O(|x|) memory and O(K |x|) work instead of O(K^2 |x|); off-diagonal nu is ignored.
     gradient: "adjoint" (O(K |x|) memory) or "checkpoint" (scan + remat, O(K^2 |x|)).
   """
   if gradient not in GRADIENTS:
     raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(GRADIENTS)}")
-  coeffs = coeffs._replace(nu=jnp.tril(coeffs.nu))
+  nu = jnp.diag(jnp.diag(coeffs.nu)) if markov else jnp.tril(coeffs.nu)
+  coeffs = coeffs._replace(nu=nu)
   if gradient == "checkpoint":
-    return _run_checkpointed(coeffs, eps_fn, x_T, noise_key, stochastic)
+    return _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, (), remat=True)[0]
   t_example = jnp.zeros(x_T.shape[:1], x_T.dtype)
   # closure_convert hoists what eps_fn closes over (model weights, possibly jit tracers) into
   # explicit arguments, as custom_vjp requires. stop_gradient makes the frozen-model contract
   # explicit, so the zero cotangents returned for them below are exact.
   converted, consts = jax.closure_convert(eps_fn, x_T, t_example)
   consts = [jax.lax.stop_gradient(c) for c in consts]
-  return _run_adjoint(converted, stochastic, coeffs, x_T, noise_key, *consts)
+  return _run_adjoint(converted, stochastic, markov, coeffs, x_T, noise_key, *consts)
 
 
 def _noise(noise_key, i, like):
   return jax.random.normal(jax.random.fold_in(noise_key, i), like.shape, like.dtype)
 
 
-def _step(eps_fn, stochastic, coeffs_i, history, i, noise_key):
-  """One step of the recurrence: (history[0..i]) -> (history[i + 1], eps_i, x0_pred_i)."""
-  t, b, c, mu, nu_row, sigma = coeffs_i
-  x = history[i]
+def _step(eps_fn, stochastic, coeffs_i, i, x, past, noise_key):
+  """x_{i+1} = mu x0_pred(x) + past + sigma z_i, where past = sum_j nu_ij x_j."""
+  t, b, c, mu, _, sigma = coeffs_i
   eps = eps_fn(x, jnp.full(x.shape[:1], t, x.dtype))
-  x0_pred = (x - c * eps) / b
-  # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step. A zero
-  # weight for it avoids slicing the history, which would copy K |x| per step.
-  past = jnp.tensordot(jnp.append(nu_row, 0.0), history, axes=1)
-  x_next = mu * x0_pred + past
+  x_next = mu * (x - c * eps) / b + past
   if stochastic:
     x_next = x_next + sigma * _noise(noise_key, i, x)
-  return x_next, eps, x0_pred
+  return x_next
 
 
-def _empty_history(x_T, num_steps):
-  return jnp.zeros((num_steps + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
-
-
-def _run_checkpointed(coeffs, eps_fn, x_T, noise_key, stochastic):
-  num_steps = coeffs.t.shape[0]
-
-  @jax.checkpoint
-  def body(history, inputs):
-    i, coeffs_i = inputs
-    x_next, _, _ = _step(eps_fn, stochastic, coeffs_i, history, i, noise_key)
-    return history.at[i + 1].set(x_next), None
-
-  history, _ = jax.lax.scan(body, _empty_history(x_T, num_steps),
-                            (jnp.arange(num_steps), tuple(coeffs)))
-  return history[-1]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _run_adjoint(eps_fn, stochastic, coeffs, x_T, noise_key, *consts):
-  return _forward(eps_fn, stochastic, coeffs, x_T, noise_key, consts)[-1]
-
-
-def _forward(eps_fn, stochastic, coeffs, x_T, noise_key, consts):
-  """Returns the whole history [K + 1, B, ...]."""
+def _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts, *, remat=False,
+             keep_history=False):
+  """(x_0 [B, ...], history [K + 1, B, ...] or None). `remat` checkpoints each step."""
   num_steps = coeffs.t.shape[0]
   model = lambda x, t: eps_fn(x, t, *consts)
+  maybe_remat = jax.checkpoint if remat else (lambda f: f)
+  xs = (jnp.arange(num_steps), tuple(coeffs))
 
+  if markov:
+    @maybe_remat
+    def markov_body(x, inputs):
+      i, coeffs_i = inputs
+      x_next = _step(model, stochastic, coeffs_i, i, x, coeffs_i[4] * x, noise_key)
+      return x_next, (x_next if keep_history else None)
+
+    # Only nu's diagonal [K] is read, so not even the K x K matrix is carried through the scan.
+    diagonal = tuple(coeffs._replace(nu=jnp.diag(coeffs.nu)))
+    x_0, states = jax.lax.scan(markov_body, x_T, (jnp.arange(num_steps), diagonal))
+    return x_0, (jnp.concatenate([x_T[None], states]) if keep_history else None)
+
+  @maybe_remat
   def body(history, inputs):
     i, coeffs_i = inputs
-    x_next, _, _ = _step(model, stochastic, coeffs_i, history, i, noise_key)
+    # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step. A
+    # zero weight for it avoids slicing the history, which would copy K |x| per step.
+    past = jnp.tensordot(jnp.append(coeffs_i[4], 0.0), history, axes=1)
+    x_next = _step(model, stochastic, coeffs_i, i, history[i], past, noise_key)
     return history.at[i + 1].set(x_next), None
 
-  history, _ = jax.lax.scan(body, _empty_history(x_T, num_steps),
-                            (jnp.arange(num_steps), tuple(coeffs)))
-  return history
+  history = jnp.zeros((num_steps + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
+  history, _ = jax.lax.scan(body, history, xs)
+  return history[-1], history
 
 
-def _adjoint_fwd(eps_fn, stochastic, coeffs, x_T, noise_key, *consts):
-  history = _forward(eps_fn, stochastic, coeffs, x_T, noise_key, consts)
-  return history[-1], (coeffs, noise_key, consts, history)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _run_adjoint(eps_fn, stochastic, markov, coeffs, x_T, noise_key, *consts):
+  return _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts)[0]
 
 
-def _adjoint_bwd(eps_fn, stochastic, residuals, g_out):
+def _adjoint_fwd(eps_fn, stochastic, markov, coeffs, x_T, noise_key, *consts):
+  x_0, history = _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts,
+                          keep_history=True)
+  return x_0, (coeffs, noise_key, consts, history)
+
+
+def _adjoint_bwd(eps_fn, stochastic, markov, residuals, g_out):
+  del markov  # nu is diagonal then, and the general reverse pass handles it exactly
   coeffs, noise_key, consts, history = residuals
   num_steps = coeffs.t.shape[0]
   flat_history = history.reshape(num_steps + 1, -1)  # [K + 1, prod(B, ...)], a view, no copy

@@ -87,6 +87,11 @@ class Sampler:
     return self.family in ("ddpm", "vars") or self.family.startswith("ggdm") or self.eta > 0
 
   @property
+  def markov(self) -> bool:
+    """Whether each step reads only the current state (nu diagonal): not so for GGDM."""
+    return not self.family.startswith("ggdm")
+
+  @property
   def initial_timesteps(self) -> np.ndarray:
     """[K] the stride's integer times, largest first."""
     return stride_timesteps(self.stride, self.schedule.num_timesteps, self.num_steps)
@@ -154,7 +159,8 @@ class Sampler:
     if x_T is None:
       x_T = jax.random.normal(key_T, shape, jnp.float32)
     return recurrence.run(self.coefficients(params), eps_fn, x_T, key_noise,
-                          stochastic=self.stochastic, gradient=self.gradient)
+                          stochastic=self.stochastic, markov=self.markov,
+                          gradient=self.gradient)
 
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",

@@ -178,6 +178,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   panels["data"] = np.asarray(problem.real_batch(jax.random.PRNGKey(eval_cfg.seed),
                                                  eval_cfg.num_samples))
   rows = {name: problem.evaluate(samples) for name, samples in panels.items()}
+  learned_row, baseline_row = rows[list(panels)[1]], rows[list(panels)[0]]
+  k = sampler.num_steps
+  _write_metrics(metrics_path, int(state.step),
+                 {**{f"eval/{m}@K={k}": v for m, v in learned_row.items()},
+                  **{f"eval/{baseline.family}/{m}@K={k}": v for m, v in baseline_row.items()}})
   results = {"problem": problem.name, "num_steps": sampler.num_steps, "stride": sampler.stride,
              "train_steps": int(state.step), "rows": rows,
              "learned_timesteps": np.asarray(sampler.timesteps(state.params)).tolist()}

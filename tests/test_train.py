@@ -39,7 +39,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
                              rtol=1e-6)
   assert resumed["rows"] == straight["rows"]
   lines = [json.loads(l) for l in open(tmp_path / "resumed" / "metrics.jsonl")]
-  assert [l["step"] for l in lines] == [2, 4]
+  # Train lines at steps 2 and 4, an eval line after each run.
+  assert [l["step"] for l in lines] == [2, 2, 4, 4]
+  assert set(lines[-1]) == {"step", "eval/mmd@K=3", "eval/log_density@K=3",
+                            "eval/ddim/mmd@K=3", "eval/ddim/log_density@K=3"}
   assert sorted(os.listdir(tmp_path / "resumed" / "checkpoints")) == ["2", "4"]
 
 
