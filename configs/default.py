@@ -8,7 +8,6 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 0                  # every random stream derives from it (fold_in per step)
   config.problem = "toy2d"         # frozen model + data + features; see ddss_jax.problems.PROBLEMS
 
   # The frozen model's noise schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal).
@@ -21,12 +20,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.sampler = ml_collections.ConfigDict(dict(
       family="ggdm+pred+time", num_steps=4, stride="quadratic", eta=0.0, gradient="adjoint"))
 
-  # The fixed sampler of the before/after table, run at the same K and stride.
+  # The fixed sampler of the before/after table, run at the same K and stride: "ddim" (with
+  # its eta) or "ddpm" (eta = 1 always; the eta here is then not used).
   config.baseline = ml_collections.ConfigDict(dict(family="ddim", eta=0.0))
 
   # DDSS optimisation: Adam on the sampler parameters, global-norm clipping (<= 0: off).
-  config.optim = ml_collections.ConfigDict(dict(
-      learning_rate=5e-3, num_steps=300, batch_size=256, grad_clip=1.0, b1=0.9, b2=0.99))
+  # seed: every random stream of the run derives from it (fold_in per step), the frozen toy
+  # model's training included. log_every_steps: metric lines in metrics.jsonl and the log.
+  # checkpoint_every_steps: orbax checkpoints (the last step always saves one).
+  config.train = ml_collections.ConfigDict(dict(
+      num_train_steps=300, batch_size=256, learning_rate=5e-3, grad_clip=1.0, b1=0.9, b2=0.99,
+      seed=0, log_every_steps=50, checkpoint_every_steps=100))
 
   # Held-out evaluation on fresh samples (a fixed seed, distinct from training's).
   # reference_steps: also evaluate many-step ancestral sampling (DDPM, linear stride) to show
@@ -42,6 +46,4 @@ def get_config() -> ml_collections.ConfigDict:
       model_learning_rate=2e-3, model_ema_decay=0.995,
       features="rff", rff_dim=128, rff_lengthscale=0.3))
 
-  config.log_every = 50            # steps between metric lines in metrics.jsonl
-  config.checkpoint_every = 100    # steps between orbax checkpoints (the last step always saves)
   return config

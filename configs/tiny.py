@@ -9,8 +9,10 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.sampler.num_steps = 3
-  config.optim.num_steps = 4
-  config.optim.batch_size = 16
+  config.train.num_train_steps = 4
+  config.train.batch_size = 16
+  config.train.log_every_steps = 2
+  config.train.checkpoint_every_steps = 2
   config.eval.num_samples = 64
   config.eval.batch_size = 32
   config.eval.reference_steps = 10
@@ -19,6 +21,4 @@ def get_config():
   config.toy2d.model_train_steps = 20
   config.toy2d.model_batch_size = 64
   config.toy2d.rff_dim = 16
-  config.log_every = 2
-  config.checkpoint_every = 2
   return config

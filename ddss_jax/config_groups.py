@@ -31,13 +31,16 @@ class BaselineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimConfig:
-  learning_rate: float
-  num_steps: int
+class TrainConfig:
+  num_train_steps: int
   batch_size: int
+  learning_rate: float
   grad_clip: float
   b1: float
   b2: float
+  seed: int
+  log_every_steps: int
+  checkpoint_every_steps: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,7 +66,7 @@ def build_toy2d(cfg: Toy2DConfig, schedule: Schedule, workdir: str, *, seed: int
     feature_params, feature_apply = {}, features.identity
 
   def evaluate(samples: np.ndarray) -> dict[str, float]:
-    # Fresh ground truth, independent of training keys (those derive from config.seed).
+    # Fresh ground truth, independent of training keys (those derive from config.train.seed).
     truth = np.asarray(ring.sample(jax.random.PRNGKey(seed + 10_007), len(samples)))
     return {"mmd": rbf_mmd(samples, truth), "log_density": float(np.mean(ring.log_prob(samples)))}
 

@@ -24,7 +24,7 @@ from absl import logging
 from clu import parameter_overview
 
 from ddss_jax import metrics, problems, samplers, schedules
-from ddss_jax.config_groups import (BaselineConfig, EvalConfig, OptimConfig, SamplerConfig,
+from ddss_jax.config_groups import (BaselineConfig, EvalConfig, SamplerConfig, TrainConfig,
                                     Toy2DConfig, from_group)
 
 
@@ -35,7 +35,7 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def create_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   """Adam with global-norm gradient clipping (clip <= 0 disables it)."""
   adam = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
   return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
@@ -106,7 +106,7 @@ def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedul
     raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
                      f"{list(problems.PROBLEMS)}")
   return problems.build_toy2d(from_group(Toy2DConfig, config.toy2d, "toy2d"), schedule, workdir,
-                              seed=config.seed)
+                              seed=config.train.seed)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -118,55 +118,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # Everything a config can get wrong is checked here, before anything compiles.
   sampler_cfg = from_group(SamplerConfig, config.sampler, "sampler")
   baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
-  optim_cfg = from_group(OptimConfig, config.optim, "optim")
+  train_cfg = from_group(TrainConfig, config.train, "train")
   eval_cfg = from_group(EvalConfig, config.eval, "eval")
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
                           gradient=sampler_cfg.gradient)
+  # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
-                           stride=sampler_cfg.stride, eta=baseline_cfg.eta)
+                           stride=sampler_cfg.stride,
+                           eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
   initial_params = sampler.init()
-  if not initial_params and optim_cfg.num_steps > 0:
+  if not initial_params and train_cfg.num_train_steps > 0:
     raise ValueError(f"sampler family {sampler_cfg.family!r} has nothing to learn; choose one of "
                      f"{[f for f in samplers.FAMILIES if f not in ('ddpm', 'ddim')]}")
-  if optim_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
-    raise ValueError(f"KID needs >= 2 samples: optim.batch_size={optim_cfg.batch_size}, "
+  if train_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
+    raise ValueError(f"KID needs >= 2 samples: train.batch_size={train_cfg.batch_size}, "
                      f"eval.num_samples={eval_cfg.num_samples}")
 
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   problem = build_problem(config, schedule, workdir)
-  optimizer = create_optimizer(optim_cfg)
+  optimizer = create_optimizer(train_cfg)
   state = create_train_state(initial_params, optimizer)
   logging.info("sampler %s, K=%d, %s stride; parameters:\n%s", sampler.family, sampler.num_steps,
                sampler.stride, parameter_overview.get_parameter_overview(initial_params))
 
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-  if manager.latest_step() is not None:
-    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
-    logging.info("resumed from checkpoint at step %d", int(state.step))
-
-  train_step = make_train_step(sampler, problem, optimizer, optim_cfg.batch_size)
-  base_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  start = time.perf_counter()
-  while int(state.step) < optim_cfg.num_steps:
-    step = int(state.step)
-    real = problem.real_batch(jax.random.fold_in(data_key, step), optim_cfg.batch_size)
-    state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
-                                     base_key)
-    step_metrics = {k: float(v) for k, v in step_metrics.items()}
-    if not all(np.isfinite(v) for v in step_metrics.values()):
-      raise FloatingPointError(f"non-finite training metrics at step {step}: {step_metrics}")
-    if (step + 1) % config.log_every == 0 or step + 1 == optim_cfg.num_steps:
-      step_metrics["train/steps_per_sec"] = (step + 1) / (time.perf_counter() - start)
-      _write_metrics(metrics_path, step + 1, step_metrics)
-    if (step + 1) % config.checkpoint_every == 0 or step + 1 == optim_cfg.num_steps:
-      manager.save(step + 1, args=ocp.args.StandardSave(state))
-  manager.wait_until_finished()
+  state = run_training(state, make_train_step(sampler, problem, optimizer, train_cfg.batch_size),
+                       problem, train_cfg, workdir)
 
   draw = functools.partial(draw_samples, problem=problem, num_samples=eval_cfg.num_samples,
                            batch_size=eval_cfg.batch_size, seed=eval_cfg.seed)
@@ -180,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rows = {name: problem.evaluate(samples) for name, samples in panels.items()}
   learned_row, baseline_row = rows[list(panels)[1]], rows[list(panels)[0]]
   k = sampler.num_steps
-  _write_metrics(metrics_path, int(state.step),
+  _write_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step),
                  {**{f"eval/{m}@K={k}": v for m, v in learned_row.items()},
                   **{f"eval/{baseline.family}/{m}@K={k}": v for m, v in baseline_row.items()}})
   results = {"problem": problem.name, "num_steps": sampler.num_steps, "stride": sampler.stride,
@@ -192,6 +171,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       json.dump(results, f, indent=2)
     print(format_table(rows))
   return results
+
+
+def run_training(state: TrainState, train_step: Callable, problem: problems.Problem,
+                 cfg: TrainConfig, workdir: str) -> TrainState:
+  """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present.
+
+  Real batches and step keys derive from (cfg.seed, step), so a resumed run repeats exactly
+  what the uninterrupted run would have done. Raises FloatingPointError on a non-finite loss.
+  """
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  if manager.latest_step() is not None:
+    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+    logging.info("resumed from checkpoint at step %d", int(state.step))
+  base_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  first_step, start = int(state.step), time.perf_counter()
+  while int(state.step) < cfg.num_train_steps:
+    step = int(state.step)
+    real = problem.real_batch(jax.random.fold_in(data_key, step), cfg.batch_size)
+    state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
+                                     base_key)
+    step_metrics = {k: float(v) for k, v in step_metrics.items()}
+    if not all(np.isfinite(v) for v in step_metrics.values()):
+      raise FloatingPointError(f"non-finite training metrics at step {step}: {step_metrics}")
+    done = step + 1
+    if done % cfg.log_every_steps == 0 or done == cfg.num_train_steps:
+      step_metrics["train/steps_per_sec"] = (done - first_step) / (time.perf_counter() - start)
+      _write_metrics(metrics_path, done, step_metrics)
+    if done % cfg.checkpoint_every_steps == 0 or done == cfg.num_train_steps:
+      manager.save(done, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+  return state
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

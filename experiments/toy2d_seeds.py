@@ -16,7 +16,7 @@ from ddss_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Parent directory; one subdirectory per seed.")
-flags.DEFINE_list("seeds", ["0", "1", "2", "3"], "Seeds (config.seed).")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3"], "Seeds (config.train.seed).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -25,7 +25,7 @@ def main(argv):
   per_seed = []
   for seed in map(int, FLAGS.seeds):
     config = toy2d.get_config()
-    config.seed = seed
+    config.train.seed = seed
     per_seed.append(train.train_and_evaluate(config, os.path.join(FLAGS.workdir, f"seed{seed}")))
   rows = per_seed[0]["rows"]
   metrics = list(next(iter(rows.values())))

@@ -11,7 +11,7 @@ import pytest
 
 from configs import default, tiny, toy2d
 from ddss_jax import problems, samplers, schedules, train
-from ddss_jax.config_groups import OptimConfig, Toy2DConfig, from_group
+from ddss_jax.config_groups import TrainConfig, Toy2DConfig, from_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,9 +30,9 @@ def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   config = tiny.get_config()
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
-  config.optim.num_steps = 2
+  config.train.num_train_steps = 2
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
-  config.optim.num_steps = 4
+  config.train.num_train_steps = 4
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed["train_steps"] == straight["train_steps"] == 4
   np.testing.assert_allclose(resumed["learned_timesteps"], straight["learned_timesteps"],
@@ -54,7 +54,7 @@ def test_train_step_compiles_once(tmp_path):
   counted = problems.Problem(**{**problem.__dict__, "eps_apply": lambda *a: (
       traces.append(1), problem.eps_apply(*a))[1]})
   sampler = samplers.make("ggdm+pred+time", schedule, 3)
-  optimizer = train.create_optimizer(from_group(OptimConfig, config.optim, "optim"))
+  optimizer = train.create_optimizer(from_group(TrainConfig, config.train, "train"))
   state = train.create_train_state(sampler.init(), optimizer)
   step = train.make_train_step(sampler, counted, optimizer, batch_size=8)
   for i in range(3):
@@ -73,7 +73,7 @@ def test_train_step_compiles_once(tmp_path):
     (lambda c: c.sampler.update(family="ddim"), r"'ddim' has nothing to learn"),
     (lambda c: setattr(c, "problem", "mnist3d"), r"unknown problem 'mnist3d'.*\['toy2d'\]"),
     (lambda c: c.schedule.update(name="sigmoid"), r"unknown schedule 'sigmoid'"),
-    (lambda c: c.optim.update(batch_size=1), r"KID needs >= 2 samples"),
+    (lambda c: c.train.update(batch_size=1), r"KID needs >= 2 samples"),
     (lambda c: c.toy2d.update(features="pixels"), r"unknown toy2d.features 'pixels'"),
 ])
 def test_bad_configs_fail_before_anything_compiles(tmp_path, edit, match):
@@ -86,9 +86,9 @@ def test_bad_configs_fail_before_anything_compiles(tmp_path, edit, match):
 
 def test_config_groups_reject_unknown_and_missing_keys():
   config = default.get_config()
-  config.optim.learning_rte = 1.0
-  with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rte'\] in config.optim"):
-    from_group(OptimConfig, config.optim, "optim")
+  config.train.learning_rte = 1.0
+  with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rte'\] in config.train"):
+    from_group(TrainConfig, config.train, "train")
   with pytest.raises(ValueError, match=r"config.toy2d lacks key\(s\) \['std'\]"):
     from_group(Toy2DConfig, {k: v for k, v in config.toy2d.items() if k != "std"}, "toy2d")
 
