@@ -26,5 +26,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "chex>=0.1.86"],
+        # Independent PyTorch implementations that the parity tests compare against. On machines
+        # with a local CPU wheel, install `torch==2.13.0` first to avoid a multi-GB CUDA build.
+        "parity": ["torch>=2.1", "diffusers>=0.30", "safetensors>=0.4"],
     },
 )

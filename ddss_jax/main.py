@@ -1,12 +1,10 @@
 """Entry point: python -m ddss_jax.main --config=configs/<name>.py --workdir=DIR."""
 
-import logging as py_logging
-
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddss_jax import train
+from ddss_jax import logs, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -15,15 +13,10 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pic
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _hide_orbax_info(record: py_logging.LogRecord) -> bool:
-  """orbax logs a dozen INFO lines per checkpoint; keep its warnings and errors only."""
-  return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_hide_orbax_info)
+  logs.quiet_library_logs()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

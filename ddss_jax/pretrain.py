@@ -7,12 +7,15 @@ integer times, Adam, and an exponential moving average (EMA) of the weights for 
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
+import orbax.checkpoint as ocp
 from absl import logging
 
 from ddss_jax.diffusion import diffuse
@@ -40,9 +43,11 @@ def denoising_loss(apply_fn: ApplyFn, params: Any, x0: jax.Array, key: jax.Array
 
 
 def create_denoiser_state(params: Any, optimizer: optax.GradientTransformation) -> DenoiserState:
-  # The EMA starts as a copy: the step donates its state, and one buffer cannot be donated twice.
-  return DenoiserState(step=jnp.zeros((), jnp.int32), params=params,
-                       ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
+  # Copies: the step donates its state, which must neither delete the caller's arrays nor hand
+  # the same buffer over twice (params and EMA).
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)
+  return DenoiserState(step=jnp.zeros((), jnp.int32), params=copy(params),
+                       ema_params=copy(params), opt_state=optimizer.init(params))
 
 
 def make_denoise_step(apply_fn: ApplyFn, schedule: Schedule,
@@ -64,14 +69,44 @@ def make_denoise_step(apply_fn: ApplyFn, schedule: Schedule,
 
 def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax.Array], *,
                    schedule: Schedule, num_steps: int, learning_rate: float,
-                   ema_decay: float = 0.999, seed: int = 0, log_every: int = 500) -> Any:
-  """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...]; returns EMA params."""
-  optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1))
+                   ema_decay: float = 0.999, warmup_steps: int = 0, seed: int = 0,
+                   log_every: int = 500, checkpoint_dir: str | None = None,
+                   checkpoint_every: int = 1000) -> Any:
+  """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...]; returns EMA params.
+
+  Adam with linear warm-up then cosine decay to 10% of `learning_rate`. With `checkpoint_dir`,
+  the state is saved by orbax every `checkpoint_every` steps and a rerun resumes from the last
+  one; batches and keys derive from the step, so a resumed run equals an uninterrupted one.
+  """
+  if warmup_steps > 0:
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, num_steps,
+                                            end_value=0.1 * learning_rate)
+  else:
+    lr = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1)
+  optimizer = optax.adam(lr)
   state = create_denoiser_state(params, optimizer)
+  manager = None
+  if checkpoint_dir is not None:
+    manager = ocp.CheckpointManager(
+        os.path.abspath(checkpoint_dir),
+        # Synchronous saves: each checkpoint is complete before training goes on.
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                             enable_async_checkpointing=False))
+    if manager.latest_step() is not None:
+      state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+      logging.info("denoiser: resumed at step %d", int(state.step))
   step_fn = make_denoise_step(apply_fn, schedule, optimizer, ema_decay=ema_decay)
   base_key = jax.random.PRNGKey(seed)
-  for step in range(num_steps):
+  start, first = time.perf_counter(), int(state.step)
+  for step in range(first, num_steps):
     state, loss = step_fn(state, batch_fn(step), base_key)
-    if (step + 1) % log_every == 0 or step + 1 == num_steps:
-      logging.info("denoiser step %d/%d: loss %.4f", step + 1, num_steps, float(loss))
+    done = step + 1
+    if done % log_every == 0 or done == num_steps:
+      rate = (done - first) / (time.perf_counter() - start)
+      logging.info("denoiser step %d/%d: loss %.4f, %.2f steps/s, about %.0f min left", done,
+                   num_steps, float(loss), rate, (num_steps - done) / rate / 60)
+    if manager is not None and (done % checkpoint_every == 0 or done == num_steps):
+      manager.save(done, args=ocp.args.StandardSave(state))
+  if manager is not None:
+    manager.wait_until_finished()
   return state.ema_params

@@ -42,6 +42,8 @@ def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 
 def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+  # A copy, so that the donating train step never deletes the caller's arrays.
+  params = jax.tree.map(jnp.copy, params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 

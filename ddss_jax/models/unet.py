@@ -1,0 +1,289 @@
+"""A DDPM-style UNet whose module tree mirrors diffusers' UNet2DModel.
+
+The tree (conv_in, time_embedding.linear_1/2, down_blocks.i.{resnets,attentions,downsamplers},
+mid_block, up_blocks.i.{...,upsamplers}, conv_norm_out, conv_out) and every layer's shape follow
+diffusers' UNet2DModel with time_embedding_type="positional" and the default ResNet time shift, so
+that the public DDPM checkpoints (google/ddpm-cifar10-32, -church-256, -bedroom-256) map onto it
+name by name: flax "down_blocks_0/resnets_1/conv1/kernel" is diffusers
+"down_blocks.0.resnets.1.conv1.weight" (convolution kernels transposed from OIHW to HWIO, dense
+kernels from [out, in] to [in, out]). The layout is NHWC: x [B, H, W, C], t [B] float.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+DOWN_BLOCK_TYPES = ("DownBlock2D", "AttnDownBlock2D")
+UP_BLOCK_TYPES = ("UpBlock2D", "AttnUpBlock2D")
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+  """The UNet2DModel config fields this port supports (names as in diffusers' config.json)."""
+  sample_size: int = 32
+  in_channels: int = 3
+  out_channels: int = 3
+  block_out_channels: Sequence[int] = (128, 256, 256, 256)
+  down_block_types: Sequence[str] = ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
+                                     "DownBlock2D")
+  up_block_types: Sequence[str] = ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+  layers_per_block: int = 2
+  attention_head_dim: int | None = None  # None: one head spanning all channels (DDPM)
+  norm_num_groups: int = 32
+  norm_eps: float = 1e-6
+  flip_sin_to_cos: bool = False
+  freq_shift: int = 1
+  downsample_padding: int = 0
+
+  def __post_init__(self):
+    num = len(self.block_out_channels)
+    if len(self.down_block_types) != num or len(self.up_block_types) != num:
+      raise ValueError(f"block_out_channels {tuple(self.block_out_channels)}, down_block_types "
+                       f"{tuple(self.down_block_types)} and up_block_types "
+                       f"{tuple(self.up_block_types)} must have the same length")
+    for kind, valid in ((self.down_block_types, DOWN_BLOCK_TYPES),
+                        (self.up_block_types, UP_BLOCK_TYPES)):
+      for name in kind:
+        if name not in valid:
+          raise ValueError(f"unsupported block type {name!r}; valid choices: {list(valid)}")
+    for channels in self.block_out_channels:
+      if channels % self.norm_num_groups:
+        raise ValueError(f"block_out_channels {tuple(self.block_out_channels)} must be multiples "
+                         f"of norm_num_groups={self.norm_num_groups}")
+    if self.sample_size % 2 ** (num - 1):
+      raise ValueError(f"sample_size {self.sample_size} must be divisible by 2^{num - 1}")
+    if self.downsample_padding not in (0, 1):
+      raise ValueError(f"downsample_padding must be 0 or 1, got {self.downsample_padding}")
+
+
+def timestep_embedding(t: jax.Array, *, dim: int, flip_sin_to_cos: bool, freq_shift: float,
+                       max_period: float = 10000.0) -> jax.Array:
+  """diffusers' get_timestep_embedding: t [B] float -> [B, dim], [sin | cos] (or [cos | sin])."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
+                  / (half - freq_shift))
+  angles = t.astype(jnp.float32)[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  if flip_sin_to_cos:
+    emb = jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+class TimestepEmbedding(nn.Module):
+  dim: int
+
+  @nn.compact
+  def __call__(self, emb):
+    return nn.Dense(self.dim, name="linear_2")(nn.silu(nn.Dense(self.dim, name="linear_1")(emb)))
+
+
+class ResnetBlock2D(nn.Module):
+  """GroupNorm-SiLU-conv, + time projection, GroupNorm-SiLU-conv, 1x1 shortcut if C changes."""
+  out_channels: int
+  groups: int
+  eps: float
+
+  @nn.compact
+  def __call__(self, x, temb):
+    h = nn.silu(nn.GroupNorm(self.groups, epsilon=self.eps, name="norm1")(x))
+    h = nn.Conv(self.out_channels, (3, 3), padding=1, name="conv1")(h)
+    h = h + nn.Dense(self.out_channels, name="time_emb_proj")(nn.silu(temb))[:, None, None, :]
+    h = nn.silu(nn.GroupNorm(self.groups, epsilon=self.eps, name="norm2")(h))
+    h = nn.Conv(self.out_channels, (3, 3), padding=1, name="conv2")(h)
+    if x.shape[-1] != self.out_channels:
+      x = nn.Conv(self.out_channels, (1, 1), name="conv_shortcut")(x)
+    return x + h
+
+
+class Attention(nn.Module):
+  """Spatial self-attention with a residual: GroupNorm, q/k/v projections, output projection."""
+  groups: int
+  eps: float
+  head_dim: int | None
+
+  @nn.compact
+  def __call__(self, x):
+    batch, height, width, channels = x.shape
+    head_dim = self.head_dim or channels
+    heads = channels // head_dim
+    h = nn.GroupNorm(self.groups, epsilon=self.eps, name="group_norm")(x)
+    h = h.reshape(batch, height * width, channels)
+    split = lambda a: a.reshape(batch, height * width, heads, head_dim)
+    q = split(nn.Dense(channels, name="to_q")(h))
+    k = split(nn.Dense(channels, name="to_k")(h))
+    v = split(nn.Dense(channels, name="to_v")(h))
+    out = jax.nn.dot_product_attention(q, k, v).reshape(batch, height * width, channels)
+    # diffusers' to_out is a ModuleList [Linear, Dropout]: the Linear is "to_out.0".
+    out = nn.Dense(channels, name="to_out_0")(out)
+    return x + out.reshape(batch, height, width, channels)
+
+
+class Downsample2D(nn.Module):
+  channels: int
+  padding: int
+
+  @nn.compact
+  def __call__(self, x):
+    if self.padding == 0:  # diffusers pads right/bottom by one, then a valid stride-2 conv
+      x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+      return nn.Conv(self.channels, (3, 3), strides=2, padding="VALID", name="conv")(x)
+    return nn.Conv(self.channels, (3, 3), strides=2, padding=1, name="conv")(x)
+
+
+class Upsample2D(nn.Module):
+  channels: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
+    return nn.Conv(self.channels, (3, 3), padding=1, name="conv")(x)
+
+
+class DownBlock(nn.Module):
+  """DownBlock2D / AttnDownBlock2D: returns (h, skip activations)."""
+  out_channels: int
+  num_layers: int
+  attention: bool
+  add_downsample: bool
+  cfg: UNetConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.resnets = [ResnetBlock2D(self.out_channels, cfg.norm_num_groups, cfg.norm_eps)
+                    for _ in range(self.num_layers)]
+    if self.attention:
+      self.attentions = [Attention(cfg.norm_num_groups, cfg.norm_eps, cfg.attention_head_dim)
+                         for _ in range(self.num_layers)]
+    if self.add_downsample:
+      self.downsamplers = [Downsample2D(self.out_channels, cfg.downsample_padding)]
+
+  def __call__(self, h, temb):
+    skips = []
+    for j, resnet in enumerate(self.resnets):
+      h = resnet(h, temb)
+      if self.attention:
+        h = self.attentions[j](h)
+      skips.append(h)
+    if self.add_downsample:
+      h = self.downsamplers[0](h)
+      skips.append(h)
+    return h, skips
+
+
+class UpBlock(nn.Module):
+  """UpBlock2D / AttnUpBlock2D: each ResNet first concatenates the latest skip activation."""
+  out_channels: int
+  num_layers: int
+  attention: bool
+  add_upsample: bool
+  cfg: UNetConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.resnets = [ResnetBlock2D(self.out_channels, cfg.norm_num_groups, cfg.norm_eps)
+                    for _ in range(self.num_layers)]
+    if self.attention:
+      self.attentions = [Attention(cfg.norm_num_groups, cfg.norm_eps, cfg.attention_head_dim)
+                         for _ in range(self.num_layers)]
+    if self.add_upsample:
+      self.upsamplers = [Upsample2D(self.out_channels)]
+
+  def __call__(self, h, skips, temb):
+    for j, resnet in enumerate(self.resnets):
+      h = resnet(jnp.concatenate([h, skips.pop()], axis=-1), temb)
+      if self.attention:
+        h = self.attentions[j](h)
+    if self.add_upsample:
+      h = self.upsamplers[0](h)
+    return h
+
+
+class MidBlock(nn.Module):
+  """UNetMidBlock2D: ResNet, attention, ResNet."""
+  channels: int
+  cfg: UNetConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.resnets = [ResnetBlock2D(self.channels, cfg.norm_num_groups, cfg.norm_eps)
+                    for _ in range(2)]
+    self.attentions = [Attention(cfg.norm_num_groups, cfg.norm_eps, cfg.attention_head_dim)]
+
+  def __call__(self, h, temb):
+    return self.resnets[1](self.attentions[0](self.resnets[0](h, temb)), temb)
+
+
+class UNet2DModel(nn.Module):
+  """eps(x [B, H, W, in_channels], t [B]) -> [B, H, W, out_channels]."""
+  cfg: UNetConfig
+
+  def setup(self):
+    cfg = self.cfg
+    chans = tuple(cfg.block_out_channels)
+    last = len(chans) - 1
+    self.conv_in = nn.Conv(chans[0], (3, 3), padding=1)
+    self.time_embedding = TimestepEmbedding(4 * chans[0])
+    self.down_blocks = [
+        DownBlock(chans[i], cfg.layers_per_block, kind == "AttnDownBlock2D", i < last, cfg)
+        for i, kind in enumerate(cfg.down_block_types)]
+    self.mid_block = MidBlock(chans[-1], cfg)
+    self.up_blocks = [
+        UpBlock(chans[last - i], cfg.layers_per_block + 1, kind == "AttnUpBlock2D", i < last, cfg)
+        for i, kind in enumerate(cfg.up_block_types)]
+    self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, epsilon=cfg.norm_eps)
+    self.conv_out = nn.Conv(cfg.out_channels, (3, 3), padding=1)
+
+  def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+    cfg = self.cfg
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
+    temb = self.time_embedding(timestep_embedding(
+        t, dim=cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos,
+        freq_shift=cfg.freq_shift))
+    h = self.conv_in(x)
+    skips = [h]
+    for block in self.down_blocks:
+      h, block_skips = block(h, temb)
+      skips += block_skips
+    h = self.mid_block(h, temb)
+    for block in self.up_blocks:
+      h = block(h, skips, temb)
+    return self.conv_out(nn.silu(self.conv_norm_out(h)))
+
+
+# The embedded default's base model: 32x32x1 digits, attention at 16x16 (about 1.1 M parameters).
+MNIST_UNET = UNetConfig(
+    sample_size=32, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
+    norm_num_groups=8)
+
+
+def init_params(cfg: UNetConfig, key: jax.Array):
+  """Parameters of UNet2DModel(cfg) for one [1, S, S, in_channels] example."""
+  x = jnp.zeros((1, cfg.sample_size, cfg.sample_size, cfg.in_channels), jnp.float32)
+  return UNet2DModel(cfg).init(key, x, jnp.zeros((1,), jnp.float32))["params"]
+
+
+_MODULE_LISTS = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
+                 "to_out")
+
+
+def diffusers_key(flax_path: Sequence[str]) -> str:
+  """The diffusers state-dict key of a flax parameter path, e.g.
+  ("down_blocks_0", "resnets_1", "conv1", "kernel") -> "down_blocks.0.resnets.1.conv1.weight".
+  """
+  parts = []
+  for name in flax_path[:-1]:
+    head, _, index = name.rpartition("_")
+    # Only diffusers' ModuleLists are indexed; "linear_1" is a plain attribute name.
+    parts += [head, index] if head in _MODULE_LISTS else [name]
+  leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}[flax_path[-1]]
+  return ".".join(parts + [leaf])

@@ -1,0 +1,100 @@
+"""The UNet port: shapes, config validation, and parity with diffusers' UNet2DModel.
+
+The parity test builds diffusers' UNet2DModel (PyTorch) with random weights, copies them into the
+Flax module by name (diffusers_key), and compares outputs. It needs torch and diffusers
+(`pip install -e '.[parity]'`) and is skipped, saying so, where they are not installed.
+"""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from ddss_jax.models import unet
+
+TINY = unet.UNetConfig(
+    sample_size=16, in_channels=2, out_channels=2, block_out_channels=(8, 16, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
+    norm_num_groups=4)
+
+
+def test_output_shape_and_time_dependence():
+  params = unet.init_params(TINY, jax.random.PRNGKey(0))
+  model = unet.UNet2DModel(TINY)
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 16, 2))
+  out = model.apply({"params": params}, x, jnp.array([0.0, 10.5, 999.0]))
+  assert out.shape == x.shape and np.all(np.isfinite(out))
+  # The output depends smoothly on a float time input (TIME learns it).
+  grad_t = jax.grad(lambda t: jnp.sum(model.apply({"params": params}, x, t)))(
+      jnp.array([5.0, 500.5, 900.0]))
+  assert np.all(np.isfinite(grad_t)) and np.any(grad_t != 0)
+
+
+def test_bad_configs_name_the_problem():
+  with pytest.raises(ValueError, match=r"unsupported block type 'CrossAttnDownBlock2D'"):
+    unet.UNetConfig(block_out_channels=(32,), down_block_types=("CrossAttnDownBlock2D",),
+                    up_block_types=("UpBlock2D",))
+  with pytest.raises(ValueError, match="must have the same length"):
+    unet.UNetConfig(block_out_channels=(32, 64))
+  with pytest.raises(ValueError, match="multiples of norm_num_groups=32"):
+    unet.UNetConfig(block_out_channels=(16,), down_block_types=("DownBlock2D",),
+                    up_block_types=("UpBlock2D",))
+
+
+def test_diffusers_key_mapping():
+  assert (unet.diffusers_key(("down_blocks_0", "resnets_1", "conv1", "kernel"))
+          == "down_blocks.0.resnets.1.conv1.weight")
+  assert (unet.diffusers_key(("mid_block", "attentions_0", "to_out_0", "bias"))
+          == "mid_block.attentions.0.to_out.0.bias")
+  assert unet.diffusers_key(("conv_norm_out", "scale")) == "conv_norm_out.weight"
+  assert unet.diffusers_key(("time_embedding", "linear_1", "kernel")) == "time_embedding.linear_1.weight"
+
+
+def _torch_to_flax(flax_params, state_dict):
+  """Copies a diffusers state dict into the Flax tree by name (the mapping under test)."""
+  flat = flatten_dict(flax_params)
+  out = {}
+  for path, leaf in flat.items():
+    value = state_dict[unet.diffusers_key(path)].detach().numpy()
+    if value.ndim == 4:
+      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    elif value.ndim == 2:
+      value = value.T  # [out, in] -> [in, out]
+    assert value.shape == leaf.shape, (path, value.shape, leaf.shape)
+    out[path] = jnp.asarray(value)
+  unused = set(state_dict) - {unet.diffusers_key(p) for p in flat}
+  assert not unused, unused
+  return unflatten_dict(out)
+
+
+@pytest.mark.parametrize("padding,flip,shift,head_dim", [(0, False, 1, None), (1, True, 0, 8)])
+def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
+  torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[parity]'")
+  diffusers = pytest.importorskip("diffusers",
+                                  reason="parity needs diffusers: pip install -e '.[parity]'")
+  cfg = unet.UNetConfig(**{**TINY.__dict__, "downsample_padding": padding,
+                           "flip_sin_to_cos": flip, "freq_shift": shift,
+                           "attention_head_dim": head_dim})
+  torch.manual_seed(0)
+  reference = diffusers.UNet2DModel(
+      sample_size=cfg.sample_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
+      block_out_channels=cfg.block_out_channels, down_block_types=cfg.down_block_types,
+      up_block_types=cfg.up_block_types, layers_per_block=cfg.layers_per_block,
+      attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
+      norm_eps=cfg.norm_eps, flip_sin_to_cos=cfg.flip_sin_to_cos, freq_shift=cfg.freq_shift,
+      downsample_padding=cfg.downsample_padding, time_embedding_type="positional").eval()
+  with torch.no_grad():  # random, non-trivial weights everywhere (norm scales included)
+    for p in reference.parameters():
+      p.copy_(0.2 * torch.randn_like(p))
+  params = _torch_to_flax(unet.init_params(cfg, jax.random.PRNGKey(0)), reference.state_dict())
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, cfg.in_channels, 16, 16)).astype(np.float32)
+  t = np.array([3.0, 777.0], np.float32)
+  with torch.no_grad():
+    want = reference(torch.from_numpy(x), torch.from_numpy(t)).sample.numpy()
+  got = unet.UNet2DModel(cfg).apply({"params": params}, x.transpose(0, 2, 3, 1), t)
+  np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-4,
+                             atol=1e-4 * np.abs(want).max())
