@@ -69,12 +69,14 @@ def make_denoise_step(apply_fn: ApplyFn, schedule: Schedule,
 
 def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax.Array], *,
                    schedule: Schedule, num_steps: int, learning_rate: float,
-                   ema_decay: float = 0.999, warmup_steps: int = 0, seed: int = 0,
+                   ema_decay: float = 0.999, warmup_steps: int = 0,
+                   grad_clip: float | None = None, seed: int = 0,
                    log_every: int = 500, checkpoint_dir: str | None = None,
                    checkpoint_every: int = 1000) -> Any:
   """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...]; returns EMA params.
 
-  Adam with linear warm-up then cosine decay to 10% of `learning_rate`. With `checkpoint_dir`,
+  Adam with linear warm-up then cosine decay to 10% of `learning_rate`, gradients clipped to
+  global norm `grad_clip` (None: no clipping). With `checkpoint_dir`,
   the state is saved by orbax every `checkpoint_every` steps and a rerun resumes from the last
   one; batches and keys derive from the step, so a resumed run equals an uninterrupted one.
   """
@@ -84,6 +86,8 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
   else:
     lr = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1)
   optimizer = optax.adam(lr)
+  if grad_clip is not None:
+    optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optimizer)
   state = create_denoiser_state(params, optimizer)
   manager = None
   if checkpoint_dir is not None:

@@ -1,0 +1,1 @@
+"""Command-line tools that regenerate the files shipped with the package."""
