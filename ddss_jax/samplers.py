@@ -31,13 +31,15 @@ Every learnable family at init reproduces DDIM(eta) (eta = 0 by default; eta = 1
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import recurrence
+from ddss_jax import recurrence, schedules
 from ddss_jax.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "vars", "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time")
@@ -198,6 +200,46 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
                  eta=eta, gradient=gradient)
+
+
+def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
+  """A JSON-able description: what rebuilds the sampler, its parameters, and for reading, the
+  timesteps and every per-step coefficient they imply (execution order, noisiest first)."""
+  coeffs = sampler.coefficients(params)
+  as_list = lambda a: np.asarray(a, np.float64).tolist()
+  return {
+      "family": sampler.family, "num_steps": sampler.num_steps, "stride": sampler.stride,
+      "eta": sampler.eta,
+      "schedule": {"name": sampler.schedule.name,
+                   "num_timesteps": sampler.schedule.num_timesteps},
+      "timesteps": as_list(sampler.timesteps(params)),
+      "params": {name: as_list(value) for name, value in params.items()},
+      "coefficients": {name: as_list(value) for name, value in coeffs._asdict().items()},
+  }
+
+
+def save(path: str, sampler: Sampler, params: Params) -> None:
+  """Writes to_json(sampler, params) to `path` atomically."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(to_json(sampler, params), f, indent=1)
+  os.replace(tmp, path)
+
+
+def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:
+  """(sampler, params) from a file written by `save`; the schedule is rebuilt by name."""
+  with open(path) as f:
+    spec = json.load(f)
+  schedule = schedules.make(spec["schedule"]["name"], spec["schedule"]["num_timesteps"])
+  sampler = make(spec["family"], schedule, spec["num_steps"], stride=spec["stride"],
+                 eta=None if spec["family"] == "ddpm" else spec["eta"], gradient=gradient)
+  template = sampler.init()
+  params = {name: jnp.asarray(spec["params"][name], jnp.float32) for name in template}
+  for name, value in params.items():
+    if value.shape != template[name].shape:
+      raise ValueError(f"{path}: parameter {name!r} has shape {value.shape}, expected "
+                       f"{template[name].shape} for {sampler.family} with K={sampler.num_steps}")
+  return sampler, params
 
 
 # -- coefficient maths (keyword-only helpers) -----------------------------------------------------

@@ -1,6 +1,7 @@
 """Samplers against independent references: a float64 NumPy DDIM/DDPM, and unrolled autodiff."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -240,3 +241,18 @@ def test_markov_sampling_memory_does_not_grow_with_k():
         ).temp_size_in_bytes
 
   assert temp_bytes(200) <= temp_bytes(10) + np.prod(shape) * 4
+
+
+@pytest.mark.parametrize("family", ["ddim", "ddpm", "ggdm+pred+time", "vars"])
+def test_saved_sampler_loads_and_samples_the_same(tmp_path, family):
+  sampler = samplers.make(family, schedules.cosine(1000), 5)
+  params = perturbed(sampler.init(), jax.random.PRNGKey(3)) if sampler.init() else {}
+  path = str(tmp_path / "sampler.json")
+  samplers.save(path, sampler, params)
+  loaded, loaded_params = samplers.load(path)
+  key = jax.random.PRNGKey(0)
+  np.testing.assert_allclose(loaded.sample(loaded_params, analytic_eps, key, (3, 2)),
+                             sampler.sample(params, analytic_eps, key, (3, 2)), rtol=1e-6)
+  spec = json.load(open(path))
+  assert spec["schedule"] == {"name": "cosine", "num_timesteps": 1000}
+  assert len(spec["timesteps"]) == 5 and len(spec["coefficients"]["nu"]) == 5
