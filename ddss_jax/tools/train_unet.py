@@ -20,7 +20,7 @@ from ddss_jax.models import unet
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "ddss_jax/weights/mnist_unet.msgpack", "Where to write EMA weights.")
 flags.DEFINE_string("workdir", "/tmp/ddss_mnist_unet", "Orbax checkpoints, for resuming.")
-flags.DEFINE_integer("num_steps", 8000, "Optimisation steps.")
+flags.DEFINE_integer("num_steps", 5000, "Optimisation steps.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Peak Adam learning rate.")
 flags.DEFINE_integer("warmup_steps", 200, "Linear warm-up steps.")
