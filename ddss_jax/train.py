@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import parameter_overview
 
-from ddss_jax import metrics, problems, samplers, schedules
+from ddss_jax import logs, metrics, problems, samplers, schedules
 from ddss_jax.config_groups import (BaselineConfig, EvalConfig, SamplerConfig, TrainConfig,
                                     Toy2DConfig, from_group)
 
@@ -35,9 +35,14 @@ class TrainState:
   opt_state: optax.OptState
 
 
+def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
+  """The learning rate at each step (constant; logged as train/learning_rate)."""
+  return optax.constant_schedule(cfg.learning_rate)
+
+
 def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   """Adam with global-norm gradient clipping (clip <= 0 disables it)."""
-  adam = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+  adam = optax.adam(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2)
   return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
 
 
@@ -114,8 +119,10 @@ def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedul
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs DDSS as configured, evaluates it against the baseline at the same K, writes results.
 
-  Writes to workdir: checkpoints/ (orbax, resumed from automatically), metrics.jsonl,
-  results.json, and samples.png. Returns the results dict.
+  Writes to workdir: checkpoints/ (orbax, resumed from automatically), metrics.jsonl (and
+  tensorboard/ where TensorFlow is installed), sampler.json (the learned sampler), results.json
+  ({"baseline": {...}, "learned": {...}, ...}), samples_<role>.png and samples.png. Returns the
+  results dict.
   """
   # Everything a config can get wrong is checked here, before anything compiles.
   sampler_cfg = from_group(SamplerConfig, config.sampler, "sampler")
@@ -146,37 +153,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("sampler %s, K=%d, %s stride; parameters:\n%s", sampler.family, sampler.num_steps,
                sampler.stride, parameter_overview.get_parameter_overview(initial_params))
 
+  writer = logs.MetricWriter(workdir)
   state = run_training(state, make_train_step(sampler, problem, optimizer, train_cfg.batch_size),
-                       problem, train_cfg, workdir)
+                       problem, train_cfg, workdir, writer)
 
-  draw = functools.partial(draw_samples, problem=problem, num_samples=eval_cfg.num_samples,
-                           batch_size=eval_cfg.batch_size, seed=eval_cfg.seed)
-  panels = {f"{baseline.family} K={baseline.num_steps}": draw(baseline, baseline.init()),
-            f"{sampler.family} K={sampler.num_steps} (DDSS)": draw(sampler, state.params)}
+  roles = {"baseline": (baseline, baseline.init()), "learned": (sampler, state.params)}
   if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
-    reference = samplers.make("ddpm", schedule, eval_cfg.reference_steps, stride="linear")
-    panels[f"ddpm K={reference.num_steps} (reference)"] = draw(reference, {})
-  panels["data"] = np.asarray(problem.real_batch(jax.random.PRNGKey(eval_cfg.seed),
-                                                 eval_cfg.num_samples))
-  rows = {name: problem.evaluate(samples) for name, samples in panels.items()}
-  learned_row, baseline_row = rows[list(panels)[1]], rows[list(panels)[0]]
+    roles["reference"] = (samplers.make("ddpm", schedule, eval_cfg.reference_steps,
+                                        stride="linear"), {})
+  results = {"problem": problem.name, "train_steps": int(state.step),
+             **evaluate_samplers(roles, problem, eval_cfg, workdir)}
   k = sampler.num_steps
-  _write_metrics(os.path.join(workdir, "metrics.jsonl"), int(state.step),
-                 {**{f"eval/{m}@K={k}": v for m, v in learned_row.items()},
-                  **{f"eval/{baseline.family}/{m}@K={k}": v for m, v in baseline_row.items()}})
-  results = {"problem": problem.name, "num_steps": sampler.num_steps, "stride": sampler.stride,
-             "train_steps": int(state.step), "rows": rows,
-             "learned_timesteps": np.asarray(sampler.timesteps(state.params)).tolist()}
+  metric_names = [m for m in results["learned"] if m not in ("family", "num_steps")]
+  writer.write(int(state.step),
+               {**{f"eval/{m}@K={k}": results["learned"][m] for m in metric_names},
+                **{f"eval/{baseline.family}/{m}@K={k}": results["baseline"][m]
+                   for m in metric_names}})
+  writer.close()
   if jax.process_index() == 0:
-    problem.plot(panels, os.path.join(workdir, "samples.png"))
+    samplers.save(os.path.join(workdir, "sampler.json"), sampler, state.params)
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
-    print(format_table(rows))
+    print(format_table(results))
+  return results
+
+
+def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: problems.Problem,
+                      cfg: EvalConfig, workdir: str) -> dict[str, dict[str, Any]]:
+  """Held-out metrics of each (sampler, params) and of fresh real data; writes pictures.
+
+  Every sampler draws from the same keys, so the pictures start from the same noise. Writes
+  samples_<role>.png for each role and samples.png with all of them and the data side by side.
+  """
+  panels, results = {}, {}
+  for role, (sampler, params) in roles.items():
+    logging.info("evaluating %s (%s, K=%d) on %d samples", role, sampler.family,
+                 sampler.num_steps, cfg.num_samples)
+    samples = draw_samples(sampler, params, problem, num_samples=cfg.num_samples,
+                           batch_size=cfg.batch_size, seed=cfg.seed)
+    title = f"{role}: {sampler.family} K={sampler.num_steps}"
+    panels[title] = samples
+    results[role] = {"family": sampler.family, "num_steps": sampler.num_steps,
+                     **problem.evaluate(samples)}
+  data = np.asarray(problem.real_batch(jax.random.PRNGKey(cfg.seed), cfg.num_samples))
+  results["data"] = problem.evaluate(data)
+  if jax.process_index() == 0:
+    for role, (title, samples) in zip(roles, panels.items()):
+      problem.plot({title: samples}, os.path.join(workdir, f"samples_{role}.png"))
+    problem.plot({**panels, "data": data}, os.path.join(workdir, "samples.png"))
   return results
 
 
 def run_training(state: TrainState, train_step: Callable, problem: problems.Problem,
-                 cfg: TrainConfig, workdir: str) -> TrainState:
+                 cfg: TrainConfig, workdir: str, writer: logs.MetricWriter) -> TrainState:
   """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present.
 
   Real batches and step keys derive from (cfg.seed, step), so a resumed run repeats exactly
@@ -189,7 +218,7 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
     state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
     logging.info("resumed from checkpoint at step %d", int(state.step))
   base_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  learning_rate = learning_rate_schedule(cfg)
   first_step, start = int(state.step), time.perf_counter()
   while int(state.step) < cfg.num_train_steps:
     step = int(state.step)
@@ -197,30 +226,26 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
     state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
                                      base_key)
     step_metrics = {k: float(v) for k, v in step_metrics.items()}
+    step_metrics["train/learning_rate"] = float(learning_rate(step))
     if not all(np.isfinite(v) for v in step_metrics.values()):
       raise FloatingPointError(f"non-finite training metrics at step {step}: {step_metrics}")
     done = step + 1
     if done % cfg.log_every_steps == 0 or done == cfg.num_train_steps:
       step_metrics["train/steps_per_sec"] = (done - first_step) / (time.perf_counter() - start)
-      _write_metrics(metrics_path, done, step_metrics)
+      writer.write(done, step_metrics)
     if done % cfg.checkpoint_every_steps == 0 or done == cfg.num_train_steps:
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()
   return state
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-  """A Markdown table: one row per sampler, one column per held-out metric."""
-  names = list(next(iter(rows.values())))
+def format_table(results: dict[str, Any]) -> str:
+  """A Markdown table: one row per evaluated sampler (and the data), one column per metric."""
+  rows = {role: entry for role, entry in results.items()
+          if isinstance(entry, dict) and role in ("baseline", "learned", "reference", "data")}
+  names = [m for m in rows["data"]]
+  label = lambda role, e: f"{role}: {e['family']} K={e['num_steps']}" if "family" in e else role
   lines = ["| sampler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-  lines += [f"| {row} | " + " | ".join(f"{vals[n]:.5g}" for n in names) + " |"
-            for row, vals in rows.items()]
+  lines += [f"| {label(role, e)} | " + " | ".join(f"{e[n]:.5g}" for n in names) + " |"
+            for role, e in rows.items()]
   return "\n".join(lines)
-
-
-def _write_metrics(path: str, step: int, values: dict[str, float]) -> None:
-  """Appends one JSON line {"step": ..., metric: value}; only process 0 writes."""
-  logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in values.items()))
-  if jax.process_index() == 0:
-    with open(path, "a") as f:
-      f.write(json.dumps({"step": step, **values}) + "\n")

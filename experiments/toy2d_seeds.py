@@ -27,19 +27,20 @@ def main(argv):
     config = toy2d.get_config()
     config.train.seed = seed
     per_seed.append(train.train_and_evaluate(config, os.path.join(FLAGS.workdir, f"seed{seed}")))
-  rows = per_seed[0]["rows"]
-  metrics = list(next(iter(rows.values())))
+  roles = ["baseline", "learned", "reference", "data"]
+  metrics = ["mmd", "log_density"]
   print(f"\nheld-out metrics, mean (min, max) over seeds {FLAGS.seeds}:")
   print("| sampler | " + " | ".join(metrics) + " |\n" + "|---" * (len(metrics) + 1) + "|")
-  for name in rows:
+  for role in roles:
     cells = []
     for metric in metrics:
-      values = np.array([r["rows"][name][metric] for r in per_seed])
+      values = np.array([r[role][metric] for r in per_seed])
       cells.append(f"{values.mean():.4g} ({values.min():.4g}, {values.max():.4g})")
-    print(f"| {name} | " + " | ".join(cells) + " |")
-  learned, ddim = (np.array([r["rows"][n]["mmd"] for r in per_seed])
-                   for n in list(rows)[1::-1])
-  print(f"\nMMD ratio learned / DDIM per seed: {np.round(learned / ddim, 3).tolist()}")
+    entry = per_seed[0][role]
+    label = f"{role}: {entry['family']} K={entry['num_steps']}" if "family" in entry else role
+    print(f"| {label} | " + " | ".join(cells) + " |")
+  ratio = [r["learned"]["mmd"] / r["baseline"]["mmd"] for r in per_seed]
+  print(f"\nMMD ratio learned / DDIM per seed: {np.round(ratio, 3).tolist()}")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
   """The shipped 2-D config: learned GGDM+PRED+TIME at K = 4 against DDIM at K = 4."""
   results = train.train_and_evaluate(toy2d.get_config(), str(tmp_path))
-  ddim = results["rows"]["ddim K=4"]
-  learned = results["rows"]["ggdm+pred+time K=4 (DDSS)"]
-  print(json.dumps(results["rows"], indent=1))
+  ddim, learned = results["baseline"], results["learned"]
+  assert (ddim["family"], learned["family"]) == ("ddim", "ggdm+pred+time")
+  print(json.dumps(results, indent=1))
   assert learned["mmd"] <= 0.7 * ddim["mmd"]          # at least 30% lower held-out MMD
   assert learned["log_density"] > ddim["log_density"]  # samples sit where the density is
   assert os.path.exists(tmp_path / "samples.png")
@@ -35,9 +35,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   config.train.num_train_steps = 4
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed["train_steps"] == straight["train_steps"] == 4
-  np.testing.assert_allclose(resumed["learned_timesteps"], straight["learned_timesteps"],
-                             rtol=1e-6)
-  assert resumed["rows"] == straight["rows"]
+  assert resumed == straight
+  assert (open(tmp_path / "resumed" / "sampler.json").read()
+          == open(tmp_path / "straight" / "sampler.json").read())
   lines = [json.loads(l) for l in open(tmp_path / "resumed" / "metrics.jsonl")]
   # Train lines at steps 2 and 4, an eval line after each run.
   assert [l["step"] for l in lines] == [2, 2, 4, 4]
@@ -98,6 +98,11 @@ def test_main_runs_from_the_command_line(tmp_path):
       [sys.executable, "-m", "ddss_jax.main", "--config=configs/tiny.py",
        f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "| ddim K=3 |" in out.stdout and "| ggdm+pred+time K=3 (DDSS) |" in out.stdout
+  assert "| baseline: ddim K=3 |" in out.stdout
+  assert "| learned: ggdm+pred+time K=3 |" in out.stdout
   results = json.load(open(tmp_path / "results.json"))
   assert results["train_steps"] == 4
+  assert set(results) == {"problem", "train_steps", "baseline", "learned", "reference", "data"}
+  for name in ["sampler.json", "samples.png", "samples_baseline.png", "samples_learned.png",
+               "samples_reference.png", "metrics.jsonl"]:
+    assert os.path.exists(tmp_path / name), name
