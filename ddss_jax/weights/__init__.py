@@ -22,7 +22,13 @@ class ShippedWeights:
   command: str   # regenerates the file (run from the repository root)
 
 
-SHIPPED: dict[str, ShippedWeights] = {}
+SHIPPED: dict[str, ShippedWeights] = {
+    "mnist_classifier": ShippedWeights(
+        filename="mnist_classifier.msgpack",
+        sha256="fd0eb9d77371b0f616d145ab554a8af8bbd0b7cc36a4a8c7e203295fcc52f6dc",
+        command="python -m ddss_jax.tools.train_classifier "
+                "--out=ddss_jax/weights/mnist_classifier.msgpack"),
+}
 
 
 def sha256_of(path: str) -> str:
