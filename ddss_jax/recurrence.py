@@ -46,8 +46,16 @@ class Coefficients(NamedTuple):
   sigma: jax.Array  # [K] scale of the fresh noise z_i
 
 
+class _Options(NamedTuple):
+  """Static (hashable) choices of one run."""
+  stochastic: bool
+  markov: bool
+  unroll: int
+
+
 def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.Array, *,
-        stochastic: bool, markov: bool = False, gradient: str = "adjoint") -> jax.Array:
+        stochastic: bool, markov: bool = False, gradient: str = "adjoint",
+        unroll: int = 1) -> jax.Array:
   """Runs the K-step recurrence from x_T [B, ...] and returns x_0 [B, ...].
 
   Args:
@@ -59,20 +67,27 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
     markov: promise that nu is diagonal (DDPM, DDIM, VARS): sampling then carries one state,
       O(|x|) memory and O(K |x|) work instead of O(K^2 |x|); off-diagonal nu is ignored.
     gradient: "adjoint" (O(K |x|) memory) or "checkpoint" (scan + remat, O(K^2 |x|)).
+    unroll: steps per iteration of the compiled loops (lax.scan's unroll). Memory stays O(K |x|)
+      and results are the same; larger values trade compile time for speed where a backend runs
+      straight-line code faster than a loop (XLA:CPU runs convolution gradients inside a loop
+      several times slower).
   """
+  if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+    raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+  opts = _Options(stochastic=stochastic, markov=markov, unroll=unroll)
   if gradient not in GRADIENTS:
     raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(GRADIENTS)}")
   nu = jnp.diag(jnp.diag(coeffs.nu)) if markov else jnp.tril(coeffs.nu)
   coeffs = coeffs._replace(nu=nu)
   if gradient == "checkpoint":
-    return _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, (), remat=True)[0]
+    return _forward(eps_fn, opts, coeffs, x_T, noise_key, (), remat=True)[0]
   t_example = jnp.zeros(x_T.shape[:1], x_T.dtype)
   # closure_convert hoists what eps_fn closes over (model weights, possibly jit tracers) into
   # explicit arguments, as custom_vjp requires. stop_gradient makes the frozen-model contract
   # explicit, so the zero cotangents returned for them below are exact.
   converted, consts = jax.closure_convert(eps_fn, x_T, t_example)
   consts = [jax.lax.stop_gradient(c) for c in consts]
-  return _run_adjoint(converted, stochastic, markov, coeffs, x_T, noise_key, *consts)
+  return _run_adjoint(converted, opts, coeffs, x_T, noise_key, *consts)
 
 
 def _noise(noise_key, i, like):
@@ -89,24 +104,24 @@ def _step(eps_fn, stochastic, coeffs_i, i, x, past, noise_key):
   return x_next
 
 
-def _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts, *, remat=False,
-             keep_history=False):
+def _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, *, remat=False, keep_history=False):
   """(x_0 [B, ...], history [K + 1, B, ...] or None). `remat` checkpoints each step."""
   num_steps = coeffs.t.shape[0]
   model = lambda x, t: eps_fn(x, t, *consts)
   maybe_remat = jax.checkpoint if remat else (lambda f: f)
   xs = (jnp.arange(num_steps), tuple(coeffs))
 
-  if markov:
+  if opts.markov:
     @maybe_remat
     def markov_body(x, inputs):
       i, coeffs_i = inputs
-      x_next = _step(model, stochastic, coeffs_i, i, x, coeffs_i[4] * x, noise_key)
+      x_next = _step(model, opts.stochastic, coeffs_i, i, x, coeffs_i[4] * x, noise_key)
       return x_next, (x_next if keep_history else None)
 
     # Only nu's diagonal [K] is read, so not even the K x K matrix is carried through the scan.
     diagonal = tuple(coeffs._replace(nu=jnp.diag(coeffs.nu)))
-    x_0, states = jax.lax.scan(markov_body, x_T, (jnp.arange(num_steps), diagonal))
+    x_0, states = jax.lax.scan(markov_body, x_T, (jnp.arange(num_steps), diagonal),
+                               unroll=opts.unroll)
     return x_0, (jnp.concatenate([x_T[None], states]) if keep_history else None)
 
   @maybe_remat
@@ -115,27 +130,26 @@ def _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts, *, rema
     # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step. A
     # zero weight for it avoids slicing the history, which would copy K |x| per step.
     past = jnp.tensordot(jnp.append(coeffs_i[4], 0.0), history, axes=1)
-    x_next = _step(model, stochastic, coeffs_i, i, history[i], past, noise_key)
+    x_next = _step(model, opts.stochastic, coeffs_i, i, history[i], past, noise_key)
     return history.at[i + 1].set(x_next), None
 
   history = jnp.zeros((num_steps + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
-  history, _ = jax.lax.scan(body, history, xs)
+  history, _ = jax.lax.scan(body, history, xs, unroll=opts.unroll)
   return history[-1], history
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _run_adjoint(eps_fn, stochastic, markov, coeffs, x_T, noise_key, *consts):
-  return _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _run_adjoint(eps_fn, opts, coeffs, x_T, noise_key, *consts):
+  return _forward(eps_fn, opts, coeffs, x_T, noise_key, consts)[0]
 
 
-def _adjoint_fwd(eps_fn, stochastic, markov, coeffs, x_T, noise_key, *consts):
-  x_0, history = _forward(eps_fn, stochastic, markov, coeffs, x_T, noise_key, consts,
-                          keep_history=True)
+def _adjoint_fwd(eps_fn, opts, coeffs, x_T, noise_key, *consts):
+  x_0, history = _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, keep_history=True)
   return x_0, (coeffs, noise_key, consts, history)
 
 
-def _adjoint_bwd(eps_fn, stochastic, markov, residuals, g_out):
-  del markov  # nu is diagonal then, and the general reverse pass handles it exactly
+def _adjoint_bwd(eps_fn, opts, residuals, g_out):
+  # With opts.markov, nu is diagonal and this general reverse pass handles it exactly.
   coeffs, noise_key, consts, history = residuals
   num_steps = coeffs.t.shape[0]
   flat_history = history.reshape(num_steps + 1, -1)  # [K + 1, prod(B, ...)], a view, no copy
@@ -159,7 +173,7 @@ def _adjoint_bwd(eps_fn, stochastic, markov, residuals, g_out):
         mu=jnp.vdot(g_next, x0_pred),
         # d nu[i, j] = <g_next, history[j]>, kept for j <= i by the tril below.
         nu=(flat_history @ g_next.reshape(-1))[:-1],
-        sigma=(jnp.vdot(g_next, _noise(noise_key, i, x)) if stochastic
+        sigma=(jnp.vdot(g_next, _noise(noise_key, i, x)) if opts.stochastic
                else jnp.zeros_like(sigma)))
     # Later steps i' >= i read history[i] with weight nu[i', i]; their g_{i'+1} are final,
     # and rows <= i of g_states are still zero, so one contraction over all rows is exact.
@@ -169,7 +183,7 @@ def _adjoint_bwd(eps_fn, stochastic, markov, residuals, g_out):
 
   g_states = jnp.zeros_like(history).at[-1].set(g_out)
   g_states, grads = jax.lax.scan(body, g_states, (jnp.arange(num_steps), tuple(coeffs)),
-                                 reverse=True)
+                                 reverse=True, unroll=opts.unroll)
   grads = grads._replace(nu=jnp.tril(grads.nu))
   g_consts = [jnp.zeros_like(c) for c in consts]
   return (grads, g_states[0], None, *g_consts)

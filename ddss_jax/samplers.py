@@ -74,6 +74,7 @@ class Sampler:
   stride: str
   eta: float
   gradient: str
+  unroll: int = 1
 
   @property
   def learns_pred(self) -> bool:
@@ -162,11 +163,11 @@ class Sampler:
       x_T = jax.random.normal(key_T, shape, jnp.float32)
     return recurrence.run(self.coefficients(params), eps_fn, x_T, key_noise,
                           stochastic=self.stochastic, markov=self.markov,
-                          gradient=self.gradient)
+                          gradient=self.gradient, unroll=self.unroll)
 
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
-         eta: float | None = None, gradient: str = "adjoint") -> Sampler:
+         eta: float | None = None, gradient: str = "adjoint", unroll: int = 1) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -177,6 +178,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     eta: DDIM noise of "ddim" (default 0) and the DDIM(eta) that learnable families start from
       (default 0); "ddpm" is eta = 1.
     gradient: "adjoint" (O(K |x|) memory) or "checkpoint"; see `ddss_jax.recurrence`.
+    unroll: model calls per compiled loop iteration (1: a loop, K: straight-line code); the
+      results are the same, only speed and compile time change (ddss_jax.recurrence.run).
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -198,8 +201,10 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
   eta = 0.0 if eta is None else float(eta)
   if not 0.0 <= eta <= 1.0:
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+  if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
+    raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
-                 eta=eta, gradient=gradient)
+                 eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)))
 
 
 def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:

@@ -256,3 +256,21 @@ def test_saved_sampler_loads_and_samples_the_same(tmp_path, family):
   spec = json.load(open(path))
   assert spec["schedule"] == {"name": "cosine", "num_timesteps": 1000}
   assert len(spec["timesteps"]) == 5 and len(spec["coefficients"]["nu"]) == 5
+
+
+@pytest.mark.parametrize("family", ["ggdm+pred+time", "ddim"])
+def test_unrolled_loops_give_the_same_samples_and_gradients(family):
+  shape = (3, 2)
+  x_T = jax.random.normal(jax.random.PRNGKey(1), shape)
+
+  def value_and_grad(unroll):
+    sampler = samplers.make(family, SCHED, 5, unroll=unroll)
+    loss = lambda p, x: jnp.sum(sampler.sample(p, analytic_eps, jax.random.PRNGKey(2), shape,
+                                               x_T=x) ** 2)
+    return jax.value_and_grad(loss, argnums=(0, 1))(sampler.init(), x_T)
+
+  rolled, unrolled = value_and_grad(1), value_and_grad(5)
+  for a, b in zip(jax.tree.leaves(rolled), jax.tree.leaves(unrolled)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="unroll must be a positive integer, got 0"):
+    samplers.make(family, SCHED, 5, unroll=0)
