@@ -22,6 +22,7 @@ class SamplerConfig:
   stride: str
   eta: float
   gradient: str
+  unroll: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,14 @@ class Toy2DConfig:
   features: str
   rff_dim: int
   rff_lengthscale: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MNISTConfig:
+  unet_weights: str | None
+  classifier_weights: str | None
+  kid_subsets: int
+  kid_subset_size: int
 
 
 def from_group(cls: type[T], group: Any, name: str) -> T:

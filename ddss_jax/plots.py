@@ -24,3 +24,28 @@ def scatter_panels(panels: dict[str, np.ndarray], path: str, *, limit: float = 2
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def image_grids(panels: dict[str, np.ndarray], path: str, *, max_images: int = 64) -> None:
+  """One square grid of the first images [N, H, W, C] in [-1, 1] per panel, side by side."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.9), squeeze=False)
+  for ax, (title, images) in zip(axes[0], panels.items()):
+    ax.imshow(grid(np.asarray(images)[:max_images]), cmap="gray", vmin=0.0, vmax=1.0)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def grid(images: np.ndarray, *, pad: int = 1) -> np.ndarray:
+  """[rows * (H + pad), cols * (W + pad)(, C)] tiling of images [N, H, W, C] in [-1, 1] -> [0, 1]."""
+  num, height, width, channels = images.shape
+  cols = int(np.ceil(np.sqrt(num)))
+  rows = int(np.ceil(num / cols))
+  canvas = np.ones((rows * (height + pad), cols * (width + pad), channels), np.float32)
+  for i, image in enumerate(np.clip((images + 1) / 2, 0, 1)):
+    r, c = divmod(i, cols)
+    canvas[r * (height + pad):r * (height + pad) + height,
+           c * (width + pad):c * (width + pad) + width] = image
+  return canvas[..., 0] if channels == 1 else canvas

@@ -13,9 +13,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from ddss_jax import features, plots, pretrain
-from ddss_jax.config_groups import Toy2DConfig
+from ddss_jax import features, metrics, plots, pretrain, weights
+from ddss_jax.config_groups import MNISTConfig, Toy2DConfig
+from ddss_jax.data import mnist
 from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
+from ddss_jax.models import classifier, unet
 from ddss_jax.models.mlp import MLPEpsModel
 from ddss_jax.schedules import Schedule
 
@@ -99,4 +101,52 @@ def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, see
   return params
 
 
-PROBLEMS = ("toy2d",)
+def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
+  """The embedded image default: the shipped MNIST UNet (frozen), the shipped MNIST classifier's
+  features for the KID loss and the evaluation, 4000 training digits, 1000 held-out digits."""
+  if schedule.name != "linear" or schedule.num_timesteps != 1000:
+    raise ValueError(f"the MNIST UNet was trained with the linear schedule, T = 1000; got "
+                     f"{schedule.name!r}, T = {schedule.num_timesteps}")
+  model = unet.UNet2DModel(unet.MNIST_UNET)
+  template = jax.tree.map(np.zeros_like, unet.init_params(unet.MNIST_UNET, jax.random.PRNGKey(0)))
+  if cfg.unet_weights is None:
+    model_params = weights.load_shipped(unet.SHIPPED_NAME, template)
+  else:
+    model_params = weights.load_msgpack(cfg.unet_weights, template, sha256=None)
+  if cfg.classifier_weights is None:
+    feature_params = classifier.load_shipped_classifier()
+  else:
+    feature_params = weights.load_msgpack(
+        cfg.classifier_weights, jax.tree.map(np.zeros_like, classifier.init_params(
+            jax.random.PRNGKey(0))), sha256=None)
+
+  train_source, test_source = mnist.source("train"), mnist.source("test")
+  feats_fn = jax.jit(classifier.features_fn)
+  logits_fn = jax.jit(classifier.logits_fn)
+
+  def batched(fn, images, batch_size=500):
+    return np.concatenate([np.asarray(fn(feature_params, images[i:i + batch_size]))
+                           for i in range(0, len(images), batch_size)])
+
+  test_feats = batched(feats_fn, test_source.images)
+
+  def evaluate(samples: np.ndarray) -> dict[str, float]:
+    """KID (subset mean, std) and FID against the 1000 held-out digits in the MNIST classifier's
+    feature space, and the share of samples the classifier labels with confidence > 0.9."""
+    feats = batched(feats_fn, samples)
+    kid_mean, kid_std = metrics.kid_subsets(
+        feats, test_feats, key=jax.random.PRNGKey(seed + 3), num_subsets=cfg.kid_subsets,
+        subset_size=cfg.kid_subset_size)
+    confidence = jax.nn.softmax(batched(logits_fn, samples), axis=-1).max(axis=-1)
+    return {"kid": float(kid_mean), "kid_std": float(kid_std),
+            "fid": metrics.fid_from_features(feats, test_feats),
+            "confident_share": float(np.mean(confidence > 0.9))}
+
+  return Problem(name="mnist", schedule=schedule, example_shape=train_source.example_shape,
+                 eps_apply=lambda params, x, t: model.apply({"params": params}, x, t),
+                 model_params=model_params, feature_apply=classifier.features_fn,
+                 feature_params=feature_params, real_batch=train_source.batch,
+                 evaluate=evaluate, plot=plots.image_grids)
+
+
+PROBLEMS = ("toy2d", "mnist")

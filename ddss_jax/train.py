@@ -24,8 +24,8 @@ from absl import logging
 from clu import parameter_overview
 
 from ddss_jax import logs, metrics, problems, samplers, schedules
-from ddss_jax.config_groups import (BaselineConfig, EvalConfig, SamplerConfig, TrainConfig,
-                                    Toy2DConfig, from_group)
+from ddss_jax.config_groups import (BaselineConfig, EvalConfig, MNISTConfig, SamplerConfig,
+                                    TrainConfig, Toy2DConfig, from_group)
 
 
 @flax.struct.dataclass
@@ -112,6 +112,9 @@ def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedul
   if config.problem not in problems.PROBLEMS:
     raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
                      f"{list(problems.PROBLEMS)}")
+  if config.problem == "mnist":
+    return problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"), schedule,
+                                seed=config.train.seed)
   return problems.build_toy2d(from_group(Toy2DConfig, config.toy2d, "toy2d"), schedule, workdir,
                               seed=config.train.seed)
 
@@ -132,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
-                          gradient=sampler_cfg.gradient)
+                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll)
   # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
                            stride=sampler_cfg.stride,

@@ -71,7 +71,7 @@ def test_train_step_compiles_once(tmp_path):
     (lambda c: c.sampler.update(family="ggdm+pred+tme"), r"unknown sampler family"),
     (lambda c: c.sampler.update(num_steps=0), r"num_steps must be an integer"),
     (lambda c: c.sampler.update(family="ddim"), r"'ddim' has nothing to learn"),
-    (lambda c: setattr(c, "problem", "mnist3d"), r"unknown problem 'mnist3d'.*\['toy2d'\]"),
+    (lambda c: setattr(c, "problem", "mnist3d"), r"unknown problem 'mnist3d'.*\['toy2d', 'mnist'\]"),
     (lambda c: c.schedule.update(name="sigmoid"), r"unknown schedule 'sigmoid'"),
     (lambda c: c.train.update(batch_size=1), r"KID needs >= 2 samples"),
     (lambda c: c.toy2d.update(features="pixels"), r"unknown toy2d.features 'pixels'"),

@@ -267,6 +267,9 @@ MNIST_UNET = UNetConfig(
     norm_num_groups=8)
 
 
+SHIPPED_NAME = "mnist_unet"  # ddss_jax/weights/mnist_unet.msgpack
+
+
 def init_params(cfg: UNetConfig, key: jax.Array):
   """Parameters of UNet2DModel(cfg) for one [1, S, S, in_channels] example."""
   x = jnp.zeros((1, cfg.sample_size, cfg.sample_size, cfg.in_channels), jnp.float32)

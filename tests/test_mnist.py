@@ -1,0 +1,54 @@
+"""The embedded image default end to end at toy sizes: two DDSS steps, then a resume.
+
+The shipped networks' quality is tested in test_classifier.py / test_unet_weights.py; here the UNet
+is a random one written to tmp_path, so the test checks the pipeline, not numbers.
+"""
+
+import json
+import os
+
+import jax
+import pytest
+
+from configs import mnist_tiny
+from ddss_jax import samplers, train, weights
+from ddss_jax.models import unet
+
+
+@pytest.fixture(scope="module")
+def random_unet(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("unet") / "random_unet.msgpack")
+  weights.save_msgpack(unet.init_params(unet.MNIST_UNET, jax.random.PRNGKey(0)), path)
+  return path
+
+
+def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet):
+  config = mnist_tiny.get_config()
+  config.mnist.unet_weights = random_unet
+  first = train.train_and_evaluate(config, str(tmp_path))
+  assert first["train_steps"] == 2
+  config.train.num_train_steps = 3
+  resumed = train.train_and_evaluate(config, str(tmp_path))
+  assert resumed["train_steps"] == 3
+  steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+  assert steps == [1, 2, 2, 3, 3]  # train lines, an eval line per run; the resume skips 1-2
+
+  results = json.load(open(tmp_path / "results.json"))
+  for role in ("baseline", "learned"):
+    assert set(results[role]) == {"family", "num_steps", "kid", "kid_std", "fid",
+                                  "confident_share"}
+    assert results[role]["num_steps"] == 2
+  assert results["baseline"]["family"] == "ddim"
+  assert results["learned"]["family"] == "ggdm+pred+time"
+  for name in ("samples_baseline.png", "samples_learned.png", "samples.png"):
+    assert os.path.getsize(tmp_path / name) > 0
+  sampler, params = samplers.load(str(tmp_path / "sampler.json"))
+  assert sampler.family == "ggdm+pred+time" and sampler.num_steps == 2
+  assert set(params) == set(sampler.init())
+
+
+def test_a_missing_weights_file_says_so(tmp_path):
+  config = mnist_tiny.get_config()
+  config.mnist.unet_weights = str(tmp_path / "nope.msgpack")
+  with pytest.raises(FileNotFoundError, match="nope.msgpack does not exist"):
+    train.train_and_evaluate(config, str(tmp_path))
