@@ -29,5 +29,7 @@ setup(
         # Independent PyTorch implementations that the parity tests compare against. On machines
         # with a local CPU wheel, install `torch==2.13.0` first to avoid a multi-GB CUDA build.
         "parity": ["torch>=2.1", "diffusers>=0.30", "safetensors>=0.4"],
+        # TensorBoard event files through clu.metric_writers (about 1.4 GB with TensorFlow).
+        "tensorboard": ["tensorflow-cpu", "tensorboard"],
     },
 )

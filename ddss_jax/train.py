@@ -234,8 +234,11 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
       raise FloatingPointError(f"non-finite training metrics at step {step}: {step_metrics}")
     done = step + 1
     if done % cfg.log_every_steps == 0 or done == cfg.num_train_steps:
-      step_metrics["train/steps_per_sec"] = (done - first_step) / (time.perf_counter() - start)
+      rate = (done - first_step) / (time.perf_counter() - start)
+      step_metrics["train/steps_per_sec"] = rate
       writer.write(done, step_metrics)
+      logging.info("DDSS step %d/%d, about %.1f min left", done, cfg.num_train_steps,
+                   (cfg.num_train_steps - done) / rate / 60)
     if done % cfg.checkpoint_every_steps == 0 or done == cfg.num_train_steps:
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()
