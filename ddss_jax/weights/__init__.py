@@ -23,6 +23,10 @@ class ShippedWeights:
 
 
 SHIPPED: dict[str, ShippedWeights] = {
+    "mnist_unet": ShippedWeights(
+        filename="mnist_unet.msgpack",
+        sha256="d62524c82b59c4eef8b44eb581e23a144eab65db7d01beac5d693f4dee76c4e8",
+        command="python -m ddss_jax.tools.train_unet --out=ddss_jax/weights/mnist_unet.msgpack"),
     "mnist_classifier": ShippedWeights(
         filename="mnist_classifier.msgpack",
         sha256="fd0eb9d77371b0f616d145ab554a8af8bbd0b7cc36a4a8c7e203295fcc52f6dc",
