@@ -147,6 +147,14 @@ class Upsample2D(nn.Module):
     return nn.Conv(self.channels, (3, 3), padding=1, name="conv")(x)
 
 
+def _resnets_and_attentions(cfg: UNetConfig, channels: int, num_layers: int, attention: bool):
+  """The `resnets` and (possibly empty) `attentions` lists of a down or up block."""
+  resnets = [ResnetBlock2D(channels, cfg.norm_num_groups, cfg.norm_eps) for _ in range(num_layers)]
+  attentions = ([Attention(cfg.norm_num_groups, cfg.norm_eps, cfg.attention_head_dim)
+                 for _ in range(num_layers)] if attention else [])
+  return resnets, attentions
+
+
 class DownBlock(nn.Module):
   """DownBlock2D / AttnDownBlock2D: returns (h, skip activations)."""
   out_channels: int
@@ -156,14 +164,10 @@ class DownBlock(nn.Module):
   cfg: UNetConfig
 
   def setup(self):
-    cfg = self.cfg
-    self.resnets = [ResnetBlock2D(self.out_channels, cfg.norm_num_groups, cfg.norm_eps)
-                    for _ in range(self.num_layers)]
-    if self.attention:
-      self.attentions = [Attention(cfg.norm_num_groups, cfg.norm_eps, cfg.attention_head_dim)
-                         for _ in range(self.num_layers)]
+    self.resnets, self.attentions = _resnets_and_attentions(
+        self.cfg, self.out_channels, self.num_layers, self.attention)
     if self.add_downsample:
-      self.downsamplers = [Downsample2D(self.out_channels, cfg.downsample_padding)]
+      self.downsamplers = [Downsample2D(self.out_channels, self.cfg.downsample_padding)]
 
   def __call__(self, h, temb):
     skips = []
@@ -187,12 +191,8 @@ class UpBlock(nn.Module):
   cfg: UNetConfig
 
   def setup(self):
-    cfg = self.cfg
-    self.resnets = [ResnetBlock2D(self.out_channels, cfg.norm_num_groups, cfg.norm_eps)
-                    for _ in range(self.num_layers)]
-    if self.attention:
-      self.attentions = [Attention(cfg.norm_num_groups, cfg.norm_eps, cfg.attention_head_dim)
-                         for _ in range(self.num_layers)]
+    self.resnets, self.attentions = _resnets_and_attentions(
+        self.cfg, self.out_channels, self.num_layers, self.attention)
     if self.add_upsample:
       self.upsamplers = [Upsample2D(self.out_channels)]
 
