@@ -116,9 +116,8 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
   if cfg.classifier_weights is None:
     feature_params = classifier.load_shipped_classifier()
   else:
-    feature_params = weights.load_msgpack(
-        cfg.classifier_weights, jax.tree.map(np.zeros_like, classifier.init_params(
-            jax.random.PRNGKey(0))), sha256=None)
+    feature_params = weights.load_msgpack(cfg.classifier_weights, classifier.params_template(),
+                                          sha256=None)
 
   train_source, test_source = mnist.source("train"), mnist.source("test")
   feats_fn = jax.jit(classifier.features_fn)

@@ -47,6 +47,29 @@ def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet
   assert set(params) == set(sampler.init())
 
 
+def test_weights_paths_in_the_config_replace_the_shipped_files(tmp_path, random_unet):
+  """A user's own classifier file is used instead of the shipped one: the same weights re-saved
+  give the same metrics, altered weights give other metrics."""
+  from ddss_jax import problems, schedules
+  from ddss_jax.config_groups import MNISTConfig, from_group
+  from ddss_jax.models import classifier
+  config = mnist_tiny.get_config()
+  config.mnist.unet_weights = random_unet
+
+  def metrics_with(classifier_params):
+    if classifier_params is not None:
+      config.mnist.classifier_weights = str(tmp_path / "my_classifier.msgpack")
+      weights.save_msgpack(classifier_params, config.mnist.classifier_weights)
+    problem = problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"),
+                                   schedules.linear_beta(), seed=0)
+    return problem.evaluate(problem.real_batch(jax.random.PRNGKey(0), 64))
+
+  shipped = metrics_with(None)
+  params = classifier.load_shipped_classifier()
+  assert metrics_with(params) == shipped
+  assert metrics_with(jax.tree.map(lambda p: 0.5 * p, params))["fid"] != shipped["fid"]
+
+
 def test_a_missing_weights_file_says_so(tmp_path):
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = str(tmp_path / "nope.msgpack")
