@@ -8,7 +8,6 @@ import dataclasses
 import os
 from typing import Any, Callable
 
-import flax.serialization
 import jax
 import numpy as np
 from absl import logging
@@ -84,8 +83,7 @@ def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, see
   path = os.path.join(workdir, "toy2d_eps_model.msgpack")
   if os.path.exists(path):
     logging.info("toy2d: loading the eps-model from %s", path)
-    with open(path, "rb") as f:
-      return flax.serialization.from_bytes(template, f.read())
+    return weights.load_msgpack(path, template, sha256=None)  # written by this run's workdir
   logging.info("toy2d: training the eps-model (%d steps)", cfg.model_train_steps)
   data_key = jax.random.PRNGKey(seed + 2)
   params = pretrain.train_denoiser(
@@ -94,10 +92,7 @@ def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, see
       schedule=schedule, num_steps=cfg.model_train_steps, learning_rate=cfg.model_learning_rate,
       ema_decay=cfg.model_ema_decay, seed=seed)
   os.makedirs(workdir, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(flax.serialization.to_bytes(params))
-  os.replace(tmp, path)  # atomic: a killed run never leaves a half-written model
+  weights.save_msgpack(params, path)  # atomic: a killed run never leaves a half-written model
   return params
 
 
@@ -108,7 +103,7 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
     raise ValueError(f"the MNIST UNet was trained with the linear schedule, T = 1000; got "
                      f"{schedule.name!r}, T = {schedule.num_timesteps}")
   model = unet.UNet2DModel(unet.MNIST_UNET)
-  template = jax.tree.map(np.zeros_like, unet.init_params(unet.MNIST_UNET, jax.random.PRNGKey(0)))
+  template = unet.params_template(unet.MNIST_UNET)
   if cfg.unet_weights is None:
     model_params = weights.load_shipped(unet.SHIPPED_NAME, template)
   else:

@@ -245,13 +245,17 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
   return state
 
 
+def row_label(role: str, entry: dict[str, Any]) -> str:
+  """"learned: ggdm+pred+time K=5" for a sampler's results entry, the role alone for data."""
+  return f"{role}: {entry['family']} K={entry['num_steps']}" if "family" in entry else role
+
+
 def format_table(results: dict[str, Any]) -> str:
   """A Markdown table: one row per evaluated sampler (and the data), one column per metric."""
   rows = {role: entry for role, entry in results.items()
           if isinstance(entry, dict) and role in ("baseline", "learned", "reference", "data")}
-  names = [m for m in rows["data"]]
-  label = lambda role, e: f"{role}: {e['family']} K={e['num_steps']}" if "family" in e else role
+  names = list(rows["data"])
   lines = ["| sampler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-  lines += [f"| {label(role, e)} | " + " | ".join(f"{e[n]:.5g}" for n in names) + " |"
+  lines += [f"| {row_label(role, e)} | " + " | ".join(f"{e[n]:.5g}" for n in names) + " |"
             for role, e in rows.items()]
   return "\n".join(lines)

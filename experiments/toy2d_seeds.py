@@ -36,9 +36,7 @@ def main(argv):
     for metric in metrics:
       values = np.array([r[role][metric] for r in per_seed])
       cells.append(f"{values.mean():.4g} ({values.min():.4g}, {values.max():.4g})")
-    entry = per_seed[0][role]
-    label = f"{role}: {entry['family']} K={entry['num_steps']}" if "family" in entry else role
-    print(f"| {label} | " + " | ".join(cells) + " |")
+    print(f"| {train.row_label(role, per_seed[0][role])} | " + " | ".join(cells) + " |")
   ratio = [r["learned"]["mmd"] / r["baseline"]["mmd"] for r in per_seed]
   print(f"\nMMD ratio learned / DDIM per seed: {np.round(ratio, 3).tolist()}")
 

@@ -280,6 +280,12 @@ _MODULE_LISTS = ("down_blocks", "up_blocks", "resnets", "attentions", "downsampl
                  "to_out")
 
 
+def params_template(cfg: UNetConfig):
+  """Zeros with the structure, shapes and dtypes of the params (a template for loading)."""
+  shapes = jax.eval_shape(lambda key: init_params(cfg, key), jax.random.PRNGKey(0))
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
 def diffusers_key(flax_path: Sequence[str]) -> str:
   """The diffusers state-dict key of a flax parameter path, e.g.
   ("down_blocks_0", "resnets_1", "conv1", "kernel") -> "down_blocks.0.resnets.1.conv1.weight".
