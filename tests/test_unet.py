@@ -10,9 +10,8 @@ import pytest
 
 import jax
 import jax.numpy as jnp
-from flax.traverse_util import flatten_dict, unflatten_dict
 
-from ddss_jax.models import unet
+from ddss_jax.models import diffusers_io, unet
 
 TINY = unet.UNetConfig(
     sample_size=16, in_channels=2, out_channels=2, block_out_channels=(8, 16, 16),
@@ -53,23 +52,6 @@ def test_diffusers_key_mapping():
   assert unet.diffusers_key(("time_embedding", "linear_1", "kernel")) == "time_embedding.linear_1.weight"
 
 
-def _torch_to_flax(flax_params, state_dict):
-  """Copies a diffusers state dict into the Flax tree by name (the mapping under test)."""
-  flat = flatten_dict(flax_params)
-  out = {}
-  for path, leaf in flat.items():
-    value = state_dict[unet.diffusers_key(path)].detach().numpy()
-    if value.ndim == 4:
-      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    elif value.ndim == 2:
-      value = value.T  # [out, in] -> [in, out]
-    assert value.shape == leaf.shape, (path, value.shape, leaf.shape)
-    out[path] = jnp.asarray(value)
-  unused = set(state_dict) - {unet.diffusers_key(p) for p in flat}
-  assert not unused, unused
-  return unflatten_dict(out)
-
-
 @pytest.mark.parametrize("padding,flip,shift,head_dim", [(0, False, 1, None), (1, True, 0, 8)])
 def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
   torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[parity]'")
@@ -89,7 +71,8 @@ def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
   with torch.no_grad():  # random, non-trivial weights everywhere (norm scales included)
     for p in reference.parameters():
       p.copy_(0.2 * torch.randn_like(p))
-  params = _torch_to_flax(unet.init_params(cfg, jax.random.PRNGKey(0)), reference.state_dict())
+  params = diffusers_io.from_state_dict(
+      cfg, {k: v.numpy() for k, v in reference.state_dict().items()})
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, cfg.in_channels, 16, 16)).astype(np.float32)
   t = np.array([3.0, 777.0], np.float32)
