@@ -1,7 +1,10 @@
 """Sample-quality metrics."""
 
 from ddss_jax.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
+from ddss_jax.metrics.inception_score import StreamingInceptionScore, inception_score
 from ddss_jax.metrics.kid import kid, kid_subsets, polynomial_kernel
+from ddss_jax.metrics.streaming import FeatureStats, load_stats
 
-__all__ = ["fid_from_features", "frechet_distance", "gaussian_stats", "kid", "kid_subsets",
+__all__ = ["FeatureStats", "StreamingInceptionScore", "fid_from_features", "frechet_distance",
+           "gaussian_stats", "inception_score", "kid", "kid_subsets", "load_stats",
            "polynomial_kernel"]
