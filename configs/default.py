@@ -8,7 +8,9 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.problem = "toy2d"         # frozen model + data + features: "toy2d" or "mnist"
+  # Frozen model + data + features: "toy2d", "mnist" (the embedded default) or "pretrained" (a
+  # public diffusers checkpoint, a tensorflow-datasets dataset, the FID Inception network).
+  config.problem = "toy2d"
 
   # The frozen model's noise schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal).
   config.schedule = ml_collections.ConfigDict(dict(name="linear", num_timesteps=1000))
@@ -56,5 +58,32 @@ def get_config() -> ml_collections.ConfigDict:
       model_width=128, model_depth=3, model_train_steps=4000, model_batch_size=512,
       model_learning_rate=2e-3, model_ema_decay=0.995,
       features="rff", rff_dim=128, rff_lengthscale=0.3))
+
+  # The real-scale problem (configs/cifar10.py, imagenet64.py, lsun_church.py, lsun_bedroom.py).
+  # dataset: cifar10, imagenet64, lsun_church or lsun_bedroom (ddss_jax.data.tfds_images), read
+  # from data_dir (None: ~/tensorflow_datasets) with tfds.data_source, no TensorFlow needed.
+  # train_split: the real batches of the KID loss. reference_split, reference_num_examples
+  # (0: all): the FID/IS/KID reference statistics, computed once and cached in stats_dir (None:
+  # ~/.cache/ddss_jax/stats). image_size: None for the dataset's default; must equal the
+  # checkpoint's sample_size. checkpoint: a diffusers UNet2DModel folder (config.json, weights,
+  # scheduler_config.json); checkpoint_sha256 pins its weights file. inception_weights: the
+  # pytorch-fid .pth or its converted .msgpack (None: ~/.cache/ddss_jax/pt_inception-...pth);
+  # inception_sha256 pins it (None: the published prefix for the .pth, the sidecar for .msgpack).
+  # inception_width: 1.0 is the real network (less only for tests). inception_preprocess: "tf"
+  # (the original TF FID graph's resize and scaling) or "pytorch_fid". loss_features: the
+  # network output the KID loss compares ("pool3", "logits_unbiased" or "logits").
+  # feature_batch_size: images per Inception call when evaluating. KID: kid_subsets subsets of
+  # kid_subset_size from reservoirs of kid_sample_size features. is_splits: Inception Score parts.
+  config.pretrained = ml_collections.ConfigDict(dict(
+      dataset="cifar10", data_dir=ml_collections.config_dict.placeholder(str),
+      train_split="train", reference_split="train", reference_num_examples=50000,
+      image_size=ml_collections.config_dict.placeholder(int),
+      checkpoint=ml_collections.config_dict.placeholder(str),
+      checkpoint_sha256=ml_collections.config_dict.placeholder(str),
+      inception_weights=ml_collections.config_dict.placeholder(str),
+      inception_sha256=ml_collections.config_dict.placeholder(str),
+      inception_width=1.0, inception_preprocess="tf", loss_features="pool3",
+      feature_batch_size=250, kid_subsets=100, kid_subset_size=1000, kid_sample_size=10000,
+      is_splits=10, stats_dir=ml_collections.config_dict.placeholder(str)))
 
   return config

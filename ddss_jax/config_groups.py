@@ -76,6 +76,29 @@ class MNISTConfig:
   kid_subset_size: int
 
 
+@dataclasses.dataclass(frozen=True)
+class PretrainedConfig:
+  dataset: str
+  data_dir: str | None
+  train_split: str
+  reference_split: str
+  reference_num_examples: int
+  image_size: int | None
+  checkpoint: str | None
+  checkpoint_sha256: str | None
+  inception_weights: str | None
+  inception_sha256: str | None
+  inception_width: float
+  inception_preprocess: str
+  loss_features: str
+  feature_batch_size: int
+  kid_subsets: int
+  kid_subset_size: int
+  kid_sample_size: int
+  is_splits: int
+  stats_dir: str | None
+
+
 def from_group(cls: type[T], group: Any, name: str) -> T:
   """Builds dataclass `cls` from config group `name`; unknown keys raise ValueError."""
   values = group.to_dict() if isinstance(group, ml_collections.ConfigDict) else dict(group)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import numpy as np
@@ -19,6 +19,27 @@ from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
 from ddss_jax.models import classifier, unet
 from ddss_jax.models.mlp import MLPEpsModel
 from ddss_jax.schedules import Schedule
+
+
+class Evaluator(Protocol):
+  """Takes samples batch by batch, then returns the held-out metrics {name: float}."""
+
+  def update(self, samples: np.ndarray) -> None: ...
+
+  def result(self) -> dict[str, float]: ...
+
+
+class CollectingEvaluator:
+  """Holds every sample and evaluates them at the end: for problems with small N."""
+
+  def __init__(self, evaluate: Callable[[np.ndarray], dict[str, float]]):
+    self._evaluate, self._batches = evaluate, []
+
+  def update(self, samples: np.ndarray) -> None:
+    self._batches.append(np.asarray(samples))
+
+  def result(self) -> dict[str, float]:
+    return self._evaluate(np.concatenate(self._batches))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +55,11 @@ class Problem:
     feature_apply: (feature_params, x [B, ...]) -> features [B, D]; the KID loss's space.
     feature_params: the feature map's weights.
     real_batch: (key, n) -> [n, ...] real training examples.
-    evaluate: samples [N, ...] (NumPy) -> held-out metrics {name: float}.
+    evaluate: samples [N, ...] (NumPy) -> held-out metrics {name: float}, or None where the
+      problem streams (evaluator_factory).
     plot: ({title: samples}, path) -> None, writes a picture.
+    evaluator_factory: num_samples -> a streaming Evaluator; None: collect, then `evaluate`.
+    plot_samples: how many samples of each sampler the pictures show.
   """
   name: str
   schedule: Schedule
@@ -45,8 +69,15 @@ class Problem:
   feature_apply: Callable[[Any, jax.Array], jax.Array]
   feature_params: Any
   real_batch: Callable[[jax.Array, int], jax.Array]
-  evaluate: Callable[[np.ndarray], dict[str, float]]
+  evaluate: Callable[[np.ndarray], dict[str, float]] | None
   plot: Callable[[dict[str, np.ndarray], str], None]
+  evaluator_factory: Callable[[int], Evaluator] | None = None
+  plot_samples: int = 64
+
+  def make_evaluator(self, num_samples: int) -> Evaluator:
+    if self.evaluator_factory is not None:
+      return self.evaluator_factory(num_samples)
+    return CollectingEvaluator(self.evaluate)
 
 
 def build_toy2d(cfg: Toy2DConfig, schedule: Schedule, workdir: str, *, seed: int) -> Problem:
@@ -74,7 +105,7 @@ def build_toy2d(cfg: Toy2DConfig, schedule: Schedule, workdir: str, *, seed: int
   return Problem(name="toy2d", schedule=schedule, example_shape=(2,), eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
                  feature_params=feature_params, real_batch=ring.sample, evaluate=evaluate,
-                 plot=plots.scatter_panels)
+                 plot=plots.scatter_panels, plot_samples=2000)
 
 
 def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, seed):
@@ -143,4 +174,4 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
                  evaluate=evaluate, plot=plots.image_grids)
 
 
-PROBLEMS = ("toy2d", "mnist")
+PROBLEMS = ("toy2d", "mnist", "pretrained")  # pretrained: ddss_jax.pretrained

@@ -7,6 +7,7 @@ along the gradient of KID(generated, real). Nothing else is trained.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -23,9 +24,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import parameter_overview
 
-from ddss_jax import logs, metrics, problems, samplers, schedules
-from ddss_jax.config_groups import (BaselineConfig, EvalConfig, MNISTConfig, SamplerConfig,
-                                    TrainConfig, Toy2DConfig, from_group)
+from ddss_jax import evaluate, logs, metrics, pretrained, problems, samplers, schedules
+from ddss_jax.config_groups import (BaselineConfig, EvalConfig, MNISTConfig, PretrainedConfig,
+                                    SamplerConfig, TrainConfig, Toy2DConfig, from_group)
 
 
 @flax.struct.dataclass
@@ -86,25 +87,18 @@ def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
   return jax.jit(train_step, donate_argnums=(0,))
 
 
-def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int):
-  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...]."""
-  shape = (batch_size,) + tuple(problem.example_shape)
-
-  def sample(sampler_params, model_params, key):
-    eps_fn = functools.partial(problem.eps_apply, model_params)
-    return sampler.sample(sampler_params, eps_fn, key, shape)
-
-  return jax.jit(sample)
-
-
-def draw_samples(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,
-                 num_samples: int, batch_size: int, seed: int) -> np.ndarray:
-  """[num_samples, ...] samples in batches; batch b uses fold_in(PRNGKey(seed), b)."""
-  sample_fn = make_sample_fn(sampler, problem, batch_size)
-  key = jax.random.PRNGKey(seed)
-  batches = [np.asarray(sample_fn(params, problem.model_params, jax.random.fold_in(key, b)))
-             for b in range(-(-num_samples // batch_size))]
-  return np.concatenate(batches)[:num_samples]
+def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
+  """What the configured problem needs and cannot find (weights, data), each with the remedy."""
+  if config.problem == "pretrained":
+    return pretrained.missing_inputs(
+        from_group(PretrainedConfig, config.pretrained, "pretrained"))
+  if config.problem == "mnist":
+    mnist_cfg = from_group(MNISTConfig, config.mnist, "mnist")
+    return [f"config.mnist.{name}: {path} does not exist"
+            for name, path in (("unet_weights", mnist_cfg.unet_weights),
+                               ("classifier_weights", mnist_cfg.classifier_weights))
+            if path is not None and not os.path.exists(path)]
+  return []
 
 
 def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
@@ -112,11 +106,61 @@ def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedul
   if config.problem not in problems.PROBLEMS:
     raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
                      f"{list(problems.PROBLEMS)}")
+  if config.problem == "pretrained":
+    return pretrained.build_pretrained(
+        from_group(PretrainedConfig, config.pretrained, "pretrained"), schedule,
+        seed=config.train.seed)
   if config.problem == "mnist":
     return problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"), schedule,
                                 seed=config.train.seed)
   return problems.build_toy2d(from_group(Toy2DConfig, config.toy2d, "toy2d"), schedule, workdir,
                               seed=config.train.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a validated config gives: the samplers, the schedule, the typed groups, the workdir."""
+  sampler: samplers.Sampler
+  baseline: samplers.Sampler
+  schedule: schedules.Schedule
+  train_cfg: TrainConfig
+  eval_cfg: EvalConfig
+  workdir: str
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
+  """Checks everything a config can get wrong, and every file it needs, before anything compiles.
+
+  Raises ValueError for a bad value (naming it and the valid choices) and FileNotFoundError, with
+  one message listing every missing file or dataset and how to provide it.
+  """
+  sampler_cfg = from_group(SamplerConfig, config.sampler, "sampler")
+  baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
+  train_cfg = from_group(TrainConfig, config.train, "train")
+  eval_cfg = from_group(EvalConfig, config.eval, "eval")
+  if config.problem not in problems.PROBLEMS:
+    raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
+                     f"{list(problems.PROBLEMS)}")
+  schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
+  sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
+                          stride=sampler_cfg.stride, eta=sampler_cfg.eta,
+                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll)
+  # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
+  baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
+                           stride=sampler_cfg.stride,
+                           eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
+  if not sampler.init() and train_cfg.num_train_steps > 0:
+    raise ValueError(f"sampler family {sampler_cfg.family!r} has nothing to learn; choose one of "
+                     f"{[f for f in samplers.FAMILIES if f not in ('ddpm', 'ddim')]}")
+  if train_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
+    raise ValueError(f"KID needs >= 2 samples: train.batch_size={train_cfg.batch_size}, "
+                     f"eval.num_samples={eval_cfg.num_samples}")
+  # The training split is needed even without DDSS steps: the results' "data" row reads it.
+  missing = missing_inputs(config)
+  if missing:
+    raise FileNotFoundError(f"config problem={config.problem!r} cannot start; missing:\n- "
+                            + "\n- ".join(missing))
+  return Setup(sampler, baseline, schedule, train_cfg, eval_cfg, os.path.abspath(workdir))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -127,83 +171,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ({"baseline": {...}, "learned": {...}, ...}), samples_<role>.png and samples.png. Returns the
   results dict.
   """
-  # Everything a config can get wrong is checked here, before anything compiles.
-  sampler_cfg = from_group(SamplerConfig, config.sampler, "sampler")
-  baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
-  train_cfg = from_group(TrainConfig, config.train, "train")
-  eval_cfg = from_group(EvalConfig, config.eval, "eval")
-  schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
-  sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
-                          stride=sampler_cfg.stride, eta=sampler_cfg.eta,
-                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll)
-  # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
-  baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
-                           stride=sampler_cfg.stride,
-                           eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
-  initial_params = sampler.init()
-  if not initial_params and train_cfg.num_train_steps > 0:
-    raise ValueError(f"sampler family {sampler_cfg.family!r} has nothing to learn; choose one of "
-                     f"{[f for f in samplers.FAMILIES if f not in ('ddpm', 'ddim')]}")
-  if train_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
-    raise ValueError(f"KID needs >= 2 samples: train.batch_size={train_cfg.batch_size}, "
-                     f"eval.num_samples={eval_cfg.num_samples}")
-
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  problem = build_problem(config, schedule, workdir)
+  run = setup(config, workdir)
+  sampler, schedule, train_cfg, eval_cfg = run.sampler, run.schedule, run.train_cfg, run.eval_cfg
+  os.makedirs(run.workdir, exist_ok=True)
+  problem = build_problem(config, schedule, run.workdir)
   optimizer = create_optimizer(train_cfg)
+  initial_params = sampler.init()
   state = create_train_state(initial_params, optimizer)
   logging.info("sampler %s, K=%d, %s stride; parameters:\n%s", sampler.family, sampler.num_steps,
                sampler.stride, parameter_overview.get_parameter_overview(initial_params))
 
-  writer = logs.MetricWriter(workdir)
+  writer = logs.MetricWriter(run.workdir)
   state = run_training(state, make_train_step(sampler, problem, optimizer, train_cfg.batch_size),
-                       problem, train_cfg, workdir, writer)
+                       problem, train_cfg, run.workdir, writer)
 
-  roles = {"baseline": (baseline, baseline.init()), "learned": (sampler, state.params)}
+  roles = {"baseline": (run.baseline, run.baseline.init()), "learned": (sampler, state.params)}
   if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
     roles["reference"] = (samplers.make("ddpm", schedule, eval_cfg.reference_steps,
                                         stride="linear"), {})
   results = {"problem": problem.name, "train_steps": int(state.step),
-             **evaluate_samplers(roles, problem, eval_cfg, workdir)}
-  k = sampler.num_steps
-  metric_names = [m for m in results["learned"] if m not in ("family", "num_steps")]
-  writer.write(int(state.step),
-               {**{f"eval/{m}@K={k}": results["learned"][m] for m in metric_names},
-                **{f"eval/{baseline.family}/{m}@K={k}": results["baseline"][m]
-                   for m in metric_names}})
+             **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir)}
+  evaluate.write_eval_metrics(writer, int(state.step), results)
   writer.close()
   if jax.process_index() == 0:
-    samplers.save(os.path.join(workdir, "sampler.json"), sampler, state.params)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
+    samplers.save(os.path.join(run.workdir, "sampler.json"), sampler, state.params)
+    with open(os.path.join(run.workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
     print(format_table(results))
-  return results
-
-
-def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: problems.Problem,
-                      cfg: EvalConfig, workdir: str) -> dict[str, dict[str, Any]]:
-  """Held-out metrics of each (sampler, params) and of fresh real data; writes pictures.
-
-  Every sampler draws from the same keys, so the pictures start from the same noise. Writes
-  samples_<role>.png for each role and samples.png with all of them and the data side by side.
-  """
-  panels, results = {}, {}
-  for role, (sampler, params) in roles.items():
-    logging.info("evaluating %s (%s, K=%d) on %d samples", role, sampler.family,
-                 sampler.num_steps, cfg.num_samples)
-    samples = draw_samples(sampler, params, problem, num_samples=cfg.num_samples,
-                           batch_size=cfg.batch_size, seed=cfg.seed)
-    title = f"{role}: {sampler.family} K={sampler.num_steps}"
-    panels[title] = samples
-    results[role] = {"family": sampler.family, "num_steps": sampler.num_steps,
-                     **problem.evaluate(samples)}
-  data = np.asarray(problem.real_batch(jax.random.PRNGKey(cfg.seed), cfg.num_samples))
-  results["data"] = problem.evaluate(data)
-  if jax.process_index() == 0:
-    for role, (title, samples) in zip(roles, panels.items()):
-      problem.plot({title: samples}, os.path.join(workdir, f"samples_{role}.png"))
-    problem.plot({**panels, "data": data}, os.path.join(workdir, "samples.png"))
   return results
 
 

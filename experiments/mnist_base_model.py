@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 
 from configs import mnist
-from ddss_jax import logs, samplers, schedules, train
+from ddss_jax import evaluate, logs, samplers, schedules, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_samples", 1000, "Samples per sampler.")
@@ -34,7 +34,7 @@ def main(argv):
   for family, num_steps, stride in rows:
     sampler = samplers.make(family, schedule, num_steps, stride=stride)
     start = time.perf_counter()
-    samples = train.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
+    samples = evaluate.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
                                  batch_size=250, seed=config.eval.seed)
     seconds = time.perf_counter() - start
     m = problem.evaluate(samples)

@@ -99,7 +99,8 @@ def config_from_json(config: dict[str, Any]) -> unet.UNetConfig:
 def config_to_json(cfg: unet.UNetConfig) -> dict[str, Any]:
   """The config.json dict diffusers needs to rebuild UNet2DModel(cfg)."""
   out = {"_class_name": "UNet2DModel"}
-  out.update({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()})
+  out.update({k: list(v) if isinstance(v, tuple) else v
+              for k, v in dataclasses.asdict(cfg).items()})
   out.update({k: v[0] for k, v in _FIXED.items()})
   return out
 
@@ -178,7 +179,8 @@ def load_schedule(path: str) -> tuple[schedules.Schedule, str]:
   num = int(config.get("num_train_timesteps", 1000))
   kind = config.get("beta_schedule", "linear")
   if kind == "linear":
-    schedule = schedules.linear_beta(num, config.get("beta_start", 1e-4), config.get("beta_end", 0.02))
+    schedule = schedules.linear_beta(num, config.get("beta_start", 1e-4),
+                                     config.get("beta_end", 0.02))
   elif kind == "squaredcos_cap_v2":  # diffusers' name for Nichol & Dhariwal's cosine
     schedule = schedules.cosine(num)
   else:

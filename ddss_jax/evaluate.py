@@ -1,0 +1,154 @@
+"""Evaluation at scale: draw N samples in batches and stream each batch into the problem's
+evaluator (FID / IS / KID running statistics for the real-scale problems), so that no more than
+one batch of images is ever held. Also a mode of main:
+
+  python -m ddss_jax.main --config=configs/cifar10.py --workdir=DIR --mode=evaluate
+
+evaluates the sampler a training run saved in DIR/sampler.json (and the baseline at the same K)
+on config.eval.num_samples samples and writes DIR/eval_results_<N>.json and eval/<metric>@K=<K>
+lines in DIR/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from ddss_jax import logs, problems, samplers
+from ddss_jax.config_groups import EvalConfig
+
+
+def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int):
+  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...]."""
+  shape = (batch_size,) + tuple(problem.example_shape)
+
+  def sample(sampler_params, model_params, key):
+    eps_fn = functools.partial(problem.eps_apply, model_params)
+    return sampler.sample(sampler_params, eps_fn, key, shape)
+
+  return jax.jit(sample)
+
+
+def sample_batches(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,
+                   num_samples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+  """Yields batches of samples, num_samples in all; batch b uses fold_in(PRNGKey(seed), b)."""
+  sample_fn = make_sample_fn(sampler, problem, batch_size)
+  key = jax.random.PRNGKey(seed)
+  for b in range(-(-num_samples // batch_size)):
+    batch = np.asarray(sample_fn(params, problem.model_params, jax.random.fold_in(key, b)))
+    yield batch[:num_samples - b * batch_size]
+
+
+def draw_samples(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,
+                 num_samples: int, batch_size: int, seed: int) -> np.ndarray:
+  """[num_samples, ...] samples held in memory (small problems, pictures, tests)."""
+  return np.concatenate(list(sample_batches(sampler, params, problem, num_samples=num_samples,
+                                            batch_size=batch_size, seed=seed)))
+
+
+def real_batches(problem: problems.Problem, *, num_samples: int, batch_size: int,
+                 seed: int) -> Iterator[np.ndarray]:
+  """Random real training examples in batches (the "data" row of a results table)."""
+  key = jax.random.PRNGKey(seed)
+  for b in range(-(-num_samples // batch_size)):
+    yield np.asarray(problem.real_batch(jax.random.fold_in(key, b),
+                                        min(batch_size, num_samples - b * batch_size)))
+
+
+def stream(batches: Iterator[np.ndarray], problem: problems.Problem, *, num_samples: int,
+           label: str, keep: int) -> tuple[dict[str, float], np.ndarray]:
+  """Feeds batches to a fresh problem evaluator; returns (metrics, the first `keep` samples).
+
+  Logs progress (samples per second, minutes left) about every 30 seconds.
+  """
+  evaluator = problem.make_evaluator(num_samples)
+  kept, seen = [], 0
+  start = last_log = time.perf_counter()
+  for batch in batches:
+    evaluator.update(batch)
+    if seen < keep:
+      kept.append(batch[:keep - seen])
+    seen += len(batch)
+    now = time.perf_counter()
+    if now - last_log > 30 or seen == num_samples:
+      rate = seen / (now - start)
+      logging.info("%s: %d/%d samples, %.1f samples/s, about %.1f min left", label, seen,
+                   num_samples, rate, (num_samples - seen) / rate / 60)
+      last_log = now
+  if seen != num_samples:
+    raise ValueError(f"{label}: expected {num_samples} samples, got {seen}")
+  return evaluator.result(), np.concatenate(kept)
+
+
+def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: problems.Problem,
+                      cfg: EvalConfig, workdir: str) -> dict[str, dict[str, Any]]:
+  """Held-out metrics of each (sampler, params) and of real data; writes pictures.
+
+  Every sampler draws from the same keys, so the pictures start from the same noise. Writes
+  samples_<role>.png for each role and samples.png with all of them and the data side by side.
+  """
+  panels, results = {}, {}
+  for role, (sampler, params) in roles.items():
+    label = f"{role} ({sampler.family}, K={sampler.num_steps})"
+    batches = sample_batches(sampler, params, problem, num_samples=cfg.num_samples,
+                             batch_size=cfg.batch_size, seed=cfg.seed)
+    metrics, kept = stream(batches, problem, num_samples=cfg.num_samples, label=label,
+                           keep=problem.plot_samples)
+    panels[f"{role}: {sampler.family} K={sampler.num_steps}"] = kept
+    results[role] = {"family": sampler.family, "num_steps": sampler.num_steps, **metrics}
+  results["data"], data = stream(
+      real_batches(problem, num_samples=cfg.num_samples, batch_size=cfg.batch_size,
+                   seed=cfg.seed),
+      problem, num_samples=cfg.num_samples, label="data", keep=problem.plot_samples)
+  if jax.process_index() == 0:
+    for role, (title, samples) in zip(roles, panels.items()):
+      problem.plot({title: samples}, os.path.join(workdir, f"samples_{role}.png"))
+    problem.plot({**panels, "data": data}, os.path.join(workdir, "samples.png"))
+  return results
+
+
+def write_eval_metrics(writer: logs.MetricWriter, step: int, results: dict[str, Any]) -> None:
+  """eval/<metric>@K=<K> for the learned sampler, eval/<family>/<metric>@K=<K> for the baseline."""
+  scalars = {}
+  for role in ("learned", "baseline"):
+    if role not in results:
+      continue
+    entry = results[role]
+    prefix = "eval" if role == "learned" else f"eval/{entry['family']}"
+    scalars.update({f"{prefix}/{m}@K={entry['num_steps']}": v for m, v in entry.items()
+                    if m not in ("family", "num_steps")})
+  writer.write(step, scalars)
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluates the sampler saved in workdir/sampler.json and the configured baseline."""
+  from ddss_jax import train  # pylint: disable=import-outside-toplevel  (train imports us)
+  setup = train.setup(config, workdir)
+  path = os.path.join(setup.workdir, "sampler.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: train first (--mode=train) with this workdir")
+  learned, params = samplers.load(path)
+  if learned.num_steps != setup.baseline.num_steps:
+    raise ValueError(f"{path} holds a K={learned.num_steps} sampler but config.sampler.num_steps="
+                     f"{setup.baseline.num_steps}; evaluate with the config it was trained with")
+  roles = {"learned": (learned, params), "baseline": (setup.baseline, setup.baseline.init())}
+  problem = train.build_problem(config, setup.schedule, setup.workdir)
+  results = {"problem": problem.name, **evaluate_samplers(roles, problem, setup.eval_cfg,
+                                                          setup.workdir)}
+  writer = logs.MetricWriter(setup.workdir)
+  write_eval_metrics(writer, 0, results)
+  writer.close()
+  if jax.process_index() == 0:
+    out = os.path.join(setup.workdir, f"eval_results_{setup.eval_cfg.num_samples}.json")
+    with open(out, "w") as f:
+      json.dump(results, f, indent=2)
+    print(train.format_table(results))
+  return results

@@ -1,0 +1,212 @@
+"""The real-scale problem: a public pre-trained DDPM (a diffusers UNet2DModel folder), a
+tensorflow-datasets image dataset, and the FID Inception network, whose pool3 features are the KID
+loss and whose features and logits give FID, Inception Score and KID at evaluation.
+
+Reference statistics of the dataset (mean, covariance and a KID sample of pool3 features) are
+computed once, streamed, and cached as .npz named by dataset, split, resolution, example count and
+network (preprocessing, width and the weights file's sha256).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from ddss_jax import diffusion, metrics, plots
+from ddss_jax.config_groups import PretrainedConfig
+from ddss_jax.models import diffusers_io, inception, unet
+from ddss_jax.problems import Problem
+from ddss_jax.schedules import Schedule
+from ddss_jax.weights import sha256_of
+
+
+def _data_module():
+  # tensorflow-datasets is an extra ([tfds]); the embedded default never imports it.
+  from ddss_jax.data import tfds_images  # pylint: disable=import-outside-toplevel
+  return tfds_images
+
+
+LOSS_FEATURES = ("pool3", "logits_unbiased", "logits")
+
+
+def missing_inputs(cfg: PretrainedConfig) -> list[str]:
+  """Every file or dataset the problem needs and does not find, each with how to provide it.
+
+  Raises ValueError first for a bad value in config.pretrained.
+  """
+  if cfg.loss_features not in LOSS_FEATURES:
+    raise ValueError(f"config.pretrained.loss_features={cfg.loss_features!r}; valid choices: "
+                     f"{list(LOSS_FEATURES)}")
+  inception.check_preprocess(cfg.inception_preprocess)
+  for name in ("feature_batch_size", "kid_subsets", "kid_subset_size", "kid_sample_size",
+               "is_splits"):
+    if getattr(cfg, name) < 1:
+      raise ValueError(f"config.pretrained.{name}={getattr(cfg, name)} must be >= 1")
+  if not cfg.inception_width > 0:
+    raise ValueError(f"config.pretrained.inception_width={cfg.inception_width} must be > 0")
+  missing = []
+  if cfg.checkpoint is None:
+    missing.append("config.pretrained.checkpoint is not set: download a diffusers UNet2DModel "
+                   "folder (e.g. git clone https://huggingface.co/google/ddpm-cifar10-32) and "
+                   "pass --config.pretrained.checkpoint=/path/to/it")
+  else:
+    message = diffusers_io.missing_checkpoint_message(cfg.checkpoint)
+    if message:
+      missing.append(message)
+  message = inception.missing_weights_message(cfg.inception_weights)
+  if message:
+    missing.append(message)
+  try:
+    data = _data_module()
+  except ImportError as e:
+    return missing + [f"tensorflow-datasets is not installed ({e}): pip install -e '.[tfds]'"]
+  data.get_spec(cfg.dataset)  # ValueError naming the valid datasets
+  # The training split feeds the loss and the results' "data" row; the reference split is read
+  # only until its statistics are cached.
+  splits = [cfg.train_split] + (
+      [] if os.path.exists(reference_stats_path(cfg)) else [cfg.reference_split])
+  for split in dict.fromkeys(splits):
+    message = data.missing_data_message(cfg.dataset, split, cfg.data_dir)
+    if message:
+      missing.append(message)
+  return missing
+
+
+def image_size(cfg: PretrainedConfig) -> int:
+  return cfg.image_size or _data_module().get_spec(cfg.dataset).image_size
+
+
+def stats_dir(cfg: PretrainedConfig) -> str:
+  return cfg.stats_dir or os.path.join(inception.cache_dir(), "stats")
+
+
+def reference_stats_path(cfg: PretrainedConfig) -> str:
+  """<stats_dir>/<dataset>-<split>-<S>px-<N or all>-inception-<preprocess>-w<width>-<sha>.npz."""
+  weights_path = cfg.inception_weights or inception.default_weights_path()
+  digest = sha256_of(weights_path)[:12] if os.path.exists(weights_path) else "absent"
+  count = cfg.reference_num_examples or "all"
+  name = (f"{cfg.dataset}-{cfg.reference_split}-{image_size(cfg)}px-{count}-inception-"
+          f"{cfg.inception_preprocess}-w{cfg.inception_width:g}-{digest}.npz")
+  return os.path.join(stats_dir(cfg), name)
+
+
+def padded_apply(fn: Callable[[jax.Array], Any], batch: np.ndarray, size: int) -> Any:
+  """fn over batch [B, ...] in chunks of exactly `size` (the last zero-padded): one compilation
+  whatever B is; the outputs are concatenated and cut back to B."""
+  outs = []
+  for start in range(0, len(batch), size):
+    chunk = batch[start:start + size]
+    num = len(chunk)
+    if num < size:
+      chunk = np.concatenate([chunk, np.zeros((size - num,) + chunk.shape[1:], chunk.dtype)])
+    outs.append(jax.tree.map(lambda a, n=num: np.asarray(a)[:n], fn(jnp.asarray(chunk))))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+
+
+def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str) -> dict:
+  """Streams the reference split through `features`, saves FeatureStats to `path`, loads it."""
+  source = _data_module().TFDSImageSource(cfg.dataset, cfg.reference_split,
+                                          image_size=image_size(cfg), data_dir=cfg.data_dir,
+                                          process_index=0, process_count=1)
+  total = min(cfg.reference_num_examples or source.num_examples, source.num_examples)
+  logging.info("reference statistics: %d examples of %s/%s at %dpx -> %s", total, cfg.dataset,
+               cfg.reference_split, image_size(cfg), path)
+  stats = None
+  for i, batch in enumerate(source.iterate(cfg.feature_batch_size, num_examples=total)):
+    pool3 = padded_apply(features, batch, cfg.feature_batch_size)["pool3"]
+    if stats is None:
+      stats = metrics.FeatureStats(pool3.shape[1], sample_size=cfg.kid_sample_size, seed=0)
+    stats.update(pool3)
+    if i % 20 == 0:
+      logging.info("reference statistics: %d/%d examples", stats.count, total)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  stats.save(path, dataset=cfg.dataset, split=cfg.reference_split,
+             image_size=str(image_size(cfg)), network=os.path.basename(path))
+  return metrics.load_stats(path)
+
+
+class InceptionEvaluator:
+  """FID, Inception Score and KID of streamed samples against cached reference statistics."""
+
+  def __init__(self, num_samples: int, *, features: Callable, reference: dict,
+               cfg: PretrainedConfig, seed: int):
+    self._features, self._reference, self._cfg, self._seed = features, reference, cfg, seed
+    self._stats = metrics.FeatureStats(reference["mu"].shape[0], sample_size=cfg.kid_sample_size,
+                                       seed=seed)
+    self._score = metrics.StreamingInceptionScore(num_samples,
+                                                  splits=min(cfg.is_splits, num_samples))
+
+  def update(self, samples: np.ndarray) -> None:
+    out = padded_apply(self._features, np.asarray(samples, np.float32),
+                       self._cfg.feature_batch_size)
+    self._stats.update(out["pool3"])
+    self._score.update(out["logits_unbiased"])
+
+  def result(self) -> dict[str, float]:
+    ref = self._reference
+    fid = metrics.frechet_distance(self._stats.mean, self._stats.covariance, ref["mu"],
+                                   ref["sigma"])
+    is_mean, is_std = self._score.result()
+    kid_mean, kid_std = metrics.kid_subsets(
+        self._stats.sample, ref["kid_sample"], key=jax.random.PRNGKey(self._seed),
+        num_subsets=self._cfg.kid_subsets, subset_size=self._cfg.kid_subset_size)
+    return {"fid": fid, "is": is_mean, "is_std": is_std, "kid": float(kid_mean),
+            "kid_std": float(kid_std)}
+
+
+def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int) -> Problem:
+  """The problem of config.pretrained; call missing_inputs first for a readable error."""
+  checkpoint = diffusers_io.load(cfg.checkpoint, sha256=cfg.checkpoint_sha256)
+  logging.info("pretrained model %s (sha256 %s)", checkpoint.weights_path, checkpoint.sha256)
+  model_schedule, prediction = diffusers_io.load_schedule(diffusers_io.find_model_dir(
+      cfg.checkpoint))
+  if (model_schedule.num_timesteps != schedule.num_timesteps
+      or not np.allclose(model_schedule.alpha_bars, schedule.alpha_bars, rtol=1e-6)):
+    raise ValueError(f"config.schedule ({schedule.name}, T={schedule.num_timesteps}) differs from "
+                     f"the checkpoint's scheduler_config.json ({model_schedule.name}, "
+                     f"T={model_schedule.num_timesteps}); set config.schedule to match it")
+  size = image_size(cfg)
+  if checkpoint.config.out_channels != checkpoint.config.in_channels:
+    raise ValueError(f"{cfg.checkpoint}: out_channels={checkpoint.config.out_channels} != "
+                     f"in_channels={checkpoint.config.in_channels}; learned-variance models are "
+                     "not supported (DDSS needs the mean prediction only)")
+  if size != checkpoint.config.sample_size:
+    raise ValueError(f"config.pretrained.image_size={size} but the checkpoint samples "
+                     f"{checkpoint.config.sample_size}px images; set them equal")
+  model = unet.UNet2DModel(checkpoint.config)
+  model_fn = lambda params, x, t: model.apply({"params": params}, x, t)
+  eps_apply = model_fn
+  if prediction != "eps":
+    eps_apply = lambda params, x, t: diffusion.as_eps_fn(
+        lambda x_, t_: model_fn(params, x_, t_), prediction=prediction,
+        logsnr_fn=schedule.logsnr)(x, t)
+
+  weights_path = inception.ensure_weights(cfg.inception_weights)
+  variables = inception.load_weights(weights_path, sha256=cfg.inception_sha256,
+                                     width=cfg.inception_width)
+  network = inception.FIDInceptionV3(width=cfg.inception_width, preprocess=cfg.inception_preprocess)
+  features = inception.features_fn(variables, width=cfg.inception_width,
+                                   preprocess=cfg.inception_preprocess)
+  path = reference_stats_path(cfg)
+  if os.path.exists(path):
+    logging.info("reference statistics: cached %s", path)
+    reference = metrics.load_stats(path)
+  else:
+    reference = compute_reference_stats(cfg, features, path)
+
+  train_source = _data_module().TFDSImageSource(cfg.dataset, cfg.train_split, image_size=size,
+                                                data_dir=cfg.data_dir)
+  return Problem(
+      name=f"pretrained:{cfg.dataset}", schedule=schedule,
+      example_shape=(size, size, checkpoint.config.in_channels), eps_apply=eps_apply,
+      model_params=checkpoint.params,
+      feature_apply=lambda v, x: network.apply(v, x)[cfg.loss_features],
+      feature_params=variables, real_batch=train_source.batch, evaluate=None,
+      plot=plots.image_grids,
+      evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
+                                                     cfg=cfg, seed=seed + 3))
