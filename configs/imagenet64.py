@@ -15,27 +15,15 @@ DDIM (linear stride) at K=10: FID 40.70, IS 12.23 (../shared/PAPER_RESULTS.md); 
 and ratios transfer to another base model.
 """
 
-from configs import default
+from configs import cifar10
 
 
 def get_config():
-  config = default.get_config()
-  config.problem = "pretrained"
+  config = cifar10.get_config()
   config.schedule.name = "cosine"
-  config.schedule.num_timesteps = 1000
-  config.sampler.family = "ggdm+pred+time"
-  config.sampler.num_steps = 10
   config.sampler.stride = "linear"  # the stronger fixed stride on ImageNet 64 in the paper
-  config.baseline.family = "ddim"
-  config.train.num_train_steps = 5000
   config.train.batch_size = 64
-  config.train.learning_rate = 5e-3
-  config.train.log_every_steps = 50
-  config.train.checkpoint_every_steps = 250
-  config.eval.num_samples = 50000
   config.eval.batch_size = 250
-  config.eval.reference_steps = 0
   config.pretrained.dataset = "imagenet64"
-  config.pretrained.reference_num_examples = 50000
   config.pretrained.image_size = 64
   return config

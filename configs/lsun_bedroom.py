@@ -11,28 +11,10 @@ learned sampler with the DDIM baseline at the same K, and with DDIM at 2K, as it
 church results do (the learned sampler at K matched the best baseline at about 2K).
 """
 
-from configs import default
+from configs import lsun_church
 
 
 def get_config():
-  config = default.get_config()
-  config.problem = "pretrained"
-  config.schedule.name = "linear"
-  config.schedule.num_timesteps = 1000
-  config.sampler.family = "ggdm+pred+time"
-  config.sampler.num_steps = 10
-  config.sampler.stride = "quadratic"
-  config.baseline.family = "ddim"
-  config.train.num_train_steps = 2000
-  config.train.batch_size = 32
-  config.train.learning_rate = 5e-3
-  config.train.log_every_steps = 25
-  config.train.checkpoint_every_steps = 100
-  config.eval.num_samples = 50000
-  config.eval.batch_size = 100
-  config.eval.reference_steps = 0
+  config = lsun_church.get_config()  # the same model architecture, schedule and budget
   config.pretrained.dataset = "lsun_bedroom"
-  config.pretrained.reference_num_examples = 50000
-  config.pretrained.image_size = 256
-  config.pretrained.feature_batch_size = 100
   return config

@@ -12,28 +12,17 @@ paper ran its own 128x128 model; for it set image_size=128 and point checkpoint 
 With the public 256px model, compare the learned/baseline ratio, not the absolute FID.
 """
 
-from configs import default
+from configs import cifar10
 
 
 def get_config():
-  config = default.get_config()
-  config.problem = "pretrained"
-  config.schedule.name = "linear"
-  config.schedule.num_timesteps = 1000
-  config.sampler.family = "ggdm+pred+time"
-  config.sampler.num_steps = 10
-  config.sampler.stride = "quadratic"
-  config.baseline.family = "ddim"
+  config = cifar10.get_config()  # the same schedule (linear, T = 1000), sampler and K = 10
   config.train.num_train_steps = 2000
   config.train.batch_size = 32
-  config.train.learning_rate = 5e-3
   config.train.log_every_steps = 25
   config.train.checkpoint_every_steps = 100
-  config.eval.num_samples = 50000
   config.eval.batch_size = 100
-  config.eval.reference_steps = 0
   config.pretrained.dataset = "lsun_church"
-  config.pretrained.reference_num_examples = 50000
   config.pretrained.image_size = 256
   config.pretrained.feature_batch_size = 100
   return config
