@@ -6,7 +6,7 @@ import scipy.special
 import scipy.stats
 
 from ddss_jax import metrics
-from ddss_jax.metrics import inception_score, streaming
+from ddss_jax.metrics import streaming
 
 
 def reference_inception_score(logits, splits):
@@ -23,7 +23,7 @@ def reference_inception_score(logits, splits):
 def test_inception_score_matches_formula_in_any_batching(num, splits, batch):
   rng = np.random.default_rng(num)
   logits = rng.normal(size=(num, 12)) * 3.0
-  stream = inception_score.StreamingInceptionScore(num, splits=splits)
+  stream = metrics.StreamingInceptionScore(num, splits=splits)
   for start in range(0, num, batch):
     stream.update(logits[start:start + batch].astype(np.float32))
   got = stream.result()
@@ -35,16 +35,16 @@ def test_inception_score_closed_forms():
   # Confident and evenly spread over C classes: IS = C. Identical predictions: IS = 1.
   classes = 8
   confident = np.where(np.eye(classes)[np.arange(80) % classes] > 0, 50.0, -50.0)
-  assert inception_score.inception_score(confident, splits=1)[0] == pytest.approx(classes)
+  assert metrics.inception_score(confident, splits=1)[0] == pytest.approx(classes)
   same = np.tile(np.arange(classes, dtype=np.float64), (40, 1))
-  mean, std = inception_score.inception_score(same, splits=4)
+  mean, std = metrics.inception_score(same, splits=4)
   assert mean == pytest.approx(1.0) and std == pytest.approx(0.0, abs=1e-12)
 
 
 def test_inception_score_errors():
   with pytest.raises(ValueError, match="splits=10, num_samples=5"):
-    inception_score.StreamingInceptionScore(5, splits=10)
-  stream = inception_score.StreamingInceptionScore(20, splits=2)
+    metrics.StreamingInceptionScore(5, splits=10)
+  stream = metrics.StreamingInceptionScore(20, splits=2)
   stream.update(np.zeros((10, 3)))
   with pytest.raises(ValueError, match="expected 20 samples, saw 10"):
     stream.result()
