@@ -11,7 +11,6 @@ lines in DIR/metrics.jsonl.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -21,30 +20,42 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from ddss_jax import logs, problems, samplers
+from ddss_jax import logs, parallel, problems, samplers
 from ddss_jax.config_groups import EvalConfig
 
 
-def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int):
-  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...]."""
+def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int,
+                   mesh: Mesh | None = None):
+  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...].
+
+  With a mesh, the batch is split over its devices (the same samples, computed in parallel).
+  """
   shape = (batch_size,) + tuple(problem.example_shape)
 
   def sample(sampler_params, model_params, key):
-    eps_fn = functools.partial(problem.eps_apply, model_params)
-    return sampler.sample(sampler_params, eps_fn, key, shape)
+    eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
+    return parallel.constrain_batch(sampler.sample(sampler_params, eps_fn, key, shape), mesh)
 
   return jax.jit(sample)
 
 
 def sample_batches(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,
-                   num_samples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-  """Yields batches of samples, num_samples in all; batch b uses fold_in(PRNGKey(seed), b)."""
-  sample_fn = make_sample_fn(sampler, problem, batch_size)
+                   num_samples: int, batch_size: int, seed: int,
+                   mesh: Mesh | None = None) -> Iterator[np.ndarray]:
+  """Yields batches of samples (NumPy, whole batches on every process), num_samples in all;
+  batch b uses fold_in(PRNGKey(seed), b) whatever the device count."""
+  if mesh is not None and batch_size % mesh.size:
+    mesh = None  # a batch that does not split evenly runs unsplit (same samples)
+  sample_fn = make_sample_fn(sampler, problem, batch_size, mesh)
   key = jax.random.PRNGKey(seed)
   for b in range(-(-num_samples // batch_size)):
-    batch = np.asarray(sample_fn(params, problem.model_params, jax.random.fold_in(key, b)))
-    yield batch[:num_samples - b * batch_size]
+    batch = sample_fn(params, problem.model_params, jax.random.fold_in(key, b))
+    if not batch.is_fully_addressable:  # split over processes: gather the whole batch
+      batch = multihost_utils.process_allgather(batch, tiled=True)
+    yield np.asarray(batch)[:num_samples - b * batch_size]
 
 
 def draw_samples(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,
@@ -89,7 +100,8 @@ def stream(batches: Iterator[np.ndarray], problem: problems.Problem, *, num_samp
 
 
 def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: problems.Problem,
-                      cfg: EvalConfig, workdir: str) -> dict[str, dict[str, Any]]:
+                      cfg: EvalConfig, workdir: str,
+                      mesh: Mesh | None = None) -> dict[str, dict[str, Any]]:
   """Held-out metrics of each (sampler, params) and of real data; writes pictures.
 
   Every sampler draws from the same keys, so the pictures start from the same noise. Writes
@@ -99,7 +111,7 @@ def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: p
   for role, (sampler, params) in roles.items():
     label = f"{role} ({sampler.family}, K={sampler.num_steps})"
     batches = sample_batches(sampler, params, problem, num_samples=cfg.num_samples,
-                             batch_size=cfg.batch_size, seed=cfg.seed)
+                             batch_size=cfg.batch_size, seed=cfg.seed, mesh=mesh)
     metrics, kept = stream(batches, problem, num_samples=cfg.num_samples, label=label,
                            keep=problem.plot_samples)
     panels[f"{role}: {sampler.family} K={sampler.num_steps}"] = kept
@@ -142,7 +154,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   roles = {"learned": (learned, params), "baseline": (setup.baseline, setup.baseline.init())}
   problem = train.build_problem(config, setup.schedule, setup.workdir)
   results = {"problem": problem.name, **evaluate_samplers(roles, problem, setup.eval_cfg,
-                                                          setup.workdir)}
+                                                          setup.workdir, setup.mesh)}
   writer = logs.MetricWriter(setup.workdir)
   write_eval_metrics(writer, 0, results)
   writer.close()

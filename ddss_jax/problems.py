@@ -54,7 +54,8 @@ class Problem:
     model_params: the frozen model's weights.
     feature_apply: (feature_params, x [B, ...]) -> features [B, D]; the KID loss's space.
     feature_params: the feature map's weights.
-    real_batch: (key, n) -> [n, ...] real training examples.
+    real_batch: (key, n, rows=slice(None)) -> the `rows` of n real training examples drawn by
+      key (each process reads only its rows of a global batch).
     evaluate: samples [N, ...] (NumPy) -> held-out metrics {name: float}, or None where the
       problem streams (evaluator_factory).
     plot: ({title: samples}, path) -> None, writes a picture.
@@ -68,7 +69,7 @@ class Problem:
   model_params: Any
   feature_apply: Callable[[Any, jax.Array], jax.Array]
   feature_params: Any
-  real_batch: Callable[[jax.Array, int], jax.Array]
+  real_batch: Callable[..., jax.Array]
   evaluate: Callable[[np.ndarray], dict[str, float]] | None
   plot: Callable[[dict[str, np.ndarray], str], None]
   evaluator_factory: Callable[[int], Evaluator] | None = None
@@ -104,7 +105,9 @@ def build_toy2d(cfg: Toy2DConfig, schedule: Schedule, workdir: str, *, seed: int
 
   return Problem(name="toy2d", schedule=schedule, example_shape=(2,), eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
-                 feature_params=feature_params, real_batch=ring.sample, evaluate=evaluate,
+                 feature_params=feature_params,
+                 real_batch=lambda key, n, rows=slice(None): ring.sample(key, n)[rows],
+                 evaluate=evaluate,
                  plot=plots.scatter_panels, plot_samples=2000)
 
 

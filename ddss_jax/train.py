@@ -8,7 +8,6 @@ along the gradient of KID(generated, real). Nothing else is trained.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -23,8 +22,9 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from clu import parameter_overview
+from jax.sharding import Mesh
 
-from ddss_jax import evaluate, logs, metrics, pretrained, problems, samplers, schedules
+from ddss_jax import evaluate, logs, metrics, parallel, pretrained, problems, samplers, schedules
 from ddss_jax.config_groups import (BaselineConfig, EvalConfig, MNISTConfig, PretrainedConfig,
                                     SamplerConfig, TrainConfig, Toy2DConfig, from_group)
 
@@ -53,13 +53,18 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int):
-  """loss(sampler_params, model_params, feature_params, real [M, ...], key) -> KID scalar."""
+def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int,
+                 mesh: Mesh | None = None):
+  """loss(sampler_params, model_params, feature_params, real [M, ...], key) -> KID scalar.
+
+  With a mesh, every eps-model input and the generated batch are constrained to be split along
+  the batch over its devices; the KID of the global batch is unchanged.
+  """
   shape = (batch_size,) + tuple(problem.example_shape)
 
   def loss_fn(sampler_params, model_params, feature_params, real, key):
-    eps_fn = functools.partial(problem.eps_apply, model_params)
-    generated = sampler.sample(sampler_params, eps_fn, key, shape)
+    eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
+    generated = parallel.constrain_batch(sampler.sample(sampler_params, eps_fn, key, shape), mesh)
     feats = problem.feature_apply(feature_params, generated)
     real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real))
     return metrics.kid(feats, real_feats)
@@ -68,12 +73,15 @@ def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_siz
 
 
 def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
-                    optimizer: optax.GradientTransformation, batch_size: int) -> Callable:
+                    optimizer: optax.GradientTransformation, batch_size: int,
+                    mesh: Mesh | None = None) -> Callable:
   """Returns jitted step(state, model_params, feature_params, real, base_key) -> (state, metrics).
 
-  The step's key is fold_in(base_key, state.step), so a resumed run draws the same noise.
+  The step's key is fold_in(base_key, state.step), so a resumed run draws the same noise. With a
+  mesh (ddss_jax.parallel), `real` is split along the batch over its devices and everything else
+  is replicated; the result equals the single-device step.
   """
-  loss_fn = make_loss_fn(sampler, problem, batch_size)
+  loss_fn = make_loss_fn(sampler, problem, batch_size, mesh)
 
   def train_step(state: TrainState, model_params, feature_params, real, base_key):
     key = jax.random.fold_in(base_key, state.step)
@@ -84,7 +92,11 @@ def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
     step_metrics = {"train/kid": loss, "train/grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
 
-  return jax.jit(train_step, donate_argnums=(0,))
+  if mesh is None:
+    return jax.jit(train_step, donate_argnums=(0,))
+  rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, rep, rep, batch, rep),
+                 out_shardings=(rep, rep))
 
 
 def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
@@ -126,6 +138,7 @@ class Setup:
   train_cfg: TrainConfig
   eval_cfg: EvalConfig
   workdir: str
+  mesh: Mesh  # all devices of all processes; batches split along it
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
@@ -160,7 +173,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   if missing:
     raise FileNotFoundError(f"config problem={config.problem!r} cannot start; missing:\n- "
                             + "\n- ".join(missing))
-  return Setup(sampler, baseline, schedule, train_cfg, eval_cfg, os.path.abspath(workdir))
+  mesh = parallel.make_mesh()
+  parallel.check_batch(train_cfg.batch_size, mesh, "train.batch_size")
+  return Setup(sampler, baseline, schedule, train_cfg, eval_cfg, os.path.abspath(workdir), mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -175,22 +190,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sampler, schedule, train_cfg, eval_cfg = run.sampler, run.schedule, run.train_cfg, run.eval_cfg
   os.makedirs(run.workdir, exist_ok=True)
   problem = build_problem(config, schedule, run.workdir)
+  replicated = parallel.replicated(run.mesh)
+  problem = dataclasses.replace(  # the frozen weights go to every device once
+      problem, model_params=jax.device_put(problem.model_params, replicated),
+      feature_params=jax.device_put(problem.feature_params, replicated))
   optimizer = create_optimizer(train_cfg)
   initial_params = sampler.init()
-  state = create_train_state(initial_params, optimizer)
+  state = jax.device_put(create_train_state(initial_params, optimizer), replicated)
   logging.info("sampler %s, K=%d, %s stride; parameters:\n%s", sampler.family, sampler.num_steps,
                sampler.stride, parameter_overview.get_parameter_overview(initial_params))
 
   writer = logs.MetricWriter(run.workdir)
-  state = run_training(state, make_train_step(sampler, problem, optimizer, train_cfg.batch_size),
-                       problem, train_cfg, run.workdir, writer)
+  train_step = make_train_step(sampler, problem, optimizer, train_cfg.batch_size, run.mesh)
+  state = run_training(state, train_step, problem, train_cfg, run.workdir, writer, run.mesh)
 
   roles = {"baseline": (run.baseline, run.baseline.init()), "learned": (sampler, state.params)}
   if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
     roles["reference"] = (samplers.make("ddpm", schedule, eval_cfg.reference_steps,
                                         stride="linear"), {})
   results = {"problem": problem.name, "train_steps": int(state.step),
-             **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir)}
+             **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
   evaluate.write_eval_metrics(writer, int(state.step), results)
   writer.close()
   if jax.process_index() == 0:
@@ -202,11 +221,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def run_training(state: TrainState, train_step: Callable, problem: problems.Problem,
-                 cfg: TrainConfig, workdir: str, writer: logs.MetricWriter) -> TrainState:
+                 cfg: TrainConfig, workdir: str, writer: logs.MetricWriter,
+                 mesh: Mesh | None = None) -> TrainState:
   """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present.
 
   Real batches and step keys derive from (cfg.seed, step), so a resumed run repeats exactly
-  what the uninterrupted run would have done. Raises FloatingPointError on a non-finite loss.
+  what the uninterrupted run would have done. With a mesh, each process passes its rows of the
+  real batch and they are assembled into one batch split over the mesh. Raises
+  FloatingPointError on a non-finite loss.
   """
   manager = ocp.CheckpointManager(
       os.path.join(workdir, "checkpoints"),
@@ -219,7 +241,12 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
   first_step, start = int(state.step), time.perf_counter()
   while int(state.step) < cfg.num_train_steps:
     step = int(state.step)
-    real = problem.real_batch(jax.random.fold_in(data_key, step), cfg.batch_size)
+    if mesh is None:
+      real = problem.real_batch(jax.random.fold_in(data_key, step), cfg.batch_size)
+    else:  # this process reads its rows only; they join the other processes' on the mesh
+      rows = problem.real_batch(jax.random.fold_in(data_key, step), cfg.batch_size,
+                                parallel.process_rows(cfg.batch_size))
+      real = parallel.shard_batch(np.asarray(rows), mesh, cfg.batch_size)
     state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
                                      base_key)
     step_metrics = {k: float(v) for k, v in step_metrics.items()}

@@ -41,6 +41,7 @@ def test_source_batches_are_deterministic_and_without_replacement():
   b = source.batch(jax.random.PRNGKey(0), 64)
   np.testing.assert_array_equal(a, b)
   assert len({x.tobytes() for x in a}) == 64
+  np.testing.assert_array_equal(source.batch(jax.random.PRNGKey(0), 64, slice(16, 32)), a[16:32])
   with pytest.raises(ValueError, match="batch of 4001 from mnist5k/train, which has 4000"):
     source.batch(jax.random.PRNGKey(0), 4001)
   batches = list(source.epoch(jax.random.PRNGKey(1), 1000))

@@ -197,10 +197,13 @@ def test_batch_is_fixed_by_the_key():
     a = source.batch(jax.random.PRNGKey(5), 4)
     b = source.batch(jax.random.PRNGKey(5), 4)
     c = source.batch(jax.random.PRNGKey(6), 4)
+    halves = [source.batch(jax.random.PRNGKey(5), 4, slice(0, 2)),
+              source.batch(jax.random.PRNGKey(5), 4, slice(2, 4))]
     full = all_images(source)
     with pytest.raises(ValueError, match="batch of 8"):
       source.batch(jax.random.PRNGKey(0), NUM_MOCK + 1)
   np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(np.concatenate(halves), a)  # each process reads only its rows
   assert not np.array_equal(a, c)
   idx = np.asarray(jax.random.choice(jax.random.PRNGKey(5), NUM_MOCK, (4,), replace=False))
   np.testing.assert_array_equal(a, full[idx])  # the same examples ArraySource would draw

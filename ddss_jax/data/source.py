@@ -29,12 +29,13 @@ class ArraySource:
   def example_shape(self) -> tuple[int, ...]:
     return tuple(self.images.shape[1:])
 
-  def batch(self, key: jax.Array, num: int) -> np.ndarray:
-    """[num, ...] examples drawn uniformly without replacement (num <= N) by `key`."""
+  def batch(self, key: jax.Array, num: int, rows: slice = slice(None)) -> np.ndarray:
+    """[num, ...] examples drawn uniformly without replacement (num <= N) by `key`; only the
+    `rows` of them (a process's share of a global batch)."""
     if not 1 <= num <= self.num_examples:
       raise ValueError(f"batch of {num} from {self.name}, which has {self.num_examples} examples")
     idx = np.asarray(jax.random.choice(key, self.num_examples, (num,), replace=False))
-    return self.images[idx]
+    return self.images[idx[rows]]
 
   def epoch(self, key: jax.Array, batch_size: int):
     """Yields (images, labels) batches of one shuffled pass; the last partial batch is dropped."""

@@ -187,11 +187,12 @@ class TFDSImageSource:
       images = np.stack(list(pool.map(one, indices)))
     return images.astype(np.float32) / 127.5 - 1.0
 
-  def batch(self, key: jax.Array, num: int) -> np.ndarray:
-    """[num, S, S, 3] examples drawn uniformly without replacement (num <= N) by `key`."""
+  def batch(self, key: jax.Array, num: int, rows: slice = slice(None)) -> np.ndarray:
+    """[num, S, S, 3] examples drawn uniformly without replacement (num <= N) by `key`; only
+    the `rows` of them are read (a process's share of a global batch)."""
     if not 1 <= num <= self.num_examples:
       raise ValueError(f"batch of {num} from {self.name}, which has {self.num_examples} examples")
-    return self.load(sample_indices(key, self.num_examples, num))
+    return self.load(sample_indices(key, self.num_examples, num)[rows])
 
   def iterate(self, batch_size: int, *, num_examples: int | None = None
               ) -> Iterator[np.ndarray]:
