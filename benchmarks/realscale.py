@@ -40,12 +40,7 @@ flags.DEFINE_integer("eval_num_steps", 10, "K for the evaluation throughput.")
 flags.DEFINE_integer("repeats", 3, "Timed repetitions after the compiling call.")
 flags.DEFINE_string("out", None, "Also write the results as JSON here (rewritten as they come).")
 
-# google/ddpm-cifar10-32's config.json.
-CIFAR10_UNET = unet.UNetConfig(
-    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
-    norm_num_groups=32, norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0)
+CIFAR10_UNET = unet.DDPM_CIFAR10
 
 
 def peak_bytes() -> int | None:

@@ -152,7 +152,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     raise ValueError(f"{path} holds a K={learned.num_steps} sampler but config.sampler.num_steps="
                      f"{setup.baseline.num_steps}; evaluate with the config it was trained with")
   roles = {"learned": (learned, params), "baseline": (setup.baseline, setup.baseline.init())}
-  problem = train.build_problem(config, setup.schedule, setup.workdir)
+  problem = train.build_problem(config, setup.schedule, setup.workdir, setup.mesh)
   results = {"problem": problem.name, **evaluate_samplers(roles, problem, setup.eval_cfg,
                                                           setup.workdir, setup.mesh)}
   writer = logs.MetricWriter(setup.workdir)

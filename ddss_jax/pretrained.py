@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from ddss_jax import diffusion, metrics, plots
+from ddss_jax import diffusion, metrics, parallel, plots
 from ddss_jax.config_groups import PretrainedConfig
 from ddss_jax.models import diffusers_io, inception, unet
 from ddss_jax.problems import Problem
@@ -95,20 +97,33 @@ def reference_stats_path(cfg: PretrainedConfig) -> str:
   return os.path.join(stats_dir(cfg), name)
 
 
-def padded_apply(fn: Callable[[jax.Array], Any], batch: np.ndarray, size: int) -> Any:
+def padded_apply(fn: Callable[[jax.Array], Any], batch: np.ndarray, size: int,
+                 mesh: Mesh | None = None) -> Any:
   """fn over batch [B, ...] in chunks of exactly `size` (the last zero-padded): one compilation
-  whatever B is; the outputs are concatenated and cut back to B."""
+  whatever B is; the outputs are concatenated and cut back to B (NumPy, on every process).
+
+  With a mesh (and `size` a multiple of its device count), each chunk is split over the mesh's
+  devices, so fn runs on all of them; every process passes the same batch.
+  """
+  split = mesh is not None and mesh.size > 1 and size % mesh.size == 0
   outs = []
   for start in range(0, len(batch), size):
     chunk = batch[start:start + size]
     num = len(chunk)
     if num < size:
       chunk = np.concatenate([chunk, np.zeros((size - num,) + chunk.shape[1:], chunk.dtype)])
-    outs.append(jax.tree.map(lambda a, n=num: np.asarray(a)[:n], fn(jnp.asarray(chunk))))
+    if split:
+      chunk = jax.make_array_from_callback(chunk.shape, parallel.batch_sharding(mesh),
+                                           lambda index, c=chunk: c[index])
+    out = fn(jnp.asarray(chunk) if not split else chunk)
+    if split and not all(a.is_fully_addressable for a in jax.tree.leaves(out)):
+      out = multihost_utils.process_allgather(out, tiled=True)
+    outs.append(jax.tree.map(lambda a, n=num: np.asarray(a)[:n], out))
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
 
 
-def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str) -> dict:
+def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str,
+                            mesh: Mesh | None = None) -> dict:
   """Streams the reference split through `features`, saves FeatureStats to `path`, loads it."""
   source = _data_module().TFDSImageSource(cfg.dataset, cfg.reference_split,
                                           image_size=image_size(cfg), data_dir=cfg.data_dir,
@@ -118,7 +133,7 @@ def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str
                cfg.reference_split, image_size(cfg), path)
   stats = None
   for i, batch in enumerate(source.iterate(cfg.feature_batch_size, num_examples=total)):
-    pool3 = padded_apply(features, batch, cfg.feature_batch_size)["pool3"]
+    pool3 = padded_apply(features, batch, cfg.feature_batch_size, mesh)["pool3"]
     if stats is None:
       stats = metrics.FeatureStats(pool3.shape[1], sample_size=cfg.kid_sample_size, seed=0)
     stats.update(pool3)
@@ -134,8 +149,9 @@ class InceptionEvaluator:
   """FID, Inception Score and KID of streamed samples against cached reference statistics."""
 
   def __init__(self, num_samples: int, *, features: Callable, reference: dict,
-               cfg: PretrainedConfig, seed: int):
+               cfg: PretrainedConfig, seed: int, mesh: Mesh | None = None):
     self._features, self._reference, self._cfg, self._seed = features, reference, cfg, seed
+    self._mesh = mesh
     self._stats = metrics.FeatureStats(reference["mu"].shape[0], sample_size=cfg.kid_sample_size,
                                        seed=seed)
     self._score = metrics.StreamingInceptionScore(num_samples,
@@ -143,7 +159,7 @@ class InceptionEvaluator:
 
   def update(self, samples: np.ndarray) -> None:
     out = padded_apply(self._features, np.asarray(samples, np.float32),
-                       self._cfg.feature_batch_size)
+                       self._cfg.feature_batch_size, self._mesh)
     self._stats.update(out["pool3"])
     self._score.update(out["logits_unbiased"])
 
@@ -159,8 +175,12 @@ class InceptionEvaluator:
             "kid_std": float(kid_std)}
 
 
-def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int) -> Problem:
-  """The problem of config.pretrained; call missing_inputs first for a readable error."""
+def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int,
+                     mesh: Mesh | None = None) -> Problem:
+  """The problem of config.pretrained; call missing_inputs first for a readable error.
+
+  With a mesh, Inception features (reference statistics, evaluation) run split over its devices.
+  """
   checkpoint = diffusers_io.load(cfg.checkpoint, sha256=cfg.checkpoint_sha256)
   logging.info("pretrained model %s (sha256 %s)", checkpoint.weights_path, checkpoint.sha256)
   model_schedule, prediction = diffusers_io.load_schedule(diffusers_io.find_model_dir(
@@ -197,7 +217,7 @@ def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int) ->
     logging.info("reference statistics: cached %s", path)
     reference = metrics.load_stats(path)
   else:
-    reference = compute_reference_stats(cfg, features, path)
+    reference = compute_reference_stats(cfg, features, path, mesh)
 
   train_source = _data_module().TFDSImageSource(cfg.dataset, cfg.train_split, image_size=size,
                                                 data_dir=cfg.data_dir)
@@ -209,4 +229,4 @@ def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int) ->
       feature_params=variables, real_batch=train_source.batch, evaluate=None,
       plot=plots.image_grids,
       evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
-                                                     cfg=cfg, seed=seed + 3))
+                                                     cfg=cfg, seed=seed + 3, mesh=mesh))

@@ -114,14 +114,14 @@ def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
-                  workdir: str) -> problems.Problem:
+                  workdir: str, mesh: Mesh | None = None) -> problems.Problem:
   if config.problem not in problems.PROBLEMS:
     raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
                      f"{list(problems.PROBLEMS)}")
   if config.problem == "pretrained":
     return pretrained.build_pretrained(
         from_group(PretrainedConfig, config.pretrained, "pretrained"), schedule,
-        seed=config.train.seed)
+        seed=config.train.seed, mesh=mesh)
   if config.problem == "mnist":
     return problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"), schedule,
                                 seed=config.train.seed)
@@ -189,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run = setup(config, workdir)
   sampler, schedule, train_cfg, eval_cfg = run.sampler, run.schedule, run.train_cfg, run.eval_cfg
   os.makedirs(run.workdir, exist_ok=True)
-  problem = build_problem(config, schedule, run.workdir)
+  problem = build_problem(config, schedule, run.workdir, run.mesh)
   replicated = parallel.replicated(run.mesh)
   problem = dataclasses.replace(  # the frozen weights go to every device once
       problem, model_params=jax.device_put(problem.model_params, replicated),

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ddss_jax import parallel, problems, samplers, schedules, train
+from ddss_jax import parallel, pretrained, problems, samplers, schedules, train
 from ddss_jax.config_groups import TrainConfig
 from ddss_jax.models import unet
 
@@ -81,7 +81,16 @@ def main():
   single = run(None)
   one = run(parallel.make_mesh(jax.devices()[:1]))
   eight = run(parallel.make_mesh())
+  # Evaluation features: chunks split over the 8 devices give the unsplit outputs.
+  images = np.random.default_rng(0).normal(size=(20, 8, 8, 1)).astype(np.float32)
+  features = jax.jit(lambda x: {"mean": jnp.mean(jnp.tanh(x), axis=(1, 2, 3)),
+                                "corner": x[:, 0, 0]})
+  split = pretrained.padded_apply(features, images, 16, parallel.make_mesh())
+  whole = pretrained.padded_apply(features, images, 16)
   report = {"devices": jax.device_count(), "eight_real_spec": eight["real_spec"],
+            "features_split_vs_whole": max(float(np.max(np.abs(split[k] - whole[k])))
+                                           for k in whole),
+            "features_shape": list(split["corner"].shape),
             "one_device_mesh_vs_no_mesh": max_diffs(one, single),
             "eight_vs_one": max_diffs(eight, one),
             "loss": float(one["loss"])}

@@ -31,6 +31,7 @@ def test_eight_devices_equal_one_device():
       # rtol 1e-5 of each quantity's largest magnitude: float reduction order only.
       assert entry["max_abs_diff"] <= 1e-5 * entry["max_abs"] + 1e-9, (comparison, name, entry)
   assert np.isfinite(report["loss"]) and report["loss"] != 0
+  assert report["features_shape"] == [20, 1] and report["features_split_vs_whole"] <= 1e-6
 
 
 def _free_port() -> int:
@@ -76,9 +77,18 @@ def test_two_processes_equal_one_process_and_resume_in_one(tmp_path):
   _finish([_main(multi, 2, four, f"--coordinator_address=localhost:{port}", "--num_processes=2",
                  f"--process_id={i}") for i in range(2)])
   _finish([_main(str(tmp_path / "single"), 2, {})])
-  for name, value in _params(str(tmp_path / "single")).items():
+  single = _params(str(tmp_path / "single"))
+  print("two processes vs one, sampler parameters after 2 steps: max abs diff",
+        max(float(np.max(np.abs(_params(multi)[k] - v))) for k, v in single.items()),
+        "of max abs", max(float(np.max(np.abs(v))) for v in single.values()))
+  for name, value in single.items():
     np.testing.assert_allclose(_params(multi)[name], value, rtol=1e-5,
                                atol=1e-5 * np.abs(value).max())
+  # The evaluation (sampling split over 8 devices in 2 processes) gives the same metrics.
+  results = [json.load(open(os.path.join(d, "results.json"))) for d in (multi, tmp_path / "single")]
+  for role in ("baseline", "learned", "reference", "data"):
+    for metric in ("mmd", "log_density"):
+      np.testing.assert_allclose(results[0][role][metric], results[1][role][metric], rtol=1e-5)
   lines = open(os.path.join(multi, "metrics.jsonl")).read().splitlines()
   assert len(lines) == 2, lines  # process 0 alone: one train line (step 2), one eval line
 

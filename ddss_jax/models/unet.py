@@ -267,6 +267,14 @@ MNIST_UNET = UNetConfig(
     norm_num_groups=8)
 
 
+# google/ddpm-cifar10-32's config.json (Ho et al. 2020; 35.7 M parameters): the benchmarks' model.
+DDPM_CIFAR10 = UNetConfig(
+    sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=2,
+    norm_num_groups=32, norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0)
+
+
 SHIPPED_NAME = "mnist_unet"  # ddss_jax/weights/mnist_unet.msgpack
 
 
