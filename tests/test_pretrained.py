@@ -6,6 +6,7 @@ The numbers are meaningless; what is checked is that every stage runs, streams, 
 
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -13,11 +14,14 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
+from absl import flags  # noqa: E402
+
 from configs import cifar10  # noqa: E402
-from ddss_jax import evaluate, train  # noqa: E402
+from ddss_jax import main, train  # noqa: E402
 from ddss_jax.data import tfds_images  # noqa: E402
 from ddss_jax.models import diffusers_io, inception, unet  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 0.125
 TINY_UNET = unet.UNetConfig(
     sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 16),
@@ -55,34 +59,42 @@ def random_inception_variables(width, seed=0):
   return jax.tree_util.tree_map_with_path(fill, inception.variables_template(width=width))
 
 
-def tiny_cifar10_config(files):
-  config = cifar10.get_config()
-  config.sampler.num_steps = 3
-  config.train.num_train_steps = 2
-  config.train.batch_size = 8
-  config.train.log_every_steps = 1
-  config.train.checkpoint_every_steps = 1
-  config.eval.num_samples = 200
-  config.eval.batch_size = 100
-  p = config.pretrained
-  p.checkpoint = files["checkpoint"]
-  p.inception_weights = files["inception"]
-  p.inception_width = WIDTH
-  p.stats_dir = files["stats_dir"]
-  p.reference_num_examples = 60
-  p.feature_batch_size = 50
-  p.kid_sample_size = 100
-  p.kid_subsets = 5
-  p.kid_subset_size = 50
-  return config
+def tiny_cifar10_flags(files, **extra):
+  """main's command line: configs/cifar10.py with test sizes and the stand-in files."""
+  overrides = {
+      "sampler.num_steps": 3, "train.num_train_steps": 2, "train.batch_size": 8,
+      "train.log_every_steps": 1, "train.checkpoint_every_steps": 1, "eval.num_samples": 200,
+      "eval.batch_size": 100, "pretrained.checkpoint": files["checkpoint"],
+      "pretrained.inception_weights": files["inception"], "pretrained.inception_width": WIDTH,
+      "pretrained.stats_dir": files["stats_dir"], "pretrained.reference_num_examples": 60,
+      "pretrained.feature_batch_size": 50, "pretrained.kid_sample_size": 100,
+      "pretrained.kid_subsets": 5, "pretrained.kid_subset_size": 50, **extra}
+  return ([f"--config={os.path.join(ROOT, 'configs', 'cifar10.py')}",
+           f"--workdir={files['workdir']}"]
+          + [f"--config.{key}={value}" for key, value in overrides.items()])
+
+
+def run_main(args, monkeypatch):
+  """python -m ddss_jax.main ARGS, in this process (so that tfds's mock data applies)."""
+  argv = ["ddss_jax.main", *args]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags finds --config.* overrides in sys.argv
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
+  try:
+    main.main(argv[:1])
+  finally:  # forget this run's flags, and the override flags config_flags defined for it
+    flags.FLAGS.unparse_flags()
+    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+      delattr(flags.FLAGS, name)
 
 
 def test_cifar10_config_runs_through_main_on_mock_data(files, monkeypatch):
+  """main --mode=train, then main --mode=evaluate, on tfds's mock CIFAR-10."""
   # mock_data intercepts reads but leaves no files for the pre-flight check to find.
   monkeypatch.setattr(tfds_images, "missing_data_message", lambda *a, **k: None)
-  config = tiny_cifar10_config(files)
   with tfds.testing.mock_data(num_examples=120, policy=tfds.testing.MockPolicy.USE_CODE):
-    results = train.train_and_evaluate(config, files["workdir"])
+    run_main(tiny_cifar10_flags(files), monkeypatch)
+    results = json.load(open(os.path.join(files["workdir"], "results.json")))
     stats_files = os.listdir(files["stats_dir"])
     assert len(stats_files) == 1 and stats_files[0].startswith("cifar10-train-32px-60-inception-tf")
     reference = np.load(os.path.join(files["stats_dir"], stats_files[0]))
@@ -101,8 +113,9 @@ def test_cifar10_config_runs_through_main_on_mock_data(files, monkeypatch):
     assert os.path.exists(os.path.join(files["workdir"], "samples.png"))
 
     # The evaluate mode re-reads sampler.json and reuses the cached reference statistics.
-    config.eval.num_samples = 120
-    again = evaluate.evaluate_workdir(config, files["workdir"])
+    run_main(tiny_cifar10_flags(files, **{"eval.num_samples": 120}) + ["--mode=evaluate"],
+             monkeypatch)
+    again = json.load(open(os.path.join(files["workdir"], "eval_results_120.json")))
   assert os.listdir(files["stats_dir"]) == stats_files
   assert again["learned"]["num_steps"] == 3 and np.isfinite(again["learned"]["fid"])
   assert os.path.exists(os.path.join(files["workdir"], "eval_results_120.json"))
