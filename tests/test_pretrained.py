@@ -6,6 +6,7 @@ The numbers are meaningless; what is checked is that every stage runs, streams, 
 
 import json
 import os
+import subprocess
 import sys
 
 import jax
@@ -14,11 +15,8 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
-from absl import flags  # noqa: E402
-
 from configs import cifar10  # noqa: E402
-from ddss_jax import main, train  # noqa: E402
-from ddss_jax.data import tfds_images  # noqa: E402
+from ddss_jax import train  # noqa: E402
 from ddss_jax.models import diffusers_io, inception, unet  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,48 +72,39 @@ def tiny_cifar10_flags(files, **extra):
           + [f"--config.{key}={value}" for key, value in overrides.items()])
 
 
-def run_main(args, monkeypatch):
-  """python -m ddss_jax.main ARGS, in this process (so that tfds's mock data applies)."""
-  argv = ["ddss_jax.main", *args]
-  monkeypatch.setattr(sys, "argv", argv)  # config_flags finds --config.* overrides in sys.argv
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
-  try:
-    main.main(argv[:1])
-  finally:  # forget this run's flags, and the override flags config_flags defined for it
-    flags.FLAGS.unparse_flags()
-    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
-      delattr(flags.FLAGS, name)
+def run_main(args, num_examples=120):
+  """python -m ddss_jax.main ARGS in a fresh process, on tfds's mock data (tests/mock_main.py)."""
+  env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+  done = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "mock_main.py"),
+                         str(num_examples), *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900, check=False)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
-def test_cifar10_config_runs_through_main_on_mock_data(files, monkeypatch):
+def test_cifar10_config_runs_through_main_on_mock_data(files):
   """main --mode=train, then main --mode=evaluate, on tfds's mock CIFAR-10."""
-  # mock_data intercepts reads but leaves no files for the pre-flight check to find.
-  monkeypatch.setattr(tfds_images, "missing_data_message", lambda *a, **k: None)
-  with tfds.testing.mock_data(num_examples=120, policy=tfds.testing.MockPolicy.USE_CODE):
-    run_main(tiny_cifar10_flags(files), monkeypatch)
-    results = json.load(open(os.path.join(files["workdir"], "results.json")))
-    stats_files = os.listdir(files["stats_dir"])
-    assert len(stats_files) == 1 and stats_files[0].startswith("cifar10-train-32px-60-inception-tf")
-    reference = np.load(os.path.join(files["stats_dir"], stats_files[0]))
-    assert int(reference["count"]) == 60 and reference["mu"].shape == (256,)
-    assert reference["kid_sample"].shape == (60, 256)
+  run_main(tiny_cifar10_flags(files))
+  results = json.load(open(os.path.join(files["workdir"], "results.json")))
+  stats_files = os.listdir(files["stats_dir"])
+  assert len(stats_files) == 1 and stats_files[0].startswith("cifar10-train-32px-60-inception-tf")
+  reference = np.load(os.path.join(files["stats_dir"], stats_files[0]))
+  assert int(reference["count"]) == 60 and reference["mu"].shape == (256,)
+  assert reference["kid_sample"].shape == (60, 256)
 
-    assert results["train_steps"] == 2
-    for role in ("learned", "baseline", "data"):
-      entry = results[role]
-      assert set(entry) >= {"fid", "is", "is_std", "kid", "kid_std"}, entry
-      assert all(np.isfinite(entry[m]) for m in ("fid", "is", "is_std", "kid", "kid_std"))
-      assert entry["fid"] > 0 and 1.0 <= entry["is"] <= 1008
-    lines = [json.loads(l) for l in open(os.path.join(files["workdir"], "metrics.jsonl"))]
-    assert [l["step"] for l in lines if "train/kid" in l] == [1, 2]
-    assert {"eval/fid@K=3", "eval/is@K=3", "eval/kid@K=3", "eval/ddim/fid@K=3"} <= set(lines[-1])
-    assert os.path.exists(os.path.join(files["workdir"], "samples.png"))
+  assert results["train_steps"] == 2
+  for role in ("learned", "baseline", "data"):
+    entry = results[role]
+    assert set(entry) >= {"fid", "is", "is_std", "kid", "kid_std"}, entry
+    assert all(np.isfinite(entry[m]) for m in ("fid", "is", "is_std", "kid", "kid_std"))
+    assert entry["fid"] > 0 and 1.0 <= entry["is"] <= 1008
+  lines = [json.loads(l) for l in open(os.path.join(files["workdir"], "metrics.jsonl"))]
+  assert [l["step"] for l in lines if "train/kid" in l] == [1, 2]
+  assert {"eval/fid@K=3", "eval/is@K=3", "eval/kid@K=3", "eval/ddim/fid@K=3"} <= set(lines[-1])
+  assert os.path.exists(os.path.join(files["workdir"], "samples.png"))
 
-    # The evaluate mode re-reads sampler.json and reuses the cached reference statistics.
-    run_main(tiny_cifar10_flags(files, **{"eval.num_samples": 120}) + ["--mode=evaluate"],
-             monkeypatch)
-    again = json.load(open(os.path.join(files["workdir"], "eval_results_120.json")))
+  # The evaluate mode re-reads sampler.json and reuses the cached reference statistics.
+  run_main(tiny_cifar10_flags(files, **{"eval.num_samples": 120}) + ["--mode=evaluate"])
+  again = json.load(open(os.path.join(files["workdir"], "eval_results_120.json")))
   assert os.listdir(files["stats_dir"]) == stats_files
   assert again["learned"]["num_steps"] == 3 and np.isfinite(again["learned"]["fid"])
   assert os.path.exists(os.path.join(files["workdir"], "eval_results_120.json"))
