@@ -216,7 +216,10 @@ def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
       "family": sampler.family, "num_steps": sampler.num_steps, "stride": sampler.stride,
       "eta": sampler.eta,
       "schedule": {"name": sampler.schedule.name,
-                   "num_timesteps": sampler.schedule.num_timesteps},
+                   "num_timesteps": sampler.schedule.num_timesteps,
+                   # The exact schedule, so that non-default betas (a checkpoint's
+                   # scheduler_config.json) survive a reload.
+                   "alpha_bars": as_list(sampler.schedule.alpha_bars)},
       "timesteps": as_list(sampler.timesteps(params)),
       "params": {name: as_list(value) for name, value in params.items()},
       "coefficients": {name: as_list(value) for name, value in coeffs._asdict().items()},
@@ -232,10 +235,15 @@ def save(path: str, sampler: Sampler, params: Params) -> None:
 
 
 def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:
-  """(sampler, params) from a file written by `save`; the schedule is rebuilt by name."""
+  """(sampler, params) from a file written by `save`: the schedule from its saved alpha_bars
+  (older files without them: rebuilt by name)."""
   with open(path) as f:
     spec = json.load(f)
-  schedule = schedules.make(spec["schedule"]["name"], spec["schedule"]["num_timesteps"])
+  if "alpha_bars" in spec["schedule"]:
+    schedule = Schedule(spec["schedule"]["name"],
+                        np.asarray(spec["schedule"]["alpha_bars"], np.float64))
+  else:
+    schedule = schedules.make(spec["schedule"]["name"], spec["schedule"]["num_timesteps"])
   sampler = make(spec["family"], schedule, spec["num_steps"], stride=spec["stride"],
                  eta=None if spec["family"] == "ddpm" else spec["eta"], gradient=gradient)
   template = sampler.init()

@@ -243,9 +243,12 @@ def test_markov_sampling_memory_does_not_grow_with_k():
   assert temp_bytes(200) <= temp_bytes(10) + np.prod(shape) * 4
 
 
-@pytest.mark.parametrize("family", ["ddim", "ddpm", "ggdm+pred+time", "vars"])
-def test_saved_sampler_loads_and_samples_the_same(tmp_path, family):
-  sampler = samplers.make(family, schedules.cosine(1000), 5)
+@pytest.mark.parametrize("family,schedule", [
+    ("ddim", schedules.cosine(1000)), ("ddpm", schedules.cosine(1000)),
+    ("ggdm+pred+time", schedules.cosine(1000)), ("vars", schedules.cosine(1000)),
+    ("ggdm+pred+time", schedules.linear_beta(1000, 2e-4, 0.03))])  # non-default betas
+def test_saved_sampler_loads_and_samples_the_same(tmp_path, family, schedule):
+  sampler = samplers.make(family, schedule, 5)
   params = perturbed(sampler.init(), jax.random.PRNGKey(3)) if sampler.init() else {}
   path = str(tmp_path / "sampler.json")
   samplers.save(path, sampler, params)
@@ -253,8 +256,9 @@ def test_saved_sampler_loads_and_samples_the_same(tmp_path, family):
   key = jax.random.PRNGKey(0)
   np.testing.assert_allclose(loaded.sample(loaded_params, analytic_eps, key, (3, 2)),
                              sampler.sample(params, analytic_eps, key, (3, 2)), rtol=1e-6)
+  np.testing.assert_array_equal(loaded.schedule.alpha_bars, schedule.alpha_bars)
   spec = json.load(open(path))
-  assert spec["schedule"] == {"name": "cosine", "num_timesteps": 1000}
+  assert spec["schedule"]["name"] == schedule.name and spec["schedule"]["num_timesteps"] == 1000
   assert len(spec["timesteps"]) == 5 and len(spec["coefficients"]["nu"]) == 5
 
 
