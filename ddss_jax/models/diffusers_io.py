@@ -24,7 +24,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ddss_jax import schedules
 from ddss_jax.models import unet
-from ddss_jax.weights import sha256_of
+from ddss_jax.weights import check_sha256, sha256_of
 
 CONFIG_NAME = "config.json"
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
@@ -210,10 +210,7 @@ def load(path: str, *, sha256: str | None = None) -> Checkpoint:
                        if os.path.isfile(os.path.join(model_dir, n))), None)
   if weights_path is None:
     raise FileNotFoundError(missing_checkpoint_message(path))
-  digest = sha256_of(weights_path)
-  if sha256 is not None and digest != sha256:
-    raise ValueError(f"{weights_path} has sha256 {digest}, expected {sha256}; the file is corrupt, "
-                     "or a different checkpoint than the config names")
+  digest = check_sha256(weights_path, sha256)
   return Checkpoint(cfg, from_state_dict(cfg, _read_weights(weights_path)), weights_path, digest)
 
 

@@ -377,13 +377,6 @@ def default_weights_path() -> str:
   return os.path.join(cache_dir(), WEIGHTS_FILENAME)
 
 
-def _check_sha256(path: str, expected: str) -> None:
-  digest = weights.sha256_of(path)
-  if not digest.startswith(expected.lower()):
-    raise ValueError(f"{path} has sha256 {digest}, expected one starting with {expected}; the "
-                     "file is corrupt or not the FID Inception weights")
-
-
 def load_weights(path: str, *, sha256: str | None = None, verify: bool = True,
                  width: float = 1.0) -> Any:
   """{"params", "batch_stats"} from the original .pth or a .msgpack written by convert_inception.
@@ -402,7 +395,9 @@ def load_weights(path: str, *, sha256: str | None = None, verify: bool = True,
     raise FileNotFoundError(missing_weights_message(path))
   is_msgpack = path.endswith(".msgpack")
   if verify:
-    _check_sha256(path, sha256 or (_read_sidecar(path) if is_msgpack else WEIGHTS_SHA256_PREFIX))
+    weights.check_sha256(
+        path, sha256 or (_read_sidecar(path) if is_msgpack else WEIGHTS_SHA256_PREFIX),
+        prefix=True)
   if is_msgpack:
     template = variables_template(width=width)
     variables = weights.load_msgpack(path, template, sha256=None)  # checked above
@@ -460,7 +455,7 @@ def _download(url: str, dst: str) -> None:
     with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
       while chunk := response.read(1 << 20):
         f.write(chunk)
-    _check_sha256(tmp, WEIGHTS_SHA256_PREFIX)
+    weights.check_sha256(tmp, WEIGHTS_SHA256_PREFIX, prefix=True)
     os.replace(tmp, dst)
   finally:
     if os.path.exists(tmp):

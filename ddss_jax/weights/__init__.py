@@ -40,6 +40,23 @@ def sha256_of(path: str) -> str:
     return hashlib.sha256(f.read()).hexdigest()
 
 
+def check_sha256(path: str, expected: str | None, *, prefix: bool = False,
+                 data: bytes | None = None) -> str:
+  """The sha256 of the file at `path` (or of its bytes `data`, already read).
+
+  Raises ValueError unless it equals `expected` (prefix=True: starts with it, for files whose
+  publisher gives only a prefix, like the FID Inception .pth). None skips the check, for files a
+  run wrote itself.
+  """
+  digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(path)
+  expected = None if expected is None else expected.lower()
+  if expected is not None and not (digest.startswith(expected) if prefix else digest == expected):
+    wanted = f"one starting with {expected}" if prefix else expected
+    raise ValueError(f"{path} has sha256 {digest}, expected {wanted}; the file is corrupt or "
+                     "not the one named")
+  return digest
+
+
 def save_msgpack(params: Any, path: str) -> str:
   """Writes params as flax msgpack atomically (temp file + rename); returns the file's sha256."""
   data = flax.serialization.to_bytes(params)
@@ -60,9 +77,7 @@ def load_msgpack(path: str, template: Any, *, sha256: str | None) -> Any:
     raise FileNotFoundError(f"weights file {path} does not exist")
   with open(path, "rb") as f:
     data = f.read()
-  if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-    raise ValueError(f"{path} has sha256 {hashlib.sha256(data).hexdigest()}, expected {sha256}; "
-                     "the file is corrupt or was replaced")
+  check_sha256(path, sha256, data=data)
   return flax.serialization.from_bytes(template, data)
 
 
