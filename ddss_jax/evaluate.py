@@ -27,19 +27,24 @@ from ddss_jax import logs, parallel, problems, samplers
 from ddss_jax.config_groups import EvalConfig
 
 
+def generate(sampler: samplers.Sampler, problem: problems.Problem, sampler_params: Any,
+             model_params: Any, key: jax.Array, batch_size: int,
+             mesh: Mesh | None = None) -> jax.Array:
+  """[batch_size, ...] samples of the frozen model (traceable: the DDSS loss differentiates it).
+
+  With a mesh, every eps-model input and the result are split along the batch over its devices
+  (the same samples, computed in parallel).
+  """
+  eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
+  shape = (batch_size,) + tuple(problem.example_shape)
+  return parallel.constrain_batch(sampler.sample(sampler_params, eps_fn, key, shape), mesh)
+
+
 def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int,
                    mesh: Mesh | None = None):
-  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...].
-
-  With a mesh, the batch is split over its devices (the same samples, computed in parallel).
-  """
-  shape = (batch_size,) + tuple(problem.example_shape)
-
-  def sample(sampler_params, model_params, key):
-    eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
-    return parallel.constrain_batch(sampler.sample(sampler_params, eps_fn, key, shape), mesh)
-
-  return jax.jit(sample)
+  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...]."""
+  return jax.jit(lambda sampler_params, model_params, key: generate(
+      sampler, problem, sampler_params, model_params, key, batch_size, mesh))
 
 
 def sample_batches(sampler: samplers.Sampler, params: Any, problem: problems.Problem, *,

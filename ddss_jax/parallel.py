@@ -10,8 +10,12 @@ global batch, up to float reduction order.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
@@ -61,3 +65,28 @@ def shard_batch(local: np.ndarray, mesh: Mesh, batch_size: int) -> jax.Array:
   """The global [batch_size, ...] array from this process's rows `local` [batch_size / P, ...]."""
   return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local),
                                                 (batch_size,) + tuple(local.shape[1:]))
+
+
+def padded_apply(fn: Callable[[jax.Array], Any], batch: np.ndarray, size: int,
+                 mesh: Mesh | None = None) -> Any:
+  """fn over batch [B, ...] in chunks of exactly `size` (the last zero-padded): one compilation
+  whatever B is; the outputs are concatenated and cut back to B (NumPy, on every process).
+
+  With a mesh (and `size` a multiple of its device count), each chunk is split over the mesh's
+  devices, so fn runs on all of them; every process passes the same batch.
+  """
+  split = mesh is not None and mesh.size > 1 and size % mesh.size == 0
+  outs = []
+  for start in range(0, len(batch), size):
+    chunk = batch[start:start + size]
+    num = len(chunk)
+    if num < size:
+      chunk = np.concatenate([chunk, np.zeros((size - num,) + chunk.shape[1:], chunk.dtype)])
+    if split:
+      chunk = jax.make_array_from_callback(chunk.shape, batch_sharding(mesh),
+                                           lambda index, c=chunk: c[index])
+    out = fn(jnp.asarray(chunk) if not split else chunk)
+    if split and not all(a.is_fully_addressable for a in jax.tree.leaves(out)):
+      out = multihost_utils.process_allgather(out, tiled=True)
+    outs.append(jax.tree.map(lambda a, n=num: np.asarray(a)[:n], out))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)

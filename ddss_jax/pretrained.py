@@ -10,13 +10,11 @@ network (preprocessing, width and the weights file's sha256).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from ddss_jax import diffusion, metrics, parallel, plots
@@ -97,31 +95,6 @@ def reference_stats_path(cfg: PretrainedConfig) -> str:
   return os.path.join(stats_dir(cfg), name)
 
 
-def padded_apply(fn: Callable[[jax.Array], Any], batch: np.ndarray, size: int,
-                 mesh: Mesh | None = None) -> Any:
-  """fn over batch [B, ...] in chunks of exactly `size` (the last zero-padded): one compilation
-  whatever B is; the outputs are concatenated and cut back to B (NumPy, on every process).
-
-  With a mesh (and `size` a multiple of its device count), each chunk is split over the mesh's
-  devices, so fn runs on all of them; every process passes the same batch.
-  """
-  split = mesh is not None and mesh.size > 1 and size % mesh.size == 0
-  outs = []
-  for start in range(0, len(batch), size):
-    chunk = batch[start:start + size]
-    num = len(chunk)
-    if num < size:
-      chunk = np.concatenate([chunk, np.zeros((size - num,) + chunk.shape[1:], chunk.dtype)])
-    if split:
-      chunk = jax.make_array_from_callback(chunk.shape, parallel.batch_sharding(mesh),
-                                           lambda index, c=chunk: c[index])
-    out = fn(jnp.asarray(chunk) if not split else chunk)
-    if split and not all(a.is_fully_addressable for a in jax.tree.leaves(out)):
-      out = multihost_utils.process_allgather(out, tiled=True)
-    outs.append(jax.tree.map(lambda a, n=num: np.asarray(a)[:n], out))
-  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
-
-
 def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str,
                             mesh: Mesh | None = None) -> dict:
   """Streams the reference split through `features`, saves FeatureStats to `path`, loads it."""
@@ -133,7 +106,7 @@ def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str
                cfg.reference_split, image_size(cfg), path)
   stats = None
   for i, batch in enumerate(source.iterate(cfg.feature_batch_size, num_examples=total)):
-    pool3 = padded_apply(features, batch, cfg.feature_batch_size, mesh)["pool3"]
+    pool3 = parallel.padded_apply(features, batch, cfg.feature_batch_size, mesh)["pool3"]
     if stats is None:
       stats = metrics.FeatureStats(pool3.shape[1], sample_size=cfg.kid_sample_size, seed=0)
     stats.update(pool3)
@@ -158,7 +131,7 @@ class InceptionEvaluator:
                                                   splits=min(cfg.is_splits, num_samples))
 
   def update(self, samples: np.ndarray) -> None:
-    out = padded_apply(self._features, np.asarray(samples, np.float32),
+    out = parallel.padded_apply(self._features, np.asarray(samples, np.float32),
                        self._cfg.feature_batch_size, self._mesh)
     self._stats.update(out["pool3"])
     self._score.update(out["logits_unbiased"])

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from ddss_jax import features, metrics, plots, pretrain, weights
+from ddss_jax import features, metrics, parallel, plots, pretrain, weights
 from ddss_jax.config_groups import MNISTConfig, Toy2DConfig
 from ddss_jax.data import mnist
 from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
@@ -152,9 +152,8 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
   feats_fn = jax.jit(classifier.features_fn)
   logits_fn = jax.jit(classifier.logits_fn)
 
-  def batched(fn, images, batch_size=500):
-    return np.concatenate([np.asarray(fn(feature_params, images[i:i + batch_size]))
-                           for i in range(0, len(images), batch_size)])
+  def batched(fn, images):  # in chunks of 500, one compilation
+    return parallel.padded_apply(lambda x: fn(feature_params, x), images, 500)
 
   test_feats = batched(feats_fn, test_source.images)
 
@@ -178,3 +177,8 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
 
 
 PROBLEMS = ("toy2d", "mnist", "pretrained")  # pretrained: ddss_jax.pretrained
+
+
+def check_name(name: str) -> None:
+  if name not in PROBLEMS:
+    raise ValueError(f"unknown problem {name!r}; valid choices: {list(PROBLEMS)}")

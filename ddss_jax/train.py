@@ -60,11 +60,9 @@ def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_siz
   With a mesh, every eps-model input and the generated batch are constrained to be split along
   the batch over its devices; the KID of the global batch is unchanged.
   """
-  shape = (batch_size,) + tuple(problem.example_shape)
-
   def loss_fn(sampler_params, model_params, feature_params, real, key):
-    eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
-    generated = parallel.constrain_batch(sampler.sample(sampler_params, eps_fn, key, shape), mesh)
+    generated = evaluate.generate(sampler, problem, sampler_params, model_params, key,
+                                  batch_size, mesh)
     feats = problem.feature_apply(feature_params, generated)
     real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real))
     return metrics.kid(feats, real_feats)
@@ -115,9 +113,7 @@ def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
 
 def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
                   workdir: str, mesh: Mesh | None = None) -> problems.Problem:
-  if config.problem not in problems.PROBLEMS:
-    raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
-                     f"{list(problems.PROBLEMS)}")
+  problems.check_name(config.problem)
   if config.problem == "pretrained":
     return pretrained.build_pretrained(
         from_group(PretrainedConfig, config.pretrained, "pretrained"), schedule,
@@ -151,9 +147,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
   train_cfg = from_group(TrainConfig, config.train, "train")
   eval_cfg = from_group(EvalConfig, config.eval, "eval")
-  if config.problem not in problems.PROBLEMS:
-    raise ValueError(f"unknown problem {config.problem!r}; valid choices: "
-                     f"{list(problems.PROBLEMS)}")
+  problems.check_name(config.problem)
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,

@@ -11,9 +11,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from ddss_jax import parallel, pretrained, problems, samplers, schedules, train
+from ddss_jax import parallel, problems, samplers, schedules, train
 from ddss_jax.config_groups import TrainConfig
 from ddss_jax.models import unet
 
@@ -85,8 +84,8 @@ def main():
   images = np.random.default_rng(0).normal(size=(20, 8, 8, 1)).astype(np.float32)
   features = jax.jit(lambda x: {"mean": jnp.mean(jnp.tanh(x), axis=(1, 2, 3)),
                                 "corner": x[:, 0, 0]})
-  split = pretrained.padded_apply(features, images, 16, parallel.make_mesh())
-  whole = pretrained.padded_apply(features, images, 16)
+  split = parallel.padded_apply(features, images, 16, parallel.make_mesh())
+  whole = parallel.padded_apply(features, images, 16)
   report = {"devices": jax.device_count(), "eight_real_spec": eight["real_spec"],
             "features_split_vs_whole": max(float(np.max(np.abs(split[k] - whole[k])))
                                            for k in whole),
