@@ -90,8 +90,8 @@ def main(argv):
   prob = problem()
   k = FLAGS.num_steps
   sampler = samplers.make("ggdm+pred+time", prob.schedule, k, stride="quadratic", unroll=k)
-  print(f"| devices | global batch | GFLOP per device | collectives | MB sent per device | "
-        f"FLOP per byte | compute ms | communication ms |")
+  print("| devices | global batch | GFLOP per device | collectives | MB sent per device | "
+        "FLOP per byte | compute ms | communication ms |")
   print("|---:|---:|---:|---|---:|---:|---:|---:|")
   row = lambda devices, batch, flops, kinds, sent: print(
       f"| {devices} | {batch} | {flops / 1e9:.1f} | {kinds} | {sent / 1e6:.2f} | "

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
+pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
 from configs import cifar10  # noqa: E402
 from ddss_jax import train  # noqa: E402
