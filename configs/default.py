@@ -19,11 +19,12 @@ def get_config() -> ml_collections.ConfigDict:
   # ggdm+pred+time. num_steps: K model calls. stride: linear or quadratic (initial times).
   # eta: the DDIM(eta) it starts from (0 = DDIM, 1 = DDPM). gradient: adjoint (O(K |x|)
   # memory) or checkpoint (scan + remat, O(K^2 |x|); a reference). unroll: model calls per
-  # compiled loop iteration, 1 to K; same results, K compiles longer but runs convolution
-  # gradients about 3x faster on CPU.
+  # compiled loop iteration, 1 to K; same results, compile time and memory grow with it.
+  # canonical_convs: convolutions in the order XLA:CPU runs fast inside loops (exact; False
+  # makes the gradient's convolutions about 16x slower on CPU, for benchmarks only).
   config.sampler = ml_collections.ConfigDict(dict(
       family="ggdm+pred+time", num_steps=4, stride="quadratic", eta=0.0, gradient="adjoint",
-      unroll=1))
+      unroll=1, canonical_convs=True))
 
   # The fixed sampler of the before/after table, run at the same K and stride: "ddim" (with
   # its eta) or "ddpm" (eta = 1 always; the eta here is then not used).

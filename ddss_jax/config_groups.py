@@ -23,6 +23,7 @@ class SamplerConfig:
   eta: float
   gradient: str
   unroll: int
+  canonical_convs: bool
 
 
 @dataclasses.dataclass(frozen=True)

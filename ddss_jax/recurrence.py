@@ -33,6 +33,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ddss_jax import layouts
+
 GRADIENTS = ("adjoint", "checkpoint")
 
 
@@ -51,11 +53,12 @@ class _Options(NamedTuple):
   stochastic: bool
   markov: bool
   unroll: int
+  canonical_convs: bool
 
 
 def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.Array, *,
         stochastic: bool, markov: bool = False, gradient: str = "adjoint",
-        unroll: int = 1) -> jax.Array:
+        unroll: int = 1, canonical_convs: bool = True) -> jax.Array:
   """Runs the K-step recurrence from x_T [B, ...] and returns x_0 [B, ...].
 
   Args:
@@ -69,12 +72,16 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
     gradient: "adjoint" (O(K |x|) memory) or "checkpoint" (scan + remat, O(K^2 |x|)).
     unroll: steps per iteration of the compiled loops (lax.scan's unroll). Memory stays O(K |x|)
       and results are the same; larger values trade compile time for speed where a backend runs
-      straight-line code faster than a loop (XLA:CPU runs convolution gradients inside a loop
-      several times slower).
+      straight-line code faster than a loop.
+    canonical_convs: run the model's convolutions, and those of its gradient in the reverse
+      pass, in the canonical order XLA:CPU needs for its fast path inside loops
+      (`ddss_jax.layouts`); exact, so results do not change. False leaves them as traced (the
+      gradient's convolutions then run about 16x slower inside the loop on CPU).
   """
   if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
-  opts = _Options(stochastic=stochastic, markov=markov, unroll=unroll)
+  opts = _Options(stochastic=stochastic, markov=markov, unroll=unroll,
+                  canonical_convs=bool(canonical_convs))
   if gradient not in GRADIENTS:
     raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(GRADIENTS)}")
   nu = jnp.diag(jnp.diag(coeffs.nu)) if markov else jnp.tril(coeffs.nu)
@@ -108,6 +115,8 @@ def _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, *, remat=False, keep_
   """(x_0 [B, ...], history [K + 1, B, ...] or None). `remat` checkpoints each step."""
   num_steps = coeffs.t.shape[0]
   model = lambda x, t: eps_fn(x, t, *consts)
+  if opts.canonical_convs:
+    model = layouts.canonical_convolutions(model)
   maybe_remat = jax.checkpoint if remat else (lambda f: f)
   xs = (jnp.arange(num_steps), tuple(coeffs))
 
@@ -161,11 +170,10 @@ def _adjoint_bwd(eps_fn, opts, residuals, g_out):
     g_next = g_states[i + 1]
     x = history[i]
     t_batch = jnp.full(x.shape[:1], t, x.dtype)
-    # Rematerialise this step's model call; only its activations are alive now.
-    eps, model_vjp = jax.vjp(lambda x_, t_: eps_fn(x_, t_, *consts), x, t_batch)
-    x0_pred = (x - c * eps) / b
     g_x0_pred = mu * g_next
-    g_x_model, g_t_model = model_vjp(-(c / b) * g_x0_pred)
+    # Rematerialise this step's model call; only its activations are alive now.
+    eps, g_x_model, g_t_model = model_vjp(x, t_batch, -(c / b) * g_x0_pred, *consts)
+    x0_pred = (x - c * eps) / b
     grads_i = Coefficients(
         t=jnp.sum(g_t_model),
         b=-jnp.vdot(g_x0_pred, x0_pred) / b,
@@ -181,6 +189,12 @@ def _adjoint_bwd(eps_fn, opts, residuals, g_out):
     g_i = g_x0_pred / b + g_x_model + jnp.tensordot(later, g_states, axes=1)
     return g_states.at[i].set(g_i), grads_i
 
+  def model_vjp(x, t_batch, g_eps, *consts):
+    eps, vjp = jax.vjp(lambda x_, t_: eps_fn(x_, t_, *consts), x, t_batch)
+    return (eps, *vjp(g_eps))
+
+  if opts.canonical_convs:
+    model_vjp = layouts.canonical_convolutions(model_vjp)
   g_states = jnp.zeros_like(history).at[-1].set(g_out)
   g_states, grads = jax.lax.scan(body, g_states, (jnp.arange(num_steps), tuple(coeffs)),
                                  reverse=True, unroll=opts.unroll)

@@ -75,6 +75,7 @@ class Sampler:
   eta: float
   gradient: str
   unroll: int = 1
+  canonical_convs: bool = True
 
   @property
   def learns_pred(self) -> bool:
@@ -163,11 +164,13 @@ class Sampler:
       x_T = jax.random.normal(key_T, shape, jnp.float32)
     return recurrence.run(self.coefficients(params), eps_fn, x_T, key_noise,
                           stochastic=self.stochastic, markov=self.markov,
-                          gradient=self.gradient, unroll=self.unroll)
+                          gradient=self.gradient, unroll=self.unroll,
+                          canonical_convs=self.canonical_convs)
 
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
-         eta: float | None = None, gradient: str = "adjoint", unroll: int = 1) -> Sampler:
+         eta: float | None = None, gradient: str = "adjoint", unroll: int = 1,
+         canonical_convs: bool = True) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -180,6 +183,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     gradient: "adjoint" (O(K |x|) memory) or "checkpoint"; see `ddss_jax.recurrence`.
     unroll: model calls per compiled loop iteration (1: a loop, K: straight-line code); the
       results are the same, only speed and compile time change (ddss_jax.recurrence.run).
+    canonical_convs: run convolutions in the order XLA:CPU runs fast inside loops (exact; see
+      `ddss_jax.layouts`); False only to measure what it saves.
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -203,8 +208,11 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
   if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
     raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+  if not isinstance(canonical_convs, (bool, np.bool_)):
+    raise ValueError(f"canonical_convs must be True or False, got {canonical_convs!r}")
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
-                 eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)))
+                 eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)),
+                 canonical_convs=bool(canonical_convs))
 
 
 def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
