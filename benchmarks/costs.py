@@ -1,0 +1,234 @@
+"""What a DDSS step and a K-step sampler cost on the embedded default (the shipped MNIST UNet and
+classifier), measured as ratios of programs timed side by side in one process.
+
+Used by benchmarks/suite.py (which writes BENCHMARKS.md); each function returns rows (dicts).
+Every program is compiled ahead of time (`jit(...).lower(...).compile()`), run once to warm up,
+then timed `repeats` times; the median is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddss_jax import evaluate, metrics, problems, samplers, schedules, train
+from ddss_jax.config_groups import MNISTConfig
+
+FAMILY = "ggdm+pred+time"
+STRIDE = "linear"  # the quadratic stride repeats t = 0 from K = 30 on; the cost is the same
+# The reverse-pass designs compared (recurrence.run's options), the default first.
+DESIGNS = {
+    "loop": dict(unroll=1, canonical_convs=True),
+    "loop, convolutions as traced": dict(unroll=1, canonical_convs=False),
+    "unrolled": dict(unroll=None, canonical_convs=True),  # unroll = K
+}
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+  """The frozen networks and a real batch of the embedded default."""
+  problem: problems.Problem
+  batch_size: int
+  real: jax.Array
+
+  @property
+  def image_bytes(self) -> int:
+    """|x|: bytes of one float32 image batch."""
+    return self.batch_size * int(np.prod(self.problem.example_shape)) * 4
+
+
+def build(batch_size: int) -> Bench:
+  schedule = schedules.linear_beta(1000)
+  cfg = MNISTConfig(unet_weights=None, classifier_weights=None, kid_subsets=1,
+                    kid_subset_size=2)
+  problem = problems.build_mnist(cfg, schedule, seed=0)
+  real = jnp.asarray(problem.real_batch(jax.random.PRNGKey(1), batch_size))
+  return Bench(problem, batch_size, real)
+
+
+def make_sampler(bench: Bench, num_steps: int, design: str = "loop", family: str = FAMILY,
+                 gradient: str = "adjoint") -> samplers.Sampler:
+  options = dict(DESIGNS[design])
+  options["unroll"] = options["unroll"] or num_steps
+  return samplers.make(family, bench.problem.schedule, num_steps, stride=STRIDE,
+                       gradient=gradient, **options)
+
+
+@dataclasses.dataclass
+class Timing:
+  compile_s: float
+  seconds: float            # median of the timed calls
+  temp_bytes: int           # XLA's temp buffers of the compiled program
+  flops: float | None       # XLA's cost analysis (a loop body counts once), where available
+
+
+def timed(fn: Callable, *args, repeats: int) -> Timing:
+  """Compiles fn for args, warms it up, and times `repeats` calls."""
+  start = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  jax.block_until_ready(compiled(*args))
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    seconds.append(time.perf_counter() - start)
+  return Timing(compile_s, statistics.median(seconds),
+                compiled.memory_analysis().temp_size_in_bytes, _flops(compiled))
+
+
+def _flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def ddss_step_fn(bench: Bench, sampler: samplers.Sampler) -> Callable:
+  """(sampler params, model params, feature params, real, key) -> (KID, gradient)."""
+  return jax.value_and_grad(train.make_loss_fn(sampler, bench.problem, bench.batch_size))
+
+
+def sample_fn(bench: Bench, sampler: samplers.Sampler) -> Callable:
+  return lambda params, model_params, key: evaluate.generate(
+      sampler, bench.problem, params, model_params, key, bench.batch_size)
+
+
+def step_args(bench: Bench, sampler: samplers.Sampler) -> tuple:
+  p = bench.problem
+  return (sampler.init(), p.model_params, p.feature_params, bench.real, jax.random.PRNGKey(0))
+
+
+def model_flops(bench: Bench) -> dict[str, float | None]:
+  """FLOPs of the loop-free parts, from XLA's cost analysis: one model call, one model call with
+  its input gradient (what each reverse step runs), and features + KID with their gradient.
+  (XLA counts a loop body once, so the sampler's FLOPs are K times these.)"""
+  p = bench.problem
+  x = jax.random.normal(jax.random.PRNGKey(2), bench.real.shape)
+  t = jnp.full((bench.batch_size,), 500.0)
+  call = jax.jit(p.eps_apply).lower(p.model_params, x, t).compile()
+  vjp = lambda mp, x, t: jax.vjp(lambda x_, t_: p.eps_apply(mp, x_, t_), x, t)[1](x)
+  vjp = jax.jit(vjp).lower(p.model_params, x, t).compile()
+  feats = lambda fp, g, r: metrics.kid(p.feature_apply(fp, g), p.feature_apply(fp, r))
+  feats = jax.jit(jax.value_and_grad(feats, 1)).lower(p.feature_params, x, bench.real).compile()
+  return dict(call=_flops(call), call_and_input_gradient=_flops(vjp), features=_flops(feats))
+
+
+def gradient_cost(bench: Bench, num_steps: list[int], designs: list[str],
+                  repeats: int) -> list[dict[str, Any]]:
+  """DDSS step time over K-step sampling time, per design and K (target <= 4)."""
+  flops = model_flops(bench)
+  known = None not in flops.values()
+  rows = []
+  for design in designs:
+    for k in num_steps:
+      sampler = make_sampler(bench, k, design)
+      args = step_args(bench, sampler)
+      step = timed(ddss_step_fn(bench, sampler), *args, repeats=repeats)
+      sample = timed(sample_fn(bench, sampler), args[0], args[1], args[4], repeats=repeats)
+      rows.append(dict(design=design, k=k, step_s=step.seconds, sample_s=sample.seconds,
+                       ratio=step.seconds / sample.seconds, compile_s=step.compile_s,
+                       temp_mb=step.temp_bytes / 2**20,
+                       step_flops=(k * (flops["call"] + flops["call_and_input_gradient"])
+                                   + flops["features"]) if known else None,
+                       sample_flops=k * flops["call"] if known else None))
+      print(f"  gradient cost: {rows[-1]}", flush=True)
+  return rows
+
+
+def memory(bench: Bench, num_steps: list[int], gradients: list[str]) -> list[dict[str, Any]]:
+  """Temp memory and compile time of the compiled DDSS step per K (compiled, not run)."""
+  rows = []
+  # The first compile of a code path pays one-off tracing costs: warm each path up at K = 2.
+  for gradient in gradients:
+    sampler = make_sampler(bench, 2, gradient=gradient)
+    jax.jit(ddss_step_fn(bench, sampler)).lower(*step_args(bench, sampler)).compile()
+  for gradient in gradients:
+    for k in num_steps:
+      sampler = make_sampler(bench, k, gradient=gradient)
+      fn = jax.jit(ddss_step_fn(bench, sampler))
+      start = time.perf_counter()
+      compiled = fn.lower(*step_args(bench, sampler)).compile()
+      seconds = time.perf_counter() - start
+      rows.append(dict(gradient=gradient, k=k, temp=compiled.memory_analysis().temp_size_in_bytes,
+                       compile_s=seconds))
+      print(f"  memory: {rows[-1]}", flush=True)
+  for row in rows:
+    first = next(r for r in rows if r["gradient"] == row["gradient"])
+    previous = [r for r in rows if r["gradient"] == row["gradient"] and r["k"] < row["k"]]
+    slope = lambda ref: (row["temp"] - ref["temp"]) / (row["k"] - ref["k"]) / bench.image_bytes
+    row["per_step_first"] = slope(first) if row is not first else None
+    row["per_step_previous"] = slope(previous[-1]) if previous else None
+    row["compile_ratio"] = row["compile_s"] / first["compile_s"]
+  return rows
+
+
+def compile_count(bench: Bench, num_steps: int, num_train_steps: int) -> dict[str, Any]:
+  """XLA compilations while running `num_train_steps` optimisation steps (the train step of
+  train.make_train_step, its state donated and replaced each step): should be 1."""
+  compiles = []
+  listener = lambda event, duration, **kwargs: compiles.append(event) if event == COMPILE_EVENT \
+      else None
+  sampler = make_sampler(bench, num_steps)
+  optimizer = train.create_optimizer(train.TrainConfig(
+      num_train_steps=num_train_steps, batch_size=bench.batch_size, learning_rate=5e-3,
+      grad_clip=1.0, b1=0.9, b2=0.99, seed=0, log_every_steps=1, checkpoint_every_steps=1))
+  step_fn = train.make_train_step(sampler, bench.problem, optimizer, bench.batch_size)
+  state = train.create_train_state(sampler.init(), optimizer)
+  key, p = jax.random.PRNGKey(0), bench.problem
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for step in range(num_train_steps):
+      real = jnp.asarray(p.real_batch(jax.random.PRNGKey(100 + step), bench.batch_size))
+      state, step_metrics = step_fn(state, p.model_params, p.feature_params, real, key)
+      jax.block_until_ready(step_metrics)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  # Small helper programs (the fresh real batch, the state's copy) compile too; count the step's.
+  return dict(k=num_steps, train_steps=num_train_steps, step_compiles=step_fn._cache_size(),
+              all_compiles=len(compiles))
+
+
+def overhead(bench: Bench, num_steps: int, families: list[str],
+             repeats: int) -> list[dict[str, Any]]:
+  """K-step sampling time over K times one model call at the same batch (target <= 1.05)."""
+  p = bench.problem
+  x = jax.random.normal(jax.random.PRNGKey(2), (bench.batch_size,) + tuple(p.example_shape))
+  t = jnp.full((bench.batch_size,), 500.0)
+  call = timed(p.eps_apply, p.model_params, x, t, repeats=repeats)
+  rows = []
+  for family in families:
+    sampler = make_sampler(bench, num_steps, family=family)
+    sample = timed(sample_fn(bench, sampler), sampler.init(), p.model_params,
+                   jax.random.PRNGKey(0), repeats=repeats)
+    rows.append(dict(family=family, k=num_steps, sample_s=sample.seconds, call_s=call.seconds,
+                     ratio=sample.seconds / (num_steps * call.seconds)))
+    print(f"  overhead: {rows[-1]}", flush=True)
+  return rows
+
+
+def feature_share(bench: Bench, gradient_rows: list[dict[str, Any]],
+                  repeats: int) -> list[dict[str, Any]]:
+  """Time of the feature network and KID (real features, generated features, KID, and their
+  backward pass) as a share of the DDSS step of the default design at each K."""
+  p = bench.problem
+  generated = jax.random.normal(jax.random.PRNGKey(3), bench.real.shape)
+
+  def loss(generated, feature_params, real):
+    real_feats = jax.lax.stop_gradient(p.feature_apply(feature_params, real))
+    return metrics.kid(p.feature_apply(feature_params, generated), real_feats)
+
+  part = timed(jax.value_and_grad(loss), generated, p.feature_params, bench.real,
+               repeats=repeats)
+  return [dict(k=row["k"], features_s=part.seconds, step_s=row["step_s"],
+               share=part.seconds / row["step_s"])
+          for row in gradient_rows if row["design"] == "loop"]

@@ -1,0 +1,99 @@
+"""ddss_jax against PyTorch on the same weights: DDIM sampling with the shipped MNIST UNet.
+
+The shipped UNet is exported to a diffusers folder (ddss_jax.models.diffusers_io.save) and loaded
+with diffusers' UNet2DModel.from_pretrained; diffusers' DDIMScheduler (eta = 0, "leading"
+spacing = the linear stride, final alpha_bar = 1) runs the K steps in PyTorch, ddss_jax's "ddim"
+sampler (linear stride) in JAX, from the same starting noise, at the same batch, in one process.
+Reported: images per second of each, their ratio, and how far the two samples are apart.
+
+Needs torch and diffusers (`pip install -e '.[parity]'`); used by benchmarks/suite.py.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddss_jax import samplers
+from ddss_jax.models import diffusers_io, unet
+
+
+def missing() -> str | None:
+  """None when torch and diffusers import, else what to install."""
+  try:
+    import diffusers  # pylint: disable=import-outside-toplevel,unused-import
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:
+    return f"{e.name} is not installed (pip install -e '.[parity]')"
+  return None
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  fn()  # warm-up (JAX: compiled already; PyTorch: allocator, oneDNN primitive caches)
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    seconds.append(time.perf_counter() - start)
+  return statistics.median(seconds)
+
+
+def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
+            threads: int | None = None) -> dict[str, Any]:
+  """DDIM K-step throughput of ddss_jax over diffusers on the shipped MNIST UNet."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from diffusers import DDIMScheduler, UNet2DModel  # pylint: disable=import-outside-toplevel
+
+  threads = threads or os.cpu_count()
+  torch.set_num_threads(threads)
+  device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+  schedule = problem.schedule
+  with tempfile.TemporaryDirectory() as tmp:
+    folder = os.path.join(tmp, "mnist_unet")
+    diffusers_io.save(folder, unet.MNIST_UNET, problem.model_params)
+    model = UNet2DModel.from_pretrained(folder).to(device).eval()
+  scheduler = DDIMScheduler(
+      num_train_timesteps=schedule.num_timesteps, beta_schedule="linear", beta_start=1e-4,
+      beta_end=0.02, clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading",
+      steps_offset=0, prediction_type="epsilon")
+  scheduler.set_timesteps(num_steps)
+  sampler = samplers.make("ddim", schedule, num_steps, stride="linear")
+  if list(scheduler.timesteps.numpy()) != list(sampler.initial_timesteps):
+    raise AssertionError(f"diffusers' timesteps {scheduler.timesteps.tolist()} differ from "
+                         f"ddss_jax's {sampler.initial_timesteps.tolist()}")
+
+  shape = (batch_size,) + tuple(problem.example_shape)
+  x_T = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float32)
+  x_T_torch = torch.from_numpy(np.asarray(x_T).transpose(0, 3, 1, 2).copy()).to(device)
+
+  def torch_sample():
+    x = x_T_torch
+    with torch.inference_mode():
+      for t in scheduler.timesteps:
+        eps = model(x, t).sample
+        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+    if device == "cuda":
+      torch.cuda.synchronize()
+    return x
+
+  eps_fn = lambda x, t: problem.eps_apply(problem.model_params, x, t)
+  jax_fn = jax.jit(lambda key, x_T: sampler.sample({}, eps_fn, key, shape, x_T=x_T))
+  key = jax.random.PRNGKey(1)
+  jax_fn = jax_fn.lower(key, x_T).compile()
+  jax_sample = lambda: jax.block_until_ready(jax_fn(key, x_T))
+
+  jax_s = _median_seconds(jax_sample, repeats)
+  torch_s = _median_seconds(torch_sample, repeats)
+  ours = np.asarray(jax_sample())
+  theirs = torch_sample().cpu().numpy().transpose(0, 2, 3, 1)
+  return dict(k=num_steps, batch=batch_size, threads=threads, torch_device=device,
+              jax_images_per_s=batch_size / jax_s, torch_images_per_s=batch_size / torch_s,
+              ratio=torch_s / jax_s, max_abs_diff=float(np.abs(ours - theirs).max()),
+              torch_version=torch.__version__)
