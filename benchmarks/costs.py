@@ -25,7 +25,7 @@ STRIDE = "linear"  # the quadratic stride repeats t = 0 from K = 30 on; the cost
 # The reverse-pass designs compared (recurrence.run's options), the default first.
 DESIGNS = {
     "loop": dict(unroll=1, canonical_convs=True),
-    "loop, convolutions as traced": dict(unroll=1, canonical_convs=False),
+    "loop_as_traced": dict(unroll=1, canonical_convs=False),
     "unrolled": dict(unroll=None, canonical_convs=True),  # unroll = K
 }
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -67,6 +67,8 @@ class Timing:
   seconds: float            # median of the timed calls
   temp_bytes: int           # XLA's temp buffers of the compiled program
   flops: float | None       # XLA's cost analysis (a loop body counts once), where available
+  convolutions: int         # convolution instructions in the compiled program
+  noncanonical: int         # of which with a kernel not in [spatial, in, out] order
 
 
 def timed(fn: Callable, *args, repeats: int) -> Timing:
@@ -80,8 +82,10 @@ def timed(fn: Callable, *args, repeats: int) -> Timing:
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     seconds.append(time.perf_counter() - start)
+  convs = [line for line in compiled.as_text().split("\n") if " convolution(" in line]
   return Timing(compile_s, statistics.median(seconds),
-                compiled.memory_analysis().temp_size_in_bytes, _flops(compiled))
+                compiled.memory_analysis().temp_size_in_bytes, _flops(compiled), len(convs),
+                sum("_01io->" not in line and "_012io->" not in line for line in convs))
 
 
 def _flops(compiled) -> float | None:
@@ -123,25 +127,29 @@ def model_flops(bench: Bench) -> dict[str, float | None]:
   return dict(call=_flops(call), call_and_input_gradient=_flops(vjp), features=_flops(feats))
 
 
-def gradient_cost(bench: Bench, num_steps: list[int], designs: list[str],
-                  repeats: int) -> list[dict[str, Any]]:
-  """DDSS step time over K-step sampling time, per design and K (target <= 4)."""
+def gradient_cost(bench: Bench, num_steps: list[int], designs: list[str], repeats: int,
+                  on_row: Callable[[list[dict[str, Any]]], None] = lambda rows: None
+                  ) -> list[dict[str, Any]]:
+  """DDSS step time over K-step sampling time, per K and design (target <= 4). `on_row(rows)`
+  is called after each row."""
   flops = model_flops(bench)
   known = None not in flops.values()
   rows = []
-  for design in designs:
-    for k in num_steps:
+  for k in num_steps:
+    for design in designs:
       sampler = make_sampler(bench, k, design)
       args = step_args(bench, sampler)
       step = timed(ddss_step_fn(bench, sampler), *args, repeats=repeats)
       sample = timed(sample_fn(bench, sampler), args[0], args[1], args[4], repeats=repeats)
       rows.append(dict(design=design, k=k, step_s=step.seconds, sample_s=sample.seconds,
                        ratio=step.seconds / sample.seconds, compile_s=step.compile_s,
-                       temp_mb=step.temp_bytes / 2**20,
+                       temp_mb=step.temp_bytes / 2**20, convolutions=step.convolutions,
+                       noncanonical_convolutions=step.noncanonical,
                        step_flops=(k * (flops["call"] + flops["call_and_input_gradient"])
                                    + flops["features"]) if known else None,
                        sample_flops=k * flops["call"] if known else None))
       print(f"  gradient cost: {rows[-1]}", flush=True)
+      on_row(rows)
   return rows
 
 
@@ -200,18 +208,23 @@ def compile_count(bench: Bench, num_steps: int, num_train_steps: int) -> dict[st
 
 def overhead(bench: Bench, num_steps: int, families: list[str],
              repeats: int) -> list[dict[str, Any]]:
-  """K-step sampling time over K times one model call at the same batch (target <= 1.05)."""
+  """K-step sampling time over K times one model call at the same batch (target <= 1.05), and
+  over a compiled loop of K bare model calls (the sampler's own arithmetic alone)."""
   p = bench.problem
   x = jax.random.normal(jax.random.PRNGKey(2), (bench.batch_size,) + tuple(p.example_shape))
   t = jnp.full((bench.batch_size,), 500.0)
   call = timed(p.eps_apply, p.model_params, x, t, repeats=repeats)
+  bare = lambda params, x, t: jax.lax.fori_loop(0, num_steps,
+                                                lambda i, x: p.eps_apply(params, x, t), x)
+  loop = timed(bare, p.model_params, x, t, repeats=repeats)
   rows = []
   for family in families:
     sampler = make_sampler(bench, num_steps, family=family)
     sample = timed(sample_fn(bench, sampler), sampler.init(), p.model_params,
                    jax.random.PRNGKey(0), repeats=repeats)
     rows.append(dict(family=family, k=num_steps, sample_s=sample.seconds, call_s=call.seconds,
-                     ratio=sample.seconds / (num_steps * call.seconds)))
+                     ratio=sample.seconds / (num_steps * call.seconds),
+                     bare_loop_s=loop.seconds, ratio_bare_loop=sample.seconds / loop.seconds))
     print(f"  overhead: {rows[-1]}", flush=True)
   return rows
 

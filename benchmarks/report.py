@@ -83,13 +83,15 @@ def targets(run: dict[str, Any]) -> list[str]:
 def gradient_section(run: dict[str, Any]) -> list[str]:
   cfg, peak = run["config"], _peak(run["machine"])
   header = ["design", "K", "DDSS step s", "sampling s", "step / sampling", "compile s",
-            "temp MB"]
+            "temp MB", "convolutions (not canonical)"]
   if peak:
     header += ["step images/s", "step TFLOP/s", "share of FP32 / TF32 peak"]
   rows = []
   for r in run["gradient"]:
     row = [r["design"], r["k"], f"{r['step_s']:.3f}", f"{r['sample_s']:.3f}",
-           f"{r['ratio']:.2f}", f"{r['compile_s']:.1f}", f"{r['temp_mb']:.0f}"]
+           f"{r['ratio']:.2f}", f"{r['compile_s']:.1f}", f"{r['temp_mb']:.0f}",
+           (f"{r['convolutions']} ({r['noncanonical_convolutions']})" if r["convolutions"]
+            else "- (library calls)")]
     if peak:
       tflops = (r["step_flops"] or 0) / r["step_s"] / 1e12
       row += [f"{cfg['batch'] / r['step_s']:.0f}", f"{tflops:.2f}",
@@ -99,9 +101,10 @@ def gradient_section(run: dict[str, Any]) -> list[str]:
       f"DDSS step = sampling ({cfg['family']}, {cfg['stride']} stride) + classifier features of "
       f"the generated and the real batch + KID + the gradient into the sampler parameters, batch "
       f"{cfg['batch']}; sampling = the K-step sampler alone. Designs: `loop` (the default: one "
-      "compiled loop, convolutions in canonical order, `ddss_jax/layouts.py`), `loop, "
-      "convolutions as traced` (the same loop without the rewrite), `unrolled` (K copies of "
-      "the step in straight-line code, `config.sampler.unroll = K`).", "",
+      "compiled loop, convolutions in canonical order, `ddss_jax/layouts.py`), `loop_as_traced` "
+      "(the same loop, convolutions as JAX traced them: `config.sampler.canonical_convs = "
+      "False`), `unrolled` (K copies of the step in straight-line code, "
+      "`config.sampler.unroll = K`).", "",
       *_table(header, rows)]
 
 
@@ -129,11 +132,14 @@ def other_sections(run: dict[str, Any]) -> list[str]:
               "in all (the others are small helpers: the state's copy, the real batches).", ""]
   if "overhead" in run:
     rows = [[r["family"], r["k"], f"{r['sample_s']:.4f}", f"{r['call_s']:.4f}",
-             f"{r['ratio']:.3f}"] for r in run["overhead"]]
+             f"{r['ratio']:.3f}", f"{r['bare_loop_s']:.4f}", f"{r['ratio_bare_loop']:.3f}"]
+            for r in run["overhead"]]
     lines += ["### Sampler overhead", "",
               "K-step sampling (jitted, batch as above) against K times one jitted model call "
-              "at the same batch:", "",
-              *_table(["family", "K", "sampling s", "one model call s", "ratio"], rows), ""]
+              "at the same batch (the target), and against one compiled loop of K bare model "
+              "calls (what is left is the sampler's own arithmetic and noise):", "",
+              *_table(["family", "K", "sampling s", "one model call s", "sampling / (K x call)",
+                       "loop of K calls s", "sampling / loop"], rows), ""]
   d = run.get("diffusers")
   if d:
     lines += ["### Against diffusers (PyTorch) on the same weights", ""]

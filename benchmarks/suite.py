@@ -27,7 +27,7 @@ import os
 import platform
 import subprocess
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 from absl import app, flags
@@ -73,8 +73,10 @@ def commit() -> str:
 
 def run(sections: list[str], *, batch: int, num_steps: list[int], designs: list[str],
         memory_steps: list[int], overhead_steps: int, diffusers_steps: int,
-        compile_train_steps: int, repeats: int) -> dict[str, Any]:
-  """Runs the chosen sections; returns {"machine": ..., "config": ..., <section>: rows}."""
+        compile_train_steps: int, repeats: int,
+        on_section: Callable[[dict[str, Any]], None] = lambda results: None) -> dict[str, Any]:
+  """Runs the chosen sections; returns {"machine": ..., "config": ..., <section>: rows}.
+  `on_section(results)` is called after each section (main saves what is done so far)."""
   unknown = sorted(set(sections) - set(SECTIONS))
   if unknown:
     raise ValueError(f"unknown section(s) {unknown}; valid choices: {list(SECTIONS)}")
@@ -88,12 +90,16 @@ def run(sections: list[str], *, batch: int, num_steps: list[int], designs: list[
   bench = costs.build(batch)
   results["config"]["image_bytes"] = bench.image_bytes
   timings: dict[str, float] = {}
+  results["section_seconds"] = timings
   for section in [s for s in SECTIONS if s in sections]:
     start = time.perf_counter()
     print(f"section {section} ...", flush=True)
     if section == "gradient" or (section == "features" and "gradient" not in results):
+      def partial(rows):  # a cut-off run keeps the rows measured so far
+        results["gradient"] = rows
+        on_section(results)
       results["gradient"] = costs.gradient_cost(
-          bench, num_steps, designs if section == "gradient" else ["loop"], repeats)
+          bench, num_steps, designs if section == "gradient" else ["loop"], repeats, partial)
     if section == "memory":
       results["memory"] = costs.memory(bench, memory_steps, ["adjoint", "checkpoint"])
     elif section == "compile":
@@ -104,12 +110,12 @@ def run(sections: list[str], *, batch: int, num_steps: list[int], designs: list[
     elif section == "diffusers":
       missing = vs_diffusers.missing()
       results["diffusers"] = ({"skipped": missing} if missing else vs_diffusers.compare(
-          bench.problem, batch_size=batch, num_steps=diffusers_steps, repeats=repeats))
+          bench.problem, batch_size=batch, num_steps=diffusers_steps, repeats=2 * repeats + 1))
     elif section == "features":
       results["features"] = costs.feature_share(bench, results["gradient"], repeats)
     timings[section] = time.perf_counter() - start
     print(f"section {section}: {timings[section]:.0f} s", flush=True)
-  results["section_seconds"] = timings
+    on_section(results)
   return results
 
 
@@ -117,16 +123,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   batch = FLAGS.batch or (256 if jax.default_backend() == "gpu" else 64)
-  results = run(FLAGS.sections, batch=batch, num_steps=[int(k) for k in FLAGS.num_steps],
-                designs=FLAGS.designs, memory_steps=[int(k) for k in FLAGS.memory_steps],
-                overhead_steps=FLAGS.overhead_steps, diffusers_steps=FLAGS.diffusers_steps,
-                compile_train_steps=FLAGS.compile_train_steps, repeats=FLAGS.repeats)
   os.makedirs(FLAGS.results_dir, exist_ok=True)
-  path = os.path.join(FLAGS.results_dir, f"{results['machine']['backend']}.json")
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
-  os.replace(path + ".tmp", path)
-  report.write(FLAGS.results_dir, FLAGS.out)
+  path = os.path.join(FLAGS.results_dir, f"{jax.default_backend()}.json")
+
+  def save(results):  # after every section, atomically: a cut-off run keeps what it measured
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
+    report.write(FLAGS.results_dir, FLAGS.out)
+
+  run(FLAGS.sections, batch=batch, num_steps=[int(k) for k in FLAGS.num_steps],
+      designs=FLAGS.designs, memory_steps=[int(k) for k in FLAGS.memory_steps],
+      overhead_steps=FLAGS.overhead_steps, diffusers_steps=FLAGS.diffusers_steps,
+      compile_train_steps=FLAGS.compile_train_steps, repeats=FLAGS.repeats, on_section=save)
   print(f"wrote {path} and {FLAGS.out}")
 
 

@@ -11,6 +11,7 @@ Needs torch and diffusers (`pip install -e '.[parity]'`); used by benchmarks/sui
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -27,22 +28,25 @@ from ddss_jax.models import diffusers_io, unet
 
 def missing() -> str | None:
   """None when torch and diffusers import, else what to install."""
-  try:
-    import diffusers  # pylint: disable=import-outside-toplevel,unused-import
-    import torch  # pylint: disable=import-outside-toplevel,unused-import
-  except ImportError as e:
-    return f"{e.name} is not installed (pip install -e '.[parity]')"
+  for name in ("torch", "diffusers"):
+    if importlib.util.find_spec(name) is None:
+      return f"{name} is not installed (pip install -e '.[parity]')"
   return None
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up (JAX: compiled already; PyTorch: allocator, oneDNN primitive caches)
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
+def _interleaved_medians(fns, repeats: int) -> list[float]:
+  """Median seconds of each function, timed in turn (a, b, a, b, ...) so that a slow phase of a
+  shared machine hits both alike; each is called once first to warm up (JAX: already compiled;
+  PyTorch: its allocator and oneDNN primitive caches)."""
+  for fn in fns:
     fn()
-    seconds.append(time.perf_counter() - start)
-  return statistics.median(seconds)
+  seconds = [[] for _ in fns]
+  for _ in range(repeats):
+    for fn, times in zip(fns, seconds):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+  return [statistics.median(times) for times in seconds]
 
 
 def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
@@ -89,8 +93,7 @@ def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
   jax_fn = jax_fn.lower(key, x_T).compile()
   jax_sample = lambda: jax.block_until_ready(jax_fn(key, x_T))
 
-  jax_s = _median_seconds(jax_sample, repeats)
-  torch_s = _median_seconds(torch_sample, repeats)
+  jax_s, torch_s = _interleaved_medians([jax_sample, torch_sample], repeats)
   ours = np.asarray(jax_sample())
   theirs = torch_sample().cpu().numpy().transpose(0, 2, 3, 1)
   return dict(k=num_steps, batch=batch_size, threads=threads, torch_device=device,

@@ -1,0 +1,63 @@
+"""The benchmark suite on tiny sizes: it runs, compiles the train step once across steps, renders
+every target, and its DDIM equals diffusers' DDIMScheduler on the same exported weights."""
+
+import pytest
+
+from benchmarks import costs, report, suite, vs_diffusers
+
+
+@pytest.fixture(scope="module")
+def bench():
+  return costs.build(batch_size=2)
+
+
+def test_suite_sections_run_and_the_train_step_compiles_once(bench, monkeypatch):
+  monkeypatch.setattr(costs, "build", lambda batch_size: bench)
+  results = suite.run(["gradient", "compile", "overhead", "features"], batch=2, num_steps=[2],
+                      designs=["loop"], memory_steps=[], overhead_steps=2, diffusers_steps=2,
+                      compile_train_steps=3, repeats=1)
+  (row,) = results["gradient"]
+  assert row["design"] == "loop" and row["k"] == 2
+  assert row["step_s"] > 0 and row["sample_s"] > 0 and row["temp_mb"] > 0
+  # The step's FLOPs: 2 model calls, 2 calls with their input gradient, features + KID.
+  assert row["step_flops"] > 3 * row["sample_flops"] > 0
+  assert results["compile"]["step_compiles"] == 1  # no recompilation across 3 steps
+  assert [r["family"] for r in results["overhead"]] == ["ddim", costs.FAMILY]
+  assert 0 < results["features"][0]["share"] < 1
+  text = report.render([results])
+  for line in ("DDSS step / K-step sampling", "compilations of the train step over 3 steps | 1",
+               "ddim K=2 sampling / (K x one model call)", "feature network + KID share"):
+    assert line in text
+
+
+def test_suite_rejects_unknown_sections_and_designs():
+  kwargs = dict(batch=2, num_steps=[2], designs=["loop"], memory_steps=[], overhead_steps=2,
+                diffusers_steps=2, compile_train_steps=1, repeats=1)
+  with pytest.raises(ValueError, match=r"unknown section\(s\) \['speed'\]; valid choices"):
+    suite.run(["speed"], **kwargs)
+  with pytest.raises(ValueError, match=r"unknown design\(s\) \['fast'\]; valid choices"):
+    suite.run(["gradient"], **dict(kwargs, designs=["fast"]))
+
+
+def test_report_marks_each_target_met_or_not():
+  machine = dict(backend="cpu", device_kind="cpu", device_count=1, cpu="test cpu", cpu_count=2,
+                 jax="0", python="3", commit="abc", date="today")
+  config = dict(batch=4, family=costs.FAMILY, stride="linear", image_bytes=2**20)
+  memory = [dict(gradient="adjoint", k=k, temp=(100 + 3 * k) * 2**20, compile_s=c,
+                 per_step_first=None if k == 5 else 3.0, per_step_previous=None if k == 5 else 3.0,
+                 compile_ratio=c / 10.0) for k, c in ((5, 10.0), (40, 16.0))]
+  gradient = [dict(design="loop", k=5, step_s=4.5, sample_s=1.0, ratio=4.5, compile_s=1.0,
+                   temp_mb=10.0, step_flops=None, sample_flops=None, convolutions=3,
+                   noncanonical_convolutions=0)]
+  text = report.render([dict(machine=machine, config=config, section_seconds={},
+                             gradient=gradient, memory=memory)])
+  assert "| DDSS step / K-step sampling | 4.50 (K=5) | <= 4 | **not met** |" in text
+  assert r"| at most 3.00 \|x\| | <= 8 \|x\| | met |" in text
+  assert "| compile time K=40 / K=5 | 1.60 | <= 1.5 | **not met** |" in text
+
+
+@pytest.mark.skipif(vs_diffusers.missing() is not None, reason="needs torch and diffusers")
+def test_ddim_equals_diffusers_ddim_scheduler_on_the_exported_unet(bench):
+  result = vs_diffusers.compare(bench.problem, batch_size=2, num_steps=4, repeats=1, threads=2)
+  assert result["max_abs_diff"] < 1e-4, result
+  assert result["jax_images_per_s"] > 0 and result["torch_images_per_s"] > 0
