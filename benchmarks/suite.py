@@ -64,7 +64,10 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str:
-  """The checked-out commit, with "+changes" when the tree differs from it."""
+  """The checked-out commit, with "+changes" when the tree differs from it; $DDSS_JAX_COMMIT
+  where the tree is a copy whose git metadata is not its own (a device host given a copy)."""
+  if os.environ.get("DDSS_JAX_COMMIT"):
+    return os.environ["DDSS_JAX_COMMIT"]
   run = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True, check=False)
   sha = run("rev-parse", "--short=10", "HEAD").stdout.strip() or "unknown"
   dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
