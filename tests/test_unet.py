@@ -8,6 +8,7 @@ Flax module by name (diffusers_key), and compares outputs. It needs torch and di
 import numpy as np
 import pytest
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -81,3 +82,34 @@ def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
   got = unet.UNet2DModel(cfg).apply({"params": params}, x.transpose(0, 2, 3, 1), t)
   np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-4,
                              atol=1e-4 * np.abs(want).max())
+
+
+def test_fast_layers_equal_their_reference_formulations():
+  """The CPU-fast GroupNorm, 2x upsampling gradient and attention compute what flax's GroupNorm,
+  autodiff of jnp.repeat and jax.nn.dot_product_attention compute, to float32 rounding."""
+  kx, kg = jax.random.split(jax.random.PRNGKey(0))
+  x = 2.0 * jax.random.normal(kx, (2, 6, 4, 24)) + 1.0
+  ours, theirs = unet.GroupNorm(8, epsilon=1e-6), nn.GroupNorm(8, epsilon=1e-6)
+  variables = {"params": {"scale": jnp.linspace(0.5, 1.5, 24), "bias": jnp.linspace(-1, 1, 24)}}
+  f = lambda m: (lambda x: jnp.sum(jnp.sin(m.apply(variables, x))))
+  np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), atol=2e-5)
+  np.testing.assert_allclose(jax.grad(f(ours))(x), jax.grad(f(theirs))(x), atol=2e-5)
+
+  repeat = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  g = jax.random.normal(kg, (2, 12, 8, 24))
+  np.testing.assert_array_equal(unet.upsample_nearest2x(x), repeat(x))
+  np.testing.assert_allclose(jax.vjp(unet.upsample_nearest2x, x)[1](g)[0],
+                             jax.vjp(repeat, x)[1](g)[0], atol=1e-6)
+
+  attention = unet.Attention(groups=8, eps=1e-6, head_dim=8)
+  params = attention.init(jax.random.PRNGKey(1), x)
+
+  def reference(x):  # the same layer through jax.nn.dot_product_attention
+    p = params["params"]
+    h = nn.GroupNorm(8, epsilon=1e-6).apply({"params": p["group_norm"]}, x).reshape(2, 24, 24)
+    dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]
+    q, k, v = (dense(n, h).reshape(2, 24, 3, 8) for n in ("to_q", "to_k", "to_v"))
+    out = jax.nn.dot_product_attention(q, k, v).reshape(2, 24, 24)
+    return x + dense("to_out_0", out).reshape(x.shape)
+
+  np.testing.assert_allclose(attention.apply(params, x), reference(x), atol=2e-5)

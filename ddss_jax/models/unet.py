@@ -174,13 +174,34 @@ class Downsample2D(nn.Module):
     return nn.Conv(self.channels, (3, 3), strides=2, padding=1, name="conv")(x)
 
 
+@jax.custom_vjp
+def upsample_nearest2x(x: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, 2H, 2W, C], each pixel repeated 2 x 2 (diffusers' nearest upsampling).
+
+  Its gradient adds the four strided quarters of the cotangent; autodiff of jnp.repeat gives the
+  same sums as a reduction over a [B, H, 2, W, 2, C] view, which XLA:CPU ran at 6 ms per call of
+  the MNIST UNet's reverse pass (batch 64), several times the cost of the strided adds.
+  """
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _upsample_fwd(x):
+  return upsample_nearest2x(x), None
+
+
+def _upsample_bwd(_, g):
+  return (g[:, 0::2, 0::2] + g[:, 0::2, 1::2] + g[:, 1::2, 0::2] + g[:, 1::2, 1::2],)
+
+
+upsample_nearest2x.defvjp(_upsample_fwd, _upsample_bwd)
+
+
 class Upsample2D(nn.Module):
   channels: int
 
   @nn.compact
   def __call__(self, x):
-    x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
-    return nn.Conv(self.channels, (3, 3), padding=1, name="conv")(x)
+    return nn.Conv(self.channels, (3, 3), padding=1, name="conv")(upsample_nearest2x(x))
 
 
 def _resnets_and_attentions(cfg: UNetConfig, channels: int, num_layers: int, attention: bool):
