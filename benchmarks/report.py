@@ -169,7 +169,10 @@ def render(runs: list[dict[str, Any]]) -> str:
            "Written by `python -m benchmarks.suite` (rendered by `benchmarks/report.py` from "
            "`benchmarks/results/<backend>.json`, where every number below is stored). Each "
            "ratio is two programs timed side by side in one process (median of the timed calls "
-           "after a warm-up call).", ""]
+           "after a warm-up call). Where the time goes: `python -m benchmarks.profile "
+           "--what=step` (or `--what=sample`) prints XLA:CPU's per-operation times from a "
+           "jax.profiler trace, grouped by phase (forward / reverse), UNet block and kind "
+           "(convolution, dot, other).", ""]
   sections: list[tuple[str, Callable]] = [("gradient", gradient_section),
                                           ("memory", memory_section)]
   for run in runs:

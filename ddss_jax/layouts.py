@@ -60,16 +60,19 @@ def _eval(jaxpr: jex.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[
   env.update(zip(jaxpr.invars, args))
   for eqn in jaxpr.eqns:
     invals = [read(v) for v in eqn.invars]
-    if eqn.primitive is lax.conv_general_dilated_p:
-      outvals = [_canonical_conv(*invals, **eqn.params)]
-    elif eqn.primitive.name in _JIT_PRIMITIVES:
-      inner = eqn.params["jaxpr"]
-      outvals = _eval(inner.jaxpr, inner.consts, invals)
-    else:
-      with eqn.ctx.manager:  # the equation's context (e.g. its config) as recorded
-        outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-      if not eqn.primitive.multiple_results:
-        outvals = [outvals]
+    # The equation's module path (e.g. "UNet2DModel/mid_block/attentions_0") is kept, so that
+    # profiles and HLO dumps of the rewritten function still name where each operation is from.
+    with jax.named_scope(str(getattr(eqn.source_info, "name_stack", "")) or "rewritten"):
+      if eqn.primitive is lax.conv_general_dilated_p:
+        outvals = [_canonical_conv(*invals, **eqn.params)]
+      elif eqn.primitive.name in _JIT_PRIMITIVES:
+        inner = eqn.params["jaxpr"]
+        outvals = _eval(inner.jaxpr, inner.consts, invals)
+      else:
+        with eqn.ctx.manager:  # the equation's context (e.g. its config) as recorded
+          outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+        if not eqn.primitive.multiple_results:
+          outvals = [outvals]
     for var, val in zip(eqn.outvars, outvals):
       if not isinstance(var, jex.DropVar):
         env[var] = val
