@@ -152,7 +152,8 @@ def other_sections(run: dict[str, Any]) -> list[str]:
                 f"{d['max_abs_diff']:.1e} (same starting noise).", "",
                 *_table(["", "images/s"],
                         [["ddss_jax", f"{d['jax_images_per_s']:.1f}"],
-                         ["diffusers DDIMScheduler + UNet2DModel", f"{d['torch_images_per_s']:.1f}"],
+                         ["diffusers DDIMScheduler + UNet2DModel",
+                          f"{d['torch_images_per_s']:.1f}"],
                          ["ratio", f"{d['ratio']:.2f}"]]), ""]
   if run.get("features"):
     rows = [[r["k"], f"{r['features_s']:.3f}", f"{r['step_s']:.3f}", f"{100 * r['share']:.1f}%"]
@@ -172,7 +173,8 @@ def render(runs: list[dict[str, Any]]) -> str:
            "after a warm-up call). Where the time goes: `python -m benchmarks.profile "
            "--what=step` (or `--what=sample`) prints XLA:CPU's per-operation times from a "
            "jax.profiler trace, grouped by phase (forward / reverse), UNet block and kind "
-           "(convolution, dot, other).", ""]
+           "(convolution, dot, other); README.md, \"Performance\", explains with it each target "
+           "not met.", ""]
   sections: list[tuple[str, Callable]] = [("gradient", gradient_section),
                                           ("memory", memory_section)]
   for run in runs:
@@ -181,7 +183,8 @@ def render(runs: list[dict[str, Any]]) -> str:
              else f"{m['cpu']}, {m['cpu_count']} cores")
     lines += [f"## {m['backend'].upper()}: {where}", "",
               f"jax {m['jax']}, Python {m['python']}, commit {m['commit']}, {m['date']}; "
-              f"sections took {', '.join(f'{k} {v:.0f} s' for k, v in run['section_seconds'].items())}.",
+              "sections took "
+              f"{', '.join(f'{k} {v:.0f} s' for k, v in run['section_seconds'].items())}.",
               "", "### Targets", "", *targets(run), ""]
     for name, fn in sections:
       if run.get(name):

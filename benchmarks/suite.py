@@ -36,17 +36,6 @@ from benchmarks import costs, report, vs_diffusers
 
 FLAGS = flags.FLAGS
 SECTIONS = ("gradient", "memory", "compile", "overhead", "diffusers", "features")
-flags.DEFINE_list("sections", list(SECTIONS), f"Which sections to run: {list(SECTIONS)}.")
-flags.DEFINE_integer("batch", None, "DDSS and sampling batch (default: 64 on CPU, 256 on GPU).")
-flags.DEFINE_list("num_steps", ["5", "10", "20"], "K of the gradient-cost section.")
-flags.DEFINE_list("designs", list(costs.DESIGNS), "Reverse-pass designs of the gradient section.")
-flags.DEFINE_list("memory_steps", ["5", "10", "20", "40"], "K of the memory section.")
-flags.DEFINE_integer("overhead_steps", 10, "K of the sampler-overhead section.")
-flags.DEFINE_integer("diffusers_steps", 10, "K of the comparison with diffusers.")
-flags.DEFINE_integer("compile_train_steps", 5, "Optimisation steps of the recompilation check.")
-flags.DEFINE_integer("repeats", 3, "Timed calls per program (the median is reported).")
-flags.DEFINE_string("results_dir", "benchmarks/results", "Where <backend>.json is written.")
-flags.DEFINE_string("out", "BENCHMARKS.md", "The Markdown report, rendered from results_dir.")
 
 
 def machine() -> dict[str, Any]:
@@ -142,5 +131,22 @@ def main(argv):
   print(f"wrote {path} and {FLAGS.out}")
 
 
+def define_flags() -> None:
+  """The command-line flags, defined only when run as a program: the tests import this module
+  beside others (ddss_jax.tools.*) that define flags of the same names."""
+  flags.DEFINE_list("sections", list(SECTIONS), f"Which sections to run: {list(SECTIONS)}.")
+  flags.DEFINE_integer("batch", None, "DDSS and sampling batch (default: 64 on CPU, 256 on GPU).")
+  flags.DEFINE_list("num_steps", ["5", "10", "20"], "K of the gradient-cost section.")
+  flags.DEFINE_list("designs", list(costs.DESIGNS), "Reverse-pass designs of the gradient section.")
+  flags.DEFINE_list("memory_steps", ["5", "10", "20", "40"], "K of the memory section.")
+  flags.DEFINE_integer("overhead_steps", 10, "K of the sampler-overhead section.")
+  flags.DEFINE_integer("diffusers_steps", 10, "K of the comparison with diffusers.")
+  flags.DEFINE_integer("compile_train_steps", 5, "Optimisation steps of the recompilation check.")
+  flags.DEFINE_integer("repeats", 3, "Timed calls per program (the median is reported).")
+  flags.DEFINE_string("results_dir", "benchmarks/results", "Where <backend>.json is written.")
+  flags.DEFINE_string("out", "BENCHMARKS.md", "The Markdown report, rendered from results_dir.")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
