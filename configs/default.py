@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   # memory) or checkpoint (scan + remat, O(K^2 |x|); a reference). unroll: model calls per
   # compiled loop iteration, 1 to K; same results, compile time and memory grow with it.
   # canonical_convs: convolutions in the order XLA:CPU runs fast inside loops (exact; False
-  # makes the gradient's convolutions about 16x slower on CPU, for benchmarks only).
+  # makes the gradient's convolutions an order of magnitude slower on CPU; for benchmarks).
   config.sampler = ml_collections.ConfigDict(dict(
       family="ggdm+pred+time", num_steps=4, stride="quadratic", eta=0.0, gradient="adjoint",
       unroll=1, canonical_convs=True))

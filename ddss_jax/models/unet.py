@@ -83,8 +83,8 @@ class GroupNorm(nn.Module):
 
   The statistics are summed per channel first (a reduction over H and W with the channels kept
   contiguous), then per group: XLA:CPU runs that several times faster than flax's reduction over
-  a [B, H, W, G, C/G] view, whose innermost axis holds only C/G channels (measured on the
-  MNIST UNet: GroupNorm + SiLU at 32x32x48, 11.5 ms -> 2.5 ms at batch 64). The values equal
+  a [B, H, W, G, C/G] view, whose innermost axis holds only C/G channels (those reductions were
+  a third of an MNIST UNet call; benchmarks/profile.py). The values equal
   flax.linen.GroupNorm's up to float32 rounding.
   """
   num_groups: int
@@ -147,8 +147,9 @@ class Attention(nn.Module):
     h = h.reshape(batch, height * width, channels)
     tokens = height * width
     # Heads move into the batch ([B * heads, T, d]; no data moves for one head, as in DDPM), and
-    # the scale is folded into q. On XLA:CPU this runs the MNIST UNet's 16x16 attention about
-    # 7x faster than jax.nn.dot_product_attention's XLA path (3.5 vs 24 ms at batch 64).
+    # the scale is folded into q. jax.nn.dot_product_attention's XLA path spent more of the
+    # MNIST UNet's time on XLA:CPU scaling, transposing and normalising the [T, T] scores than
+    # multiplying (benchmarks/profile.py); this form lets XLA fuse them into the products.
     split = lambda a: a.reshape(batch, tokens, heads, head_dim).transpose(0, 2, 1, 3).reshape(
         batch * heads, tokens, head_dim)
     q = split(nn.Dense(channels, name="to_q")(h)) * (1.0 / math.sqrt(head_dim))
