@@ -49,11 +49,31 @@ def _interleaved_medians(fns, repeats: int) -> list[float]:
   return [statistics.median(times) for times in seconds]
 
 
+FAMILIES = ("ddim", "dpm-solver++2m")
+
+
+def _scheduler(family: str, num_timesteps: int):
+  """diffusers' scheduler for a ddss_jax family on the linear stride ("leading" spacing), linear
+  betas 1e-4..0.02, eps prediction, ending at alpha_bar = 1."""
+  import diffusers  # pylint: disable=import-outside-toplevel
+  common = dict(num_train_timesteps=num_timesteps, beta_schedule="linear", beta_start=1e-4,
+                beta_end=0.02, timestep_spacing="leading", steps_offset=0,
+                prediction_type="epsilon")
+  if family == "ddim":
+    return diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
+  if family == "dpm-solver++2m":  # second-order multistep, first order at the last step
+    return diffusers.DPMSolverMultistepScheduler(
+        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+        lower_order_final=True, final_sigmas_type="zero", **common)
+  raise ValueError(f"unknown family {family!r}; valid choices: {list(FAMILIES)}")
+
+
 def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
-            threads: int | None = None) -> dict[str, Any]:
-  """DDIM K-step throughput of ddss_jax over diffusers on the shipped MNIST UNet."""
+            threads: int | None = None, family: str = "ddim") -> dict[str, Any]:
+  """K-step sampling throughput of ddss_jax over diffusers on the shipped MNIST UNet, for "ddim"
+  (DDIMScheduler, eta = 0) or "dpm-solver++2m" (DPMSolverMultistepScheduler)."""
   import torch  # pylint: disable=import-outside-toplevel
-  from diffusers import DDIMScheduler, UNet2DModel  # pylint: disable=import-outside-toplevel
+  from diffusers import UNet2DModel  # pylint: disable=import-outside-toplevel
 
   threads = threads or os.cpu_count()
   torch.set_num_threads(threads)
@@ -63,12 +83,17 @@ def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
     folder = os.path.join(tmp, "mnist_unet")
     diffusers_io.save(folder, unet.MNIST_UNET, problem.model_params)
     model = UNet2DModel.from_pretrained(folder).to(device).eval()
-  scheduler = DDIMScheduler(
-      num_train_timesteps=schedule.num_timesteps, beta_schedule="linear", beta_start=1e-4,
-      beta_end=0.02, clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading",
-      steps_offset=0, prediction_type="epsilon")
-  scheduler.set_timesteps(num_steps)
-  sampler = samplers.make("ddim", schedule, num_steps, stride="linear")
+  scheduler = _scheduler(family, schedule.num_timesteps)
+  sampler = samplers.make(family, schedule, num_steps, stride="linear")
+
+  def reset():  # multistep schedulers keep state; DPM-Solver's own spacings never reach t = 0
+    if family == "ddim":
+      scheduler.set_timesteps(num_steps)
+    else:
+      scheduler.set_timesteps(timesteps=sampler.initial_timesteps.tolist())
+
+  reset()
+  step_kwargs = {"eta": 0.0} if family == "ddim" else {}
   if list(scheduler.timesteps.numpy()) != list(sampler.initial_timesteps):
     raise AssertionError(f"diffusers' timesteps {scheduler.timesteps.tolist()} differ from "
                          f"ddss_jax's {sampler.initial_timesteps.tolist()}")
@@ -79,10 +104,11 @@ def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
 
   def torch_sample():
     x = x_T_torch
+    reset()
     with torch.inference_mode():
       for t in scheduler.timesteps:
         eps = model(x, t).sample
-        x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
     if device == "cuda":
       torch.cuda.synchronize()
     return x
@@ -96,7 +122,7 @@ def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
   jax_s, torch_s = _interleaved_medians([jax_sample, torch_sample], repeats)
   ours = np.asarray(jax_sample())
   theirs = torch_sample().cpu().numpy().transpose(0, 2, 3, 1)
-  return dict(k=num_steps, batch=batch_size, threads=threads, torch_device=device,
+  return dict(family=family, k=num_steps, batch=batch_size, threads=threads, torch_device=device,
               jax_images_per_s=batch_size / jax_s, torch_images_per_s=batch_size / torch_s,
               ratio=torch_s / jax_s, max_abs_diff=float(np.abs(ours - theirs).max()),
               torch_version=torch.__version__)

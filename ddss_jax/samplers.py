@@ -11,6 +11,10 @@ Families (METHOD.md section 3), each K model calls:
   "ddpm"    strided ancestral sampling, DDIM with eta = 1; no parameters.
   "ddim"    DDIM(eta), eta = 0 by default; no parameters.
   "vars"    the DDIM mean with the K per-step noise scales learned.
+  "dpm-solver++2m"  DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; data prediction, second-order
+            multistep, first order at the first step and at the final step to sigma = 0); no
+            parameters. It is a GGDM with fixed coefficients: the previous x0 prediction is a
+            linear combination of the states, so it runs the same recurrence.
   "ggdm"    x_{k-1} = mu_k x0_pred_k + sum_{j >= k} nu_{k,j} x_j + sigma_k z_k, with mu, nu, sigma
             learned; "+pred" also learns the x0-prediction coefficients (b_k, c_k); "+time" learns
             the K model time inputs.
@@ -42,7 +46,9 @@ import numpy as np
 from ddss_jax import recurrence, schedules
 from ddss_jax.schedules import Schedule
 
-FAMILIES = ("ddpm", "ddim", "vars", "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time")
+FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "vars", "ggdm", "ggdm+pred", "ggdm+time",
+            "ggdm+pred+time")
+FIXED_FAMILIES = ("ddpm", "ddim", "dpm-solver++2m")  # nothing to learn
 STRIDES = ("linear", "quadratic")
 MIN_TIME_GAP = 1e-6
 
@@ -92,8 +98,9 @@ class Sampler:
 
   @property
   def markov(self) -> bool:
-    """Whether each step reads only the current state (nu diagonal): not so for GGDM."""
-    return not self.family.startswith("ggdm")
+    """Whether each step reads only the current state (nu diagonal): not so for GGDM and the
+    multistep solver."""
+    return not (self.family.startswith("ggdm") or self.family == "dpm-solver++2m")
 
   @property
   def initial_timesteps(self) -> np.ndarray:
@@ -103,8 +110,8 @@ class Sampler:
   # -- parameters -------------------------------------------------------------------------------
 
   def init(self) -> Params:
-    """The trainable parameters at their initial value (empty for "ddpm" and "ddim")."""
-    if self.family in ("ddpm", "ddim"):
+    """The trainable parameters at their initial value (empty for FIXED_FAMILIES)."""
+    if self.family in FIXED_FAMILIES:
       return {}
     t = jnp.asarray(self.initial_timesteps, jnp.float32)
     ddim = _ddim_coefficients(self.schedule, t, eta=self.eta)
@@ -129,6 +136,8 @@ class Sampler:
     t = self.timesteps(params)
     if self.family in ("ddpm", "ddim"):
       return _ddim_coefficients(self.schedule, t, eta=self.eta)
+    if self.family == "dpm-solver++2m":
+      return _dpm_solver_pp_2m_coefficients(self.schedule, t)
     if self.family == "vars":
       return _vars_coefficients(self.schedule, t, params["noise_angle"])
     if self.learns_pred:
@@ -203,6 +212,13 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     if eta not in (None, 1, 1.0):
       raise ValueError(f"family 'ddpm' is DDIM with eta = 1; got eta={eta!r} (use 'ddim')")
     eta = 1.0
+  if family == "dpm-solver++2m":
+    if eta not in (None, 0, 0.0):
+      raise ValueError(f"family 'dpm-solver++2m' is deterministic; got eta={eta!r}")
+    times = stride_timesteps(stride, schedule.num_timesteps, num_steps)
+    if len(set(times.tolist())) < len(times):
+      raise ValueError(f"family 'dpm-solver++2m' needs distinct times; the {stride!r} stride "
+                       f"repeats one at num_steps={num_steps} (use stride='linear')")
   eta = 0.0 if eta is None else float(eta)
   if not 0.0 <= eta <= 1.0:
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
@@ -289,6 +305,41 @@ def _ddim_coefficients(schedule: Schedule, t: jax.Array, *, eta: float) -> recur
   sigma = eta * jnp.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))
   eps_scale = jnp.sqrt(jnp.maximum(1 - abar_next - sigma**2, 0.0))
   return _ddim_like(schedule, t, sigma=sigma, eps_scale=eps_scale)
+
+
+def _dpm_solver_pp_2m_coefficients(schedule: Schedule, t: jax.Array) -> recurrence.Coefficients:
+  """DPM-Solver++(2M) at times t [K] (largest first) as GGDM coefficients.
+
+  With lambda = log(a / s) and h_i = lambda_{i+1} - lambda_i, step i is
+      x_{i+1} = (s_{i+1} / s_i) x_i + a_{i+1} (1 - e^{-h_i}) D_i,
+      D_i = (1 + 1 / (2 r_i)) x0_i - 1 / (2 r_i) x0_{i-1},  r_i = h_{i-1} / h_i,
+  and D_i = x0_i at the first step and at the last (to s = 0, a = 1: x_K = x0_{K-1}), where the
+  first-order step is DDIM. x0_{i-1} = (x_i - sum_j nu_{i-1,j} x_j) / mu_{i-1} by step i - 1's own
+  update, so step i is the recurrence's x_{i+1} = mu_i x0_i + sum_{j <= i} nu_{i,j} x_j.
+  """
+  num_steps = t.shape[0]
+  a, s = schedule.alpha_sigma(t)
+  lam = 0.5 * schedule.logsnr(t)
+  mus, rows = [], []
+  for i in range(num_steps):
+    unit = jnp.zeros((num_steps,), jnp.float32).at[i].set(1.0)
+    if i == num_steps - 1:  # to x_0: s_next = 0, e^{-h} = 0, first order
+      mus.append(jnp.ones((), jnp.float32))
+      rows.append(jnp.zeros((num_steps,), jnp.float32))
+      continue
+    h = lam[i + 1] - lam[i]
+    phi = a[i + 1] * (1.0 - jnp.exp(-h))   # the weight of D_i
+    row = (s[i + 1] / s[i]) * unit
+    if i == 0:
+      mus.append(phi)
+    else:
+      half_inv_r = 0.5 * h / (lam[i] - lam[i - 1])  # 1 / (2 r_i)
+      mus.append(phi * (1.0 + half_inv_r))
+      weight = -phi * half_inv_r                     # of x0_{i-1}
+      row = row + (weight / mus[i - 1]) * (unit - rows[i - 1])
+    rows.append(row)
+  return recurrence.Coefficients(t=t, b=a, c=s, mu=jnp.stack(mus), nu=jnp.stack(rows),
+                                 sigma=jnp.zeros((num_steps,), jnp.float32))
 
 
 def _vars_coefficients(schedule: Schedule, t: jax.Array,

@@ -159,7 +159,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
                            eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
   if not sampler.init() and train_cfg.num_train_steps > 0:
     raise ValueError(f"sampler family {sampler_cfg.family!r} has nothing to learn; choose one of "
-                     f"{[f for f in samplers.FAMILIES if f not in ('ddpm', 'ddim')]}")
+                     f"{[f for f in samplers.FAMILIES if f not in samplers.FIXED_FAMILIES]}")
   if train_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
     raise ValueError(f"KID needs >= 2 samples: train.batch_size={train_cfg.batch_size}, "
                      f"eval.num_samples={eval_cfg.num_samples}")

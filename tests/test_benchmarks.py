@@ -57,7 +57,11 @@ def test_report_marks_each_target_met_or_not():
 
 
 @pytest.mark.skipif(vs_diffusers.missing() is not None, reason="needs torch and diffusers")
-def test_ddim_equals_diffusers_ddim_scheduler_on_the_exported_unet(bench):
-  result = vs_diffusers.compare(bench.problem, batch_size=2, num_steps=4, repeats=1, threads=2)
+@pytest.mark.parametrize("family", vs_diffusers.FAMILIES)
+def test_samplers_equal_diffusers_schedulers_on_the_exported_unet(bench, family):
+  """DDIM vs DDIMScheduler, DPM-Solver++(2M) vs DPMSolverMultistepScheduler: same weights, same
+  starting noise, the same samples."""
+  result = vs_diffusers.compare(bench.problem, batch_size=2, num_steps=6, repeats=1, threads=2,
+                                family=family)
   assert result["max_abs_diff"] < 1e-4, result
   assert result["jax_images_per_s"] > 0 and result["torch_images_per_s"] > 0
