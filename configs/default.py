@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
       unroll=1, canonical_convs=True))
 
   # The fixed sampler of the before/after table, run at the same K and stride: "ddim" (with
-  # its eta) or "ddpm" (eta = 1 always; the eta here is then not used).
+  # its eta), "ddpm" (eta = 1 always; the eta here is then not used) or "dpm-solver++2m"
+  # (DPM-Solver++(2M), deterministic: eta must be 0).
   config.baseline = ml_collections.ConfigDict(dict(family="ddim", eta=0.0))
 
   # DDSS optimisation: Adam on the sampler parameters, global-norm clipping (<= 0: off).
