@@ -11,14 +11,12 @@ each form's median time and the `dim_labels` of its compiled convolutions.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 from absl import app, flags
 from jax import lax
 
+from benchmarks import costs
 from ddss_jax import layouts
 
 FLAGS = flags.FLAGS
@@ -64,16 +62,9 @@ def main(argv):
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; x {list(x.shape)}, "
         f"{n} iterations\n\n| form | ms | compiled convolutions |\n|---|---:|---|")
   for name, fn in forms.items():
-    compiled = jax.jit(fn).lower(x, w).compile()
-    jax.block_until_ready(compiled(x, w))
-    seconds = []
-    for _ in range(FLAGS.repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(compiled(x, w))
-      seconds.append(time.perf_counter() - start)
-    labels = ", ".join(layouts.conv_dimension_labels(compiled.as_text())) or "library calls"
-    print(f"| {name} | {1e3 * statistics.median(seconds):.1f} | {labels} |")
-
+    timing = costs.timed(fn, x, w, repeats=FLAGS.repeats)
+    labels = ", ".join(sorted(set(timing.conv_labels))) or "library calls"
+    print(f"| {name} | {1e3 * timing.seconds:.1f} | {labels} |")
 
 if __name__ == "__main__":
   app.run(main)

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import evaluate, metrics, problems, samplers, schedules, train
-from ddss_jax.config_groups import MNISTConfig
+from configs import mnist
+from ddss_jax import evaluate, layouts, metrics, problems, samplers, schedules, train
+from ddss_jax.config_groups import MNISTConfig, TrainConfig, from_group
 
 FAMILY = "ggdm+pred+time"
 STRIDE = "linear"  # the quadratic stride repeats t = 0 from K = 30 on; the cost is the same
@@ -45,10 +46,11 @@ class Bench:
 
 
 def build(batch_size: int) -> Bench:
-  schedule = schedules.linear_beta(1000)
-  cfg = MNISTConfig(unet_weights=None, classifier_weights=None, kid_subsets=1,
-                    kid_subset_size=2)
-  problem = problems.build_mnist(cfg, schedule, seed=0)
+  """The problem of configs/mnist.py (its schedule, shipped networks and data)."""
+  config = mnist.get_config()
+  schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
+  problem = problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"), schedule,
+                                 seed=0)
   real = jnp.asarray(problem.real_batch(jax.random.PRNGKey(1), batch_size))
   return Bench(problem, batch_size, real)
 
@@ -67,8 +69,12 @@ class Timing:
   seconds: float            # median of the timed calls
   temp_bytes: int           # XLA's temp buffers of the compiled program
   flops: float | None       # XLA's cost analysis (a loop body counts once), where available
-  convolutions: int         # convolution instructions in the compiled program
-  noncanonical: int         # of which with a kernel not in [spatial, in, out] order
+  conv_labels: list[str]    # dim_labels of each convolution in the compiled program
+
+  @property
+  def noncanonical(self) -> int:
+    """Convolutions whose kernel is not in [spatial, in, out] order (XLA:CPU's slow path)."""
+    return sum(not layouts.has_canonical_kernel(label) for label in self.conv_labels)
 
 
 def timed(fn: Callable, *args, repeats: int) -> Timing:
@@ -82,10 +88,9 @@ def timed(fn: Callable, *args, repeats: int) -> Timing:
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     seconds.append(time.perf_counter() - start)
-  convs = [line for line in compiled.as_text().split("\n") if " convolution(" in line]
   return Timing(compile_s, statistics.median(seconds),
-                compiled.memory_analysis().temp_size_in_bytes, _flops(compiled), len(convs),
-                sum("_01io->" not in line and "_012io->" not in line for line in convs))
+                compiled.memory_analysis().temp_size_in_bytes, _flops(compiled),
+                layouts.convolution_labels(compiled.as_text()))
 
 
 def _flops(compiled) -> float | None:
@@ -143,7 +148,7 @@ def gradient_cost(bench: Bench, num_steps: list[int], designs: list[str], repeat
       sample = timed(sample_fn(bench, sampler), args[0], args[1], args[4], repeats=repeats)
       rows.append(dict(design=design, k=k, step_s=step.seconds, sample_s=sample.seconds,
                        ratio=step.seconds / sample.seconds, compile_s=step.compile_s,
-                       temp_mb=step.temp_bytes / 2**20, convolutions=step.convolutions,
+                       temp_mb=step.temp_bytes / 2**20, convolutions=len(step.conv_labels),
                        noncanonical_convolutions=step.noncanonical,
                        step_flops=(k * (flops["call"] + flops["call_and_input_gradient"])
                                    + flops["features"]) if known else None,
@@ -184,12 +189,14 @@ def compile_count(bench: Bench, num_steps: int, num_train_steps: int) -> dict[st
   """XLA compilations while running `num_train_steps` optimisation steps (the train step of
   train.make_train_step, its state donated and replaced each step): should be 1."""
   compiles = []
-  listener = lambda event, duration, **kwargs: compiles.append(event) if event == COMPILE_EVENT \
-      else None
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == COMPILE_EVENT:
+      compiles.append(event)
+
   sampler = make_sampler(bench, num_steps)
-  optimizer = train.create_optimizer(train.TrainConfig(
-      num_train_steps=num_train_steps, batch_size=bench.batch_size, learning_rate=5e-3,
-      grad_clip=1.0, b1=0.9, b2=0.99, seed=0, log_every_steps=1, checkpoint_every_steps=1))
+  optimizer = train.create_optimizer(from_group(TrainConfig, mnist.get_config().train, "train"))
   step_fn = train.make_train_step(sampler, bench.problem, optimizer, bench.batch_size)
   state = train.create_train_state(sampler.init(), optimizer)
   key, p = jax.random.PRNGKey(0), bench.problem

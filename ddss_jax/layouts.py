@@ -42,12 +42,21 @@ def canonical_convolutions(fn: Callable) -> Callable:
   return wrapped
 
 
+def convolution_labels(text: str) -> list[str]:
+  """The `dim_labels` of each convolution instruction in compiled HLO text (for tests and
+  benchmarks): "b01f_01io->b01f" is the canonical order."""
+  return [line.split("dim_labels=")[1].split(",")[0].split(" ")[0]
+          for line in text.split("\n") if " convolution(" in line and "dim_labels=" in line]
+
+
 def conv_dimension_labels(text: str) -> list[str]:
-  """The distinct `dim_labels` of every convolution in compiled HLO text (for tests, benchmarks):
-  "b01f_01io->b01f" is the canonical order."""
-  labels = {part.split("dim_labels=")[1].split(",")[0].split(" ")[0]
-            for part in text.split("\n") if " convolution(" in part and "dim_labels=" in part}
-  return sorted(labels)
+  """The distinct `convolution_labels` of compiled HLO text, sorted."""
+  return sorted(set(convolution_labels(text)))
+
+
+def has_canonical_kernel(label: str) -> bool:
+  """Whether a convolution's `dim_labels` put its kernel in [spatial..., in, out] order."""
+  return label.split("_")[1].split("->")[0].endswith("io")
 
 
 def _eval(jaxpr: jex.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:

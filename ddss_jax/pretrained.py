@@ -132,7 +132,7 @@ class InceptionEvaluator:
 
   def update(self, samples: np.ndarray) -> None:
     out = parallel.padded_apply(self._features, np.asarray(samples, np.float32),
-                       self._cfg.feature_batch_size, self._mesh)
+                                self._cfg.feature_batch_size, self._mesh)
     self._stats.update(out["pool3"])
     self._score.update(out["logits_unbiased"])
 
