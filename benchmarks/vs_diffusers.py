@@ -49,7 +49,7 @@ def _interleaved_medians(fns, repeats: int) -> list[float]:
   return [statistics.median(times) for times in seconds]
 
 
-FAMILIES = ("ddim", "dpm-solver++2m")
+FAMILIES = ("ddim", "dpm-solver++2m", "unipc")
 
 
 def _scheduler(family: str, num_timesteps: int):
@@ -65,13 +65,18 @@ def _scheduler(family: str, num_timesteps: int):
     return diffusers.DPMSolverMultistepScheduler(
         algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
         lower_order_final=True, final_sigmas_type="zero", **common)
+  if family == "unipc":  # data prediction, order 2, bh2, the corrector at every step
+    return diffusers.UniPCMultistepScheduler(
+        solver_order=2, predict_x0=True, solver_type="bh2", lower_order_final=True,
+        disable_corrector=[], final_sigmas_type="zero", **common)
   raise ValueError(f"unknown family {family!r}; valid choices: {list(FAMILIES)}")
 
 
 def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
             threads: int | None = None, family: str = "ddim") -> dict[str, Any]:
   """K-step sampling throughput of ddss_jax over diffusers on the shipped MNIST UNet, for "ddim"
-  (DDIMScheduler, eta = 0) or "dpm-solver++2m" (DPMSolverMultistepScheduler)."""
+  (DDIMScheduler, eta = 0), "dpm-solver++2m" (DPMSolverMultistepScheduler) or "unipc"
+  (UniPCMultistepScheduler)."""
   import torch  # pylint: disable=import-outside-toplevel
   from diffusers import UNet2DModel  # pylint: disable=import-outside-toplevel
 
@@ -86,11 +91,18 @@ def compare(problem, *, batch_size: int, num_steps: int, repeats: int,
   scheduler = _scheduler(family, schedule.num_timesteps)
   sampler = samplers.make(family, schedule, num_steps, stride="linear")
 
-  def reset():  # multistep schedulers keep state; DPM-Solver's own spacings never reach t = 0
+  def reset():  # multistep schedulers keep state; their own spacings never reach t = 0
     if family == "ddim":
       scheduler.set_timesteps(num_steps)
-    else:
-      scheduler.set_timesteps(timesteps=sampler.initial_timesteps.tolist())
+    elif family == "dpm-solver++2m":
+      scheduler.set_timesteps(timesteps=sampler.initial_timesteps.astype(int).tolist())
+    else:  # UniPC takes no custom times: set ours and their sigmas (then sigma = 0 at the end)
+      scheduler.set_timesteps(num_steps)
+      times = sampler.initial_timesteps.astype(np.int64)
+      abar = scheduler.alphas_cumprod.numpy().astype(np.float64)[times]
+      scheduler.timesteps = torch.from_numpy(times)
+      scheduler.sigmas = torch.from_numpy(
+          np.append(np.sqrt((1 - abar) / abar), 0.0).astype(np.float32))
 
   reset()
   step_kwargs = {"eta": 0.0} if family == "ddim" else {}

@@ -14,7 +14,10 @@ Families (METHOD.md section 3), each K model calls:
   "dpm-solver++2m"  DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; data prediction, second-order
             multistep, first order at the first step and at the final step to sigma = 0); no
             parameters. It is a GGDM with fixed coefficients: the previous x0 prediction is a
-            linear combination of the states, so it runs the same recurrence.
+            linear combination of the states, so it runs the same recurrence (ddss_jax.solvers).
+  "unipc"   UniPC (Zhao et al. 2023): the same predictor plus the UniC corrector, order 2, bh2.
+  "dpm-solver++2m+time", "unipc+time"  the solvers with their K times learned: the
+            coefficients follow the times, as in learned-schedule solvers.
   "ggdm"    x_{k-1} = mu_k x0_pred_k + sum_{j >= k} nu_{k,j} x_j + sigma_k z_k, with mu, nu, sigma
             learned; "+pred" also learns the x0-prediction coefficients (b_k, c_k); "+time" learns
             the K model time inputs.
@@ -43,32 +46,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import recurrence, schedules
+from ddss_jax import recurrence, schedules, solvers
 from ddss_jax.schedules import Schedule
 
-FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "vars", "ggdm", "ggdm+pred", "ggdm+time",
-            "ggdm+pred+time")
-FIXED_FAMILIES = ("ddpm", "ddim", "dpm-solver++2m")  # nothing to learn
-STRIDES = ("linear", "quadratic")
+FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
+            "ggdm+pred+time", "dpm-solver++2m+time", "unipc+time")
+FIXED_FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc")  # nothing to learn
+STRIDES = ("linear", "quadratic", "logsnr")
 MIN_TIME_GAP = 1e-6
 
 Params = dict[str, jax.Array]
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def stride_timesteps(stride: str, num_timesteps: int, num_steps: int) -> np.ndarray:
-  """The K integer times of a fixed stride, largest first (METHOD.md section 2).
+def stride_timesteps(stride: str, schedule: Schedule, num_steps: int) -> np.ndarray:
+  """[K] float64 times of a fixed stride, largest first (METHOD.md section 2).
 
   linear: t_i = i * (T // K); quadratic: t_i = floor(linspace(0, sqrt(0.8 T), K)^2), as in the
-  public DDIM code. (With T = 1000 the quadratic stride repeats t = 0 from K = 30 on, as there.)
+  public DDIM code (with T = 1000 the quadratic stride repeats t = 0 from K = 30 on, as there);
+  both integers. logsnr: K times from T - 1 to 0 equally spaced in log-SNR (DPM-Solver's
+  "logSNR" steps on a discrete model), generally not integers.
   """
   if stride not in STRIDES:
     raise ValueError(f"unknown stride {stride!r}; valid choices: {list(STRIDES)}")
+  num_timesteps = schedule.num_timesteps
   if stride == "linear":
     times = np.arange(num_steps) * (num_timesteps // num_steps)
-  else:
+  elif stride == "quadratic":
     times = np.floor(np.linspace(0.0, np.sqrt(0.8 * num_timesteps), num_steps) ** 2)
-  return times.astype(np.int64)[::-1].copy()
+  else:  # invert the schedule's piecewise-linear log-SNR (decreasing in t)
+    logsnrs = schedule.logsnrs
+    targets = np.linspace(logsnrs[0], logsnrs[-1], num_steps)
+    times = np.interp(targets, logsnrs[::-1], np.arange(num_timesteps)[::-1])
+    times[0], times[-1] = 0.0, float(num_timesteps - 1)  # exact ends; K = 1 is [T - 1]
+  return np.asarray(times, np.float64)[::-1].copy()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,6 +103,12 @@ class Sampler:
     return "+time" in self.family
 
   @property
+  def solver(self) -> str | None:
+    """The training-free solver behind the family ("unipc" for "unipc+time"), else None."""
+    base = self.family.removesuffix("+time")
+    return base if base in solvers.SOLVERS else None
+
+  @property
   def stochastic(self) -> bool:
     """Whether the sampler draws noise at each step (learnable noise counts)."""
     return self.family in ("ddpm", "vars") or self.family.startswith("ggdm") or self.eta > 0
@@ -99,13 +116,13 @@ class Sampler:
   @property
   def markov(self) -> bool:
     """Whether each step reads only the current state (nu diagonal): not so for GGDM and the
-    multistep solver."""
-    return not (self.family.startswith("ggdm") or self.family == "dpm-solver++2m")
+    multistep solvers."""
+    return not (self.family.startswith("ggdm") or self.solver is not None)
 
   @property
   def initial_timesteps(self) -> np.ndarray:
-    """[K] the stride's integer times, largest first."""
-    return stride_timesteps(self.stride, self.schedule.num_timesteps, self.num_steps)
+    """[K] the stride's times, largest first."""
+    return stride_timesteps(self.stride, self.schedule, self.num_steps)
 
   # -- parameters -------------------------------------------------------------------------------
 
@@ -113,6 +130,8 @@ class Sampler:
     """The trainable parameters at their initial value (empty for FIXED_FAMILIES)."""
     if self.family in FIXED_FAMILIES:
       return {}
+    if self.solver is not None:  # "+time": the times are all there is to learn
+      return {"time_logits": _time_logits(self.initial_timesteps, self.schedule.num_timesteps)}
     t = jnp.asarray(self.initial_timesteps, jnp.float32)
     ddim = _ddim_coefficients(self.schedule, t, eta=self.eta)
     if self.family == "vars":
@@ -136,8 +155,8 @@ class Sampler:
     t = self.timesteps(params)
     if self.family in ("ddpm", "ddim"):
       return _ddim_coefficients(self.schedule, t, eta=self.eta)
-    if self.family == "dpm-solver++2m":
-      return _dpm_solver_pp_2m_coefficients(self.schedule, t)
+    if self.solver is not None:
+      return solvers.coefficients(self.solver, self.schedule, t)
     if self.family == "vars":
       return _vars_coefficients(self.schedule, t, params["noise_angle"])
     if self.learns_pred:
@@ -186,7 +205,7 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     family: one of FAMILIES.
     schedule: the frozen model's noise schedule.
     num_steps: K, the number of model calls, 1 <= K <= schedule.num_timesteps.
-    stride: "linear" or "quadratic": the fixed times, and the initial ones of "+time".
+    stride: "linear", "quadratic" or "logsnr": the fixed times, and the initial ones of "+time".
     eta: DDIM noise of "ddim" (default 0) and the DDIM(eta) that learnable families start from
       (default 0); "ddpm" is eta = 1.
     gradient: "adjoint" (O(K |x|) memory) or "checkpoint"; see `ddss_jax.recurrence`.
@@ -212,13 +231,13 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     if eta not in (None, 1, 1.0):
       raise ValueError(f"family 'ddpm' is DDIM with eta = 1; got eta={eta!r} (use 'ddim')")
     eta = 1.0
-  if family == "dpm-solver++2m":
+  if family.removesuffix("+time") in solvers.SOLVERS:
     if eta not in (None, 0, 0.0):
-      raise ValueError(f"family 'dpm-solver++2m' is deterministic; got eta={eta!r}")
-    times = stride_timesteps(stride, schedule.num_timesteps, num_steps)
+      raise ValueError(f"family {family!r} is deterministic; got eta={eta!r}")
+    times = stride_timesteps(stride, schedule, num_steps)
     if len(set(times.tolist())) < len(times):
-      raise ValueError(f"family 'dpm-solver++2m' needs distinct times; the {stride!r} stride "
-                       f"repeats one at num_steps={num_steps} (use stride='linear')")
+      raise ValueError(f"family {family!r} needs distinct times; the {stride!r} stride "
+                       f"repeats one at num_steps={num_steps} (use stride='linear' or 'logsnr')")
   eta = 0.0 if eta is None else float(eta)
   if not 0.0 <= eta <= 1.0:
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
@@ -305,41 +324,6 @@ def _ddim_coefficients(schedule: Schedule, t: jax.Array, *, eta: float) -> recur
   sigma = eta * jnp.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))
   eps_scale = jnp.sqrt(jnp.maximum(1 - abar_next - sigma**2, 0.0))
   return _ddim_like(schedule, t, sigma=sigma, eps_scale=eps_scale)
-
-
-def _dpm_solver_pp_2m_coefficients(schedule: Schedule, t: jax.Array) -> recurrence.Coefficients:
-  """DPM-Solver++(2M) at times t [K] (largest first) as GGDM coefficients.
-
-  With lambda = log(a / s) and h_i = lambda_{i+1} - lambda_i, step i is
-      x_{i+1} = (s_{i+1} / s_i) x_i + a_{i+1} (1 - e^{-h_i}) D_i,
-      D_i = (1 + 1 / (2 r_i)) x0_i - 1 / (2 r_i) x0_{i-1},  r_i = h_{i-1} / h_i,
-  and D_i = x0_i at the first step and at the last (to s = 0, a = 1: x_K = x0_{K-1}), where the
-  first-order step is DDIM. x0_{i-1} = (x_i - sum_j nu_{i-1,j} x_j) / mu_{i-1} by step i - 1's own
-  update, so step i is the recurrence's x_{i+1} = mu_i x0_i + sum_{j <= i} nu_{i,j} x_j.
-  """
-  num_steps = t.shape[0]
-  a, s = schedule.alpha_sigma(t)
-  lam = 0.5 * schedule.logsnr(t)
-  mus, rows = [], []
-  for i in range(num_steps):
-    unit = jnp.zeros((num_steps,), jnp.float32).at[i].set(1.0)
-    if i == num_steps - 1:  # to x_0: s_next = 0, e^{-h} = 0, first order
-      mus.append(jnp.ones((), jnp.float32))
-      rows.append(jnp.zeros((num_steps,), jnp.float32))
-      continue
-    h = lam[i + 1] - lam[i]
-    phi = a[i + 1] * (1.0 - jnp.exp(-h))   # the weight of D_i
-    row = (s[i + 1] / s[i]) * unit
-    if i == 0:
-      mus.append(phi)
-    else:
-      half_inv_r = 0.5 * h / (lam[i] - lam[i - 1])  # 1 / (2 r_i)
-      mus.append(phi * (1.0 + half_inv_r))
-      weight = -phi * half_inv_r                     # of x0_{i-1}
-      row = row + (weight / mus[i - 1]) * (unit - rows[i - 1])
-    rows.append(row)
-  return recurrence.Coefficients(t=t, b=a, c=s, mu=jnp.stack(mus), nu=jnp.stack(rows),
-                                 sigma=jnp.zeros((num_steps,), jnp.float32))
 
 
 def _vars_coefficients(schedule: Schedule, t: jax.Array,

@@ -1,0 +1,95 @@
+"""Training-free multistep solvers written as GGDM coefficients.
+
+DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) and UniPC (Zhao et al. 2023; data prediction,
+order 2, B(h) = e^h - 1 ("bh2"), the UniC corrector after every model call but the last) update
+x with the current and previous x0 predictions. The previous ones are linear combinations of the
+states the model has seen (x0_j = (x_{j+1} - sum_l nu_{j,l} x_l) / mu_j by step j's own update),
+so each step is x_{i+1} = mu_i x0_i + sum_{j <= i} nu_{i,j} x_j: the recurrence of
+`ddss_jax.recurrence.run`, which gives these solvers the same adjoint gradient, evaluation and
+sampler.json as every other family. The coefficients are differentiable in the times, which is
+what the "+time" families learn.
+
+Conventions: times t [K] are largest first; a, s = alpha_sigma(t); lambda = log(a / s); the last
+step goes to sigma = 0 (alpha_bar = 1) and is first order there, so its output is x0_{K-1}; the
+first step is first order too (no previous prediction). Both are what diffusers'
+DPMSolverMultistepScheduler and UniPCMultistepScheduler do with lower_order_final and
+final_sigmas_type="zero".
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ddss_jax import recurrence
+from ddss_jax.schedules import Schedule
+
+SOLVERS = ("dpm-solver++2m", "unipc")
+
+
+def coefficients(name: str, schedule: Schedule, t: jnp.ndarray) -> recurrence.Coefficients:
+  """GGDM coefficients of solver `name` (one of SOLVERS) at times t [K], largest first.
+
+  Step i (0 <= i < K - 1), with h_i = lambda_{i+1} - lambda_i and r_i = h_{i-1} / h_i:
+    predictor  x_{i+1} = (s_{i+1} / s_i) xc_i + a_{i+1} (1 - e^{-h_i}) D_i,
+               D_i = (1 + 1 / (2 r_i)) x0_i - x0_{i-1} / (2 r_i)  (D_0 = x0_0),
+  which is DPM-Solver++(2M) and also UniPC's predictor UniP-2 with bh2. xc_i = x_i for
+  DPM-Solver++; UniPC's corrector (1 <= i <= K - 2) replaces the state the model saw by
+    xc_i = (s_i / s_{i-1}) xc_{i-1} + a_i (1 - e^{-h}) (x0_{i-1} + rho_0 D + rho_1 (x0_i - x0_{i-1})),
+  h = lambda_i - lambda_{i-1}, D = (x0_{i-2} - x0_{i-1}) / r_k, r_k = (lambda_{i-2} - lambda_{i-1})
+  / h, and (rho_0, rho_1) solving [[1, 1], [r_k, 1]] rho = (b_1, b_2) with UniPC's
+  b_n = n! phi_{n+1}(-h) / B(-h); the first correction (i = 1) is first order, rho_1 = 1/2. The
+  model is not called at xc_i: x0_i is the prediction at the predictor's x_i, as in UniPC.
+  """
+  if name not in SOLVERS:
+    raise ValueError(f"unknown solver {name!r}; valid choices: {list(SOLVERS)}")
+  num_steps = t.shape[0]
+  a, s = schedule.alpha_sigma(t)
+  lam = 0.5 * schedule.logsnr(t)
+  eye = jnp.eye(num_steps, dtype=jnp.float32)
+  x0s = []             # x0_j (j < i) as combinations of the states
+  corrected = eye[0]   # xc_{i-1}; the starting noise is not corrected
+  mus, rows = [], []
+  for i in range(num_steps):
+    # xc_i = state + weight * x0_i; x0_i is the unknown of this step.
+    state, weight = eye[i], jnp.zeros((), jnp.float32)
+    if name == "unipc" and 1 <= i <= num_steps - 2:
+      state, weight = _unic(i, a=a, s=s, lam=lam, x0s=x0s, corrected=corrected)
+    if i == num_steps - 1:  # to x_0: s_next = 0, e^{-h} = 0, first order: x_K = x0_{K-1}
+      mus.append(jnp.ones((), jnp.float32))
+      rows.append(jnp.zeros((num_steps,), jnp.float32))
+      break
+    h = lam[i + 1] - lam[i]
+    phi = a[i + 1] * -jnp.expm1(-h)   # the weight of D_i
+    ratio = s[i + 1] / s[i]
+    row, mu = ratio * state, ratio * weight + phi
+    if i > 0:
+      half_inv_r = 0.5 * h / (lam[i] - lam[i - 1])  # 1 / (2 r_i)
+      mu = mu + phi * half_inv_r
+      row = row - phi * half_inv_r * x0s[i - 1]
+    mus.append(mu)
+    rows.append(row)
+    x0s.append((eye[i + 1] - row) / mu)
+    corrected = state + weight * x0s[i]
+  return recurrence.Coefficients(t=t, b=a, c=s, mu=jnp.stack(mus), nu=jnp.stack(rows),
+                                 sigma=jnp.zeros((num_steps,), jnp.float32))
+
+
+def _unic(i: int, *, a, s, lam, x0s, corrected):
+  """UniPC's corrector at step i as (combination of states, weight of x0_i); see coefficients."""
+  h = lam[i] - lam[i - 1]
+  b_h = jnp.expm1(-h)                      # B(-h) for bh2; also h phi_1(-h)
+  if i == 1:
+    rho_0, rho_1 = None, 0.5
+  else:
+    phi_2 = b_h / -h - 1.0                 # h phi_2 / h, as UniPC's h_phi_k
+    b_1 = phi_2 / b_h
+    b_2 = 2.0 * (phi_2 / -h - 0.5) / b_h
+    r_k = (lam[i - 2] - lam[i - 1]) / h
+    rho_0 = (b_1 - b_2) / (1.0 - r_k)
+    rho_1 = b_1 - rho_0
+  ratio = s[i] / s[i - 1]
+  scale = -a[i] * b_h                      # a_i (1 - e^{-h}) > 0
+  state = ratio * corrected + scale * (1.0 - rho_1) * x0s[i - 1]
+  if rho_0 is not None:
+    state = state + scale * rho_0 * (x0s[i - 2] - x0s[i - 1]) / r_k
+  return state, scale * rho_1
