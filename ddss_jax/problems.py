@@ -158,15 +158,18 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
   test_feats = batched(feats_fn, test_source.images)
 
   def evaluate(samples: np.ndarray) -> dict[str, float]:
-    """KID (subset mean, std) and FID against the 1000 held-out digits in the MNIST classifier's
-    feature space, and the share of samples the classifier labels with confidence > 0.9."""
+    """KID (subset mean, std), FID and k-NN precision/recall (k = 3) against the 1000 held-out
+    digits in the MNIST classifier's feature space, and the share of samples the classifier
+    labels with confidence > 0.9."""
     feats = batched(feats_fn, samples)
     kid_mean, kid_std = metrics.kid_subsets(
         feats, test_feats, key=jax.random.PRNGKey(seed + 3), num_subsets=cfg.kid_subsets,
         subset_size=cfg.kid_subset_size)
     confidence = jax.nn.softmax(batched(logits_fn, samples), axis=-1).max(axis=-1)
+    precision, recall = metrics.precision_recall(test_feats, feats)
     return {"kid": float(kid_mean), "kid_std": float(kid_std),
             "fid": metrics.fid_from_features(feats, test_feats),
+            "precision": precision, "recall": recall,
             "confident_share": float(np.mean(confidence > 0.9))}
 
   return Problem(name="mnist", schedule=schedule, example_shape=train_source.example_shape,

@@ -35,8 +35,9 @@ def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet
 
   results = json.load(open(tmp_path / "results.json"))
   for role in ("baseline", "learned"):
-    assert set(results[role]) == {"family", "num_steps", "kid", "kid_std", "fid",
-                                  "confident_share"}
+    assert set(results[role]) == {"family", "num_steps", "kid", "kid_std", "fid", "precision",
+                                  "recall", "confident_share"}
+    assert 0 <= results[role]["precision"] <= 1 and 0 <= results[role]["recall"] <= 1
     assert results[role]["num_steps"] == 2
   assert results["baseline"]["family"] == "ddim"
   assert results["learned"]["family"] == "ggdm+pred+time"
