@@ -15,8 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
   # The frozen model's noise schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal).
   config.schedule = ml_collections.ConfigDict(dict(name="linear", num_timesteps=1000))
 
-  # The sampler DDSS learns. family: ddpm, ddim, vars, ggdm, ggdm+pred, ggdm+time,
-  # ggdm+pred+time. num_steps: K model calls. stride: linear or quadratic (initial times).
+  # The sampler DDSS learns. family: vars, ggdm, ggdm+pred, ggdm+time, ggdm+pred+time, or the
+  # learned-time solvers dpm-solver++2m+time, unipc+time (the fixed ddpm, ddim, dpm-solver++2m,
+  # unipc need num_train_steps = 0). num_steps: K model calls. stride: the fixed (or initial)
+  # times: linear, quadratic (DDIM's) or logsnr (uniform in log-SNR, from T - 1 to 0).
   # eta: the DDIM(eta) it starts from (0 = DDIM, 1 = DDPM). gradient: adjoint (O(K |x|)
   # memory) or checkpoint (scan + remat, O(K^2 |x|); a reference). unroll: model calls per
   # compiled loop iteration, 1 to K; same results, compile time and memory grow with it.
@@ -27,9 +29,19 @@ def get_config() -> ml_collections.ConfigDict:
       unroll=1, canonical_convs=True))
 
   # The fixed sampler of the before/after table, run at the same K and stride: "ddim" (with
-  # its eta), "ddpm" (eta = 1 always; the eta here is then not used) or "dpm-solver++2m"
-  # (DPM-Solver++(2M), deterministic: eta must be 0).
+  # its eta), "ddpm" (eta = 1 always; the eta here is then not used), "dpm-solver++2m"
+  # (DPM-Solver++(2M)) or "unipc" (UniPC; both deterministic: eta must be 0).
   config.baseline = ml_collections.ConfigDict(dict(family="ddim", eta=0.0))
+
+  # What DDSS minimises. name: "kid" (KID between samples and real training examples in the
+  # problem's feature space, the paper's loss) or "teacher" (mean squared difference between the
+  # sampler's x_0 and a long fixed sampler's x_0 from the same x_T: teacher_family,
+  # teacher_steps, teacher_stride; over a pool of teacher_pool pairs drawn once and cached in
+  # teacher_dir (None: the workdir); in teacher_space "data" or "features").
+  config.loss = ml_collections.ConfigDict(dict(
+      name="kid", teacher_family="ddim", teacher_steps=200, teacher_stride="linear",
+      teacher_pool=1024, teacher_space="data",
+      teacher_dir=ml_collections.config_dict.placeholder(str)))
 
   # DDSS optimisation: Adam on the sampler parameters, global-norm clipping (<= 0: off).
   # seed: every random stream of the run derives from it (fold_in per step), the frozen toy

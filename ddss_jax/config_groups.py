@@ -33,6 +33,17 @@ class BaselineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LossConfig:
+  name: str
+  teacher_family: str
+  teacher_steps: int
+  teacher_stride: str
+  teacher_pool: int
+  teacher_space: str
+  teacher_dir: str | None
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   num_train_steps: int
   batch_size: int

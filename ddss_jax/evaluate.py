@@ -29,15 +29,17 @@ from ddss_jax.config_groups import EvalConfig
 
 def generate(sampler: samplers.Sampler, problem: problems.Problem, sampler_params: Any,
              model_params: Any, key: jax.Array, batch_size: int,
-             mesh: Mesh | None = None) -> jax.Array:
-  """[batch_size, ...] samples of the frozen model (traceable: the DDSS loss differentiates it).
+             mesh: Mesh | None = None, *, x_T: jax.Array | None = None) -> jax.Array:
+  """[batch_size, ...] samples of the frozen model (traceable: the DDSS loss differentiates it),
+  from x_T [batch_size, ...] if given (else drawn from key).
 
   With a mesh, every eps-model input and the result are split along the batch over its devices
   (the same samples, computed in parallel).
   """
   eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
   shape = (batch_size,) + tuple(problem.example_shape)
-  return parallel.constrain_batch(sampler.sample(sampler_params, eps_fn, key, shape), mesh)
+  return parallel.constrain_batch(
+      sampler.sample(sampler_params, eps_fn, key, shape, x_T=x_T), mesh)
 
 
 def make_sample_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_size: int,

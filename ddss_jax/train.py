@@ -2,7 +2,8 @@
 
 One optimisation step draws a batch from the sampler (K frozen-model calls), maps it and a batch
 of real examples through the feature network, and takes an optax step on the sampler parameters
-along the gradient of KID(generated, real). Nothing else is trained.
+along the gradient of KID(generated, real). Nothing else is trained. config.loss.name = "teacher"
+replaces KID by the distance to a long sampler's output from the same noise (ddss_jax.teacher).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from absl import logging
 from clu import parameter_overview
 from jax.sharding import Mesh
 
-from ddss_jax import evaluate, logs, metrics, parallel, pretrained, problems, samplers, schedules
-from ddss_jax.config_groups import (BaselineConfig, EvalConfig, MNISTConfig, PretrainedConfig,
-                                    SamplerConfig, TrainConfig, Toy2DConfig, from_group)
+from ddss_jax import (evaluate, logs, metrics, parallel, pretrained, problems, samplers, schedules,
+                      teacher)
+from ddss_jax.config_groups import (BaselineConfig, EvalConfig, LossConfig, MNISTConfig,
+                                    PretrainedConfig, SamplerConfig, TrainConfig, Toy2DConfig,
+                                    from_group)
 
 
 @flax.struct.dataclass
@@ -72,14 +75,17 @@ def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, batch_siz
 
 def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
                     optimizer: optax.GradientTransformation, batch_size: int,
-                    mesh: Mesh | None = None) -> Callable:
+                    mesh: Mesh | None = None, *, loss_fn: Callable | None = None,
+                    loss_name: str = "kid") -> Callable:
   """Returns jitted step(state, model_params, feature_params, real, base_key) -> (state, metrics).
 
   The step's key is fold_in(base_key, state.step), so a resumed run draws the same noise. With a
-  mesh (ddss_jax.parallel), `real` is split along the batch over its devices and everything else
-  is replicated; the result equals the single-device step.
+  mesh (ddss_jax.parallel), `real` (an array or a pytree of them, the loss's batch) is split
+  along the batch over its devices and everything else is replicated; the result equals the
+  single-device step. loss_fn: default the KID loss (make_loss_fn); its value is logged as
+  train/<loss_name>.
   """
-  loss_fn = make_loss_fn(sampler, problem, batch_size, mesh)
+  loss_fn = loss_fn or make_loss_fn(sampler, problem, batch_size, mesh)
 
   def train_step(state: TrainState, model_params, feature_params, real, base_key):
     key = jax.random.fold_in(base_key, state.step)
@@ -87,7 +93,7 @@ def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
                                               key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    step_metrics = {"train/kid": loss, "train/grad_norm": optax.tree.norm(grads)}
+    step_metrics = {f"train/{loss_name}": loss, "train/grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
 
   if mesh is None:
@@ -130,7 +136,9 @@ class Setup:
   """What a validated config gives: the samplers, the schedule, the typed groups, the workdir."""
   sampler: samplers.Sampler
   baseline: samplers.Sampler
+  teacher: samplers.Sampler | None  # the loss's teacher (config.loss.name = "teacher")
   schedule: schedules.Schedule
+  loss_cfg: LossConfig
   train_cfg: TrainConfig
   eval_cfg: EvalConfig
   workdir: str
@@ -147,8 +155,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
   train_cfg = from_group(TrainConfig, config.train, "train")
   eval_cfg = from_group(EvalConfig, config.eval, "eval")
+  loss_cfg = from_group(LossConfig, config.loss, "loss")
   problems.check_name(config.problem)
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
+  teacher_sampler = teacher.check(loss_cfg, schedule)
+  if teacher_sampler is not None and train_cfg.batch_size > loss_cfg.teacher_pool:
+    raise ValueError(f"train.batch_size={train_cfg.batch_size} exceeds loss.teacher_pool="
+                     f"{loss_cfg.teacher_pool}: each batch takes distinct pairs of the pool")
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
                           gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
@@ -170,7 +183,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
                             + "\n- ".join(missing))
   mesh = parallel.make_mesh()
   parallel.check_batch(train_cfg.batch_size, mesh, "train.batch_size")
-  return Setup(sampler, baseline, schedule, train_cfg, eval_cfg, os.path.abspath(workdir), mesh)
+  return Setup(sampler, baseline, teacher_sampler, schedule, loss_cfg, train_cfg, eval_cfg,
+               os.path.abspath(workdir), mesh)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -182,28 +196,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results dict.
   """
   run = setup(config, workdir)
-  sampler, schedule, train_cfg, eval_cfg = run.sampler, run.schedule, run.train_cfg, run.eval_cfg
-  os.makedirs(run.workdir, exist_ok=True)
-  problem = build_problem(config, schedule, run.workdir, run.mesh)
-  replicated = parallel.replicated(run.mesh)
-  problem = dataclasses.replace(  # the frozen weights go to every device once
-      problem, model_params=jax.device_put(problem.model_params, replicated),
-      feature_params=jax.device_put(problem.feature_params, replicated))
-  optimizer = create_optimizer(train_cfg)
-  initial_params = sampler.init()
-  state = jax.device_put(create_train_state(initial_params, optimizer), replicated)
-  logging.info("sampler %s, K=%d, %s stride; parameters:\n%s", sampler.family, sampler.num_steps,
-               sampler.stride, parameter_overview.get_parameter_overview(initial_params))
-
   writer = logs.MetricWriter(run.workdir)
-  train_step = make_train_step(sampler, problem, optimizer, train_cfg.batch_size, run.mesh)
-  state = run_training(state, train_step, problem, train_cfg, run.workdir, writer, run.mesh)
+  problem, state = optimise(run, config, writer)
+  sampler, schedule, eval_cfg = run.sampler, run.schedule, run.eval_cfg
 
   roles = {"baseline": (run.baseline, run.baseline.init()), "learned": (sampler, state.params)}
   if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
     roles["reference"] = (samplers.make("ddpm", schedule, eval_cfg.reference_steps,
                                         stride="linear"), {})
-  results = {"problem": problem.name, "train_steps": int(state.step),
+  results = {"problem": problem.name, "loss": run.loss_cfg.name, "train_steps": int(state.step),
              **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
   evaluate.write_eval_metrics(writer, int(state.step), results)
   writer.close()
@@ -215,16 +216,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
+def optimise(run: Setup, config: ml_collections.ConfigDict,
+             writer: logs.MetricWriter) -> tuple[problems.Problem, TrainState]:
+  """Builds the problem and runs DDSS as `run` (from `setup`) says; returns the problem (its
+  frozen weights on every device) and the final state (resumed from checkpoints if present)."""
+  sampler, train_cfg = run.sampler, run.train_cfg
+  os.makedirs(run.workdir, exist_ok=True)
+  problem = build_problem(config, run.schedule, run.workdir, run.mesh)
+  replicated = parallel.replicated(run.mesh)
+  problem = dataclasses.replace(  # the frozen weights go to every device once
+      problem, model_params=jax.device_put(problem.model_params, replicated),
+      feature_params=jax.device_put(problem.feature_params, replicated))
+  optimizer = create_optimizer(train_cfg)
+  initial_params = sampler.init()
+  state = jax.device_put(create_train_state(initial_params, optimizer), replicated)
+  logging.info("sampler %s, K=%d, %s stride, %s loss; parameters:\n%s", sampler.family,
+               sampler.num_steps, sampler.stride, run.loss_cfg.name,
+               parameter_overview.get_parameter_overview(initial_params))
+  loss_fn, batch_fn = None, problem.real_batch
+  if run.teacher is not None and train_cfg.num_train_steps > 0:
+    pool = teacher.load_or_draw_pool(
+        run.loss_cfg, run.teacher, problem, run.loss_cfg.teacher_dir or run.workdir,
+        seed=train_cfg.seed + 1, batch_size=run.eval_cfg.batch_size)
+    loss_fn = teacher.make_loss_fn(sampler, problem, run.loss_cfg.teacher_space, run.mesh)
+    batch_fn = teacher.batch_fn(pool)
+  train_step = make_train_step(sampler, problem, optimizer, train_cfg.batch_size, run.mesh,
+                               loss_fn=loss_fn, loss_name=run.loss_cfg.name)
+  state = run_training(state, train_step, problem, train_cfg, run.workdir, writer, run.mesh,
+                       batch_fn=batch_fn)
+  return problem, state
+
+
 def run_training(state: TrainState, train_step: Callable, problem: problems.Problem,
                  cfg: TrainConfig, workdir: str, writer: logs.MetricWriter,
-                 mesh: Mesh | None = None) -> TrainState:
+                 mesh: Mesh | None = None, *, batch_fn: Callable | None = None) -> TrainState:
   """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present.
 
-  Real batches and step keys derive from (cfg.seed, step), so a resumed run repeats exactly
-  what the uninterrupted run would have done. With a mesh, each process passes its rows of the
-  real batch and they are assembled into one batch split over the mesh. Raises
-  FloatingPointError on a non-finite loss.
+  Batches (batch_fn(key, batch_size[, rows]), default the problem's real examples) and step keys
+  derive from (cfg.seed, step), so a resumed run repeats exactly what the uninterrupted run would
+  have done. With a mesh, each process passes its rows of the batch and they are assembled into
+  one batch split over the mesh. Raises FloatingPointError on a non-finite loss.
   """
+  batch_fn = batch_fn or problem.real_batch
   manager = ocp.CheckpointManager(
       os.path.join(workdir, "checkpoints"),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
@@ -237,11 +270,12 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
   while int(state.step) < cfg.num_train_steps:
     step = int(state.step)
     if mesh is None:
-      real = problem.real_batch(jax.random.fold_in(data_key, step), cfg.batch_size)
+      real = batch_fn(jax.random.fold_in(data_key, step), cfg.batch_size)
     else:  # this process reads its rows only; they join the other processes' on the mesh
-      rows = problem.real_batch(jax.random.fold_in(data_key, step), cfg.batch_size,
-                                parallel.process_rows(cfg.batch_size))
-      real = parallel.shard_batch(np.asarray(rows), mesh, cfg.batch_size)
+      rows = batch_fn(jax.random.fold_in(data_key, step), cfg.batch_size,
+                      parallel.process_rows(cfg.batch_size))
+      real = jax.tree.map(lambda r: parallel.shard_batch(np.asarray(r), mesh, cfg.batch_size),
+                          rows)
     state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
                                      base_key)
     step_metrics = {k: float(v) for k, v in step_metrics.items()}

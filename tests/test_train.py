@@ -102,7 +102,9 @@ def test_main_runs_from_the_command_line(tmp_path):
   assert "| learned: ggdm+pred+time K=3 |" in out.stdout
   results = json.load(open(tmp_path / "results.json"))
   assert results["train_steps"] == 4
-  assert set(results) == {"problem", "train_steps", "baseline", "learned", "reference", "data"}
+  assert set(results) == {"problem", "loss", "train_steps", "baseline", "learned", "reference",
+                          "data"}
+  assert results["loss"] == "kid"
   for name in ["sampler.json", "samples.png", "samples_baseline.png", "samples_learned.png",
                "samples_reference.png", "metrics.jsonl"]:
     assert os.path.exists(tmp_path / name), name
