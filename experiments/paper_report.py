@@ -1,0 +1,191 @@
+"""experiments/RESULTS.md, the FID-vs-K plot and the sample grids, from results.csv's rows.
+
+Written by experiments/paper_tables.py after every part; cells not run yet show "-". The reading
+of the numbers is hand-written in experiments/paper_tables_reading.md and included verbatim.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ddss_jax import plots
+
+PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}  # CIFAR-10, PAPER_RESULTS.md
+BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
+SOLVERS = ("dpm-solver++2m:linear", "dpm-solver++2m:logsnr", "unipc:linear", "unipc:logsnr")
+HEADLINE = ("ggdm+pred+time", "kid")
+LABELS = {
+    "ddpm:linear": "DDPM, linear stride", "ddpm:quadratic": "DDPM, quadratic stride",
+    "ddim:linear": "DDIM, linear stride", "ddim:quadratic": "DDIM, quadratic stride",
+    "dpm-solver++2m:linear": "DPM-Solver++(2M), time-uniform",
+    "dpm-solver++2m:logsnr": "DPM-Solver++(2M), logSNR-uniform",
+    "unipc:linear": "UniPC, time-uniform", "unipc:logsnr": "UniPC, logSNR-uniform",
+    "vars": "VARS (learned)", "ggdm": "GGDM (learned)", "ggdm+pred": "GGDM +PRED (learned)",
+    "ggdm+time": "GGDM +TIME (learned)", "ggdm+pred+time": "GGDM +PRED +TIME (learned)",
+    "dpm-solver++2m+time": "DPM-Solver++(2M) +TIME (learned)",
+    "unipc+time": "UniPC +TIME (learned)",
+}
+FIG_DIR = "paper_tables"
+
+
+def grid_file(sampler: str, loss: str, num_steps: int) -> str:
+  return f"{sampler.replace(':', '_')}_{loss}_K{num_steps}.npy"
+
+
+def label(sampler: str, loss: str) -> str:
+  text = LABELS.get(sampler, sampler)
+  return text.replace("(learned)", "(learned, teacher loss)") if loss == "teacher" else text
+
+
+def _index(rows):
+  return {(r["sampler"], r["loss"], r["num_steps"]): r for r in rows}
+
+
+def _series(rows):
+  """[(sampler, loss)] in results.csv's order."""
+  seen = []
+  for r in rows:
+    if (r["sampler"], r["loss"]) not in seen:
+      seen.append((r["sampler"], r["loss"]))
+  return seen
+
+
+def _table(rows, steps, cell) -> list[str]:
+  index = _index(rows)
+  lines = ["| sampler | " + " | ".join(f"K={k}" for k in steps) + " |",
+           "|---" * (len(steps) + 1) + "|"]
+  for sampler, loss in _series(rows):
+    cells = [cell(index[(sampler, loss, k)]) if (sampler, loss, k) in index else "-"
+             for k in steps]
+    if any(c != "-" for c in cells):
+      lines.append(f"| {label(sampler, loss)} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def best(rows, names, num_steps):
+  """(FID, sampler) of the lowest-FID sampler among names at num_steps, or None."""
+  found = [(r["fid"], r["sampler"]) for r in rows
+           if r["sampler"] in names and r["num_steps"] == num_steps]
+  return min(found) if found else None
+
+
+def comparisons(rows, steps) -> list[str]:
+  """The paper's ratio and the issue's targets, per K, as table lines."""
+  index = _index(rows)
+  lines = ["| K | learned FID | best DDPM/DDIM (FID) | ratio | paper ratio (CIFAR-10) "
+           "| best solver at K | best solver at 2K | precision / recall: learned vs DDIM "
+           "quadratic |", "|---" * 8 + "|"]
+  for k in steps:
+    learned = index.get((*HEADLINE, k))
+    if learned is None:
+      continue
+    fixed, solver, solver_2k = best(rows, BASELINES, k), best(rows, SOLVERS, k), best(
+        rows, SOLVERS, 2 * k)
+    fmt = lambda b: f"{b[0]:.3f} ({b[1]})" if b else "-"
+    ratio = f"{learned['fid'] / fixed[0]:.2f}" if fixed else "-"
+    ddim = index.get(("ddim:quadratic", "none", k))
+    pr = (f"{learned['precision']:.3f} / {learned['recall']:.3f} vs "
+          f"{ddim['precision']:.3f} / {ddim['recall']:.3f}") if ddim else "-"
+    lines.append(f"| {k} | {learned['fid']:.3f} | {fmt(fixed)} | {ratio} | "
+                 f"{PAPER_RATIO.get(k, '-')} | {fmt(solver)} | {fmt(solver_2k)} | {pr} |")
+  return lines
+
+
+def plot_fid(rows, path: str) -> None:
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel  (Agg via plots)
+  fig, ax = plt.subplots(figsize=(8.5, 5.5))
+  for sampler, loss in _series(rows):
+    points = sorted((r["num_steps"], r["fid"]) for r in rows
+                    if (r["sampler"], r["loss"]) == (sampler, loss))
+    style = "-" if loss != "none" else "--"
+    ax.plot(*zip(*points), style, marker="o", ms=3, label=label(sampler, loss))
+  ax.set_xlabel("K (model calls)")
+  ax.set_ylabel("FID (MNIST classifier features, 1000 held-out digits)")
+  ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
+  """One grid per sampler at num_steps, 4 to a row; False if none was kept."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  panels = []
+  for sampler, loss in _series(rows):
+    file = os.path.join(workdir, "grids", grid_file(sampler, loss, num_steps))
+    if os.path.exists(file):
+      panels.append((label(sampler, loss), np.load(file).astype(np.float32) / 127.5 - 1.0))
+  if not panels:
+    return False
+  cols = 4
+  rows_ = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows_, cols, figsize=(3.3 * cols, 3.5 * rows_), squeeze=False)
+  for ax in axes.flat:
+    ax.axis("off")
+  for ax, (title, images) in zip(axes.flat, panels):
+    ax.imshow(plots.grid(images), cmap="gray", vmin=0.0, vmax=1.0)
+    ax.set_title(title, fontsize=8)
+  fig.suptitle(f"K = {num_steps}: the first {len(panels[0][1])} evaluation samples, same noise")
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+  return True
+
+
+def render(out: str, workdir: str, rows: list[dict], parts: dict) -> str:
+  """Writes out/RESULTS.md (and out/paper_tables/*.png); returns the Markdown."""
+  from experiments import paper_tables  # pylint: disable=import-outside-toplevel  (cycle)
+  os.makedirs(os.path.join(out, FIG_DIR), exist_ok=True)
+  table_steps = list(paper_tables.TABLE_STEPS)
+  all_steps = sorted({r["num_steps"] for r in rows} | set(table_steps))
+  md = ["# Paper tables on the embedded MNIST default", "",
+        "Generated by `python -m experiments.paper_tables` (do not edit; the reading below is "
+        "`experiments/paper_tables_reading.md`). Rows: `experiments/results.csv`.", "",
+        "Protocol: the shipped MNIST UNet (linear schedule, T = 1000) is the frozen model. Every "
+        "learned sampler is optimised by DDSS on the 4000 training digits (Adam, learning rate "
+        "5e-3, batch 64, the step count in the parts table; GGDM families start from DDIM on "
+        "the quadratic stride, the learned-time solvers from logSNR-uniform steps), then every "
+        "sampler draws 1000 fresh samples (evaluation seed 1234, never used in optimisation; the "
+        "same starting noise for all samplers) that are compared with the 1000 held-out digits "
+        "in the shipped MNIST classifier's 128-d feature space: FID, KID (mean and std over 100 "
+        "subsets of 500), k-NN precision and recall (k = 3). The teacher loss matches a 200-step "
+        "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs.", "",
+        "## Parts", "", "| part | wall time | runs (commit, backend, device, CPUs, train steps, "
+        "samples) |", "|---|---|---|"]
+  for part in paper_tables.PARTS[:-1]:
+    if part in parts:
+      runs = "; ".join(f"{r['commit']} {r['backend']} {r['device']} {r['cpus']} CPUs, "
+                       f"{r['train_steps']} steps, {r['num_samples']} samples, {r['seconds']:.0f} s"
+                       for r in parts[part]["runs"])
+      md.append(f"| {part} | {parts[part]['seconds'] / 60:.1f} min | {runs} |")
+    else:
+      md.append(f"| {part} | not run yet | - |")
+  md += ["", "## FID (lower is better)", ""]
+  md += _table(rows, all_steps, lambda r: f"{r['fid']:.3f}")
+  md += ["", "## KID (mean +- std over subsets)", ""]
+  md += _table(rows, table_steps, lambda r: f"{r['kid']:.4f} +- {r['kid_std']:.4f}")
+  md += ["", "## Precision / recall (k-NN, k = 3)", ""]
+  md += _table(rows, table_steps, lambda r: f"{r['precision']:.3f} / {r['recall']:.3f}")
+  md += ["", "## GGDM +PRED +TIME (KID loss) against the baselines", "",
+         "Ratio = learned FID / best DDPM-or-DDIM FID at the same K (the paper's comparison). "
+         "\"Best solver\" is the lower-FID of DPM-Solver++(2M) and UniPC over both step choices.",
+         ""]
+  md += comparisons(rows, table_steps)
+  if rows:
+    plot_fid(rows, os.path.join(out, FIG_DIR, "fid_vs_k.png"))
+    md += ["", "## FID against K", "", f"![FID against K]({FIG_DIR}/fid_vs_k.png)"]
+  for k in paper_tables.GRID_STEPS:
+    name = f"samples_k{k}.png"
+    if plot_grids(rows, workdir, k, os.path.join(out, FIG_DIR, name)):
+      md += ["", f"## Samples at K = {k}", "", f"![samples at K = {k}]({FIG_DIR}/{name})"]
+  reading = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_tables_reading.md")
+  if os.path.exists(reading):
+    md += ["", open(reading, encoding="utf-8").read().strip()]
+  text = "\n".join(md) + "\n"
+  with open(os.path.join(out, "RESULTS.md"), "w", encoding="utf-8") as f:
+    f.write(text)
+  return text

@@ -1,0 +1,242 @@
+"""The paper's tables on the embedded default (shipped MNIST UNet and classifier), and past them.
+
+For K in {5, 10, 15, 20, 25} (the fixed samplers also at 30, 40 and 50, for "learned at K vs
+fixed at 2K") it evaluates
+  fixed:   DDPM and DDIM with the linear and the quadratic stride, DPM-Solver++(2M) and UniPC
+           with time-uniform ("linear") and logSNR-uniform steps;
+  learned: VARS, GGDM, GGDM+PRED, GGDM+TIME, GGDM+PRED+TIME with the KID loss, GGDM+PRED+TIME
+           with the teacher loss, DPM-Solver++(2M) and UniPC with learned times (KID loss);
+each learned sampler optimised by DDSS on the training digits (configs/mnist.py's settings: batch
+64, learning rate 5e-3, with --train_steps steps) and every sampler evaluated on 1000 fresh samples
+(the evaluation seed, never used in training) against the 1000 held-out digits: FID, KID (mean and
+std over subsets), k-NN precision and recall, in the shipped classifier's feature space.
+
+Parts: "fixed" (every fixed sampler and K), "k5" ... "k25" (the learned samplers at one K), and
+"report" (experiments/RESULTS.md, the FID-vs-K plot and the sample grids, from what is done).
+Each finished row is appended to experiments/results.csv at once and every optimisation
+checkpoints in --workdir, so a killed run resumes where it stopped: rerun the same command.
+The wall time of each part (summed over resumptions), its commit and machine go to
+experiments/paper_tables_parts.json.
+
+Run (all parts; about 5 h on 2 CPU cores, see RESULTS.md for the measured time of each part):
+  python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables
+  python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables --parts=fixed,k5,report
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from configs import mnist
+from ddss_jax import evaluate, logs, samplers, schedules, train
+from experiments import paper_report
+
+TABLE_STEPS = (5, 10, 15, 20, 25)
+FIXED_STEPS = TABLE_STEPS + (30, 40, 50)
+FIXED = (("ddpm", "linear"), ("ddpm", "quadratic"), ("ddim", "linear"), ("ddim", "quadratic"),
+         ("dpm-solver++2m", "linear"), ("dpm-solver++2m", "logsnr"), ("unipc", "linear"),
+         ("unipc", "logsnr"))
+# (family, loss, initial stride): the GGDM families start from DDIM on the quadratic stride, as
+# configs/mnist.py; the learned-time solvers from the logSNR-uniform steps their authors use.
+LEARNED = (("vars", "kid", "quadratic"), ("ggdm", "kid", "quadratic"),
+           ("ggdm+pred", "kid", "quadratic"), ("ggdm+time", "kid", "quadratic"),
+           ("ggdm+pred+time", "kid", "quadratic"), ("ggdm+pred+time", "teacher", "quadratic"),
+           ("dpm-solver++2m+time", "kid", "logsnr"), ("unipc+time", "kid", "logsnr"))
+PARTS = ("fixed",) + tuple(f"k{k}" for k in TABLE_STEPS) + ("report",)
+COLUMNS = ("sampler", "num_steps", "loss", "fid", "kid", "kid_std", "precision", "recall")
+GRID_STEPS = (5, 10)
+GRID_IMAGES = 64
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", "/tmp/ddss_paper_tables",
+                      "Checkpoints, learned samplers, teacher pool and grid samples.")
+  flags.DEFINE_string("out", HERE, "Where results.csv, RESULTS.md and the pictures go.")
+  flags.DEFINE_list("parts", list(PARTS), f"Any of {list(PARTS)}.")
+  flags.DEFINE_integer("train_steps", 100, "DDSS optimisation steps of each learned sampler.")
+  flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per sampler.")
+  flags.DEFINE_list("fixed_steps", [str(k) for k in FIXED_STEPS], "K of the fixed samplers.")
+
+
+def row_name(family: str, stride: str | None = None) -> str:
+  """The results.csv sampler column: the family, with ":stride" for the fixed samplers."""
+  return f"{family}:{stride}" if stride else family
+
+
+def read_rows(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    return [dict(row, num_steps=int(row["num_steps"]),
+                 **{c: float(row[c]) for c in COLUMNS[3:]}) for row in csv.DictReader(f)]
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+  """results.csv, atomically, in the paper's order: fixed samplers, then learned, by K."""
+  order = [row_name(f, s) for f, s in FIXED] + [f for f, _, _ in LEARNED]
+  rows = sorted(rows, key=lambda r: (order.index(r["sampler"]), r["loss"], r["num_steps"]))
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
+                       for c in COLUMNS})
+  os.replace(tmp, path)
+
+
+def commit() -> str:
+  """The git commit of the code that ran (+ "-dirty" with uncommitted changes)."""
+  if os.environ.get("DDSS_JAX_COMMIT"):
+    return os.environ["DDSS_JAX_COMMIT"]
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=HERE, text=True,
+                          capture_output=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                           text=True, capture_output=True, check=True).stdout.strip()
+    return head + ("-dirty" if dirty else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def table_config(family: str, num_steps: int, stride: str, loss: str, workdir: str):
+  """configs/mnist.py with this sampler, loss and the flags' sizes."""
+  config = mnist.get_config()
+  config.sampler.update(family=family, num_steps=num_steps, stride=stride)
+  config.loss.update(name=loss, teacher_dir=os.path.join(workdir, "teacher"))
+  config.train.update(num_train_steps=FLAGS.train_steps, checkpoint_every_steps=20)
+  config.eval.num_samples = FLAGS.num_samples
+  return config
+
+
+class Runner:
+  """Evaluates rows, appends each to results.csv as it finishes, times the parts."""
+
+  def __init__(self, out: str, workdir: str):
+    self.out, self.workdir = out, workdir
+    self.csv_path = os.path.join(out, "results.csv")
+    self.parts_path = os.path.join(out, "paper_tables_parts.json")
+    self.rows = read_rows(self.csv_path)
+    self.config = mnist.get_config()
+    self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
+    self.commit = commit()  # of the code that runs now, whatever happens to the checkout later
+    self._problem = None
+
+  @property
+  def problem(self):
+    if self._problem is None:
+      self._problem = train.build_problem(self.config, self.schedule, self.workdir)
+    return self._problem
+
+  def done(self, sampler: str, num_steps: int, loss: str) -> bool:
+    return any((r["sampler"], r["num_steps"], r["loss"]) == (sampler, num_steps, loss)
+               for r in self.rows)
+
+  def evaluate(self, name: str, loss: str, sampler: samplers.Sampler, params, problem) -> None:
+    label = f"{name} ({loss}) K={sampler.num_steps}"
+    batches = evaluate.sample_batches(sampler, params, problem, num_samples=FLAGS.num_samples,
+                                      batch_size=self.config.eval.batch_size,
+                                      seed=self.config.eval.seed)
+    metrics, kept = evaluate.stream(batches, problem, num_samples=FLAGS.num_samples, label=label,
+                                    keep=GRID_IMAGES)
+    if sampler.num_steps in GRID_STEPS:
+      os.makedirs(os.path.join(self.workdir, "grids"), exist_ok=True)
+      np.save(os.path.join(self.workdir, "grids", paper_report.grid_file(name, loss,
+                                                                         sampler.num_steps)),
+              np.round((np.clip(kept, -1, 1) + 1) * 127.5).astype(np.uint8))
+    self.rows.append({"sampler": name, "num_steps": sampler.num_steps, "loss": loss,
+                      **{c: float(metrics[c]) for c in COLUMNS[3:]}})
+    write_rows(self.csv_path, self.rows)
+    logging.info("%s: FID %.4g, KID %.4g", label, metrics["fid"], metrics["kid"])
+
+  def fixed(self) -> None:
+    for num_steps in [int(k) for k in FLAGS.fixed_steps]:
+      for family, stride in FIXED:
+        name = row_name(family, stride)
+        if self.done(name, num_steps, "none"):
+          continue
+        try:
+          sampler = samplers.make(family, self.schedule, num_steps, stride=stride)
+        except ValueError as e:  # e.g. the solvers on repeated quadratic times
+          logging.warning("skipping %s K=%d: %s", name, num_steps, e)
+          continue
+        self.evaluate(name, "none", sampler, {}, self.problem)
+
+  def learned(self, num_steps: int) -> None:
+    for family, loss, stride in LEARNED:
+      if self.done(family, num_steps, loss):
+        continue
+      config = table_config(family, num_steps, stride, loss, self.workdir)
+      run = train.setup(config, os.path.join(self.workdir, "runs",
+                                              f"{family}_{loss}_K{num_steps}"))
+      writer = logs.MetricWriter(run.workdir)
+      problem, state = train.optimise(run, config, writer)
+      writer.close()
+      samplers.save(os.path.join(run.workdir, "sampler.json"), run.sampler, state.params)
+      self.evaluate(family, loss, run.sampler, state.params, problem)
+
+  def run_part(self, part: str) -> None:
+    start = time.perf_counter()
+    if part == "fixed":
+      self.fixed()
+    elif part != "report":
+      self.learned(int(part[1:]))
+    self.record(part, time.perf_counter() - start)
+    paper_report.render(self.out, self.workdir, self.rows, self.read_parts())
+
+  def read_parts(self) -> dict:
+    if not os.path.exists(self.parts_path):
+      return {}
+    with open(self.parts_path) as f:
+      return json.load(f)
+
+  def record(self, part: str, seconds: float) -> None:
+    """Adds this invocation's seconds to the part's total, with the commit and the machine."""
+    if part == "report":
+      return
+    parts = self.read_parts()
+    entry = parts.setdefault(part, {"seconds": 0.0, "runs": []})
+    entry["seconds"] += seconds
+    entry["runs"].append({"seconds": round(seconds, 1), "commit": self.commit,
+                          "backend": jax.default_backend(),
+                          "device": jax.devices()[0].device_kind,
+                          "cpus": os.cpu_count(), "machine": platform.machine(),
+                          "train_steps": FLAGS.train_steps, "num_samples": FLAGS.num_samples})
+    tmp = f"{self.parts_path}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(parts, f, indent=1)
+    os.replace(tmp, self.parts_path)
+
+
+def main(argv):
+  del argv
+  logs.quiet_library_logs()
+  unknown = [p for p in FLAGS.parts if p not in PARTS]
+  if unknown:
+    raise ValueError(f"unknown part(s) {unknown}; valid choices: {list(PARTS)}")
+  bad_steps = [k for k in FLAGS.fixed_steps if not k.isdigit() or int(k) < 1]
+  if bad_steps or FLAGS.train_steps < 1 or FLAGS.num_samples < 2:
+    raise ValueError(f"need positive --fixed_steps (got {bad_steps}), --train_steps >= 1 (got "
+                     f"{FLAGS.train_steps}) and --num_samples >= 2 (got {FLAGS.num_samples})")
+  os.makedirs(FLAGS.out, exist_ok=True)
+  runner = Runner(FLAGS.out, FLAGS.workdir)
+  for part in [p for p in PARTS if p in FLAGS.parts]:
+    logging.info("part %s", part)
+    runner.run_part(part)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
