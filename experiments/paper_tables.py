@@ -64,7 +64,7 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", "/tmp/ddss_paper_tables",
                       "Checkpoints, learned samplers, teacher pool and grid samples.")
   flags.DEFINE_string("out", HERE, "Where results.csv, RESULTS.md and the pictures go.")
-  flags.DEFINE_list("parts", list(PARTS), f"Any of {list(PARTS)}.")
+  flags.DEFINE_list("parts", list(PARTS), f"Any of {list(PARTS)}, run in the order given.")
   flags.DEFINE_integer("train_steps", 100, "DDSS optimisation steps of each learned sampler.")
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per sampler.")
   flags.DEFINE_list("fixed_steps", [str(k) for k in FIXED_STEPS], "K of the fixed samplers.")
@@ -232,7 +232,7 @@ def main(argv):
                      f"{FLAGS.train_steps}) and --num_samples >= 2 (got {FLAGS.num_samples})")
   os.makedirs(FLAGS.out, exist_ok=True)
   runner = Runner(FLAGS.out, FLAGS.workdir)
-  for part in [p for p in PARTS if p in FLAGS.parts]:
+  for part in FLAGS.parts:  # in the order given
     logging.info("part %s", part)
     runner.run_part(part)
 
