@@ -111,28 +111,38 @@ def commit() -> str:
     return "unknown"
 
 
-def table_config(family: str, num_steps: int, stride: str, loss: str, workdir: str):
-  """configs/mnist.py with this sampler, loss and the flags' sizes."""
-  config = mnist.get_config()
-  config.sampler.update(family=family, num_steps=num_steps, stride=stride)
-  config.loss.update(name=loss, teacher_dir=os.path.join(workdir, "teacher"))
-  config.train.update(num_train_steps=FLAGS.train_steps, checkpoint_every_steps=20)
-  config.eval.num_samples = FLAGS.num_samples
-  return config
-
-
 class Runner:
-  """Evaluates rows, appends each to results.csv as it finishes, times the parts."""
+  """Evaluates rows, appends each to results.csv as it finishes, times the parts.
 
-  def __init__(self, out: str, workdir: str):
+  Args:
+    out, workdir: see the flags.
+    train_steps, num_samples, fixed_steps: see the flags.
+    edit_config: optional function applied to every config (tests shrink the sizes with it).
+  """
+
+  def __init__(self, out: str, workdir: str, *, train_steps: int, num_samples: int,
+               fixed_steps=FIXED_STEPS, edit_config=None):
     self.out, self.workdir = out, workdir
+    self.train_steps, self.num_samples = train_steps, num_samples
+    self.fixed_steps = [int(k) for k in fixed_steps]
+    self.edit_config = edit_config or (lambda config: None)
     self.csv_path = os.path.join(out, "results.csv")
     self.parts_path = os.path.join(out, "paper_tables_parts.json")
     self.rows = read_rows(self.csv_path)
-    self.config = mnist.get_config()
+    self.config = self.table_config("ddim", 5, "quadratic", "kid")
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
     self.commit = commit()  # of the code that runs now, whatever happens to the checkout later
     self._problem = None
+
+  def table_config(self, family: str, num_steps: int, stride: str, loss: str):
+    """configs/mnist.py with this sampler and loss, and the runner's sizes."""
+    config = mnist.get_config()
+    config.sampler.update(family=family, num_steps=num_steps, stride=stride)
+    config.loss.update(name=loss, teacher_dir=os.path.join(self.workdir, "teacher"))
+    config.train.update(num_train_steps=self.train_steps, checkpoint_every_steps=20)
+    config.eval.num_samples = self.num_samples
+    self.edit_config(config)
+    return config
 
   @property
   def problem(self):
@@ -146,10 +156,10 @@ class Runner:
 
   def evaluate(self, name: str, loss: str, sampler: samplers.Sampler, params, problem) -> None:
     label = f"{name} ({loss}) K={sampler.num_steps}"
-    batches = evaluate.sample_batches(sampler, params, problem, num_samples=FLAGS.num_samples,
+    batches = evaluate.sample_batches(sampler, params, problem, num_samples=self.num_samples,
                                       batch_size=self.config.eval.batch_size,
                                       seed=self.config.eval.seed)
-    metrics, kept = evaluate.stream(batches, problem, num_samples=FLAGS.num_samples, label=label,
+    metrics, kept = evaluate.stream(batches, problem, num_samples=self.num_samples, label=label,
                                     keep=GRID_IMAGES)
     if sampler.num_steps in GRID_STEPS:
       os.makedirs(os.path.join(self.workdir, "grids"), exist_ok=True)
@@ -162,7 +172,7 @@ class Runner:
     logging.info("%s: FID %.4g, KID %.4g", label, metrics["fid"], metrics["kid"])
 
   def fixed(self) -> None:
-    for num_steps in [int(k) for k in FLAGS.fixed_steps]:
+    for num_steps in self.fixed_steps:
       for family, stride in FIXED:
         name = row_name(family, stride)
         if self.done(name, num_steps, "none"):
@@ -178,7 +188,7 @@ class Runner:
     for family, loss, stride in LEARNED:
       if self.done(family, num_steps, loss):
         continue
-      config = table_config(family, num_steps, stride, loss, self.workdir)
+      config = self.table_config(family, num_steps, stride, loss)
       run = train.setup(config, os.path.join(self.workdir, "runs",
                                               f"{family}_{loss}_K{num_steps}"))
       writer = logs.MetricWriter(run.workdir)
@@ -213,7 +223,7 @@ class Runner:
                           "backend": jax.default_backend(),
                           "device": jax.devices()[0].device_kind,
                           "cpus": os.cpu_count(), "machine": platform.machine(),
-                          "train_steps": FLAGS.train_steps, "num_samples": FLAGS.num_samples})
+                          "train_steps": self.train_steps, "num_samples": self.num_samples})
     tmp = f"{self.parts_path}.tmp"
     with open(tmp, "w") as f:
       json.dump(parts, f, indent=1)
@@ -231,7 +241,8 @@ def main(argv):
     raise ValueError(f"need positive --fixed_steps (got {bad_steps}), --train_steps >= 1 (got "
                      f"{FLAGS.train_steps}) and --num_samples >= 2 (got {FLAGS.num_samples})")
   os.makedirs(FLAGS.out, exist_ok=True)
-  runner = Runner(FLAGS.out, FLAGS.workdir)
+  runner = Runner(FLAGS.out, FLAGS.workdir, train_steps=FLAGS.train_steps,
+                  num_samples=FLAGS.num_samples, fixed_steps=FLAGS.fixed_steps)
   for part in FLAGS.parts:  # in the order given
     logging.info("part %s", part)
     runner.run_part(part)
