@@ -36,8 +36,8 @@ def coefficients(name: str, schedule: Schedule, t: jnp.ndarray) -> recurrence.Co
   DPM-Solver++; UniPC's corrector (1 <= i <= K - 2) replaces the state the model saw by
     xc_i = (s_i / s_{i-1}) xc_{i-1} + a_i (1 - e^{-h}) (x0_{i-1} + rho_0 D + rho_1 (x0_i - x0_{i-1})),
   h = lambda_i - lambda_{i-1}, D = (x0_{i-2} - x0_{i-1}) / r_k, r_k = (lambda_{i-2} - lambda_{i-1})
-  / h, and (rho_0, rho_1) solving [[1, 1], [r_k, 1]] rho = (b_1, b_2) with UniPC's
-  b_n = n! phi_{n+1}(-h) / B(-h); the first correction (i = 1) is first order, rho_1 = 1/2. The
+  / h, and (rho_0, rho_1) solving [[1, 1], [r_k, 1]] rho = (b_1, b_2), UniPC's right-hand side
+  for B(h) = e^h - 1 (`_unic`); the first correction (i = 1) is first order, rho_1 = 1/2. The
   model is not called at xc_i: x0_i is the prediction at the predictor's x_i, as in UniPC.
   """
   if name not in SOLVERS:
@@ -81,9 +81,10 @@ def _unic(i: int, *, a, s, lam, x0s, corrected):
   if i == 1:
     rho_0, rho_1 = None, 0.5
   else:
-    phi_2 = b_h / -h - 1.0                 # h phi_2 / h, as UniPC's h_phi_k
-    b_1 = phi_2 / b_h
-    b_2 = 2.0 * (phi_2 / -h - 0.5) / b_h
+    # With u = -h: g_1 = (e^u - 1) / u - 1, g_2 = g_1 / u - 1/2; b_n = n! g_n / B.
+    g_1 = b_h / -h - 1.0
+    b_1 = g_1 / b_h
+    b_2 = 2.0 * (g_1 / -h - 0.5) / b_h
     r_k = (lam[i - 2] - lam[i - 1]) / h
     rho_0 = (b_1 - b_2) / (1.0 - r_k)
     rho_1 = b_1 - rho_0

@@ -151,7 +151,7 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict) -> str:
         "the quadratic stride, the learned-time solvers from logSNR-uniform steps), then every "
         "sampler draws 1000 fresh samples (evaluation seed 1234, never used in optimisation; the "
         "same starting noise for all samplers) that are compared with the 1000 held-out digits "
-        "in the shipped MNIST classifier's 128-d feature space: FID, KID (mean and std over 100 "
+        "in the shipped MNIST classifier's 96-d feature space: FID, KID (mean and std over 100 "
         "subsets of 500), k-NN precision and recall (k = 3). The teacher loss matches a 200-step "
         "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs.", "",
         "## Parts", "", "| part | wall time | runs (commit, backend, device, CPUs, train steps, "
