@@ -158,13 +158,15 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict) -> str:
         "in the shipped MNIST classifier's 96-d feature space: FID, KID (mean and std over 100 "
         "subsets of 500), k-NN precision and recall (k = 3). The teacher loss matches a 200-step "
         "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs.", "",
-        "## Parts", "", "| part | wall time | runs (commit, backend, device, CPUs, train steps, "
-        "samples) |", "|---|---|---|"]
+        "## Parts", "", "Wall time summed over the invocations of a part (a killed invocation "
+        "loses only its unfinished row's time).", "",
+        "| part | wall time | invocations (commit, backend, device, CPUs, DDSS steps, samples: "
+        "rows done) |", "|---|---|---|"]
   for part in paper_tables.PARTS[:-1]:
     if part in parts:
       runs = "; ".join(f"{r['commit']} {r['backend']} {r['device']} {r['cpus']} CPUs, "
-                       f"{r['train_steps']} steps, {r['num_samples']} samples, {r['seconds']:.0f} s"
-                       for r in parts[part]["runs"])
+                       f"{r['train_steps']} steps, {r['num_samples']} samples: {r['rows']} rows "
+                       f"in {r['seconds']:.0f} s" for r in parts[part]["runs"])
       md.append(f"| {part} | {parts[part]['seconds'] / 60:.1f} min | {runs} |")
     else:
       md.append(f"| {part} | not run yet | - |")

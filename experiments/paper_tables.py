@@ -173,6 +173,7 @@ class Runner:
     self.rows.append({"sampler": name, "num_steps": sampler.num_steps, "loss": loss,
                       **{c: float(metrics[c]) for c in COLUMNS[3:]}})
     write_rows(self.csv_path, self.rows)
+    self.tick(row_done=True)
     logging.info("%s: FID %.4g, KID %.4g", label, metrics["fid"], metrics["kid"])
 
   def fixed(self) -> None:
@@ -202,12 +203,12 @@ class Runner:
       self.evaluate(family, loss, run.sampler, state.params, problem)
 
   def run_part(self, part: str) -> None:
-    start = time.perf_counter()
+    self._part, self._run, self._mark = part, None, time.perf_counter()
     if part == "fixed":
       self.fixed()
     elif part != "report":
       self.learned(int(part[1:]))
-    self.record(part, time.perf_counter() - start)
+    self.tick()
     paper_report.render(self.out, self.workdir, self.rows, self.read_parts())
 
   def read_parts(self) -> dict:
@@ -216,18 +217,26 @@ class Runner:
     with open(self.parts_path) as f:
       return json.load(f)
 
-  def record(self, part: str, seconds: float) -> None:
-    """Adds this invocation's seconds to the part's total, with the commit and the machine."""
-    if part == "report":
+  def tick(self, row_done: bool = False) -> None:
+    """Adds the seconds since the last tick to the part's total and to this invocation's entry
+    (commit, machine), after every row: a killed invocation loses only its unfinished row."""
+    now = time.perf_counter()
+    seconds, self._mark = now - self._mark, now
+    if self._part == "report":
       return
     parts = self.read_parts()
-    entry = parts.setdefault(part, {"seconds": 0.0, "runs": []})
+    entry = parts.setdefault(self._part, {"seconds": 0.0, "runs": []})
+    if self._run is None:
+      self._run = len(entry["runs"])
+      entry["runs"].append({"seconds": 0.0, "rows": 0, "commit": self.commit,
+                            "backend": jax.default_backend(),
+                            "device": jax.devices()[0].device_kind,
+                            "cpus": os.cpu_count(), "machine": platform.machine(),
+                            "train_steps": self.train_steps, "num_samples": self.num_samples})
+    run = entry["runs"][self._run]
     entry["seconds"] += seconds
-    entry["runs"].append({"seconds": round(seconds, 1), "commit": self.commit,
-                          "backend": jax.default_backend(),
-                          "device": jax.devices()[0].device_kind,
-                          "cpus": os.cpu_count(), "machine": platform.machine(),
-                          "train_steps": self.train_steps, "num_samples": self.num_samples})
+    run["seconds"] = round(run["seconds"] + seconds, 1)
+    run["rows"] += int(row_done)
     tmp = f"{self.parts_path}.tmp"
     with open(tmp, "w") as f:
       json.dump(parts, f, indent=1)

@@ -54,6 +54,7 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   again.run_part("k2")
   parts = again.read_parts()
   assert set(parts) == {"fixed", "k2"} and len(parts["k2"]["runs"]) == 2
+  assert [run["rows"] for run in parts["k2"]["runs"]] == [3, 0] and parts["k2"]["seconds"] > 0
 
   text = (tmp_path / "out" / "RESULTS.md").read_text()
   assert "| DDIM, quadratic stride | " in text and "| UniPC +TIME (learned) | " in text
