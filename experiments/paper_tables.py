@@ -55,6 +55,9 @@ LEARNED = (("vars", "kid", "quadratic"), ("ggdm", "kid", "quadratic"),
            ("ggdm+pred", "kid", "quadratic"), ("ggdm+time", "kid", "quadratic"),
            ("ggdm+pred+time", "kid", "quadratic"), ("ggdm+pred+time", "teacher", "quadratic"),
            ("dpm-solver++2m+time", "kid", "quadratic"), ("unipc+time", "kid", "quadratic"))
+# The teacher of the teacher loss (ddss_jax.teacher's default), evaluated as a row: its quality
+# bounds what matching it can reach.
+TEACHER_ROW = ("ddim", "linear", 200)
 PARTS = ("fixed",) + tuple(f"k{k}" for k in TABLE_STEPS) + ("report",)
 COLUMNS = ("sampler", "num_steps", "loss", "fid", "kid", "kid_std", "precision", "recall")
 GRID_STEPS = (5, 10)
@@ -188,6 +191,11 @@ class Runner:
           logging.warning("skipping %s K=%d: %s", name, num_steps, e)
           continue
         self.evaluate(name, "none", sampler, {}, self.problem)
+    family, stride, num_steps = TEACHER_ROW
+    if not self.done(row_name(family, stride), num_steps, "none"):
+      self.evaluate(row_name(family, stride), "none",
+                    samplers.make(family, self.schedule, num_steps, stride=stride), {},
+                    self.problem)
 
   def learned(self, num_steps: int) -> None:
     for family, loss, stride in LEARNED:
