@@ -65,13 +65,18 @@ def _metric_prc():
     return metric_prc
   except ImportError:
     pass
-  spec = importlib.util.find_spec("torch_fidelity")
-  if spec is None:
-    pytest.skip("needs torch-fidelity: pip install --no-deps torch-fidelity")
+  existing = sys.modules.get("torch_fidelity")
+  if getattr(existing, "__path__", None):  # e.g. test_inception's bare package (no __spec__)
+    locations = list(existing.__path__)
+  else:
+    spec = importlib.util.find_spec("torch_fidelity")
+    if spec is None:
+      pytest.skip("needs torch-fidelity: pip install --no-deps torch-fidelity")
+    locations = list(spec.submodule_search_locations)
   saved = {name: sys.modules.get(name) for name in
            ("torch_fidelity", "torch_fidelity.utils", "torch_fidelity.metric_prc")}
   bare = types.ModuleType("torch_fidelity")
-  bare.__path__ = list(spec.submodule_search_locations)
+  bare.__path__ = locations
   stub = types.ModuleType("torch_fidelity.utils")
   for name in ("create_feature_extractor", "extract_featuresdict_from_input_id_cached",
                "resolve_feature_extractor", "resolve_feature_layer_for_metric"):
