@@ -92,7 +92,8 @@ def read_rows(path: str) -> list[dict]:
 
 def write_rows(path: str, rows: list[dict]) -> None:
   """results.csv, atomically, in the paper's order: fixed samplers, then learned, by K."""
-  order = [row_name(f, s) for f, s in FIXED] + [f for f, _, _ in LEARNED]
+  order = ([row_name(f, s) for f, s in FIXED] + [row_name(*TEACHER_ROW[:2])]
+           + [f for f, _, _ in LEARNED])
   rows = sorted(rows, key=lambda r: (order.index(r["sampler"]), r["loss"], r["num_steps"]))
   tmp = f"{path}.tmp"
   with open(tmp, "w", newline="") as f:

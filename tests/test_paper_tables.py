@@ -18,6 +18,7 @@ def shrink(config):
 @pytest.fixture
 def runner_factory(tmp_path, monkeypatch):
   monkeypatch.setattr(paper_tables, "FIXED", (("ddim", "quadratic"), ("unipc", "logsnr")))
+  monkeypatch.setattr(paper_tables, "TEACHER_ROW", ("ddim", "linear", 60))
   monkeypatch.setattr(paper_tables, "LEARNED", (("ggdm+pred+time", "kid", "quadratic"),
                                                 ("ggdm+pred+time", "teacher", "quadratic"),
                                                 ("unipc+time", "kid", "logsnr")))
@@ -37,6 +38,7 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   assert [(r["sampler"], r["num_steps"], r["loss"]) for r in rows] == [
       ("ddim:quadratic", "2", "none"), ("ddim:quadratic", "4", "none"),
       ("unipc:logsnr", "2", "none"), ("unipc:logsnr", "4", "none"),
+      ("ddim:linear", "60", "none"),
       ("ggdm+pred+time", "2", "kid"), ("ggdm+pred+time", "2", "teacher"),
       ("unipc+time", "2", "kid")]
   for row in rows:
@@ -60,6 +62,7 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   assert "| DDIM, quadratic stride | " in text and "| UniPC +TIME (learned) | " in text
   assert "| GGDM +PRED +TIME (learned, teacher loss) | " in text
   assert "| fixed | " in text and "| k25 | not run yet | - |" in text
+  assert "Reference: DDIM, linear stride with K = 60 (the teacher of the teacher loss): FID" in text
   assert (tmp_path / "out" / "paper_tables" / "fid_vs_k.png").stat().st_size > 0
 
 
