@@ -88,22 +88,25 @@ def comparisons(rows, steps) -> list[str]:
         rows, SOLVERS, 2 * k)
     fmt = lambda b: f"{b[0]:.3f} ({b[1]})" if b else "-"
     ratio = f"{learned['fid'] / fixed[0]:.2f}" if fixed else "-"
+    paper = f"{PAPER_RATIO[k]:.2f}" if k in PAPER_RATIO else "-"
     ddim = index.get(("ddim:quadratic", "none", k))
     pr = (f"{learned['precision']:.3f} / {learned['recall']:.3f} vs "
           f"{ddim['precision']:.3f} / {ddim['recall']:.3f}") if ddim else "-"
     lines.append(f"| {k} | {learned['fid']:.3f} | {fmt(fixed)} | {ratio} | "
-                 f"{PAPER_RATIO.get(k, '-')} | {fmt(solver)} | {fmt(solver_2k)} | {pr} |")
+                 f"{paper} | {fmt(solver)} | {fmt(solver_2k)} | {pr} |")
   return lines
 
 
 def plot_fid(rows, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel  (Agg via plots)
   fig, ax = plt.subplots(figsize=(8.5, 5.5))
-  for sampler, loss in _series(rows):
+  series = _series(rows)
+  colours = plt.cm.tab20(np.linspace(0.0, 1.0, max(len(series), 2)))
+  for colour, (sampler, loss) in zip(colours, series):
     points = sorted((r["num_steps"], r["fid"]) for r in rows
                     if (r["sampler"], r["loss"]) == (sampler, loss))
     style = "-" if loss != "none" else "--"
-    ax.plot(*zip(*points), style, marker="o", ms=3, label=label(sampler, loss))
+    ax.plot(*zip(*points), style, marker="o", ms=3, color=colour, label=label(sampler, loss))
   ax.set_xlabel("K (model calls)")
   ax.set_ylabel("FID (MNIST classifier features, 1000 held-out digits)")
   ax.set_yscale("log")
@@ -130,12 +133,14 @@ def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
   for ax in axes.flat:
     ax.axis("off")
   for ax, (title, images) in zip(axes.flat, panels):
-    ax.imshow(plots.grid(images), cmap="gray", vmin=0.0, vmax=1.0)
+    ax.imshow(plots.grid(images), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_title(title, fontsize=8)
   fig.suptitle(f"K = {num_steps}: the first {len(panels[0][1])} evaluation samples, same noise")
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))
+  fig.savefig(path, dpi=72)
   plt.close(fig)
+  from PIL import Image  # pylint: disable=import-outside-toplevel  (matplotlib depends on it)
+  Image.open(path).convert("L").save(path, optimize=True)  # grey pictures: a quarter the bytes
   return True
 
 
