@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import time
 from typing import Any, Callable
 
@@ -33,6 +32,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import costs, report, vs_diffusers
+from ddss_jax import logs
 
 FLAGS = flags.FLAGS
 SECTIONS = ("gradient", "memory", "compile", "overhead", "diffusers", "features")
@@ -48,19 +48,8 @@ def machine() -> dict[str, Any]:
     pass
   return dict(backend=jax.default_backend(), device_kind=device.device_kind,
               device_count=jax.device_count(), cpu=cpu, cpu_count=os.cpu_count(),
-              jax=jax.__version__, python=platform.python_version(), commit=commit(),
+              jax=jax.__version__, python=platform.python_version(), commit=logs.code_commit(),
               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-
-
-def commit() -> str:
-  """The checked-out commit, with "+changes" when the tree differs from it; $DDSS_JAX_COMMIT
-  where the tree is a copy whose git metadata is not its own (a device host given a copy)."""
-  if os.environ.get("DDSS_JAX_COMMIT"):
-    return os.environ["DDSS_JAX_COMMIT"]
-  run = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-  sha = run("rev-parse", "--short=10", "HEAD").stdout.strip() or "unknown"
-  dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
-  return sha + ("+changes" if dirty else "")
 
 
 def run(sections: list[str], *, batch: int, num_steps: list[int], designs: list[str],

@@ -3,6 +3,7 @@
 import json
 import logging as py_logging
 import os
+import subprocess
 
 import jax
 from absl import logging
@@ -11,6 +12,22 @@ from absl import logging
 def _hide_orbax_info(record: py_logging.LogRecord) -> bool:
   """orbax logs a dozen INFO lines per checkpoint; keep its warnings and errors only."""
   return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def code_commit() -> str:
+  """The commit of the ddss_jax checkout that runs, with "+changes" when its tracked files differ
+  from it ("unknown" without git); $DDSS_JAX_COMMIT where the tree is a copy whose git metadata
+  is not its own (a device host given a copy). For the provenance of published numbers."""
+  if os.environ.get("DDSS_JAX_COMMIT"):
+    return os.environ["DDSS_JAX_COMMIT"]
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    run = lambda *args: subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                                       check=True).stdout.strip()
+    return run("rev-parse", "--short=10", "HEAD") + (
+        "+changes" if run("status", "--porcelain", "--untracked-files=no") else "")
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
 
 
 def quiet_library_logs() -> None:

@@ -30,7 +30,6 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import time
 
 import jax
@@ -105,20 +104,6 @@ def write_rows(path: str, rows: list[dict]) -> None:
   os.replace(tmp, path)
 
 
-def commit() -> str:
-  """The git commit of the code that ran (+ "-dirty" with uncommitted changes)."""
-  if os.environ.get("DDSS_JAX_COMMIT"):
-    return os.environ["DDSS_JAX_COMMIT"]
-  try:
-    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=HERE, text=True,
-                          capture_output=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                           text=True, capture_output=True, check=True).stdout.strip()
-    return head + ("-dirty" if dirty else "")
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-
-
 class Runner:
   """Evaluates rows, appends each to results.csv as it finishes, times the parts.
 
@@ -139,7 +124,7 @@ class Runner:
     self.rows = read_rows(self.csv_path)
     self.config = self.table_config("ddim", 5, "quadratic", "kid")
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
-    self.commit = commit()  # of the code that runs now, whatever happens to the checkout later
+    self.commit = logs.code_commit()  # of the code that runs now, whatever happens to the checkout later
     self._problem = None
 
   def table_config(self, family: str, num_steps: int, stride: str, loss: str):
