@@ -72,9 +72,9 @@ def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: probl
       return pool
     logging.warning("%s holds arrays of shape %s, not %s: drawing it again", path,
                     pool["x_T"].shape, shape)
-  eps_fn = lambda params, x, t: problem.eps_apply(params, x, t)
-  run = jax.jit(lambda params, x_T: teacher.sample({}, lambda x, t: eps_fn(params, x, t),
-                                                   jax.random.PRNGKey(0), x_T.shape, x_T=x_T))
+  run = jax.jit(lambda params, x_T: evaluate.generate(teacher, problem, {}, params,
+                                                     jax.random.PRNGKey(0), x_T.shape[0],
+                                                     x_T=x_T))
   key = jax.random.PRNGKey(seed)
   starts, targets = [], []
   for b in range(-(-cfg.teacher_pool // batch_size)):
