@@ -47,9 +47,14 @@ def get_config() -> ml_collections.ConfigDict:
   # seed: every random stream of the run derives from it (fold_in per step), the frozen toy
   # model's training included. log_every_steps: metric lines in metrics.jsonl and the log.
   # checkpoint_every_steps: orbax checkpoints (the last step always saves one).
+  # nonfinite: what a NaN or Inf in the loss or the gradients does: "stop" the run (naming the
+  # step and the quantity; the last checkpoint stays the last good state) or "skip" the update
+  # (optax.apply_if_finite; counted as train/skipped_updates), stopping after
+  # max_consecutive_skips skipped updates in a row.
   config.train = ml_collections.ConfigDict(dict(
       num_train_steps=300, batch_size=256, learning_rate=5e-3, grad_clip=1.0, b1=0.9, b2=0.99,
-      seed=0, log_every_steps=50, checkpoint_every_steps=100))
+      seed=0, log_every_steps=50, checkpoint_every_steps=100, nonfinite="stop",
+      max_consecutive_skips=10))
 
   # Held-out evaluation on fresh samples (a fixed seed, distinct from training's).
   # reference_steps: also evaluate many-step ancestral sampling (DDPM, linear stride) to show

@@ -15,6 +15,15 @@ import ml_collections
 T = TypeVar("T")
 
 
+class ConfigError(ValueError):
+  """A config value that cannot run: names the field (config.<group>.<key>), the value and what
+  is valid. Raised before anything compiles (ddss_jax.validation)."""
+
+  def __init__(self, field: str, value: Any, expected: str):
+    self.field = field
+    super().__init__(f"config.{field}={value!r}: {expected}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
   family: str
@@ -54,6 +63,8 @@ class TrainConfig:
   seed: int
   log_every_steps: int
   checkpoint_every_steps: int
+  nonfinite: str
+  max_consecutive_skips: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +123,15 @@ class PretrainedConfig:
 
 
 def from_group(cls: type[T], group: Any, name: str) -> T:
-  """Builds dataclass `cls` from config group `name`; unknown keys raise ValueError."""
+  """Builds dataclass `cls` from config group `name`; unknown or missing keys raise ConfigError."""
   values = group.to_dict() if isinstance(group, ml_collections.ConfigDict) else dict(group)
   valid = [f.name for f in dataclasses.fields(cls)]
   unknown = sorted(set(values) - set(valid))
   if unknown:
-    raise ValueError(f"unknown key(s) {unknown} in config.{name}; valid keys: {valid}")
+    raise ConfigError(f"{name}.{unknown[0]}", values[unknown[0]],
+                      f"unknown key(s) {unknown} in config.{name}; valid keys: {valid}")
   missing = [key for key in valid if key not in values]
   if missing:
-    raise ValueError(f"config.{name} lacks key(s) {missing}; configs/default.py has them all")
+    raise ConfigError(f"{name}.{missing[0]}", None,
+                      f"config.{name} lacks key(s) {missing}; configs/default.py has them all")
   return cls(**values)

@@ -11,7 +11,6 @@ lines in DIR/metrics.jsonl.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Iterator
@@ -166,8 +165,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   write_eval_metrics(writer, 0, results)
   writer.close()
   if jax.process_index() == 0:
-    out = os.path.join(setup.workdir, f"eval_results_{setup.eval_cfg.num_samples}.json")
-    with open(out, "w") as f:
-      json.dump(results, f, indent=2)
+    logs.write_json(os.path.join(setup.workdir,
+                                 f"eval_results_{setup.eval_cfg.num_samples}.json"), results)
     print(train.format_table(results))
   return results

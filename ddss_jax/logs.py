@@ -1,4 +1,4 @@
-"""Console logging shared by the entry points."""
+"""Console logging and the metric log shared by the entry points; atomic JSON files."""
 
 import json
 import logging as py_logging
@@ -30,6 +30,13 @@ def code_commit() -> str:
     return "unknown"
 
 
+def write_json(path: str, obj) -> None:
+  """json.dump(obj) to `path` atomically (a temporary file renamed into place)."""
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
 def quiet_library_logs() -> None:
   """Call once from an entry point's main(), after absl has set up its handler."""
   logging.get_absl_handler().addFilter(_hide_orbax_info)
@@ -49,6 +56,28 @@ class MetricWriter:
         self._tensorboard = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:
         logging.info("TensorFlow not installed: metrics go to %s only", self._path)
+
+  def keep(self, predicate) -> None:
+    """Keeps the lines of metrics.jsonl for which predicate(line dict) holds, and drops a last
+    line that a kill cut short; rewrites the file atomically. TensorBoard events stay as they
+    are (TensorBoard shows the newest value written for a step)."""
+    if not self._is_writer or not os.path.exists(self._path):
+      return
+    with open(self._path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+    kept = []
+    for text in lines:
+      try:
+        line = json.loads(text)
+      except json.JSONDecodeError:
+        logging.warning("dropping a cut-short line of %s: %r", self._path, text[:80])
+        continue
+      if predicate(line):
+        kept.append(text)
+    if len(kept) != len(lines):
+      with open(self._path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in kept))
+      os.replace(self._path + ".tmp", self._path)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in scalars.items()))

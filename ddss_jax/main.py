@@ -21,6 +21,8 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
 flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
                   "train: DDSS, then evaluation; evaluate: evaluate workdir/sampler.json.")
+flags.DEFINE_bool("allow_config_change", False, "Resume a workdir whose run had another config "
+                  "(family, K, model, ...); by default that is refused.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed "
                     "where JAX cannot find it from the environment.")
@@ -49,7 +51,8 @@ def main(argv):
   if FLAGS.mode == "evaluate":
     evaluate.evaluate_workdir(FLAGS.config, FLAGS.workdir)
   else:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                             allow_config_change=FLAGS.allow_config_change)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ddss_jax.config_groups import ConfigError
+
 AXIS = "data"
 
 
@@ -47,11 +49,11 @@ def constrain_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
 
 
 def check_batch(batch_size: int, mesh: Mesh, name: str) -> None:
-  """ValueError unless `batch_size` splits evenly over the mesh's devices."""
+  """ConfigError (a ValueError) unless `batch_size` splits evenly over the mesh's devices."""
   if batch_size % mesh.size:
-    raise ValueError(f"{name}={batch_size} must be a multiple of the number of devices "
-                     f"({mesh.size}: {jax.process_count()} process(es) x "
-                     f"{jax.local_device_count()} local device(s))")
+    raise ConfigError(name, batch_size, f"must be a multiple of the number of devices "
+                      f"({mesh.size}: {jax.process_count()} process(es) x "
+                      f"{jax.local_device_count()} local device(s))")
 
 
 def process_rows(batch_size: int) -> slice:

@@ -9,7 +9,6 @@ replaces KID by the distance to a long sampler's output from the same noise (dds
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from clu import parameter_overview
 from jax.sharding import Mesh
 
 from ddss_jax import (evaluate, logs, metrics, parallel, pretrained, problems, samplers, schedules,
-                      teacher)
+                      teacher, validation)
 from ddss_jax.config_groups import (BaselineConfig, EvalConfig, LossConfig, MNISTConfig,
                                     PretrainedConfig, SamplerConfig, TrainConfig, Toy2DConfig,
                                     from_group)
@@ -45,9 +44,15 @@ def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
 
 
 def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """Adam with global-norm gradient clipping (clip <= 0 disables it)."""
+  """Adam with global-norm gradient clipping (clip <= 0 disables it). With cfg.nonfinite "skip",
+  wrapped in optax.apply_if_finite: an update whose gradients hold a NaN or Inf is not applied
+  (run_training stops after cfg.max_consecutive_skips of them in a row)."""
   adam = optax.adam(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2)
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
+  if cfg.grad_clip > 0:
+    adam = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam)
+  if cfg.nonfinite == "skip":
+    return optax.apply_if_finite(adam, max_consecutive_errors=cfg.max_consecutive_skips)
+  return adam
 
 
 def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
@@ -91,9 +96,15 @@ def make_train_step(sampler: samplers.Sampler, problem: problems.Problem,
     key = jax.random.fold_in(base_key, state.step)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, model_params, feature_params, real,
                                               key)
+    step_metrics = {f"train/{loss_name}": loss, "train/grad_norm": optax.tree.norm(grads)}
+    if isinstance(state.opt_state, optax.ApplyIfFiniteState):
+      # A non-finite loss makes the update non-finite too, so that it is skipped as well.
+      grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    step_metrics = {f"train/{loss_name}": loss, "train/grad_norm": optax.tree.norm(grads)}
+    if isinstance(opt_state, optax.ApplyIfFiniteState):
+      step_metrics["train/skipped_updates"] = opt_state.total_notfinite
+      step_metrics["train/skipped_in_a_row"] = opt_state.notfinite_count
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
 
   if mesh is None:
@@ -145,12 +156,16 @@ class Setup:
   mesh: Mesh  # all devices of all processes; batches split along it
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
+def setup(config: ml_collections.ConfigDict, workdir: str, *,
+          allow_config_change: bool = False) -> Setup:
   """Checks everything a config can get wrong, and every file it needs, before anything compiles.
 
-  Raises ValueError for a bad value (naming it and the valid choices) and FileNotFoundError, with
-  one message listing every missing file or dataset and how to provide it.
+  Raises ConfigError (a ValueError) for a bad value, naming the field, the value and what is
+  valid (ddss_jax.validation), or for a workdir that holds a run of an incompatible config
+  (unless allow_config_change); FileNotFoundError, with one message listing every missing file
+  or dataset and how to provide it. Records the config in workdir/config.json.
   """
+  validation.validate(config)
   sampler_cfg = from_group(SamplerConfig, config.sampler, "sampler")
   baseline_cfg = from_group(BaselineConfig, config.baseline, "baseline")
   train_cfg = from_group(TrainConfig, config.train, "train")
@@ -159,9 +174,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   problems.check_name(config.problem)
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
   teacher_sampler = teacher.check(loss_cfg, schedule)
-  if teacher_sampler is not None and train_cfg.batch_size > loss_cfg.teacher_pool:
-    raise ValueError(f"train.batch_size={train_cfg.batch_size} exceeds loss.teacher_pool="
-                     f"{loss_cfg.teacher_pool}: each batch takes distinct pairs of the pool")
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
                           gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
@@ -170,12 +182,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
                            stride=sampler_cfg.stride,
                            eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
-  if not sampler.init() and train_cfg.num_train_steps > 0:
-    raise ValueError(f"sampler family {sampler_cfg.family!r} has nothing to learn; choose one of "
-                     f"{[f for f in samplers.FAMILIES if f not in samplers.FIXED_FAMILIES]}")
-  if train_cfg.batch_size < 2 or eval_cfg.num_samples < 2:
-    raise ValueError(f"KID needs >= 2 samples: train.batch_size={train_cfg.batch_size}, "
-                     f"eval.num_samples={eval_cfg.num_samples}")
   # The training split is needed even without DDSS steps: the results' "data" row reads it.
   missing = missing_inputs(config)
   if missing:
@@ -183,19 +189,21 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
                             + "\n- ".join(missing))
   mesh = parallel.make_mesh()
   parallel.check_batch(train_cfg.batch_size, mesh, "train.batch_size")
+  validation.check_workdir(config, workdir, allow_change=allow_config_change)
   return Setup(sampler, baseline, teacher_sampler, schedule, loss_cfg, train_cfg, eval_cfg,
                os.path.abspath(workdir), mesh)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, Any]:
   """Runs DDSS as configured, evaluates it against the baseline at the same K, writes results.
 
-  Writes to workdir: checkpoints/ (orbax, resumed from automatically), metrics.jsonl (and
-  tensorboard/ where TensorFlow is installed), sampler.json (the learned sampler), results.json
-  ({"baseline": {...}, "learned": {...}, ...}), samples_<role>.png and samples.png. Returns the
-  results dict.
+  Writes to workdir: config.json (the config it ran; a rerun must be compatible, see `setup`),
+  checkpoints/ (orbax, resumed from automatically), metrics.jsonl (and tensorboard/ where
+  TensorFlow is installed), sampler.json (the learned sampler), results.json ({"baseline":
+  {...}, "learned": {...}, ...}), samples_<role>.png and samples.png. Returns the results dict.
   """
-  run = setup(config, workdir)
+  run = setup(config, workdir, allow_config_change=allow_config_change)
   writer = logs.MetricWriter(run.workdir)
   problem, state = optimise(run, config, writer)
   sampler, schedule, eval_cfg = run.sampler, run.schedule, run.eval_cfg
@@ -206,12 +214,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                         stride="linear"), {})
   results = {"problem": problem.name, "loss": run.loss_cfg.name, "train_steps": int(state.step),
              **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
+  # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
+  # one line of eval metrics, not two.
+  writer.keep(lambda line: line["step"] != int(state.step) or not any(
+      key.startswith("eval/") for key in line))
   evaluate.write_eval_metrics(writer, int(state.step), results)
   writer.close()
   if jax.process_index() == 0:
     samplers.save(os.path.join(run.workdir, "sampler.json"), sampler, state.params)
-    with open(os.path.join(run.workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    logs.write_json(os.path.join(run.workdir, "results.json"), results)
     print(format_table(results))
   return results
 
@@ -254,16 +265,17 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
 
   Batches (batch_fn(key, batch_size[, rows]), default the problem's real examples) and step keys
   derive from (cfg.seed, step), so a resumed run repeats exactly what the uninterrupted run would
-  have done. With a mesh, each process passes its rows of the batch and they are assembled into
-  one batch split over the mesh. Raises FloatingPointError on a non-finite loss.
+  have done, and metrics.jsonl loses the lines of steps after the checkpoint it resumes from (a
+  killed run logs each step once). With a mesh, each process passes its rows of the batch and
+  they are assembled into one batch split over the mesh. A NaN or Inf in the loss or gradients
+  raises FloatingPointError naming the step and the quantity (cfg.nonfinite "stop"; the last
+  checkpoint written is the last good state), or skips the update (cfg.nonfinite "skip") and
+  raises after cfg.max_consecutive_skips in a row.
   """
   batch_fn = batch_fn or problem.real_batch
-  manager = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-  if manager.latest_step() is not None:
-    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
-    logging.info("resumed from checkpoint at step %d", int(state.step))
+  directory = os.path.join(workdir, "checkpoints")
+  manager, state = restore_checkpoint(directory, state)
+  writer.keep(lambda line: line["step"] <= int(state.step))
   base_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
   learning_rate = learning_rate_schedule(cfg)
   first_step, start = int(state.step), time.perf_counter()
@@ -280,9 +292,8 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
                                      base_key)
     step_metrics = {k: float(v) for k, v in step_metrics.items()}
     step_metrics["train/learning_rate"] = float(learning_rate(step))
-    if not all(np.isfinite(v) for v in step_metrics.values()):
-      raise FloatingPointError(f"non-finite training metrics at step {step}: {step_metrics}")
     done = step + 1
+    check_finite(step_metrics, done, cfg, manager, directory)
     if done % cfg.log_every_steps == 0 or done == cfg.num_train_steps:
       rate = (done - first_step) / (time.perf_counter() - start)
       step_metrics["train/steps_per_sec"] = rate
@@ -293,6 +304,71 @@ def run_training(state: TrainState, train_step: Callable, problem: problems.Prob
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()
   return state
+
+
+def check_finite(step_metrics: dict[str, float], step: int, cfg: TrainConfig,
+                 manager: ocp.CheckpointManager, directory: str) -> None:
+  """FloatingPointError for a non-finite loss or gradient at DDSS step `step` (1-based, as
+  logged), or, with cfg.nonfinite "skip", for too many skipped updates in a row."""
+  bad = {k: v for k, v in step_metrics.items() if not np.isfinite(v)}
+  skipped = int(step_metrics.get("train/skipped_in_a_row", 0))
+  if bad and skipped:
+    logging.warning("DDSS step %d: non-finite %s; the update was skipped (%d in a row)", step,
+                    bad, skipped)
+  if (bad and cfg.nonfinite == "stop") or skipped >= cfg.max_consecutive_skips:
+    manager.wait_until_finished()
+    what = (f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad and
+            cfg.nonfinite == "stop" else f"{skipped} non-finite updates skipped in a row")
+    raise FloatingPointError(
+        f"DDSS step {step}: {what}. The run stopped; its last good state is the checkpoint of "
+        f"step {manager.latest_step()} in {directory} (None: no checkpoint yet), which a rerun "
+        "resumes from. A lower train.learning_rate or train.grad_clip may help; "
+        "train.nonfinite='skip' skips such updates instead.")
+
+
+def _open_checkpoints(directory: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      max_to_keep=2, create=True, cleanup_tmp_directories=True))
+
+
+def restore_checkpoint(directory: str, state: TrainState
+                       ) -> tuple[ocp.CheckpointManager, TrainState]:
+  """(manager, the newest checkpoint's state, or `state` where there is none).
+
+  orbax writes each checkpoint into a temporary folder and renames it when complete, so a kill
+  mid-write leaves no partial step (its leftovers are cleaned up). A step that does not read
+  back (truncated or corrupt files) is moved to checkpoints_unreadable/ with a warning and the
+  one before it is used; if none reads, nothing is moved and the first error is raised.
+  """
+  manager = _open_checkpoints(directory)
+  failures = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(state))
+    except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+      logging.warning("checkpoint %d in %s does not read back (%s: %s)", step, directory,
+                      type(e).__name__, str(e)[:500])
+      failures.append((step, e))
+      continue
+    if failures and jax.process_index() == 0:
+      aside = os.path.join(os.path.dirname(directory), "checkpoints_unreadable")
+      os.makedirs(aside, exist_ok=True)
+      for bad, _ in failures:
+        target = os.path.join(aside, f"{bad}.{int(time.time())}")
+        os.replace(os.path.join(directory, str(bad)), target)
+        logging.warning("moved unreadable checkpoint %d to %s; resuming from step %d", bad,
+                        target, step)
+      manager.close()
+      manager = _open_checkpoints(directory)
+    logging.info("resumed from checkpoint at step %d", int(restored.step))
+    return manager, restored
+  if failures:
+    step, error = failures[0]
+    raise RuntimeError(f"no checkpoint in {directory} reads back (steps "
+                       f"{[s for s, _ in failures]}); the newest, {step}, failed with: {error}. "
+                       "If the config changed since they were written, use another --workdir."
+                       ) from error
+  return manager, state
 
 
 def row_label(role: str, entry: dict[str, Any]) -> str:

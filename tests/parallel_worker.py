@@ -46,7 +46,8 @@ def run(mesh):
   problem = tiny_problem()
   sampler = samplers.make("ggdm+pred+time", problem.schedule, 3, stride="quadratic")
   cfg = TrainConfig(num_train_steps=1, batch_size=BATCH, learning_rate=1e-2, grad_clip=1.0,
-                    b1=0.9, b2=0.99, seed=0, log_every_steps=1, checkpoint_every_steps=1)
+                    b1=0.9, b2=0.99, seed=0, log_every_steps=1, checkpoint_every_steps=1,
+                    nonfinite="stop", max_consecutive_skips=10)
   optimizer = train.create_optimizer(cfg)
   real = np.asarray(problem.real_batch(jax.random.PRNGKey(3), BATCH))
   key = jax.random.PRNGKey(4)

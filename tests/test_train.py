@@ -10,7 +10,7 @@ import pytest
 
 from configs import default, tiny, toy2d
 from ddss_jax import problems, samplers, schedules, train
-from ddss_jax.config_groups import TrainConfig, Toy2DConfig, from_group
+from ddss_jax.config_groups import ConfigError, TrainConfig, Toy2DConfig, from_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,21 +67,34 @@ def test_train_step_compiles_once(tmp_path):
 
 
 @pytest.mark.parametrize("edit,match", [
-    (lambda c: c.sampler.update(family="ggdm+pred+tme"), r"unknown sampler family"),
-    (lambda c: c.sampler.update(num_steps=0), r"num_steps must be an integer"),
-    (lambda c: c.sampler.update(family="ddim"), r"'ddim' has nothing to learn"),
+    (lambda c: c.sampler.update(family="ggdm+pred+tme"),
+     r"config.sampler.family='ggdm\+pred\+tme': valid choices: \['ddpm', 'ddim'"),
+    (lambda c: c.sampler.update(num_steps=0), r"config.sampler.num_steps=0: must be an integer "
+     r">= 1"),
+    (lambda c: c.sampler.update(num_steps=1001), r"config.sampler.num_steps=1001: must be an "
+     r"integer >= 1 and <= 1000"),
+    (lambda c: c.sampler.update(family="ddim"), r"config.sampler.family='ddim': has nothing to "
+     r"learn with train.num_train_steps=4"),
     (lambda c: setattr(c, "problem", "mnist3d"),
-     r"unknown problem 'mnist3d'.*\['toy2d', 'mnist', 'pretrained'\]"),
-    (lambda c: c.schedule.update(name="sigmoid"), r"unknown schedule 'sigmoid'"),
-    (lambda c: c.train.update(batch_size=1), r"KID needs >= 2 samples"),
-    (lambda c: c.toy2d.update(features="pixels"), r"unknown toy2d.features 'pixels'"),
+     r"config.problem='mnist3d': valid choices: \['toy2d', 'mnist', 'pretrained'\]"),
+    (lambda c: c.schedule.update(name="sigmoid"), r"config.schedule.name='sigmoid': valid "
+     r"choices: \['linear', 'cosine'\]"),
+    (lambda c: c.train.update(batch_size=1), r"config.train.batch_size=1: must be an integer "
+     r">= 2"),
+    (lambda c: c.toy2d.update(features="pixels"), r"config.toy2d.features='pixels': valid "
+     r"choices: \['identity', 'rff'\]"),
+    (lambda c: c.train.update(nonfinite="ignore"), r"config.train.nonfinite='ignore': valid "
+     r"choices: \['stop', 'skip'\]"),
+    (lambda c: c.sampler.update(num_steps=3, unroll=4), r"config.sampler.unroll=4: must be <= "
+     r"sampler.num_steps=3"),
 ])
 def test_bad_configs_fail_before_anything_compiles(tmp_path, edit, match):
   config = tiny.get_config()
   edit(config)
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
+  assert not os.path.exists(tmp_path / "config.json")
 
 
 def test_config_groups_reject_unknown_and_missing_keys():
