@@ -319,11 +319,12 @@ def check_finite(step_metrics: dict[str, float], step: int, cfg: TrainConfig,
     manager.wait_until_finished()
     what = (f"non-finite {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad and
             cfg.nonfinite == "stop" else f"{skipped} non-finite updates skipped in a row")
+    last = manager.latest_step()
+    kept = (f"its last good state is the checkpoint of step {last} in {directory}, which a rerun "
+            "resumes from" if last is not None else "no checkpoint was written yet")
     raise FloatingPointError(
-        f"DDSS step {step}: {what}. The run stopped; its last good state is the checkpoint of "
-        f"step {manager.latest_step()} in {directory} (None: no checkpoint yet), which a rerun "
-        "resumes from. A lower train.learning_rate or train.grad_clip may help; "
-        "train.nonfinite='skip' skips such updates instead.")
+        f"DDSS step {step}: {what}. The run stopped; {kept}. A lower train.learning_rate or "
+        "train.grad_clip may help; train.nonfinite='skip' skips such updates instead.")
 
 
 def _open_checkpoints(directory: str) -> ocp.CheckpointManager:
