@@ -26,7 +26,7 @@ setup(
         "safetensors>=0.4",  # diffusers checkpoints, read and written with NumPy alone
     ],
     extras_require={
-        "test": ["pytest>=7", "chex>=0.1.86", "tensorflow-datasets>=4.9.10", "array_record",
+        "test": ["pytest>=7", "hypothesis>=6", "chex>=0.1.86", "tensorflow-datasets>=4.9.10", "array_record",
                  "pillow"],
         # Real datasets (cifar10, imagenet64, LSUN) read with tfds.data_source; no TensorFlow.
         "tfds": ["tensorflow-datasets>=4.9.10", "array_record", "pillow"],

@@ -24,6 +24,16 @@ class ConfigError(ValueError):
     super().__init__(f"config.{field}={value!r}: {expected}")
 
 
+class MissingInputs(ConfigError, FileNotFoundError):
+  """Files or datasets the config needs that are absent: one message listing each and how to
+  provide it. A ConfigError and a FileNotFoundError."""
+
+  def __init__(self, field: str, value: Any, missing: list[str]):
+    self.field = field
+    ValueError.__init__(self, f"config.{field}={value!r} cannot start; missing:\n- "
+                        + "\n- ".join(missing))
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
   family: str

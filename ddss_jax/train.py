@@ -26,8 +26,8 @@ from jax.sharding import Mesh
 
 from ddss_jax import (evaluate, logs, metrics, parallel, pretrained, problems, samplers, schedules,
                       teacher, validation)
-from ddss_jax.config_groups import (BaselineConfig, EvalConfig, LossConfig, MNISTConfig,
-                                    PretrainedConfig, SamplerConfig, TrainConfig, Toy2DConfig,
+from ddss_jax.config_groups import (BaselineConfig, EvalConfig, LossConfig, MissingInputs,
+                                    MNISTConfig, PretrainedConfig, SamplerConfig, TrainConfig, Toy2DConfig,
                                     from_group)
 
 
@@ -185,8 +185,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   # The training split is needed even without DDSS steps: the results' "data" row reads it.
   missing = missing_inputs(config)
   if missing:
-    raise FileNotFoundError(f"config problem={config.problem!r} cannot start; missing:\n- "
-                            + "\n- ".join(missing))
+    raise MissingInputs("problem", config.problem, missing)
   mesh = parallel.make_mesh()
   parallel.check_batch(train_cfg.batch_size, mesh, "train.batch_size")
   validation.check_workdir(config, workdir, allow_change=allow_config_change)

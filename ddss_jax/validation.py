@@ -68,6 +68,7 @@ def choice(choices) -> Check:
   def check(field, value):
     if not isinstance(value, str) or value not in choices:
       raise ConfigError(field, value, f"valid choices: {list(choices)}")
+  check.choices = tuple(choices)
   return check
 
 

@@ -1,0 +1,122 @@
+"""Property tests (hypothesis) of config validation: a config, whatever its values, either runs
+or raises ConfigError naming a field of the schema, before anything compiles."""
+
+import math
+import os
+import tempfile
+
+import ml_collections
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from configs import default, tiny
+from ddss_jax import train, validation
+from ddss_jax.config_groups import ConfigError
+
+DEFAULTS = tiny.get_config().to_dict()
+FIELDS = ["problem"] + [f"{group}.{key}" for group, values in DEFAULTS.items()
+                        if isinstance(values, dict) for key in values]
+CHOICES = sorted({c for checks in validation.FIELDS.values() for check in checks.values()
+                  for c in getattr(check, "choices", ())} | {"toy2d", "mnist", "pretrained"})
+# Edge values of every type a config file can hold: each field meets every one of them.
+VALUES = st.one_of(
+    st.sampled_from([-1, 0, 1, 2, 3, 8, 64, 1000, 1001]),
+    st.sampled_from([-1.0, 0.0, 1e-3, 0.5, 0.99, 1.0, 1.5, math.nan, math.inf]),
+    st.sampled_from(["", "nope", "/no/such/file", "ab12"] + CHOICES),
+    st.sampled_from([None, True, False]))
+
+
+def _near_default(field):
+  """Values near the field's default in tiny.py (its choices, for a name), most of them valid."""
+  group, key = field.split(".")
+  check, value = validation.FIELDS[group][key], DEFAULTS[group][key]
+  if hasattr(check, "choices"):
+    return st.sampled_from(list(check.choices) + ["nope"])
+  if isinstance(value, bool):
+    return st.booleans()
+  if isinstance(value, int):
+    return st.sampled_from(sorted({value - 1, value, value + 1, 2 * value, value // 2}))
+  if isinstance(value, float):
+    return st.sampled_from([value / 2, value, 2 * value, 0.0, -value])
+  return st.just(value)
+
+
+def _mutated(field, value):
+  values = tiny.get_config().to_dict()
+  if "." in field:
+    group, key = field.split(".")
+    values[group][key] = value
+  else:
+    values[field] = value
+  return ml_collections.ConfigDict(values)
+
+
+def _schema_field(error):
+  return error.field in FIELDS or error.field in DEFAULTS
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(edits=st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=3))
+def test_validate_accepts_or_names_a_field(edits):
+  values = tiny.get_config().to_dict()
+  for field, value in edits:
+    group, _, key = field.partition(".")
+    (values[group].__setitem__(key, value) if key else values.__setitem__(group, value))
+  try:
+    validation.validate(values)
+  except ConfigError as e:
+    assert _schema_field(e), e
+    assert str(e).startswith(f"config.{e.field}"), e
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(field=st.sampled_from(FIELDS), value=VALUES)
+def test_a_value_of_the_wrong_type_is_named(field, value):
+  """A value whose type the field cannot take fails on that very field."""
+  default_value = validation.as_dict(tiny.get_config())
+  for part in field.split("."):
+    default_value = default_value[part]
+  number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  wrong = ((isinstance(default_value, str) and not isinstance(value, str) and value is not None)
+           or (isinstance(default_value, bool) and not isinstance(value, bool))
+           or (number(default_value) and not number(value)))
+  if not wrong:
+    return
+  with pytest.raises(ConfigError) as error:
+    validation.validate(_mutated(field, value))
+  assert error.value.field == field, error.value
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(edit=st.sampled_from([f for f in FIELDS if f != "problem" and not f.startswith(
+    ("mnist.", "pretrained."))]).flatmap(lambda f: st.tuples(
+        st.just(f), st.one_of(_near_default(f), VALUES))))
+def test_a_config_either_runs_or_raises_config_error(edit):
+  """End to end on the tiny 2-D problem: the config trains and evaluates to finite numbers,
+  raises ConfigError naming the field before anything is written, or (a valid but divergent
+  setting, e.g. a huge learning rate) stops at the non-finite guard naming the step."""
+  field, value = edit
+  config = _mutated(field, value)
+  with tempfile.TemporaryDirectory() as workdir:
+    try:
+      results = train.train_and_evaluate(config, workdir)
+    except ConfigError as e:
+      assert _schema_field(e) and str(e).startswith(f"config.{e.field}"), e
+      assert os.listdir(workdir) == [], "a refused config wrote files"
+      return
+    except FloatingPointError as e:
+      assert "DDSS step" in str(e) and "non-finite" in str(e), e
+      return
+  assert np.isfinite(results["learned"]["mmd"]), results
+
+
+def test_every_shipped_config_validates():
+  import glob, importlib  # pylint: disable=import-outside-toplevel,multiple-imports
+  names = [os.path.basename(p)[:-3] for p in glob.glob(
+      os.path.join(os.path.dirname(default.__file__), "*.py")) if not p.endswith("__init__.py")]
+  assert len(names) >= 8
+  for name in names:
+    validation.validate(importlib.import_module(f"configs.{name}").get_config())
