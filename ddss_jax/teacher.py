@@ -65,7 +65,7 @@ def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: probl
   path = pool_path(cfg, problem, directory, seed=seed)
   shape = (cfg.teacher_pool,) + tuple(problem.example_shape)
   if os.path.exists(path):
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
       pool = {"x_T": f["x_T"], "target": f["target"]}
     if all(a.shape == shape for a in pool.values()):
       logging.info("teacher pool from %s", path)

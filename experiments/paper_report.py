@@ -124,7 +124,8 @@ def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
   for sampler, loss in _series(rows):
     file = os.path.join(workdir, "grids", grid_file(sampler, loss, num_steps))
     if os.path.exists(file):
-      panels.append((label(sampler, loss), np.load(file).astype(np.float32) / 127.5 - 1.0))
+      grid = np.load(file, allow_pickle=False)
+      panels.append((label(sampler, loss), grid.astype(np.float32) / 127.5 - 1.0))
   if not panels:
     return False
   cols = 4
