@@ -263,6 +263,23 @@ def test_wrong_files_fail_with_clear_errors(tmp_path):
     inception.from_torch_state_dict({})
 
 
+def test_a_tampered_converted_file_is_refused_and_another_width_named(tmp_path):
+  path = str(tmp_path / "inception_w0125.msgpack")
+  digest = inception.save_converted(inception.variables_template(width=0.125), path)
+  assert inception.load_weights(path, width=0.125)["params"]  # verified against the sidecar
+  with pytest.raises(ValueError, match=r"inception_w0125.msgpack does not hold the expected "
+                                       r"network: batch_stats/Conv2d_1a_3x3/bn/mean has shape "
+                                       r"\(4,\), expected \(8,\).*not the network of width 0.25"):
+    inception.load_weights(path, width=0.25)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(ValueError) as error:
+    inception.load_weights(path, width=0.125)
+  assert str(error.value).startswith(
+      f"{path} has sha256 {weights.sha256_of(path)}, expected one starting with {digest}")
+
+
 def test_msgpack_conversion_round_trip_equals_pth(random_pth, tmp_path):
   dst = tmp_path / "inception_fid.msgpack"
   result = subprocess.run(

@@ -3,7 +3,14 @@ file checked against its sha256 (a tampered copy is refused, naming the file and
 and msgpack files of the wrong network refused by array name and shape."""
 
 import ast
+import logging
 import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ddss_jax import weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCANNED = ("ddss_jax", "experiments", "benchmarks")
@@ -65,3 +72,59 @@ def test_the_source_never_unpickles():
           found += [f"{os.path.relpath(path, ROOT)}:{line}: {what}"
                     for line, what in unsafe_loads(f.read())]
   assert not found, "unsafe loading:\n" + "\n".join(found)
+
+
+def _flip_one_byte(path):
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("name", sorted(weights.SHIPPED))
+def test_a_tampered_shipped_file_is_refused(name, tmp_path, monkeypatch):
+  entry = weights.SHIPPED[name]
+  shutil.copy(weights.shipped_path(name), tmp_path / entry.filename)
+  _flip_one_byte(tmp_path / entry.filename)
+  monkeypatch.setattr(weights, "WEIGHTS_DIR", str(tmp_path))
+  path = str(tmp_path / entry.filename)
+  with pytest.raises(ValueError) as error:
+    weights.load_shipped(name, {})  # refused before parsing: the template is never used
+  assert str(error.value).startswith(
+      f"{path} has sha256 {weights.sha256_of(path)}, expected {entry.sha256}")
+
+
+def test_written_weights_are_checked_against_their_sidecar(tmp_path):
+  params = {"dense": {"kernel": np.arange(6.0, dtype=np.float32).reshape(2, 3)}}
+  path = str(tmp_path / "w.msgpack")
+  digest = weights.save_msgpack(params, path)
+  assert open(path + ".sha256").read() == f"{digest}  w.msgpack\n"  # sha256sum -c reads it
+  loaded = weights.load_msgpack(path, params, sha256=None)
+  np.testing.assert_array_equal(loaded["dense"]["kernel"], params["dense"]["kernel"])
+  _flip_one_byte(path)
+  with pytest.raises(ValueError) as error:
+    weights.load_msgpack(path, params, sha256=None)
+  assert str(error.value).startswith(
+      f"{path} has sha256 {weights.sha256_of(path)}, expected {digest}")
+
+
+def test_unpinned_weights_load_with_a_warning_giving_the_digest(tmp_path, caplog):
+  params = {"bias": np.ones(3, np.float32)}
+  path = str(tmp_path / "mine.msgpack")
+  digest = weights.save_msgpack(params, path)
+  os.remove(path + ".sha256")
+  with caplog.at_level(logging.WARNING):
+    weights.load_msgpack(path, params, sha256=None)
+  assert f"trusting it on first use: its sha256 is {digest}" in caplog.text
+  assert f"echo '{digest}  mine.msgpack' > {path}.sha256" in caplog.text
+
+
+def test_arrays_of_another_network_are_refused_by_name_and_shape(tmp_path):
+  template = {"conv": {"kernel": np.zeros((3, 3, 1, 8), np.float32),
+                       "bias": np.zeros(8, np.float32)}}
+  path = str(tmp_path / "other.msgpack")
+  weights.save_msgpack({"conv": {"kernel": np.zeros((3, 3, 1, 16), np.float32),
+                                 "scale": np.zeros(16, np.float32)}}, path)
+  with pytest.raises(ValueError, match=(
+      rf"{path} does not hold the expected network: missing conv/bias; unexpected conv/scale; "
+      r"conv/kernel has shape \(3, 3, 1, 16\), expected \(3, 3, 1, 8\)")):
+    weights.load_msgpack(path, template, sha256=None)

@@ -21,6 +21,7 @@ writes from it.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import urllib.request
 from typing import Any
@@ -44,7 +45,7 @@ WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 # this prefix is published, so it is all that can be checked for the original .pth.
 WEIGHTS_SHA256_PREFIX = "6726825d"
 CACHE_ENV_VAR = "DDSS_JAX_CACHE"
-SIDECAR_SUFFIX = ".sha256"  # <file>.msgpack.sha256 holds the converted file's hex digest
+SIDECAR_SUFFIX = weights.SIDECAR_SUFFIX  # <file>.msgpack.sha256: the converted file's digest
 
 
 # ----------------------------------------------------------------------------- resizing
@@ -393,22 +394,20 @@ def load_weights(path: str, *, sha256: str | None = None, verify: bool = True,
   """
   if not os.path.exists(path):
     raise FileNotFoundError(missing_weights_message(path))
+  with open(path, "rb") as f:
+    data = f.read()
   is_msgpack = path.endswith(".msgpack")
   if verify:
     weights.check_sha256(
         path, sha256 or (_read_sidecar(path) if is_msgpack else WEIGHTS_SHA256_PREFIX),
-        prefix=True)
+        prefix=True, data=data)
   if is_msgpack:
-    template = variables_template(width=width)
-    variables = weights.load_msgpack(path, template, sha256=None)  # checked above
-    expected = flatten_dict(template)
-    for key, value in flatten_dict(variables).items():  # from_bytes does not compare shapes
-      if value.shape != expected[key].shape:
-        raise ValueError(f"{path}: {'/'.join(key)} has shape {value.shape}, expected "
-                         f"{expected[key].shape} (not the network of width {width:g})")
-    return variables
+    try:  # names and shapes: from_bytes alone would accept other shapes
+      return weights.from_msgpack(variables_template(width=width), data, path=path)
+    except ValueError as e:
+      raise ValueError(f"{e} (not the network of width {width:g}?)") from e
   import torch  # pylint: disable=g-import-not-at-top; only the .pth path needs it
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   return from_torch_state_dict({k: v.numpy() for k, v in state_dict.items()})
 
 
@@ -416,19 +415,16 @@ def save_converted(variables: Any, path: str) -> str:
   """Writes variables as msgpack and its sha256 to `<path>.sha256` (sha256sum's format); returns
   the digest. load_weights(path) then verifies the file against that sidecar.
   """
-  digest = weights.save_msgpack(variables, path)
-  with open(path + SIDECAR_SUFFIX, "w", encoding="utf-8") as f:
-    f.write(f"{digest}  {os.path.basename(path)}\n")
-  return digest
+  return weights.save_msgpack(variables, path)
 
 
 def _read_sidecar(path: str) -> str:
-  sidecar = path + SIDECAR_SUFFIX
-  if not os.path.exists(sidecar):
-    raise FileNotFoundError(f"{sidecar} (the sha256 of {path}) does not exist; rewrite both with "
-                            "python -m ddss_jax.tools.convert_inception, or pass sha256=")
-  with open(sidecar, encoding="utf-8") as f:
-    return f.read().split()[0]
+  digest = weights.read_sidecar(path)
+  if digest is None:
+    raise FileNotFoundError(f"{path}{SIDECAR_SUFFIX} (the sha256 of {path}) does not exist; "
+                            "rewrite both with python -m ddss_jax.tools.convert_inception, or "
+                            "pass sha256=")
+  return digest
 
 
 def missing_weights_message(path: str | None) -> str | None:

@@ -1,6 +1,17 @@
-"""Network weights shipped inside the package, as flax msgpack files (they cannot execute code),
-each checked against its sha256 on load. `SHIPPED` names each file, its checksum and the exact
-command that regenerates it.
+"""Network weights: the files shipped inside the package and the msgpack files the project writes.
+
+Safe loading, everywhere in the package:
+- No pickle. Weights are flax msgpack (plain arrays; reading them cannot execute code) or
+  safetensors; PyTorch files are read with torch.load(weights_only=True) only, and .npz files with
+  np.load(allow_pickle=False) (tests/test_weights.py scans the source for anything else).
+- Every weights file is checked against a sha256 before it is parsed. Shipped files: the digest in
+  `SHIPPED`, which also names the exact command that regenerates each file. Files the project
+  writes (save_msgpack: training tools, a run's cached models, converted Inception weights) get a
+  sidecar `<file>.sha256` in sha256sum's format, checked on every load. A file with neither a
+  pinned digest nor a sidecar (e.g. a user's own weights) is trusted on first use: load_msgpack
+  logs a warning with its sha256 and how to pin it.
+- A msgpack file whose arrays do not have the template's structure and shapes is refused with a
+  ValueError naming the file and the offending arrays (flax would load other shapes silently).
 """
 
 from __future__ import annotations
@@ -11,8 +22,12 @@ import os
 from typing import Any
 
 import flax.serialization
+import numpy as np
+from absl import logging
+from flax.traverse_util import flatten_dict
 
 WEIGHTS_DIR = os.path.dirname(os.path.abspath(__file__))
+SIDECAR_SUFFIX = ".sha256"  # <file>.sha256: "<hex digest>  <file name>", as sha256sum writes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +60,7 @@ def check_sha256(path: str, expected: str | None, *, prefix: bool = False,
   """The sha256 of the file at `path` (or of its bytes `data`, already read).
 
   Raises ValueError unless it equals `expected` (prefix=True: starts with it, for files whose
-  publisher gives only a prefix, like the FID Inception .pth). None skips the check, for files a
-  run wrote itself.
+  publisher gives only a prefix, like the FID Inception .pth). None skips the check.
   """
   digest = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(path)
   expected = None if expected is None else expected.lower()
@@ -57,37 +71,96 @@ def check_sha256(path: str, expected: str | None, *, prefix: bool = False,
   return digest
 
 
+def read_sidecar(path: str) -> str | None:
+  """The digest in `<path>.sha256`, or None if there is no such file."""
+  sidecar = path + SIDECAR_SUFFIX
+  if not os.path.exists(sidecar):
+    return None
+  with open(sidecar, encoding="utf-8") as f:
+    fields = f.read().split()
+  if not fields:
+    raise ValueError(f"{sidecar} is empty; expected '<sha256 of {os.path.basename(path)}>  "
+                     f"{os.path.basename(path)}'")
+  return fields[0]
+
+
 def save_msgpack(params: Any, path: str) -> str:
-  """Writes params as flax msgpack atomically (temp file + rename); returns the file's sha256."""
+  """Writes params as flax msgpack atomically (temp file + rename), then its sidecar
+  `<path>.sha256`; returns the file's sha256. A kill between the two leaves no sidecar (a
+  warning on load), never a stale one."""
   data = flax.serialization.to_bytes(params)
+  digest = hashlib.sha256(data).hexdigest()
   tmp = f"{path}.tmp"
   with open(tmp, "wb") as f:
     f.write(data)
+  if os.path.exists(path + SIDECAR_SUFFIX):
+    os.remove(path + SIDECAR_SUFFIX)
   os.replace(tmp, path)
-  return hashlib.sha256(data).hexdigest()
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(f"{digest}  {os.path.basename(path)}\n")
+  os.replace(tmp, path + SIDECAR_SUFFIX)
+  return digest
 
 
-def load_msgpack(path: str, template: Any, *, sha256: str | None) -> Any:
-  """Reads params saved by save_msgpack into the structure of `template`.
+def read_verified(path: str, sha256: str | None) -> bytes:
+  """The bytes of the weights file at `path`, checked against `sha256`, or, when it is None,
+  against the sidecar `<path>.sha256`; with neither, a warning gives the digest to pin.
 
-  Raises FileNotFoundError if the file is absent and ValueError if its sha256 differs from
-  `sha256` (None skips the check, for files a run wrote itself).
+  Raises FileNotFoundError if the file is absent and ValueError naming the path and both digests
+  if they differ.
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"weights file {path} does not exist")
   with open(path, "rb") as f:
     data = f.read()
-  check_sha256(path, sha256, data=data)
-  return flax.serialization.from_bytes(template, data)
+  expected = sha256 if sha256 is not None else read_sidecar(path)
+  digest = check_sha256(path, expected, data=data)
+  if expected is None:
+    logging.warning("%s has no pinned sha256 and no %s sidecar; trusting it on first use: its "
+                    "sha256 is %s. To pin it: echo '%s  %s' > %s%s", path, SIDECAR_SUFFIX, digest,
+                    digest, os.path.basename(path), path, SIDECAR_SUFFIX)
+  return data
+
+
+def from_msgpack(template: Any, data: bytes, *, path: str) -> Any:
+  """Params of msgpack bytes `data` (read from `path`) in the structure of `template`.
+
+  Raises ValueError naming `path` and every missing, unexpected or mis-shaped array.
+  """
+  state = flax.serialization.msgpack_restore(data)
+  want = flatten_dict(flax.serialization.to_state_dict(template))
+  got = flatten_dict(state) if isinstance(state, dict) else {(): state}
+  problems = [f"missing {'/'.join(k)}" for k in want if k not in got]
+  problems += [f"unexpected {'/'.join(k)}" for k in got if k not in want]
+  problems += [f"{'/'.join(k)} has shape {np.shape(got[k])}, expected {np.shape(v)}"
+               for k, v in want.items() if k in got and np.shape(got[k]) != np.shape(v)]
+  if problems:
+    raise ValueError(f"{path} does not hold the expected network: " + "; ".join(problems[:8])
+                     + (f"; and {len(problems) - 8} more" if len(problems) > 8 else ""))
+  return flax.serialization.from_state_dict(template, state)
+
+
+def load_msgpack(path: str, template: Any, *, sha256: str | None) -> Any:
+  """Reads params saved by save_msgpack into the structure of `template`.
+
+  sha256: the expected digest; None: the sidecar's, if any (read_verified). Raises
+  FileNotFoundError if the file is absent, ValueError if the digest differs or the arrays are not
+  the template's (names and shapes).
+  """
+  return from_msgpack(template, read_verified(path, sha256), path=path)
+
+
+def shipped_path(name: str) -> str:
+  """The path of the shipped weights `name` (a key of SHIPPED); ValueError naming the valid ones."""
+  if name not in SHIPPED:
+    raise ValueError(f"unknown shipped weights {name!r}; valid choices: {sorted(SHIPPED)}")
+  return os.path.join(WEIGHTS_DIR, SHIPPED[name].filename)
 
 
 def load_shipped(name: str, template: Any) -> Any:
   """Loads the shipped weights `name` (a key of SHIPPED), verifying the checksum."""
-  if name not in SHIPPED:
-    raise ValueError(f"unknown shipped weights {name!r}; valid choices: {sorted(SHIPPED)}")
-  entry = SHIPPED[name]
-  path = os.path.join(WEIGHTS_DIR, entry.filename)
+  path = shipped_path(name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"shipped weights {name!r} are missing at {path}; regenerate them "
-                            f"with: {entry.command}")
-  return load_msgpack(path, template, sha256=entry.sha256)
+                            f"with: {SHIPPED[name].command}")
+  return load_msgpack(path, template, sha256=SHIPPED[name].sha256)
