@@ -133,6 +133,28 @@ def test_pipeline_folder_and_pinned_checksum(tmp_path):
     diffusers_io.load(str(tmp_path), sha256="00ff")
 
 
+TINY_CONFIG = {**CIFAR10_CONFIG, "block_out_channels": [8, 16], "norm_num_groups": 4,
+               "layers_per_block": 1, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+               "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
+
+
+def test_a_tampered_pinned_checkpoint_is_refused_and_an_unpinned_one_logged(tmp_path, caplog):
+  cfg = diffusers_io.config_from_json(TINY_CONFIG)
+  digest = diffusers_io.save(str(tmp_path), cfg, unet.params_template(cfg))  # zeros: quick
+  path = str(tmp_path / diffusers_io.SAFETENSORS_NAME)
+  with caplog.at_level("WARNING"):
+    assert diffusers_io.load(str(tmp_path)).sha256 == digest
+  assert f"{path} is not pinned; trusting it on first use: its sha256 is {digest}" in caplog.text
+  assert f"--config.pretrained.checkpoint_sha256={digest}" in caplog.text
+  data = bytearray(open(path, "rb").read())
+  data[-5] ^= 0xFF  # in the last tensor's bytes: still a readable safetensors file
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(ValueError) as error:
+    diffusers_io.load(str(tmp_path), sha256=digest)
+  assert str(error.value).startswith(
+      f"{path} has sha256 {diffusers_io.sha256_of(path)}, expected {digest}")
+
+
 def test_bad_and_missing_checkpoints_say_what_is_wrong(tmp_path):
   message = diffusers_io.missing_checkpoint_message(str(tmp_path))
   assert "config.json" in message and "google/ddpm-cifar10-32" in message

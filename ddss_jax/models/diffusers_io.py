@@ -7,19 +7,23 @@ numpy alone) or `diffusion_pytorch_model.bin` (read with torch.load(weights_only
 execute code). A pipeline folder (model_index.json, unet/, scheduler/) works too. The noise
 schedule comes from `scheduler_config.json` beside the weights (or in scheduler/).
 
-Weight files are checked against a sha256 when the caller pins one; the sha256 of every file read
-is returned so a run can record and pin it.
+Weight files are checked against a sha256 when the caller pins one (config.pretrained.
+checkpoint_sha256); without one the file is trusted on first use: `load` logs a warning with its
+sha256 and how to pin it, and returns the digest so the run records it in its results. The bytes
+checked are the bytes parsed (the file is read once).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
 from typing import Any
 
 import numpy as np
+from absl import logging
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ddss_jax import schedules
@@ -147,17 +151,18 @@ def to_state_dict(params: Any) -> dict[str, np.ndarray]:
   return out
 
 
-def _read_weights(weights_path: str) -> dict[str, np.ndarray]:
-  """A state dict from safetensors (numpy only) or a .bin (torch, weights_only: no code runs)."""
+def _read_weights(weights_path: str, data: bytes) -> dict[str, np.ndarray]:
+  """A state dict from the bytes of a safetensors file (numpy only) or of a .bin (torch,
+  weights_only: no code runs)."""
   if weights_path.endswith(".safetensors"):
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return load_file(weights_path)
+    from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
+    return load(data)
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise ImportError(f"{weights_path} is a PyTorch file and torch is not installed: pip install "
                       "torch, or convert the folder to safetensors on a machine that has it") from e
-  state = torch.load(weights_path, map_location="cpu", weights_only=True)
+  state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   return {k: v.float().numpy() for k, v in state.items()}
 
 
@@ -201,17 +206,30 @@ class Checkpoint:
   sha256: str
 
 
+def read_config(path: str) -> unet.UNetConfig:
+  """The UNetConfig of the checkpoint folder at `path` (its config.json only; no weights read)."""
+  with open(os.path.join(find_model_dir(path), CONFIG_NAME), encoding="utf-8") as f:
+    return config_from_json(json.load(f))
+
+
 def load(path: str, *, sha256: str | None = None) -> Checkpoint:
-  """Reads a diffusers UNet2DModel folder; raises ValueError if `sha256` is given and differs."""
+  """Reads a diffusers UNet2DModel folder; raises ValueError naming the file and both digests if
+  `sha256` is given and differs. Without it, logs a warning with the digest to pin."""
   model_dir = find_model_dir(path)
-  with open(os.path.join(model_dir, CONFIG_NAME), encoding="utf-8") as f:
-    cfg = config_from_json(json.load(f))
+  cfg = read_config(model_dir)
   weights_path = next((os.path.join(model_dir, n) for n in (SAFETENSORS_NAME, BIN_NAME)
                        if os.path.isfile(os.path.join(model_dir, n))), None)
   if weights_path is None:
     raise FileNotFoundError(missing_checkpoint_message(path))
-  digest = check_sha256(weights_path, sha256)
-  return Checkpoint(cfg, from_state_dict(cfg, _read_weights(weights_path)), weights_path, digest)
+  with open(weights_path, "rb") as f:
+    data = f.read()
+  digest = check_sha256(weights_path, sha256, data=data)
+  if sha256 is None:
+    logging.warning("%s is not pinned; trusting it on first use: its sha256 is %s. Pin it with "
+                    "--config.pretrained.checkpoint_sha256=%s (or load(..., sha256=)) so that a "
+                    "changed or corrupt file is refused", weights_path, digest, digest)
+  return Checkpoint(cfg, from_state_dict(cfg, _read_weights(weights_path, data)), weights_path,
+                    digest)
 
 
 def save(path: str, cfg: unet.UNetConfig, params: Any, *,
