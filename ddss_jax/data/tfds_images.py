@@ -32,6 +32,7 @@ RESAMPLE = PIL.Image.Resampling.LANCZOS
 # Above this many examples, jax.random.choice(replace=False) (a full permutation) is too slow
 # (about 2 s for LSUN bedroom's 3 M on CPU); batch() then rejects repeated draws instead.
 PERMUTATION_LIMIT = 1 << 20
+CHANNELS = 3  # every image comes out RGB (grayscale repeated, alpha dropped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +174,7 @@ class TFDSImageSource:
 
   @property
   def example_shape(self) -> tuple[int, int, int]:
-    return (self.image_size, self.image_size, 3)
+    return (self.image_size, self.image_size, CHANNELS)
 
   def load(self, indices) -> np.ndarray:
     """float32 [len(indices), S, S, 3] in [-1, 1], the examples at these record indices."""
