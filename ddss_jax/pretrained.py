@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 
 from ddss_jax import diffusion, metrics, parallel, plots
 from ddss_jax.config_groups import PretrainedConfig
+from ddss_jax.data.source import check_images
 from ddss_jax.models import diffusers_io, inception, unet
 from ddss_jax.problems import Problem
 from ddss_jax.schedules import Schedule
@@ -148,29 +149,68 @@ class InceptionEvaluator:
             "kid_std": float(kid_std)}
 
 
+def _schedule_mismatch(model_schedule: Schedule, schedule: Schedule) -> str | None:
+  """None if the two schedules agree; else "" (T differs) or where their noise levels differ."""
+  if model_schedule.num_timesteps != schedule.num_timesteps:
+    return ""
+  differ = np.flatnonzero(~np.isclose(model_schedule.alpha_bars, schedule.alpha_bars, rtol=1e-6))
+  if not len(differ):
+    return None
+  t = int(differ[0])
+  return (f", first at alpha_bar[{t}] = {float(schedule.alpha_bars[t]):.6g} vs the checkpoint's "
+          f"{float(model_schedule.alpha_bars[t]):.6g}")
+
+
+def check_model(cfg: PretrainedConfig, model: unet.UNetConfig, model_schedule: Schedule,
+                schedule: Schedule) -> None:
+  """Raises ValueError, naming the value and what was expected, where the checkpoint (its
+  config.json and scheduler_config.json) does not fit config.schedule or the dataset's images:
+  the model's time units (T and the noise levels) and its image size and channels. Reads no
+  weights and no data."""
+  message = _schedule_mismatch(model_schedule, schedule)
+  if message is not None:
+    raise ValueError(f"config.schedule ({schedule.name}, T={schedule.num_timesteps}) differs from "
+                     f"the checkpoint's scheduler_config.json ({model_schedule.name}, "
+                     f"T={model_schedule.num_timesteps}){message}; set config.schedule to match "
+                     "it")
+  if model.out_channels != model.in_channels:
+    raise ValueError(f"{cfg.checkpoint}: out_channels={model.out_channels} != "
+                     f"in_channels={model.in_channels}; learned-variance models are "
+                     "not supported (DDSS needs the mean prediction only)")
+  channels = _data_module().CHANNELS
+  if model.in_channels != channels:
+    raise ValueError(f"{cfg.checkpoint}: in_channels={model.in_channels}, but dataset "
+                     f"{cfg.dataset!r} gives {channels}-channel (RGB) images; use a checkpoint "
+                     f"trained on {channels}-channel images")
+  size = image_size(cfg)
+  if size != model.sample_size:
+    source = ("config.pretrained.image_size" if cfg.image_size else
+              f"dataset {cfg.dataset!r}'s default size (config.pretrained.image_size=None)")
+    raise ValueError(f"images of {size}px ({source}) but the checkpoint samples "
+                     f"{model.sample_size}px images; set config.pretrained.image_size="
+                     f"{model.sample_size}")
+
+
 def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int,
                      mesh: Mesh | None = None) -> Problem:
   """The problem of config.pretrained; call missing_inputs first for a readable error.
 
-  With a mesh, Inception features (reference statistics, evaluation) run split over its devices.
+  Before anything compiles, checks the checkpoint against config.schedule and the data
+  (check_model), and the first real batch (check_images: shape, float, within [-1, 1]). With a
+  mesh, Inception features (reference statistics, evaluation) run split over its devices.
   """
+  model_dir = diffusers_io.find_model_dir(cfg.checkpoint)
+  model_schedule, prediction = diffusers_io.load_schedule(model_dir)
+  model_cfg = diffusers_io.read_config(model_dir)
+  check_model(cfg, model_cfg, model_schedule, schedule)
+  size = image_size(cfg)
+  train_source = _data_module().TFDSImageSource(cfg.dataset, cfg.train_split, image_size=size,
+                                                data_dir=cfg.data_dir)
+  first = train_source.batch(jax.random.PRNGKey(seed), min(8, train_source.num_examples))
+  check_images(first, name=f"dataset {cfg.dataset}/{cfg.train_split}", size=size,
+               channels=model_cfg.in_channels)
   checkpoint = diffusers_io.load(cfg.checkpoint, sha256=cfg.checkpoint_sha256)
   logging.info("pretrained model %s (sha256 %s)", checkpoint.weights_path, checkpoint.sha256)
-  model_schedule, prediction = diffusers_io.load_schedule(diffusers_io.find_model_dir(
-      cfg.checkpoint))
-  if (model_schedule.num_timesteps != schedule.num_timesteps
-      or not np.allclose(model_schedule.alpha_bars, schedule.alpha_bars, rtol=1e-6)):
-    raise ValueError(f"config.schedule ({schedule.name}, T={schedule.num_timesteps}) differs from "
-                     f"the checkpoint's scheduler_config.json ({model_schedule.name}, "
-                     f"T={model_schedule.num_timesteps}); set config.schedule to match it")
-  size = image_size(cfg)
-  if checkpoint.config.out_channels != checkpoint.config.in_channels:
-    raise ValueError(f"{cfg.checkpoint}: out_channels={checkpoint.config.out_channels} != "
-                     f"in_channels={checkpoint.config.in_channels}; learned-variance models are "
-                     "not supported (DDSS needs the mean prediction only)")
-  if size != checkpoint.config.sample_size:
-    raise ValueError(f"config.pretrained.image_size={size} but the checkpoint samples "
-                     f"{checkpoint.config.sample_size}px images; set them equal")
   model = unet.UNet2DModel(checkpoint.config)
   model_fn = lambda params, x, t: model.apply({"params": params}, x, t)
   eps_apply = model_fn
@@ -192,8 +232,6 @@ def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int,
   else:
     reference = compute_reference_stats(cfg, features, path, mesh)
 
-  train_source = _data_module().TFDSImageSource(cfg.dataset, cfg.train_split, image_size=size,
-                                                data_dir=cfg.data_dir)
   return Problem(
       name=f"pretrained:{cfg.dataset}", schedule=schedule,
       example_shape=(size, size, checkpoint.config.in_channels), eps_apply=eps_apply,

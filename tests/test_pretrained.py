@@ -4,6 +4,7 @@ tensorflow-datasets' mock CIFAR-10 (tfds.testing.mock_data: random images, no fi
 The numbers are meaningless; what is checked is that every stage runs, streams, caches and reports.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,9 @@ import pytest
 pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
 from configs import cifar10  # noqa: E402
-from ddss_jax import train  # noqa: E402
+from ddss_jax import pretrained, schedules, train  # noqa: E402
+from ddss_jax.config_groups import PretrainedConfig, from_group  # noqa: E402
+from ddss_jax.data import tfds_images  # noqa: E402
 from ddss_jax.models import diffusers_io, inception, unet  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,3 +140,68 @@ def test_bad_values_are_named(tmp_path, field, value, match):
   config.pretrained[field] = value
   with pytest.raises(ValueError, match=match):
     train.setup(config, str(tmp_path))
+
+
+# --- Mismatches between the checkpoint, config.schedule and the data, found before compiling ---
+
+def _pretrained_cfg(checkpoint, **changes):
+  cfg = from_group(PretrainedConfig, cifar10.get_config().pretrained, "pretrained")
+  return dataclasses.replace(cfg, checkpoint=checkpoint, **changes)
+
+
+def _zeros_checkpoint(path, unet_cfg=TINY_UNET, **scheduler):
+  """A checkpoint folder with zero weights (params_template: no slow init)."""
+  diffusers_io.save(path, unet_cfg, unet.params_template(unet_cfg),
+                    schedule_config={**SCHEDULER, **scheduler})
+  return path
+
+
+@pytest.mark.parametrize("unet_changes,scheduler,cfg_changes,match", [
+    ({}, {"num_train_timesteps": 500}, {},
+     r"config.schedule \(linear, T=1000\) differs from the checkpoint's scheduler_config.json "
+     r"\(linear, T=500\); set config.schedule to match it"),
+    ({}, {"beta_end": 0.012}, {},
+     r"\(linear, T=1000\), first at alpha_bar\[1\] = 0.99978 vs the checkpoint's 0.999788"),
+    ({"in_channels": 1, "out_channels": 1}, {}, {},
+     r"in_channels=1, but dataset 'cifar10' gives 3-channel \(RGB\) images"),
+    ({"out_channels": 6}, {"variance_type": "learned_range"}, {},
+     r"out_channels=6 != in_channels=3; learned-variance models are not supported"),
+    ({}, {}, {"image_size": 64},
+     r"images of 64px \(config.pretrained.image_size\) but the checkpoint samples 32px images; "
+     r"set config.pretrained.image_size=32"),
+])
+def test_checkpoint_mismatches_are_named_before_anything_is_read(tmp_path, unet_changes,
+                                                                 scheduler, cfg_changes, match):
+  unet_cfg = dataclasses.replace(TINY_UNET, **unet_changes)
+  path = _zeros_checkpoint(str(tmp_path / "ckpt"), unet_cfg, **scheduler)
+  os.remove(os.path.join(path, diffusers_io.SAFETENSORS_NAME))  # the weights are never read
+  cfg = _pretrained_cfg(path, data_dir=str(tmp_path / "no_data"), **cfg_changes)
+  with pytest.raises(ValueError, match=match):
+    pretrained.build_pretrained(cfg, schedules.linear_beta(1000), seed=0)
+
+
+@pytest.mark.parametrize("batch,match", [
+    (np.full((8, 32, 32, 3), 255, np.uint8), r"images have dtype uint8, expected floating point "
+                                             r"in \[-1, 1\]"),
+    (np.linspace(0, 255, 8 * 32 * 32 * 3, dtype=np.float32).reshape(8, 32, 32, 3),
+     r"image values span \[0, 255\], expected within \[-1, 1\]"),
+    (np.zeros((8, 32, 32, 1), np.float32), r"images have shape \[8, 32, 32, 1\], expected "
+                                           r"\[B, 32, 32, 3\]"),
+])
+def test_a_first_real_batch_that_does_not_fit_is_named(tmp_path, monkeypatch, batch, match):
+
+  class Source:  # a data source gone wrong (say, a new dataset's scaling)
+    num_examples = 10
+
+    def __init__(self, *args, **kwargs):
+      del args, kwargs
+
+    def batch(self, key, num, rows=slice(None)):
+      del key
+      return batch[:num][rows]
+
+  monkeypatch.setattr(tfds_images, "TFDSImageSource", Source)
+  path = _zeros_checkpoint(str(tmp_path / "ckpt"))
+  os.remove(os.path.join(path, diffusers_io.SAFETENSORS_NAME))  # checked before weights are read
+  with pytest.raises(ValueError, match=r"dataset cifar10/train: " + match):
+    pretrained.build_pretrained(_pretrained_cfg(path), schedules.linear_beta(1000), seed=0)
