@@ -1,10 +1,15 @@
 """A DDSS problem: a frozen diffusion model, a feature map for the loss, real data, and the
 held-out evaluation. `build(name, ...)` makes one; the train loop needs nothing else.
+
+Each build_* checks, before anything compiles, that the model fits the data and the schedule
+(image size, channels, value range, T) and that every weights file is the one expected (sha256,
+array names and shapes; ddss_jax.weights), raising ValueError that names the bad value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Protocol
 
@@ -15,6 +20,7 @@ from absl import logging
 from ddss_jax import features, metrics, parallel, plots, pretrain, weights
 from ddss_jax.config_groups import MNISTConfig, Toy2DConfig
 from ddss_jax.data import mnist
+from ddss_jax.data.source import check_images
 from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
 from ddss_jax.models import classifier, unet
 from ddss_jax.models.mlp import MLPEpsModel
@@ -112,12 +118,18 @@ def build_toy2d(cfg: Toy2DConfig, schedule: Schedule, workdir: str, *, seed: int
 
 
 def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, seed):
+  """The eps-model cached in workdir (checked against the settings it was trained with, in a
+  .json beside it), else trained now and cached."""
   template = model.init(jax.random.PRNGKey(seed), np.zeros((1, 2), np.float32),
                         np.zeros((1,), np.float32))["params"]
   path = os.path.join(workdir, "toy2d_eps_model.msgpack")
+  settings = {"schedule": schedule.name, "num_timesteps": schedule.num_timesteps,
+              **{k: getattr(cfg, k) for k in ("num_modes", "radius", "std", "model_width",
+                                              "model_depth")}}
   if os.path.exists(path):
+    _check_toy_settings(path, settings)
     logging.info("toy2d: loading the eps-model from %s", path)
-    return weights.load_msgpack(path, template, sha256=None)  # written by this run's workdir
+    return weights.load_msgpack(path, template, sha256=None)  # against its .sha256 sidecar
   logging.info("toy2d: training the eps-model (%d steps)", cfg.model_train_steps)
   data_key = jax.random.PRNGKey(seed + 2)
   params = pretrain.train_denoiser(
@@ -126,8 +138,28 @@ def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, see
       schedule=schedule, num_steps=cfg.model_train_steps, learning_rate=cfg.model_learning_rate,
       ema_decay=cfg.model_ema_decay, seed=seed)
   os.makedirs(workdir, exist_ok=True)
+  with open(f"{path}.json.tmp", "w", encoding="utf-8") as f:
+    json.dump(settings, f, indent=1)
+  os.replace(f"{path}.json.tmp", f"{path}.json")
   weights.save_msgpack(params, path)  # atomic: a killed run never leaves a half-written model
   return params
+
+
+def _check_toy_settings(path: str, settings: dict[str, Any]) -> None:
+  """Raises ValueError naming each setting (schedule, data, width, depth) the cached model at
+  `path` was trained with that differs from the config's."""
+  if not os.path.exists(f"{path}.json"):
+    logging.warning("%s has no %s.json of the settings it was trained with; assuming they are "
+                    "the config's", path, os.path.basename(path))
+    return
+  with open(f"{path}.json", encoding="utf-8") as f:
+    cached = json.load(f)
+  differ = [f"{k}: {cached.get(k)!r} there, {v!r} in the config" for k, v in settings.items()
+            if cached.get(k) != v]
+  if differ:
+    raise ValueError(f"{path} holds an eps-model trained with other settings ("
+                     + "; ".join(differ) + "); use another workdir, or delete the file to "
+                     "retrain it")
 
 
 def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
@@ -137,6 +169,12 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
     raise ValueError(f"the MNIST UNet was trained with the linear schedule, T = 1000; got "
                      f"{schedule.name!r}, T = {schedule.num_timesteps}")
   model = unet.UNet2DModel(unet.MNIST_UNET)
+  train_source, test_source = mnist.source("train"), mnist.source("test")
+  for source in (train_source, test_source):
+    check_images(source.images, name=source.name, size=unet.MNIST_UNET.sample_size,
+                 channels=unet.MNIST_UNET.in_channels)
+  # User files: checked against their .sha256 sidecar when there is one, else trusted on first
+  # use (a warning gives the digest); load_msgpack refuses arrays of other names or shapes.
   template = unet.params_template(unet.MNIST_UNET)
   if cfg.unet_weights is None:
     model_params = weights.load_shipped(unet.SHIPPED_NAME, template)
@@ -148,7 +186,6 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
     feature_params = weights.load_msgpack(cfg.classifier_weights, classifier.params_template(),
                                           sha256=None)
 
-  train_source, test_source = mnist.source("train"), mnist.source("test")
   feats_fn = jax.jit(classifier.features_fn)
   logits_fn = jax.jit(classifier.logits_fn)
 

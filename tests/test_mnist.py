@@ -4,14 +4,17 @@ The shipped networks' quality is tested in test_classifier.py / test_unet_weight
 is a random one written to tmp_path, so the test checks the pipeline, not numbers.
 """
 
+import dataclasses
 import json
 import os
+import shutil
 
 import jax
 import pytest
 
 from configs import mnist_tiny
-from ddss_jax import samplers, train, weights
+from ddss_jax import problems, samplers, schedules, train, weights
+from ddss_jax.config_groups import MNISTConfig, from_group
 from ddss_jax.models import unet
 
 
@@ -51,8 +54,6 @@ def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet
 def test_weights_paths_in_the_config_replace_the_shipped_files(tmp_path, random_unet):
   """A user's own classifier file is used instead of the shipped one: the same weights re-saved
   give the same metrics, altered weights give other metrics."""
-  from ddss_jax import problems, schedules
-  from ddss_jax.config_groups import MNISTConfig, from_group
   from ddss_jax.models import classifier
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = random_unet
@@ -76,3 +77,33 @@ def test_a_missing_weights_file_says_so(tmp_path):
   config.mnist.unet_weights = str(tmp_path / "nope.msgpack")
   with pytest.raises(FileNotFoundError, match="nope.msgpack does not exist"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def _mnist_cfg(**changes):
+  return dataclasses.replace(from_group(MNISTConfig, mnist_tiny.get_config().mnist, "mnist"),
+                             **changes)
+
+
+def test_weights_of_another_width_are_named_not_loaded(tmp_path):
+  """A UNet file of another width has the same array names: flax would load it and fail inside
+  the compiled step; build_mnist names the file and the first mis-shaped arrays instead."""
+  narrow = dataclasses.replace(unet.MNIST_UNET, block_out_channels=(8, 16, 16))
+  path = str(tmp_path / "narrow_unet.msgpack")
+  weights.save_msgpack(unet.params_template(narrow), path)
+  with pytest.raises(ValueError, match=rf"{path} does not hold the expected network: .*"
+                                       r"conv_in/kernel has shape \(3, 3, 1, 8\), expected "
+                                       r"\(3, 3, 1, 16\)"):
+    problems.build_mnist(_mnist_cfg(unet_weights=path), schedules.linear_beta(), seed=0)
+
+
+def test_tampered_user_weights_are_refused_by_their_sidecar(tmp_path, random_unet):
+  path = str(tmp_path / "unet.msgpack")
+  for suffix in ("", ".sha256"):  # the file and the sidecar save_msgpack wrote beside it
+    shutil.copy(random_unet + suffix, path + suffix)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(ValueError) as error:
+    problems.build_mnist(_mnist_cfg(unet_weights=path), schedules.linear_beta(), seed=0)
+  assert str(error.value).startswith(f"{path} has sha256 {weights.sha256_of(path)}, expected "
+                                     f"{weights.sha256_of(random_unet)}")

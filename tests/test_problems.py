@@ -1,0 +1,37 @@
+"""ddss_jax.problems: the toy 2-D problem's cached eps-model is checked against the settings it
+was trained with before it is used (the MNIST and pretrained checks are in test_mnist.py and
+test_pretrained.py)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from ddss_jax import problems, schedules
+from ddss_jax.config_groups import Toy2DConfig, from_group
+
+
+def test_a_cached_toy_model_trained_with_other_settings_is_named(tmp_path):
+  cfg = from_group(Toy2DConfig, tiny.get_config().toy2d, "toy2d")
+  path = tmp_path / "toy2d_eps_model.msgpack"
+  path.write_bytes(b"never read")
+  settings = {"schedule": "linear", "num_timesteps": 500, "num_modes": cfg.num_modes,
+              "radius": cfg.radius, "std": cfg.std, "model_width": cfg.model_width + 1,
+              "model_depth": cfg.model_depth}
+  (tmp_path / "toy2d_eps_model.msgpack.json").write_text(json.dumps(settings))
+  with pytest.raises(ValueError, match=(
+      rf"{path} holds an eps-model trained with other settings \(num_timesteps: 500 there, 1000 "
+      rf"in the config; model_width: {cfg.model_width + 1} there, {cfg.model_width} in the "
+      r"config\); use another workdir, or delete the file to retrain it")):
+    problems.build_toy2d(cfg, schedules.linear_beta(1000), str(tmp_path), seed=0)
+
+
+def test_the_toy_model_is_cached_with_its_settings_and_checksum(tmp_path):
+  cfg = from_group(Toy2DConfig, tiny.get_config().toy2d, "toy2d")
+  first = problems.build_toy2d(cfg, schedules.linear_beta(1000), str(tmp_path), seed=0)
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "toy2d_eps_model.msgpack", "toy2d_eps_model.msgpack.json", "toy2d_eps_model.msgpack.sha256"]
+  again = problems.build_toy2d(cfg, schedules.linear_beta(1000), str(tmp_path), seed=0)
+  assert jax.tree.all(jax.tree.map(np.array_equal, first.model_params, again.model_params))
