@@ -108,7 +108,8 @@ def stream(batches: Iterator[np.ndarray], problem: problems.Problem, *, num_samp
 def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: problems.Problem,
                       cfg: EvalConfig, workdir: str,
                       mesh: Mesh | None = None) -> dict[str, dict[str, Any]]:
-  """Held-out metrics of each (sampler, params) and of real data; writes pictures.
+  """Held-out metrics of each (sampler, params) and of real data, and under "weights" the path and
+  sha256 of each weights file the problem read (where it read any); writes pictures.
 
   Every sampler draws from the same keys, so the pictures start from the same noise. Writes
   samples_<role>.png for each role and samples.png with all of them and the data side by side.
@@ -126,6 +127,8 @@ def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: p
       real_batches(problem, num_samples=cfg.num_samples, batch_size=cfg.batch_size,
                    seed=cfg.seed),
       problem, num_samples=cfg.num_samples, label="data", keep=problem.plot_samples)
+  if problem.weights:
+    results["weights"] = problem.weights
   if jax.process_index() == 0:
     for role, (title, samples) in zip(roles, panels.items()):
       problem.plot({title: samples}, os.path.join(workdir, f"samples_{role}.png"))

@@ -239,5 +239,7 @@ def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int,
       feature_apply=lambda v, x: network.apply(v, x)[cfg.loss_features],
       feature_params=variables, real_batch=train_source.batch, evaluate=None,
       plot=plots.image_grids,
+      weights={"model": {"path": checkpoint.weights_path, "sha256": checkpoint.sha256},
+               "features": {"path": weights_path, "sha256": sha256_of(weights_path)}},
       evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
                                                      cfg=cfg, seed=seed + 3, mesh=mesh))

@@ -67,6 +67,8 @@ class Problem:
     plot: ({title: samples}, path) -> None, writes a picture.
     evaluator_factory: num_samples -> a streaming Evaluator; None: collect, then `evaluate`.
     plot_samples: how many samples of each sampler the pictures show.
+    weights: {role: {"path", "sha256"}} of every weights file read from outside the run (the
+      results record them); empty where the run trained its own model.
   """
   name: str
   schedule: Schedule
@@ -80,6 +82,7 @@ class Problem:
   plot: Callable[[dict[str, np.ndarray], str], None]
   evaluator_factory: Callable[[int], Evaluator] | None = None
   plot_samples: int = 64
+  weights: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:
@@ -175,11 +178,13 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
                  channels=unet.MNIST_UNET.in_channels)
   # User files: checked against their .sha256 sidecar when there is one, else trusted on first
   # use (a warning gives the digest); load_msgpack refuses arrays of other names or shapes.
+  unet_path = cfg.unet_weights or weights.shipped_path(unet.SHIPPED_NAME)
   template = unet.params_template(unet.MNIST_UNET)
   if cfg.unet_weights is None:
     model_params = weights.load_shipped(unet.SHIPPED_NAME, template)
   else:
     model_params = weights.load_msgpack(cfg.unet_weights, template, sha256=None)
+  classifier_path = cfg.classifier_weights or weights.shipped_path(classifier.SHIPPED_NAME)
   if cfg.classifier_weights is None:
     feature_params = classifier.load_shipped_classifier()
   else:
@@ -213,7 +218,10 @@ def build_mnist(cfg: MNISTConfig, schedule: Schedule, *, seed: int) -> Problem:
                  eps_apply=lambda params, x, t: model.apply({"params": params}, x, t),
                  model_params=model_params, feature_apply=classifier.features_fn,
                  feature_params=feature_params, real_batch=train_source.batch,
-                 evaluate=evaluate, plot=plots.image_grids)
+                 evaluate=evaluate, plot=plots.image_grids,
+                 weights={"model": {"path": unet_path, "sha256": weights.sha256_of(unet_path)},
+                          "features": {"path": classifier_path,
+                                       "sha256": weights.sha256_of(classifier_path)}})
 
 
 PROBLEMS = ("toy2d", "mnist", "pretrained")  # pretrained: ddss_jax.pretrained

@@ -43,6 +43,10 @@ def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet
     assert 0 <= results[role]["precision"] <= 1 and 0 <= results[role]["recall"] <= 1
     assert results[role]["num_steps"] == 2
   assert results["baseline"]["family"] == "ddim"
+  assert results["weights"] == {  # what the run read, to pin or compare
+      "model": {"path": random_unet, "sha256": weights.sha256_of(random_unet)},
+      "features": {"path": weights.shipped_path("mnist_classifier"),
+                   "sha256": weights.SHIPPED["mnist_classifier"].sha256}}
   assert results["learned"]["family"] == "ggdm+pred+time"
   for name in ("samples_baseline.png", "samples_learned.png", "samples.png"):
     assert os.path.getsize(tmp_path / name) > 0

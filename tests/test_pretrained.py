@@ -88,6 +88,10 @@ def test_cifar10_config_runs_through_main_on_mock_data(files):
   """main --mode=train, then main --mode=evaluate, on tfds's mock CIFAR-10."""
   run_main(tiny_cifar10_flags(files))
   results = json.load(open(os.path.join(files["workdir"], "results.json")))
+  weights_file = os.path.join(files["checkpoint"], diffusers_io.SAFETENSORS_NAME)
+  assert results["weights"]["model"] == {  # unpinned: trusted on first use, and recorded
+      "path": weights_file, "sha256": diffusers_io.sha256_of(weights_file)}
+  assert results["weights"]["features"]["path"] == files["inception"]
   stats_files = os.listdir(files["stats_dir"])
   assert len(stats_files) == 1 and stats_files[0].startswith("cifar10-train-32px-60-inception-tf")
   reference = np.load(os.path.join(files["stats_dir"], stats_files[0]))

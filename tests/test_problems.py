@@ -35,3 +35,4 @@ def test_the_toy_model_is_cached_with_its_settings_and_checksum(tmp_path):
       "toy2d_eps_model.msgpack", "toy2d_eps_model.msgpack.json", "toy2d_eps_model.msgpack.sha256"]
   again = problems.build_toy2d(cfg, schedules.linear_beta(1000), str(tmp_path), seed=0)
   assert jax.tree.all(jax.tree.map(np.array_equal, first.model_params, again.model_params))
+  assert not first.weights  # trained by the run itself: nothing to record
