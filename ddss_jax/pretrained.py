@@ -38,18 +38,8 @@ LOSS_FEATURES = ("pool3", "logits_unbiased", "logits")
 def missing_inputs(cfg: PretrainedConfig) -> list[str]:
   """Every file or dataset the problem needs and does not find, each with how to provide it.
 
-  Raises ValueError first for a bad value in config.pretrained.
+  The values of config.pretrained are checked before, by ddss_jax.validation.
   """
-  if cfg.loss_features not in LOSS_FEATURES:
-    raise ValueError(f"config.pretrained.loss_features={cfg.loss_features!r}; valid choices: "
-                     f"{list(LOSS_FEATURES)}")
-  inception.check_preprocess(cfg.inception_preprocess)
-  for name in ("feature_batch_size", "kid_subsets", "kid_subset_size", "kid_sample_size",
-               "is_splits"):
-    if getattr(cfg, name) < 1:
-      raise ValueError(f"config.pretrained.{name}={getattr(cfg, name)} must be >= 1")
-  if not cfg.inception_width > 0:
-    raise ValueError(f"config.pretrained.inception_width={cfg.inception_width} must be > 0")
   missing = []
   if cfg.checkpoint is None:
     missing.append("config.pretrained.checkpoint is not set: download a diffusers UNet2DModel "

@@ -23,8 +23,9 @@ import jax
 import ml_collections
 from absl import logging
 
-from ddss_jax import features, problems, recurrence, samplers, schedules, teacher
+from ddss_jax import features, pretrained, problems, recurrence, samplers, schedules, teacher
 from ddss_jax.config_groups import ConfigError
+from ddss_jax.models import inception
 
 Check = Callable[[str, Any], None]
 SEED_MAX = 2**31 - 1
@@ -135,8 +136,8 @@ FIELDS: dict[str, dict[str, Check]] = {
         inception_weights=text(optional=True),
         inception_sha256=text(optional=True, pattern=_SHA256),
         inception_width=real(above=0, high=1),
-        inception_preprocess=choice(("tf", "pytorch_fid")),
-        loss_features=choice(("pool3", "logits_unbiased", "logits")),
+        inception_preprocess=choice(inception.PREPROCESS_CHOICES),
+        loss_features=choice(pretrained.LOSS_FEATURES),
         feature_batch_size=integer(1), kid_subsets=integer(1), kid_subset_size=integer(2),
         kid_sample_size=integer(2), is_splits=integer(1), stats_dir=text(optional=True)),
 }

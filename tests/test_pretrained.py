@@ -18,7 +18,7 @@ pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]
 
 from configs import cifar10  # noqa: E402
 from ddss_jax import pretrained, schedules, train  # noqa: E402
-from ddss_jax.config_groups import PretrainedConfig, from_group  # noqa: E402
+from ddss_jax.config_groups import ConfigError, PretrainedConfig, from_group  # noqa: E402
 from ddss_jax.data import tfds_images  # noqa: E402
 from ddss_jax.models import diffusers_io, inception, unet  # noqa: E402
 
@@ -135,14 +135,19 @@ def test_missing_inputs_are_listed_together_before_compiling(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("loss_features", "pool4", r"loss_features='pool4'; valid choices: \['pool3'"),
-    ("inception_preprocess", "keras", r"'keras'; valid choices: \['tf', 'pytorch_fid'\]"),
-    ("dataset", "mnist", r"unknown image dataset 'mnist'; valid choices"),
+    ("loss_features", "pool4", r"config.pretrained.loss_features='pool4': valid choices: "
+     r"\['pool3'"),
+    ("inception_preprocess", "keras", r"config.pretrained.inception_preprocess='keras': valid "
+     r"choices: \['tf', 'pytorch_fid'\]"),
+    ("dataset", "mnist", r"config.pretrained.dataset='mnist': valid choices: \['cifar10', "
+     r"'imagenet64', 'lsun_bedroom', 'lsun_church'\]"),
+    ("kid_subset_size", 20000, r"config.pretrained.kid_subset_size=20000: must be <= "
+     r"pretrained.kid_sample_size=10000"),
 ])
 def test_bad_values_are_named(tmp_path, field, value, match):
   config = cifar10.get_config()
   config.pretrained[field] = value
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ConfigError, match=match):
     train.setup(config, str(tmp_path))
 
 
