@@ -26,19 +26,9 @@ LOSSES = ("kid", "teacher")
 SPACES = ("data", "features")
 
 
-def check(cfg: LossConfig, schedule) -> samplers.Sampler | None:
-  """Validates config.loss; returns the teacher sampler (None for the KID loss)."""
-  if cfg.name not in LOSSES:
-    raise ValueError(f"unknown loss {cfg.name!r}; valid choices: {list(LOSSES)}")
-  if cfg.teacher_space not in SPACES:
-    raise ValueError(f"unknown loss.teacher_space {cfg.teacher_space!r}; valid choices: "
-                     f"{list(SPACES)}")
-  if cfg.teacher_family not in samplers.FIXED_FAMILIES:
-    raise ValueError(f"loss.teacher_family must be a fixed sampler, got {cfg.teacher_family!r}; "
-                     f"valid choices: {list(samplers.FIXED_FAMILIES)}")
-  if isinstance(cfg.teacher_pool, bool) or not isinstance(cfg.teacher_pool, int) or (
-      cfg.teacher_pool < 2):
-    raise ValueError(f"loss.teacher_pool must be an integer >= 2, got {cfg.teacher_pool!r}")
+def make(cfg: LossConfig, schedule) -> samplers.Sampler | None:
+  """The teacher sampler of config.loss (None for the KID loss); its values are checked before,
+  by ddss_jax.validation."""
   teacher = samplers.make(cfg.teacher_family, schedule, cfg.teacher_steps,
                           stride=cfg.teacher_stride)
   return teacher if cfg.name == "teacher" else None

@@ -173,7 +173,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   loss_cfg = from_group(LossConfig, config.loss, "loss")
   problems.check_name(config.problem)
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
-  teacher_sampler = teacher.check(loss_cfg, schedule)
+  teacher_sampler = teacher.make(loss_cfg, schedule)
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
                           gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,

@@ -10,7 +10,7 @@ import pytest
 
 from configs import tiny
 from ddss_jax import samplers, schedules, teacher, train
-from ddss_jax.config_groups import LossConfig, from_group
+from ddss_jax.config_groups import ConfigError, LossConfig, from_group
 
 
 def teacher_config(steps=8, **loss):
@@ -34,7 +34,7 @@ def toy(tmp_path_factory):
 
 def test_pool_is_the_teacher_run_from_its_noise_and_is_cached(toy, tmp_path):
   problem, schedule, cfg, _ = toy
-  ddim = teacher.check(cfg, schedule)
+  ddim = teacher.make(cfg, schedule)
   assert (ddim.family, ddim.num_steps, ddim.stride) == ("ddim", 20, "linear")
   pool = teacher.load_or_draw_pool(cfg, ddim, problem, str(tmp_path), seed=3, batch_size=32)
   assert pool["x_T"].shape == pool["target"].shape == (48, 2)
@@ -103,16 +103,21 @@ def test_ddss_with_the_teacher_loss_lowers_it(tmp_path):
 
 
 @pytest.mark.parametrize("edit,match", [
-    (dict(name="lpips"), r"unknown loss 'lpips'; valid choices: \['kid', 'teacher'\]"),
-    (dict(teacher_space="pixels"), r"unknown loss.teacher_space 'pixels'.*\['data', 'features'\]"),
-    (dict(teacher_family="ggdm"), r"teacher_family must be a fixed sampler, got 'ggdm'"),
-    (dict(teacher_stride="cubic"), r"unknown stride 'cubic'"),
-    (dict(teacher_steps=0), r"num_steps must be an integer in \[1, 1000\]"),
-    (dict(teacher_pool=8), r"train.batch_size=16 exceeds loss.teacher_pool=8"),
+    (dict(name="lpips"), r"config.loss.name='lpips': valid choices: \['kid', 'teacher'\]"),
+    (dict(teacher_space="pixels"), r"config.loss.teacher_space='pixels': valid choices: "
+     r"\['data', 'features'\]"),
+    (dict(teacher_family="ggdm"), r"config.loss.teacher_family='ggdm': valid choices: \['ddpm', "
+     r"'ddim', 'dpm-solver\+\+2m', 'unipc'\]"),
+    (dict(teacher_stride="cubic"), r"config.loss.teacher_stride='cubic': valid choices: "
+     r"\['linear', 'quadratic', 'logsnr'\]"),
+    (dict(teacher_steps=0), r"config.loss.teacher_steps=0: must be an integer >= 1"),
+    (dict(teacher_steps=1001), r"config.loss.teacher_steps=1001: must be an integer >= 1 and "
+     r"<= 1000"),
+    (dict(teacher_pool=8), r"config.train.batch_size=16: exceeds loss.teacher_pool=8"),
 ])
 def test_bad_loss_settings_fail_before_anything_runs(tmp_path, edit, match):
   config = teacher_config()
   config.loss.update(**edit)
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ConfigError, match=match):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path) if os.path.exists(tmp_path) else True
