@@ -8,7 +8,7 @@ import tempfile
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from configs import default, tiny
@@ -106,11 +106,14 @@ def test_a_config_either_runs_or_raises_config_error(edit):
     except ConfigError as e:
       assert _schema_field(e) and str(e).startswith(f"config.{e.field}"), e
       assert os.listdir(workdir) == [], "a refused config wrote files"
+      event("refused: ConfigError")  # pytest --hypothesis-show-statistics counts the outcomes
       return
     except FloatingPointError as e:
       assert "DDSS step" in str(e) and "non-finite" in str(e), e
+      event("stopped: non-finite")
       return
   assert np.isfinite(results["learned"]["mmd"]), results
+  event("ran")
 
 
 def test_every_shipped_config_validates():
