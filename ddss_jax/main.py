@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ddss_jax import evaluate, logs, train
+from ddss_jax.config_groups import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -48,11 +49,14 @@ def main(argv):
   initialize_distributed()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  if FLAGS.mode == "evaluate":
-    evaluate.evaluate_workdir(FLAGS.config, FLAGS.workdir)
-  else:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                             allow_config_change=FLAGS.allow_config_change)
+  try:
+    if FLAGS.mode == "evaluate":
+      evaluate.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                               allow_config_change=FLAGS.allow_config_change)
+  except (ConfigError, FloatingPointError) as e:  # the message says it all: no traceback
+    raise SystemExit(f"ddss_jax: {type(e).__name__}: {e}") from e
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ or raises ConfigError naming a field of the schema, before anything compiles."""
 
 import math
 import os
+import subprocess
+import sys
 import tempfile
 
 import ml_collections
@@ -123,3 +125,20 @@ def test_every_shipped_config_validates():
   assert len(names) >= 8
   for name in names:
     validation.validate(importlib.import_module(f"configs.{name}").get_config())
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_named(tmp_path):
+  """On 4 simulated devices, from the command line: refused before anything is written."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  out = subprocess.run(
+      [sys.executable, "-m", "ddss_jax.main", "--config=configs/tiny.py",
+       f"--workdir={tmp_path / 'run'}", "--config.train.batch_size=18"],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1
+  # The message alone, without a traceback.
+  assert out.stderr.strip().splitlines()[-1] == (
+      "ddss_jax: ConfigError: config.train.batch_size=18: must be a multiple of the number of "
+      "devices (4: 1 process(es) x 4 local device(s))"), out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+  assert not os.path.exists(tmp_path / "run" / "config.json")
