@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from ddss_jax import features, metrics, parallel, plots, pretrain, weights
+from ddss_jax import features, logs, metrics, parallel, plots, pretrain, weights
 from ddss_jax.config_groups import MNISTConfig, Toy2DConfig
 from ddss_jax.data import mnist
 from ddss_jax.data.source import check_images
@@ -141,9 +141,7 @@ def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, see
       schedule=schedule, num_steps=cfg.model_train_steps, learning_rate=cfg.model_learning_rate,
       ema_decay=cfg.model_ema_decay, seed=seed)
   os.makedirs(workdir, exist_ok=True)
-  with open(f"{path}.json.tmp", "w", encoding="utf-8") as f:
-    json.dump(settings, f, indent=1)
-  os.replace(f"{path}.json.tmp", f"{path}.json")
+  logs.write_json(f"{path}.json", settings)
   weights.save_msgpack(params, path)  # atomic: a killed run never leaves a half-written model
   return params
 

@@ -23,7 +23,8 @@ import jax
 import ml_collections
 from absl import logging
 
-from ddss_jax import features, pretrained, problems, recurrence, samplers, schedules, teacher
+from ddss_jax import (features, logs, pretrained, problems, recurrence, samplers, schedules,
+                      teacher)
 from ddss_jax.config_groups import ConfigError
 from ddss_jax.models import inception
 
@@ -235,7 +236,8 @@ def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
   """Refuses (ConfigError) a workdir whose config.json records a run this config cannot resume;
   records this config there otherwise (process 0, atomically). allow_change: warn instead."""
   path = os.path.join(workdir, CONFIG_RECORD)
-  now = _flat(json.loads(json.dumps(as_dict(config))))
+  record = json.loads(json.dumps(as_dict(config)))  # as the file will hold it
+  now = _flat(record)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       before = _flat(json.load(f))
@@ -252,6 +254,4 @@ def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
                       diff)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(as_dict(json.loads(json.dumps(as_dict(config)))), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    logs.write_json(path, record)
