@@ -19,9 +19,13 @@ checkpoints in --workdir, so a killed run resumes where it stopped: rerun the sa
 The wall time of each part (summed over resumptions), its commit and machine go to
 experiments/paper_tables_parts.json.
 
-Run (all parts; about 5 h on 2 CPU cores, see RESULTS.md for the measured time of each part):
+Run (all parts; about 6 h on 2 CPU cores, see RESULTS.md for the measured time of each part):
   python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables
   python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables --parts=fixed,k5,report
+An independent rerun (other training and evaluation noise) set against the committed rows:
+  python -m experiments.paper_tables --seed=1 --workdir=/tmp/ddss_rerun \
+    --out=experiments/rerun_seed1 --parts=fixed,k5,report --fixed_steps=5,10 \
+    --compare_to=experiments/results.csv
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ def define_flags() -> None:
   flags.DEFINE_integer("train_steps", 100, "DDSS optimisation steps of each learned sampler.")
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per sampler.")
   flags.DEFINE_list("fixed_steps", [str(k) for k in FIXED_STEPS], "K of the fixed samplers.")
+  flags.DEFINE_integer("seed", 0, "Added to the training seed (0) and the evaluation seed (1234): "
+                       "another value is an independent rerun (fresh noise and data order).")
+  flags.DEFINE_string("compare_to", None, "A results.csv to compare this run's rows with (e.g. "
+                      "experiments/results.csv from a rerun with another --seed).")
 
 
 def row_name(family: str, stride: str | None = None) -> str:
@@ -109,15 +117,17 @@ class Runner:
 
   Args:
     out, workdir: see the flags.
-    train_steps, num_samples, fixed_steps: see the flags.
+    train_steps, num_samples, fixed_steps, seed: see the flags.
+    compare_rows: rows of another results.csv, for the report's rerun comparison.
     edit_config: optional function applied to every config (tests shrink the sizes with it).
   """
 
   def __init__(self, out: str, workdir: str, *, train_steps: int, num_samples: int,
-               fixed_steps=FIXED_STEPS, edit_config=None):
+               fixed_steps=FIXED_STEPS, seed: int = 0, compare_rows=None, edit_config=None):
     self.out, self.workdir = out, workdir
     self.train_steps, self.num_samples = train_steps, num_samples
     self.fixed_steps = [int(k) for k in fixed_steps]
+    self.seed, self.compare_rows = seed, compare_rows
     self.edit_config = edit_config or (lambda config: None)
     self.csv_path = os.path.join(out, "results.csv")
     self.parts_path = os.path.join(out, "paper_tables_parts.json")
@@ -134,6 +144,8 @@ class Runner:
     config.loss.update(name=loss, teacher_dir=os.path.join(self.workdir, "teacher"))
     config.train.update(num_train_steps=self.train_steps, checkpoint_every_steps=20)
     config.eval.num_samples = self.num_samples
+    config.train.seed += self.seed
+    config.eval.seed += self.seed
     self.edit_config(config)
     return config
 
@@ -203,7 +215,9 @@ class Runner:
     elif part != "report":
       self.learned(int(part[1:]))
     self.tick()
-    paper_report.render(self.out, self.workdir, self.rows, self.read_parts())
+    paper_report.render(self.out, self.workdir, self.rows, self.read_parts(),
+                        seeds=(self.config.train.seed, self.config.eval.seed),
+                        compare=self.compare_rows)
 
   def read_parts(self) -> dict:
     if not os.path.exists(self.parts_path):
@@ -226,7 +240,8 @@ class Runner:
                             "backend": jax.default_backend(),
                             "device": jax.devices()[0].device_kind,
                             "cpus": os.cpu_count(), "machine": platform.machine(),
-                            "train_steps": self.train_steps, "num_samples": self.num_samples})
+                            "train_steps": self.train_steps, "num_samples": self.num_samples,
+                            "seed": self.seed})
     run = entry["runs"][self._run]
     entry["seconds"] += seconds
     run["seconds"] = round(run["seconds"] + seconds, 1)
@@ -244,12 +259,19 @@ def main(argv):
   if unknown:
     raise ValueError(f"unknown part(s) {unknown}; valid choices: {list(PARTS)}")
   bad_steps = [k for k in FLAGS.fixed_steps if not k.isdigit() or int(k) < 1]
-  if bad_steps or FLAGS.train_steps < 1 or FLAGS.num_samples < 2:
+  if bad_steps or FLAGS.train_steps < 1 or FLAGS.num_samples < 2 or FLAGS.seed < 0:
     raise ValueError(f"need positive --fixed_steps (got {bad_steps}), --train_steps >= 1 (got "
-                     f"{FLAGS.train_steps}) and --num_samples >= 2 (got {FLAGS.num_samples})")
+                     f"{FLAGS.train_steps}), --num_samples >= 2 (got {FLAGS.num_samples}) and "
+                     f"--seed >= 0 (got {FLAGS.seed})")
+  compare_rows = None
+  if FLAGS.compare_to:
+    if not os.path.isfile(FLAGS.compare_to):
+      raise FileNotFoundError(f"--compare_to={FLAGS.compare_to}: no such results.csv")
+    compare_rows = (FLAGS.compare_to, read_rows(FLAGS.compare_to))
   os.makedirs(FLAGS.out, exist_ok=True)
   runner = Runner(FLAGS.out, FLAGS.workdir, train_steps=FLAGS.train_steps,
-                  num_samples=FLAGS.num_samples, fixed_steps=FLAGS.fixed_steps)
+                  num_samples=FLAGS.num_samples, fixed_steps=FLAGS.fixed_steps, seed=FLAGS.seed,
+                  compare_rows=compare_rows)
   for part in FLAGS.parts:  # in the order given
     logging.info("part %s", part)
     runner.run_part(part)
