@@ -77,9 +77,8 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   rerun.run_part("report")
   text = (tmp_path / "out" / "RESULTS.md").read_text()
   assert "evaluation seed 1235, training seed 1;" in text
-  assert ("## Against there.csv\n\n8 rows in both: the KID change is within the stated std for "
-          "0, within twice it for 8 (largest 1.50 std); the FID changes by 0.0% in the median"
-          in text)
+  assert ("## Against there.csv\n\n8 rows in both. The KID change is within the stated std "
+          "(there) for 0, within twice it for 8 (largest 1.50)" in text)
 
 
 def test_comparisons_take_the_best_fixed_sampler_and_the_solvers_at_2k():
@@ -95,21 +94,24 @@ def test_comparisons_take_the_best_fixed_sampler_and_the_solvers_at_2k():
                       "| 2.500 (dpm-solver++2m:linear) | 0.500 / 0.600 vs 0.500 / 0.600 |")
 
 
-def test_rerun_table_measures_the_change_in_the_other_files_std():
+def test_rerun_table_measures_the_change_in_stds():
   def row(sampler, k, fid, kid, kid_std, loss="none"):
     return dict(sampler=sampler, num_steps=k, loss=loss, fid=fid, kid=kid, kid_std=kid_std,
                 precision=0.5, recall=0.6)
-  here = [row("ddim:quadratic", 5, 2.2, 0.030, 0.005), row("ggdm", 5, 1.5, 0.010, 0.002, "kid"),
+  here = [row("ddim:quadratic", 5, 2.2, 0.030, 0.003), row("ggdm", 5, 1.5, 0.010, 0.002, "kid"),
           row("ggdm", 10, 1.0, 0.007, 0.001, "kid")]  # not in the other file
   there = [row("ddim:quadratic", 5, 2.0, 0.020, 0.004), row("ggdm", 5, 1.5, 0.011, 0.002, "kid")]
   lines, summary = paper_report.rerun_table(here, there)
-  # |0.030 - 0.020| / 0.004 = 2.5 std; |0.010 - 0.011| / 0.002 = 0.5 std; FID +10% and 0%.
-  assert lines[2] == ("| DDIM, quadratic stride | 5 | 2.200 | 2.000 | +10.0% | 0.0300 | 0.0200 "
-                      "+- 0.0040 | 2.50 |")
-  assert lines[3].endswith("| +0.0% | 0.0100 | 0.0110 +- 0.0020 | 0.50 |")
+  # |0.030 - 0.020| = 0.010: 2.5 stds there (0.004), 2 of the difference (sqrt(3^2 + 4^2) = 5e-3);
+  # |0.010 - 0.011| = 0.001: 0.5 there, 0.001 / (2e-3 * sqrt(2)) = 0.35 of the difference.
+  assert lines[2] == ("| DDIM, quadratic stride | 5 | 2.200 | 2.000 | +10.0% | 0.0300 +- 0.0030 | "
+                      "0.0200 +- 0.0040 | 2.50 | 2.00 |")
+  assert lines[3].endswith("| +0.0% | 0.0100 +- 0.0020 | 0.0110 +- 0.0020 | 0.50 | 0.35 |")
   assert len(lines) == 4
-  assert summary == ("2 rows in both: the KID change is within the stated std for 1, within "
-                     "twice it for 1 (largest 2.50 std); the FID changes by 5.0% in the median "
-                     "and by 10.0% at most.")
+  assert summary == ("2 rows in both. The KID change is within the stated std (there) for 1, "
+                     "within twice it for 1 (largest 2.50); in the std of the difference of two "
+                     "independent estimates, within one for 1, within two for 2 (largest 2.00). "
+                     "The FID changes by +5.0% in the median (in that direction for 1 rows) and "
+                     "by 10.0% at most.")
   assert paper_report.rerun_table(here[2:], there) == (
       [], "No row of this run is in the compared file.")
