@@ -22,7 +22,6 @@ On a GPU host each timing also gets images/s and the share of the chip's peak FL
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import time
@@ -108,9 +107,7 @@ def main(argv):
   path = os.path.join(FLAGS.results_dir, f"{jax.default_backend()}.json")
 
   def save(results):  # after every section, atomically: a cut-off run keeps what it measured
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    logs.write_json(path, results)
     report.write(FLAGS.results_dir, FLAGS.out)
 
   run(FLAGS.sections, batch=batch, num_steps=[int(k) for k in FLAGS.num_steps],

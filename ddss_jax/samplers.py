@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import recurrence, schedules, solvers
+from ddss_jax import logs, recurrence, schedules, solvers
 from ddss_jax.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
@@ -271,10 +270,7 @@ def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
 
 def save(path: str, sampler: Sampler, params: Params) -> None:
   """Writes to_json(sampler, params) to `path` atomically."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(to_json(sampler, params), f, indent=1)
-  os.replace(tmp, path)
+  logs.write_json(path, to_json(sampler, params))
 
 
 def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:

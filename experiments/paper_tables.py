@@ -246,10 +246,7 @@ class Runner:
     entry["seconds"] += seconds
     run["seconds"] = round(run["seconds"] + seconds, 1)
     run["rows"] += int(row_done)
-    tmp = f"{self.parts_path}.tmp"
-    with open(tmp, "w") as f:
-      json.dump(parts, f, indent=1)
-    os.replace(tmp, self.parts_path)
+    logs.write_json(self.parts_path, parts)
 
 
 def main(argv):
