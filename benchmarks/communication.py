@@ -35,7 +35,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ddss_jax import parallel, problems, samplers, schedules, train  # noqa: E402
+from ddss_jax import parallel, samplers, schedules, train  # noqa: E402
+from ddss_jax.problems.base import Problem  # noqa: E402
 from ddss_jax.models import inception, unet  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -72,11 +73,11 @@ def sent_bytes(kind: str, size: int, devices: int) -> float:
           "reduce-scatter": (devices - 1) * size}.get(kind, size)
 
 
-def problem() -> problems.Problem:
+def problem() -> Problem:
   model = unet.UNet2DModel(unet.DDPM_CIFAR10)
   network = inception.FIDInceptionV3(width=FLAGS.inception_width)
   variables = jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3)))
-  return problems.Problem(
+  return Problem(
       name="cost", schedule=schedules.linear_beta(1000), example_shape=(32, 32, 3),
       eps_apply=lambda p, x, t: model.apply({"params": p}, x, t),
       model_params=jax.eval_shape(lambda: unet.init_params(unet.DDPM_CIFAR10,

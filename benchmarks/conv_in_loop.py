@@ -5,7 +5,7 @@
 Times `steps` iterations of "convolution, then its gradient with respect to the input" (3x3,
 SAME, NHWC) in four forms, side by side: unrolled; inside `lax.fori_loop` as JAX traces it (the
 gradient's kernel labelled [spatial, out, in]); inside the loop after
-`ddss_jax.layouts.canonical_convolutions`; and the forward convolution alone in the loop. Prints
+`ddss_jax.conv_layout.canonical_convolutions`; and the forward convolution alone in the loop. Prints
 each form's median time and the `dim_labels` of its compiled convolutions.
 """
 
@@ -17,7 +17,7 @@ from absl import app, flags
 from jax import lax
 
 from benchmarks import costs
-from ddss_jax import layouts
+from ddss_jax import conv_layout
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 64, "Batch.")
@@ -49,7 +49,7 @@ def main(argv):
       x = conv_and_input_gradient(x, w)
     return x
 
-  canonical = layouts.canonical_convolutions(conv_and_input_gradient)
+  canonical = conv_layout.canonical_convolutions(conv_and_input_gradient)
   forms = {
       "unrolled": unrolled,
       "loop, as traced": lambda x, w: lax.fori_loop(

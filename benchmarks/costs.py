@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import mnist
-from ddss_jax import evaluate, layouts, metrics, problems, samplers, schedules, train
-from ddss_jax.config_groups import MNISTConfig, TrainConfig, from_group
+from ddss_jax import conv_layout, metrics, samplers, sampling, schedules, train
+from ddss_jax.problems.base import Problem
+from ddss_jax.problems import mnist as mnist_problem
+from ddss_jax.settings import TrainConfig, from_group
 
 FAMILY = "ggdm+pred+time"
 STRIDE = "linear"  # the quadratic stride repeats t = 0 from K = 30 on; the cost is the same
@@ -35,7 +37,7 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 @dataclasses.dataclass(frozen=True)
 class Bench:
   """The frozen networks and a real batch of the embedded default."""
-  problem: problems.Problem
+  problem: Problem
   batch_size: int
   real: jax.Array
 
@@ -49,7 +51,7 @@ def build(batch_size: int) -> Bench:
   """The problem of configs/mnist.py (its schedule, shipped networks and data)."""
   config = mnist.get_config()
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
-  problem = problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"), schedule,
+  problem = mnist_problem.build(from_group(mnist_problem.Config, config.mnist), schedule,
                                  seed=0)
   real = jnp.asarray(problem.real_batch(jax.random.PRNGKey(1), batch_size))
   return Bench(problem, batch_size, real)
@@ -74,7 +76,7 @@ class Timing:
   @property
   def noncanonical(self) -> int:
     """Convolutions whose kernel is not in [spatial, in, out] order (XLA:CPU's slow path)."""
-    return sum(not layouts.has_canonical_kernel(label) for label in self.conv_labels)
+    return sum(not conv_layout.has_canonical_kernel(label) for label in self.conv_labels)
 
 
 def timed(fn: Callable, *args, repeats: int) -> Timing:
@@ -90,7 +92,7 @@ def timed(fn: Callable, *args, repeats: int) -> Timing:
     seconds.append(time.perf_counter() - start)
   return Timing(compile_s, statistics.median(seconds),
                 compiled.memory_analysis().temp_size_in_bytes, _flops(compiled),
-                layouts.convolution_labels(compiled.as_text()))
+                conv_layout.convolution_labels(compiled.as_text()))
 
 
 def _flops(compiled) -> float | None:
@@ -108,7 +110,7 @@ def ddss_step_fn(bench: Bench, sampler: samplers.Sampler) -> Callable:
 
 
 def sample_fn(bench: Bench, sampler: samplers.Sampler) -> Callable:
-  return lambda params, model_params, key: evaluate.generate(
+  return lambda params, model_params, key: sampling.generate(
       sampler, bench.problem, params, model_params, key, bench.batch_size)
 
 
@@ -196,7 +198,7 @@ def compile_count(bench: Bench, num_steps: int, num_train_steps: int) -> dict[st
       compiles.append(event)
 
   sampler = make_sampler(bench, num_steps)
-  optimizer = train.create_optimizer(from_group(TrainConfig, mnist.get_config().train, "train"))
+  optimizer = train.create_optimizer(from_group(TrainConfig, mnist.get_config().train))
   step_fn = train.make_train_step(sampler, bench.problem, optimizer, bench.batch_size)
   state = train.create_train_state(sampler.init(), optimizer)
   key, p = jax.random.PRNGKey(0), bench.problem

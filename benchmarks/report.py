@@ -101,7 +101,7 @@ def gradient_section(run: dict[str, Any]) -> list[str]:
       f"DDSS step = sampling ({cfg['family']}, {cfg['stride']} stride) + classifier features of "
       f"the generated and the real batch + KID + the gradient into the sampler parameters, batch "
       f"{cfg['batch']}; sampling = the K-step sampler alone. Designs: `loop` (the default: one "
-      "compiled loop, convolutions in canonical order, `ddss_jax/layouts.py`), `loop_as_traced` "
+      "compiled loop, convolutions in canonical order, `ddss_jax/conv_layout.py`), `loop_as_traced` "
       "(the same loop, convolutions as JAX traced them: `config.sampler.canonical_convs = "
       "False`), `unrolled` (K copies of the step in straight-line code, "
       "`config.sampler.unroll = K`).", "",
@@ -173,7 +173,7 @@ def render(runs: list[dict[str, Any]]) -> str:
            "after a warm-up call). Where the time goes: `python -m benchmarks.profile "
            "--what=step` (or `--what=sample`) prints XLA:CPU's per-operation times from a "
            "jax.profiler trace, grouped by phase (forward / reverse), UNet block and kind "
-           "(convolution, dot, other); README.md, \"Performance\", explains with it each target "
+           "(convolution, dot, other); docs/performance.md explains with it each target "
            "not met.", ""]
   sections: list[tuple[str, Callable]] = [("gradient", gradient_section),
                                           ("memory", memory_section)]

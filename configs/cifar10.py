@@ -2,13 +2,13 @@
 Inception pool3 features, evaluated by FID / IS / KID on 50000 samples against the 50000 training
 images, as the paper reports.
 
-Run (README, "Real models and datasets", says where each file goes):
+Run (docs/realscale.md says where each file goes):
   python -m ddss_jax.main --config=configs/cifar10.py --workdir=/tmp/ddss_cifar10 \
       --config.pretrained.checkpoint=/data/ddpm-cifar10-32
   python -m ddss_jax.main --config=configs/cifar10.py --workdir=/tmp/ddss_cifar10 --mode=evaluate
 Hardware: one GPU with 40 GB or more (an A100 or H100), or a TPU slice; not a laptop CPU.
 Compare with: the paper's CIFAR-10 table, GGDM +PRED +TIME at K=10: FID 8.23, IS 8.90; DDIM
-(quadratic stride) at K=10: FID 13.62, IS 8.19 (../shared/PAPER_RESULTS.md). The paper's base model
+(quadratic stride) at K=10: FID 13.62, IS 8.19 (docs/paper_results.md). The paper's base model
 is its own; the public checkpoint is Ho et al.'s, so compare orderings and ratios first. The
 paper's DDSS learning rate, batch size and step count are not public: these are our choices.
 """

@@ -11,7 +11,7 @@ sample or v prediction; out_channels == in_channels, i.e. no learned variance). 
 below is the cosine one of Nichol & Dhariwal, whose ImageNet 64x64 model the paper used; set it
 to what your scheduler_config.json says (main refuses a mismatch).
 Compare with: the paper's ImageNet 64x64 table, GGDM +PRED +TIME at K=10: FID 37.32, IS 14.76;
-DDIM (linear stride) at K=10: FID 40.70, IS 12.23 (../shared/PAPER_RESULTS.md); only orderings
+DDIM (linear stride) at K=10: FID 40.70, IS 12.23 (docs/paper_results.md); only orderings
 and ratios transfer to another base model.
 """
 

@@ -6,7 +6,7 @@ Run:
   python -m ddss_jax.main --config=configs/lsun_bedroom.py --workdir=/tmp/ddss_bedroom \
       --config.pretrained.checkpoint=/data/ddpm-ema-bedroom-256
 Hardware: one GPU with 80 GB (an H100) or a TPU slice; the 256px UNet has 114 M parameters.
-Compare with: the paper reports no LSUN bedroom number (../shared/PAPER_RESULTS.md); compare the
+Compare with: the paper reports no LSUN bedroom number (docs/paper_results.md); compare the
 learned sampler with the DDIM baseline at the same K, and with DDIM at 2K, as its CIFAR-10 and
 church results do (the learned sampler at K matched the best baseline at about 2K).
 """

@@ -7,7 +7,7 @@ Run:
       --config.pretrained.checkpoint=/data/ddpm-ema-church-256
 Hardware: one GPU with 80 GB (an H100) or a TPU slice; the 256px UNet has 114 M parameters.
 Compare with: the paper's LSUN church numbers, GGDM +PRED +TIME FID 11.6 at K=10 and 4.82 at
-K=20 against 51.1 and 14.9 for the strongest DDPM/DDIM baseline (../shared/PAPER_RESULTS.md). The
+K=20 against 51.1 and 14.9 for the strongest DDPM/DDIM baseline (docs/paper_results.md). The
 paper ran its own 128x128 model; for it set image_size=128 and point checkpoint at a 128px folder.
 With the public 256px model, compare the learned/baseline ratio, not the absolute FID.
 """

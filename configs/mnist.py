@@ -2,7 +2,7 @@
 classifier's features, against DDIM at the same K on the 1000 held-out digits.
 
 Run: python -m ddss_jax.main --config=configs/mnist.py --workdir=/tmp/ddss_mnist
-Hardware: a laptop CPU (2 cores). Expected: README, "Results on MNIST".
+Hardware: a laptop CPU (2 cores). Expected: README.md, "Results" (details: docs/results.md).
 """
 
 from configs import default

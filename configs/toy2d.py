@@ -2,7 +2,7 @@
 
 Run: python -m ddss_jax.main --config=configs/toy2d.py --workdir=/tmp/ddss_toy2d
 Hardware: a laptop CPU (2 cores: about 2 minutes, most of it training the MLP eps-model).
-Expected: the learned sampler's held-out MMD well below DDIM's (README, "Results").
+Expected: the learned sampler's held-out MMD well below DDIM's (docs/results.md, "Results on 2-D data").
 """
 
 from configs import default

@@ -1,4 +1,5 @@
-"""Console logging and the metric log shared by the entry points; atomic JSON files."""
+"""Console logging and the metric log shared by the entry points; atomic JSON files; the commit
+that runs."""
 
 import json
 import logging as py_logging
@@ -44,12 +45,14 @@ def quiet_library_logs() -> None:
 
 class MetricWriter:
   """Scalars to metrics.jsonl and the absl log; also TensorBoard events through clu where
-  TensorFlow is installed (`pip install -e '.[tensorboard]'`). Only process 0 writes files."""
+  TensorFlow is installed (`pip install -e '.[tensorboard]'`). Only process 0 writes files;
+  workdir None writes none. `lines()` gives back what was logged."""
 
-  def __init__(self, workdir: str):
-    self._path = os.path.join(workdir, "metrics.jsonl")
-    self._is_writer = jax.process_index() == 0
+  def __init__(self, workdir: str | None):
+    self._path = None if workdir is None else os.path.join(workdir, "metrics.jsonl")
+    self._is_writer = workdir is not None and jax.process_index() == 0
     self._tensorboard = None
+    self._written: list[dict[str, float]] = []
     if self._is_writer:
       try:  # clu.metric_writers imports TensorFlow, an optional extra here.
         from clu import metric_writers  # pylint: disable=g-import-not-at-top
@@ -81,6 +84,7 @@ class MetricWriter:
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in scalars.items()))
+    self._written.append({"step": step, **scalars})
     if not self._is_writer:
       return
     with open(self._path, "a") as f:
@@ -88,6 +92,14 @@ class MetricWriter:
     if self._tensorboard is not None:
       self._tensorboard.write_scalars(step, scalars)
       self._tensorboard.flush()
+
+  def lines(self) -> list[dict[str, float]]:
+    """Every metric line: metrics.jsonl's (a resumed run's earlier lines included) where this
+    process writes one, else the lines written through this writer."""
+    if self._is_writer and os.path.exists(self._path):
+      with open(self._path, encoding="utf-8") as f:
+        return [json.loads(text) for text in f.read().splitlines()]
+    return list(self._written)
 
   def close(self) -> None:
     if self._tensorboard is not None:

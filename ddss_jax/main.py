@@ -13,8 +13,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddss_jax import evaluate, logs, train
-from ddss_jax.config_groups import ConfigError
+from ddss_jax import experiment, logs
+from ddss_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
@@ -51,9 +51,9 @@ def main(argv):
                jax.local_devices())
   try:
     if FLAGS.mode == "evaluate":
-      evaluate.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+      experiment.evaluate_workdir(FLAGS.config, FLAGS.workdir)
     else:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+      experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir,
                                allow_config_change=FLAGS.allow_config_change)
   except (ConfigError, FloatingPointError) as e:  # the message says it all: no traceback
     raise SystemExit(f"ddss_jax: {type(e).__name__}: {e}") from e

@@ -1,7 +1,7 @@
 """The generalised sampler recurrence that every sampler family runs, with O(K |x|) gradients.
 
 Every family in `ddss_jax.samplers` is this recurrence with particular coefficients
-(METHOD.md section 3). States are stored in execution order, `history[0] = x_T` (noise)
+(docs/method.md, section 3). States are stored in execution order, `history[0] = x_T` (noise)
 to `history[K] = x_0` (output). Step i = 0..K-1 calls the model once on history[i]:
 
     eps_i    = eps_fn(history[i], t_i)
@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ddss_jax import layouts
+from ddss_jax import conv_layout
 
 GRADIENTS = ("adjoint", "checkpoint")
 
@@ -75,7 +75,7 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
       straight-line code faster than a loop.
     canonical_convs: run the model's convolutions, and those of its gradient in the reverse
       pass, in the canonical order XLA:CPU needs for its fast path inside loops
-      (`ddss_jax.layouts`); exact, so results do not change. False leaves them as traced (the
+      (`ddss_jax.conv_layout`); exact, so results do not change. False leaves them as traced (the
       gradient's convolutions then run an order of magnitude slower inside the loop on CPU).
   """
   if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
@@ -116,7 +116,7 @@ def _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, *, remat=False, keep_
   num_steps = coeffs.t.shape[0]
   model = lambda x, t: eps_fn(x, t, *consts)
   if opts.canonical_convs:
-    model = layouts.canonical_convolutions(model)
+    model = conv_layout.canonical_convolutions(model)
   maybe_remat = jax.checkpoint if remat else (lambda f: f)
   xs = (jnp.arange(num_steps), tuple(coeffs))
 
@@ -194,7 +194,7 @@ def _adjoint_bwd(eps_fn, opts, residuals, g_out):
     return (eps, *vjp(g_eps))
 
   if opts.canonical_convs:
-    model_vjp = layouts.canonical_convolutions(model_vjp)
+    model_vjp = conv_layout.canonical_convolutions(model_vjp)
   g_states = jnp.zeros_like(history).at[-1].set(g_out)
   g_states, grads = jax.lax.scan(body, g_states, (jnp.arange(num_steps), tuple(coeffs)),
                                  reverse=True, unroll=opts.unroll)

@@ -7,7 +7,7 @@ The public contract (code outside the repository relies on it):
     x0      = sampler.sample(params, eps_fn, key, shape, *, x_T=None)
     taus    = sampler.timesteps(params) # [K] model time inputs, largest first
 
-Families (METHOD.md section 3), each K model calls:
+Families (docs/method.md, section 3), each K model calls:
   "ddpm"    strided ancestral sampling, DDIM with eta = 1; no parameters.
   "ddim"    DDIM(eta), eta = 0 by default; no parameters.
   "vars"    the DDIM mean with the K per-step noise scales learned.
@@ -23,7 +23,7 @@ Families (METHOD.md section 3), each K model calls:
             the K model time inputs.
 All of them run `ddss_jax.recurrence.run`, which gives O(K |x|)-memory gradients.
 
-Parameterisations (the project's choices; METHOD.md leaves them open):
+Parameterisations (the project's choices; docs/method.md, section 7):
   vars:  noise_angle [K]; with r = sqrt(1 - alpha_bar_next), sigma = r sin(angle) and the DDIM
          eps coefficient is r cos(angle), so every value is a valid sampler (eta = 0 at angle 0).
   ggdm:  mu [K], nu [K, K] (lower triangle used), sigma [K], stored directly.
@@ -59,7 +59,7 @@ EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def stride_timesteps(stride: str, schedule: Schedule, num_steps: int) -> np.ndarray:
-  """[K] float64 times of a fixed stride, largest first (METHOD.md section 2).
+  """[K] float64 times of a fixed stride, largest first (docs/method.md, section 2).
 
   linear: t_i = i * (T // K); quadratic: t_i = floor(linspace(0, sqrt(0.8 T), K)^2), as in the
   public DDIM code (with T = 1000 the quadratic stride repeats t = 0 from K = 30 on, as there);
@@ -211,7 +211,7 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     unroll: model calls per compiled loop iteration (1: a loop, K: straight-line code); the
       results are the same, only speed and compile time change (ddss_jax.recurrence.run).
     canonical_convs: run convolutions in the order XLA:CPU runs fast inside loops (exact; see
-      `ddss_jax.layouts`); False only to measure what it saves.
+      `ddss_jax.conv_layout`); False only to measure what it saves.
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")

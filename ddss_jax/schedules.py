@@ -5,7 +5,7 @@ A discrete model with T training steps defines alpha_bar[i] for integer i = 0..T
 `Schedule` interpolates linearly in log-SNR, logsnr = log(alpha_bar / (1 - alpha_bar)),
 which is smooth and monotone and therefore keeps time differentiable.
 
-Conventions (METHOD.md section 1): x_t = a(t) x_0 + s(t) eps with
+Conventions (docs/method.md, section 1): x_t = a(t) x_0 + s(t) eps with
 a(t)^2 = alpha_bar(t) = sigmoid(logsnr(t)) and s(t)^2 = 1 - alpha_bar(t) = sigmoid(-logsnr(t)).
 Times are in the model's own units, 0..T-1, and are clamped to that range.
 """

@@ -19,22 +19,20 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ddss_jax import evaluate, problems, samplers
-from ddss_jax.config_groups import LossConfig
-
-LOSSES = ("kid", "teacher")
-SPACES = ("data", "features")
+from ddss_jax import samplers, sampling
+from ddss_jax.problems.base import Problem
+from ddss_jax.settings import LossConfig
 
 
 def make(cfg: LossConfig, schedule) -> samplers.Sampler | None:
-  """The teacher sampler of config.loss (None for the KID loss); its values are checked before,
-  by ddss_jax.validation."""
+  """The teacher sampler of config.loss (None for the KID loss); its values were checked when
+  `cfg` was built."""
   teacher = samplers.make(cfg.teacher_family, schedule, cfg.teacher_steps,
                           stride=cfg.teacher_stride)
   return teacher if cfg.name == "teacher" else None
 
 
-def pool_path(cfg: LossConfig, problem: problems.Problem, directory: str, *, seed: int) -> str:
+def pool_path(cfg: LossConfig, problem: Problem, directory: str, *, seed: int) -> str:
   """Where the pool for these settings is cached: the name carries the teacher, the pool size,
   the seed and a digest of the frozen model's weights."""
   digest = hashlib.sha256()
@@ -45,7 +43,7 @@ def pool_path(cfg: LossConfig, problem: problems.Problem, directory: str, *, see
                       f"{digest.hexdigest()[:12]}.npz")
 
 
-def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: problems.Problem,
+def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: Problem,
                       directory: str, *, seed: int, batch_size: int) -> dict[str, np.ndarray]:
   """{"x_T": [N, ...], "target": [N, ...]}: the cached pool, or drawn now (and cached, atomically).
 
@@ -62,7 +60,7 @@ def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: probl
       return pool
     logging.warning("%s holds arrays of shape %s, not %s: drawing it again", path,
                     pool["x_T"].shape, shape)
-  run = jax.jit(lambda params, x_T: evaluate.generate(teacher, problem, {}, params,
+  run = jax.jit(lambda params, x_T: sampling.generate(teacher, problem, {}, params,
                                                      jax.random.PRNGKey(0), x_T.shape[0],
                                                      x_T=x_T))
   key = jax.random.PRNGKey(seed)
@@ -98,14 +96,14 @@ def batch_fn(pool: dict[str, np.ndarray]) -> Callable[..., dict[str, np.ndarray]
   return draw
 
 
-def make_loss_fn(sampler: samplers.Sampler, problem: problems.Problem, space: str,
+def make_loss_fn(sampler: samplers.Sampler, problem: Problem, space: str,
                  mesh=None) -> Callable[..., jax.Array]:
   """loss(sampler_params, model_params, feature_params, batch {"x_T", "target"}, key) -> mean
   squared difference between the sampler's x_0 from batch["x_T"] and the teacher's, per element
   of the data (space "data") or of the features ("features")."""
   def loss_fn(sampler_params, model_params, feature_params, batch: dict[str, Any], key):
     x_T = batch["x_T"]
-    generated = evaluate.generate(sampler, problem, sampler_params, model_params, key,
+    generated = sampling.generate(sampler, problem, sampler_params, model_params, key,
                                   x_T.shape[0], mesh, x_T=x_T)
     target = batch["target"]
     if space == "features":

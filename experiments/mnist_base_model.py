@@ -13,7 +13,7 @@ import jax
 from absl import app, flags, logging
 
 from configs import mnist
-from ddss_jax import evaluate, logs, samplers, schedules, train
+from ddss_jax import experiment, logs, samplers, sampling, schedules
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_samples", 1000, "Samples per sampler.")
@@ -26,7 +26,7 @@ def main(argv):
   logs.quiet_library_logs()
   config = mnist.get_config()
   schedule = schedules.linear_beta(1000)
-  problem = train.build_problem(config, schedule, workdir="/tmp")
+  problem = experiment.build_problem(config, schedule, workdir="/tmp")
   rows = [("ddpm", FLAGS.ddpm_steps, "linear")] + [("ddim", int(k), "quadratic")
                                                    for k in FLAGS.ddim_steps]
   print("| sampler | K | KID | KID std | FID | confident share | seconds |")
@@ -34,7 +34,7 @@ def main(argv):
   for family, num_steps, stride in rows:
     sampler = samplers.make(family, schedule, num_steps, stride=stride)
     start = time.perf_counter()
-    samples = evaluate.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
+    samples = sampling.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
                                  batch_size=250, seed=config.eval.seed)
     seconds = time.perf_counter() - start
     m = problem.evaluate(samples)

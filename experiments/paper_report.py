@@ -12,8 +12,9 @@ import os
 import numpy as np
 
 from ddss_jax import plots
+from experiments.paper_protocol import GRID_STEPS, PARTS, TABLE_STEPS
 
-PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}  # CIFAR-10, PAPER_RESULTS.md
+PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}  # CIFAR-10, docs/paper_results.md, section 4
 BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
 SOLVERS = ("dpm-solver++2m:linear", "dpm-solver++2m:logsnr", "dpm-solver++2m:quadratic",
            "unipc:linear", "unipc:logsnr", "unipc:quadratic")
@@ -192,9 +193,8 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
     seeds: (training seed, evaluation seed) of the rows.
     compare: None, or (path, rows) of another results.csv to set the rows against.
   """
-  from experiments import paper_tables  # pylint: disable=import-outside-toplevel  (cycle)
   os.makedirs(os.path.join(out, FIG_DIR), exist_ok=True)
-  table_steps = list(paper_tables.TABLE_STEPS)
+  table_steps = list(TABLE_STEPS)
   all_steps = sorted({r["num_steps"] for r in rows if r["num_steps"] <= 2 * max(table_steps)}
                      | set(table_steps))
   references = [r for r in rows if r["num_steps"] > 2 * max(table_steps)]
@@ -216,7 +216,7 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
         "loses only its unfinished row's time).", "",
         "| part | wall time | invocations (commit, backend, device, CPUs, DDSS steps, samples, "
         "--seed: rows done) |", "|---|---|---|"]
-  for part in paper_tables.PARTS[:-1]:
+  for part in PARTS[:-1]:
     if part in parts:
       runs = "; ".join(f"{r['commit']} {r['backend']} {r['device']} {r['cpus']} CPUs, "
                        f"{r['train_steps']} steps, {r['num_samples']} samples, seed "
@@ -244,7 +244,7 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   if rows:
     plot_fid(rows, os.path.join(out, FIG_DIR, "fid_vs_k.png"))
     md += ["", "## FID against K", "", f"![FID against K]({FIG_DIR}/fid_vs_k.png)"]
-  for k in paper_tables.GRID_STEPS:
+  for k in GRID_STEPS:
     name = f"samples_k{k}.png"
     if plot_grids(rows, workdir, k, os.path.join(out, FIG_DIR, name)):
       md += ["", f"## Samples at K = {k}", "", f"![samples at K = {k}]({FIG_DIR}/{name})"]

@@ -41,30 +41,11 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import mnist
-from ddss_jax import evaluate, logs, samplers, schedules, train
+from ddss_jax import evaluate, experiment, logs, samplers, sampling, schedules
 from experiments import paper_report
+from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,
+                                        LEARNED, PARTS, TEACHER_ROW)
 
-TABLE_STEPS = (5, 10, 15, 20, 25)
-FIXED_STEPS = TABLE_STEPS + (30, 40, 50)
-# The solvers on the quadratic stride too: where the learned-time solvers start. (They refuse
-# its repeated times from K = 30 on; those rows are skipped.)
-FIXED = (("ddpm", "linear"), ("ddpm", "quadratic"), ("ddim", "linear"), ("ddim", "quadratic"),
-         ("dpm-solver++2m", "linear"), ("dpm-solver++2m", "logsnr"),
-         ("dpm-solver++2m", "quadratic"), ("unipc", "linear"), ("unipc", "logsnr"),
-         ("unipc", "quadratic"))
-# (family, loss, initial stride): every learned sampler starts from the quadratic stride, as
-# configs/mnist.py (GGDM families as DDIM there, the learned-time solvers as their solver).
-LEARNED = (("vars", "kid", "quadratic"), ("ggdm", "kid", "quadratic"),
-           ("ggdm+pred", "kid", "quadratic"), ("ggdm+time", "kid", "quadratic"),
-           ("ggdm+pred+time", "kid", "quadratic"), ("ggdm+pred+time", "teacher", "quadratic"),
-           ("dpm-solver++2m+time", "kid", "quadratic"), ("unipc+time", "kid", "quadratic"))
-# The teacher of the teacher loss (ddss_jax.teacher's default), evaluated as a row: its quality
-# bounds what matching it can reach.
-TEACHER_ROW = ("ddim", "linear", 200)
-PARTS = ("fixed",) + tuple(f"k{k}" for k in TABLE_STEPS) + ("report",)
-COLUMNS = ("sampler", "num_steps", "loss", "fid", "kid", "kid_std", "precision", "recall")
-GRID_STEPS = (5, 10)
-GRID_IMAGES = 64
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
@@ -152,7 +133,7 @@ class Runner:
   @property
   def problem(self):
     if self._problem is None:
-      self._problem = train.build_problem(self.config, self.schedule, self.workdir)
+      self._problem = experiment.build_problem(self.config, self.schedule, self.workdir)
     return self._problem
 
   def done(self, sampler: str, num_steps: int, loss: str) -> bool:
@@ -161,7 +142,7 @@ class Runner:
 
   def evaluate(self, name: str, loss: str, sampler: samplers.Sampler, params, problem) -> None:
     label = f"{name} ({loss}) K={sampler.num_steps}"
-    batches = evaluate.sample_batches(sampler, params, problem, num_samples=self.num_samples,
+    batches = sampling.sample_batches(sampler, params, problem, num_samples=self.num_samples,
                                       batch_size=self.config.eval.batch_size,
                                       seed=self.config.eval.seed)
     metrics, kept = evaluate.stream(batches, problem, num_samples=self.num_samples, label=label,
@@ -200,13 +181,14 @@ class Runner:
       if self.done(family, num_steps, loss):
         continue
       config = self.table_config(family, num_steps, stride, loss)
-      run = train.setup(config, os.path.join(self.workdir, "runs",
-                                              f"{family}_{loss}_K{num_steps}"))
+      run = experiment.setup(config, os.path.join(self.workdir, "runs",
+                                                  f"{family}_{loss}_K{num_steps}"))
       writer = logs.MetricWriter(run.workdir)
-      problem, state = train.optimise(run, config, writer)
+      problem = experiment.build_problem(config, run.schedule, run.workdir, run.mesh)
+      learned = experiment.learn(run, problem, writer)
       writer.close()
-      samplers.save(os.path.join(run.workdir, "sampler.json"), run.sampler, state.params)
-      self.evaluate(family, loss, run.sampler, state.params, problem)
+      learned.save(os.path.join(run.workdir, "sampler.json"))
+      self.evaluate(family, loss, learned.sampler, learned.params, problem)
 
   def run_part(self, part: str) -> None:
     self._part, self._run, self._mark = part, None, time.perf_counter()

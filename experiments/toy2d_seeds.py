@@ -1,4 +1,4 @@
-"""The 2-D before/after table of the README over several seeds.
+"""The 2-D before/after table of docs/results.md ("Results on 2-D data") over several seeds.
 
 Each seed retrains the MLP eps-model, reruns DDSS (configs/toy2d.py) and evaluates on fresh
 samples. About 35 s a seed on 2 CPU cores.
@@ -12,7 +12,7 @@ import numpy as np
 from absl import app, flags
 
 from configs import toy2d
-from ddss_jax import train
+from ddss_jax import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Parent directory; one subdirectory per seed.")
@@ -26,7 +26,7 @@ def main(argv):
   for seed in map(int, FLAGS.seeds):
     config = toy2d.get_config()
     config.train.seed = seed
-    per_seed.append(train.train_and_evaluate(config, os.path.join(FLAGS.workdir, f"seed{seed}")))
+    per_seed.append(experiment.train_and_evaluate(config, os.path.join(FLAGS.workdir, f"seed{seed}")))
   roles = ["baseline", "learned", "reference", "data"]
   metrics = ["mmd", "log_density"]
   print(f"\nheld-out metrics, mean (min, max) over seeds {FLAGS.seeds}:")
@@ -36,7 +36,7 @@ def main(argv):
     for metric in metrics:
       values = np.array([r[role][metric] for r in per_seed])
       cells.append(f"{values.mean():.4g} ({values.min():.4g}, {values.max():.4g})")
-    print(f"| {train.row_label(role, per_seed[0][role])} | " + " | ".join(cells) + " |")
+    print(f"| {experiment.row_label(role, per_seed[0][role])} | " + " | ".join(cells) + " |")
   ratio = [r["learned"]["mmd"] / r["baseline"]["mmd"] for r in per_seed]
   print(f"\nMMD ratio learned / DDIM per seed: {np.round(ratio, 3).tolist()}")
 

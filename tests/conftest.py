@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny shapes, deterministic analytic eps-functions."""
+"""Test set-up shared by every test file: the repository root on sys.path (no fixtures)."""
 
 import os
 import sys

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import parallel, problems, samplers, schedules, train
-from ddss_jax.config_groups import TrainConfig
+from ddss_jax import parallel, samplers, schedules, train
+from ddss_jax.problems.base import Problem
+from ddss_jax.settings import TrainConfig
 from ddss_jax.models import unet
 
 BATCH = 16
@@ -23,7 +24,7 @@ CFG = unet.UNetConfig(sample_size=8, in_channels=1, out_channels=1, block_out_ch
                       norm_num_groups=4)
 
 
-def tiny_problem() -> problems.Problem:
+def tiny_problem() -> Problem:
   model = unet.UNet2DModel(CFG)
   feature_kernel = jax.random.normal(jax.random.PRNGKey(7), (3, 3, 1, 16)) / 3.0
 
@@ -32,7 +33,7 @@ def tiny_problem() -> problems.Problem:
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.mean(jax.nn.relu(h), axis=(1, 2))
 
-  return problems.Problem(
+  return Problem(
       name="tiny", schedule=schedules.linear_beta(1000), example_shape=(8, 8, 1),
       eps_apply=lambda p, x, t: model.apply({"params": p}, x, t),
       model_params=unet.init_params(CFG, jax.random.PRNGKey(0)), feature_apply=features,

@@ -1,4 +1,4 @@
-"""ddss_jax.layouts: the canonical-convolution rewrite computes the same values and gradients,
+"""ddss_jax.conv_layout: the canonical-convolution rewrite computes the same values and gradients,
 and leaves no non-canonical convolution inside the sampler's compiled reverse loop."""
 
 import functools
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ddss_jax import layouts, samplers, schedules
+from ddss_jax import conv_layout, samplers, schedules
 from ddss_jax.models import unet
 
 # (dimension numbers, input shape, kernel shape, options): every spec order, strides, dilations,
@@ -36,20 +36,20 @@ def test_canonical_convolutions_compute_the_same_values_and_gradients(dn, x_shap
   # A jitted sub-function (inlined by the rewrite) and a scan (passed through) around the conv.
   inner = jax.jit(lambda x, w: jnp.sin(conv(x, w, dn, **options)))
   fn = lambda x, w: lax.scan(lambda c, _: (c * 0.5, None), inner(x, w), None, length=2)[0]
-  canonical = layouts.canonical_convolutions(fn)
+  canonical = conv_layout.canonical_convolutions(fn)
   np.testing.assert_allclose(jax.jit(canonical)(x, w), fn(x, w), rtol=1e-6, atol=1e-6)
   loss = lambda f: (lambda x, w: jnp.sum(f(x, w) ** 2))
   for got, want in zip(jax.grad(loss(canonical), (0, 1))(x, w), jax.grad(loss(fn), (0, 1))(x, w)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   # Every convolution of the rewritten function is in canonical order (before XLA's passes).
   text = jax.jit(canonical).lower(x, w).as_text(dialect="hlo")
-  assert layouts.conv_dimension_labels(text) == ["b01f_01io->b01f"]
+  assert conv_layout.conv_dimension_labels(text) == ["b01f_01io->b01f"]
 
 
 def test_rewrite_keeps_pytrees_and_closed_over_values():
   scale = jnp.float32(3.0)
   fn = lambda tree: {"y": tree["a"] * scale, "z": (tree["b"] + 1.0,)}
-  out = layouts.canonical_convolutions(fn)({"a": jnp.ones(2), "b": jnp.zeros(3)})
+  out = conv_layout.canonical_convolutions(fn)({"a": jnp.ones(2), "b": jnp.zeros(3)})
   assert set(out) == {"y", "z"} and isinstance(out["z"], tuple)
   np.testing.assert_array_equal(out["y"], [3.0, 3.0])
 
@@ -83,8 +83,8 @@ def test_sampler_reverse_loop_runs_only_canonical_convolutions():
   kernels = lambda labels: {label.split("_")[1].split("->")[0] for label in labels}
   # As traced, the input gradients inside the while loop keep [spatial, out, in] kernels, which
   # XLA:CPU runs on its slow generic path; rewritten, every kernel is [spatial, in, out].
-  assert "01oi" in kernels(layouts.conv_dimension_labels(text_ref))
-  assert kernels(layouts.conv_dimension_labels(text)) == {"01io"}
+  assert "01oi" in kernels(conv_layout.conv_dimension_labels(text_ref))
+  assert kernels(conv_layout.conv_dimension_labels(text)) == {"01io"}
   np.testing.assert_allclose(loss, loss_ref, rtol=1e-6)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * float(jnp.abs(want).max()))

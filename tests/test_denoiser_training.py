@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddss_jax import diffusion, pretrain, schedules
+from ddss_jax import diffusion, denoiser_training, schedules
 from ddss_jax.models.mlp import MLPEpsModel
 
 
@@ -19,7 +19,7 @@ def test_denoising_loss_of_the_bayes_optimal_model_on_gaussian_data():
     return s * x_t
 
   x0 = jax.random.normal(jax.random.PRNGKey(0), (20000, 4))
-  loss = pretrain.denoising_loss(oracle, None, x0, jax.random.PRNGKey(1), schedule=sched)
+  loss = denoiser_training.denoising_loss(oracle, None, x0, jax.random.PRNGKey(1), schedule=sched)
   assert abs(float(loss) - sched.alpha_bars.mean()) < 0.01
 
 
@@ -31,7 +31,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
                                             (32, 2))
   kwargs = dict(schedule=schedules.linear_beta(), num_steps=6, learning_rate=1e-2,
                 warmup_steps=2, checkpoint_every=3)
-  straight = pretrain.train_denoiser(apply_fn, params, batch_fn,
+  straight = denoiser_training.train_denoiser(apply_fn, params, batch_fn,
                                      checkpoint_dir=str(tmp_path / "straight"), **kwargs)
 
   def killed_at_step_4(step):
@@ -40,9 +40,9 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     return batch_fn(step)
 
   with pytest.raises(KeyboardInterrupt):
-    pretrain.train_denoiser(apply_fn, params, killed_at_step_4,
+    denoiser_training.train_denoiser(apply_fn, params, killed_at_step_4,
                             checkpoint_dir=str(tmp_path / "killed"), **kwargs)
-  resumed = pretrain.train_denoiser(apply_fn, params, batch_fn,
+  resumed = denoiser_training.train_denoiser(apply_fn, params, batch_fn,
                                     checkpoint_dir=str(tmp_path / "killed"), **kwargs)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)

@@ -13,8 +13,9 @@ import jax
 import pytest
 
 from configs import mnist_tiny
-from ddss_jax import problems, samplers, schedules, train, weights
-from ddss_jax.config_groups import MNISTConfig, from_group
+from ddss_jax import experiment, samplers, schedules, weights
+from ddss_jax.problems import mnist as mnist_problem
+from ddss_jax.settings import from_group
 from ddss_jax.models import unet
 
 
@@ -28,10 +29,10 @@ def random_unet(tmp_path_factory):
 def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet):
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = random_unet
-  first = train.train_and_evaluate(config, str(tmp_path))
+  first = experiment.train_and_evaluate(config, str(tmp_path))
   assert first["train_steps"] == 2
   config.train.num_train_steps = 3
-  resumed = train.train_and_evaluate(config, str(tmp_path))
+  resumed = experiment.train_and_evaluate(config, str(tmp_path))
   assert resumed["train_steps"] == 3
   steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
   assert steps == [1, 2, 2, 3, 3]  # train lines, an eval line per run; the resume skips 1-2
@@ -66,7 +67,7 @@ def test_weights_paths_in_the_config_replace_the_shipped_files(tmp_path, random_
     if classifier_params is not None:
       config.mnist.classifier_weights = str(tmp_path / "my_classifier.msgpack")
       weights.save_msgpack(classifier_params, config.mnist.classifier_weights)
-    problem = problems.build_mnist(from_group(MNISTConfig, config.mnist, "mnist"),
+    problem = mnist_problem.build(from_group(mnist_problem.Config, config.mnist),
                                    schedules.linear_beta(), seed=0)
     return problem.evaluate(problem.real_batch(jax.random.PRNGKey(0), 64))
 
@@ -80,11 +81,11 @@ def test_a_missing_weights_file_says_so(tmp_path):
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = str(tmp_path / "nope.msgpack")
   with pytest.raises(FileNotFoundError, match="nope.msgpack does not exist"):
-    train.train_and_evaluate(config, str(tmp_path))
+    experiment.train_and_evaluate(config, str(tmp_path))
 
 
 def _mnist_cfg(**changes):
-  return dataclasses.replace(from_group(MNISTConfig, mnist_tiny.get_config().mnist, "mnist"),
+  return dataclasses.replace(from_group(mnist_problem.Config, mnist_tiny.get_config().mnist),
                              **changes)
 
 
@@ -97,7 +98,7 @@ def test_weights_of_another_width_are_named_not_loaded(tmp_path):
   with pytest.raises(ValueError, match=rf"{path} does not hold the expected network: .*"
                                        r"conv_in/kernel has shape \(3, 3, 1, 8\), expected "
                                        r"\(3, 3, 1, 16\)"):
-    problems.build_mnist(_mnist_cfg(unet_weights=path), schedules.linear_beta(), seed=0)
+    mnist_problem.build(_mnist_cfg(unet_weights=path), schedules.linear_beta(), seed=0)
 
 
 def test_tampered_user_weights_are_refused_by_their_sidecar(tmp_path, random_unet):
@@ -108,6 +109,6 @@ def test_tampered_user_weights_are_refused_by_their_sidecar(tmp_path, random_une
   data[len(data) // 2] ^= 0xFF
   open(path, "wb").write(bytes(data))
   with pytest.raises(ValueError) as error:
-    problems.build_mnist(_mnist_cfg(unet_weights=path), schedules.linear_beta(), seed=0)
+    mnist_problem.build(_mnist_cfg(unet_weights=path), schedules.linear_beta(), seed=0)
   assert str(error.value).startswith(f"{path} has sha256 {weights.sha256_of(path)}, expected "
                                      f"{weights.sha256_of(random_unet)}")

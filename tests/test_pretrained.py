@@ -17,8 +17,10 @@ import pytest
 pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
 from configs import cifar10  # noqa: E402
-from ddss_jax import pretrained, schedules, train  # noqa: E402
-from ddss_jax.config_groups import ConfigError, PretrainedConfig, from_group  # noqa: E402
+from ddss_jax import experiment, schedules  # noqa: E402
+from ddss_jax.errors import ConfigError  # noqa: E402
+from ddss_jax.problems import pretrained as pretrained_problem  # noqa: E402
+from ddss_jax.settings import from_group  # noqa: E402
 from ddss_jax.data import tfds_images  # noqa: E402
 from ddss_jax.models import diffusers_io, inception, unet  # noqa: E402
 
@@ -125,7 +127,7 @@ def test_missing_inputs_are_listed_together_before_compiling(tmp_path, monkeypat
   config = cifar10.get_config()
   config.pretrained.data_dir = str(tmp_path / "no_data")
   with pytest.raises(FileNotFoundError) as error:
-    train.setup(config, str(tmp_path / "run"))
+    experiment.setup(config, str(tmp_path / "run"))
   message = str(error.value)
   assert "config.pretrained.checkpoint is not set" in message
   assert "google/ddpm-cifar10-32" in message
@@ -148,13 +150,13 @@ def test_bad_values_are_named(tmp_path, field, value, match):
   config = cifar10.get_config()
   config.pretrained[field] = value
   with pytest.raises(ConfigError, match=match):
-    train.setup(config, str(tmp_path))
+    experiment.setup(config, str(tmp_path))
 
 
 # --- Mismatches between the checkpoint, config.schedule and the data, found before compiling ---
 
 def _pretrained_cfg(checkpoint, **changes):
-  cfg = from_group(PretrainedConfig, cifar10.get_config().pretrained, "pretrained")
+  cfg = from_group(pretrained_problem.Config, cifar10.get_config().pretrained)
   return dataclasses.replace(cfg, checkpoint=checkpoint, **changes)
 
 
@@ -186,7 +188,7 @@ def test_checkpoint_mismatches_are_named_before_anything_is_read(tmp_path, unet_
   os.remove(os.path.join(path, diffusers_io.SAFETENSORS_NAME))  # the weights are never read
   cfg = _pretrained_cfg(path, data_dir=str(tmp_path / "no_data"), **cfg_changes)
   with pytest.raises(ValueError, match=match):
-    pretrained.build_pretrained(cfg, schedules.linear_beta(1000), seed=0)
+    pretrained_problem.build(cfg, schedules.linear_beta(1000), seed=0)
 
 
 @pytest.mark.parametrize("batch,match", [
@@ -213,4 +215,4 @@ def test_a_first_real_batch_that_does_not_fit_is_named(tmp_path, monkeypatch, ba
   path = _zeros_checkpoint(str(tmp_path / "ckpt"))
   os.remove(os.path.join(path, diffusers_io.SAFETENSORS_NAME))  # checked before weights are read
   with pytest.raises(ValueError, match=r"dataset cifar10/train: " + match):
-    pretrained.build_pretrained(_pretrained_cfg(path), schedules.linear_beta(1000), seed=0)
+    pretrained_problem.build(_pretrained_cfg(path), schedules.linear_beta(1000), seed=0)

@@ -224,7 +224,7 @@ def test_learned_times_stay_strictly_decreasing_inside_the_range():
 # -- gradients against autodiff of an unrolled Python loop -----------------------------------
 
 def unrolled_reference(sampler, params, eps_fn, key, x_T):
-  """METHOD.md's GGDM update written out, k = K..1, as a plain Python loop (autodiff applies)."""
+  """The GGDM update of docs/method.md, section 3, written out, k = K..1, as a plain Python loop (autodiff applies)."""
   c = sampler.coefficients(params)
   num_steps = sampler.num_steps
   noise_key = jax.random.split(key)[1]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ddss_jax import samplers, schedules, teacher, train
-from ddss_jax.config_groups import ConfigError, LossConfig, from_group
+from ddss_jax import experiment, samplers, schedules, teacher
+from ddss_jax.errors import ConfigError
+from ddss_jax.settings import LossConfig, from_group
 
 
 def teacher_config(steps=8, **loss):
@@ -27,8 +28,8 @@ def toy(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("toy"))
   config = teacher_config()
   schedule = schedules.linear_beta()
-  problem = train.build_problem(config, schedule, workdir)
-  cfg = from_group(LossConfig, config.loss, "loss")
+  problem = experiment.build_problem(config, schedule, workdir)
+  cfg = from_group(LossConfig, config.loss)
   return problem, schedule, cfg, workdir
 
 
@@ -93,7 +94,7 @@ def test_loss_is_the_mean_squared_difference_to_the_teacher(toy, space):
 
 def test_ddss_with_the_teacher_loss_lowers_it(tmp_path):
   config = teacher_config(steps=20)
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = experiment.train_and_evaluate(config, str(tmp_path))
   assert results["loss"] == "teacher"
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses = [line["train/teacher"] for line in lines if "train/teacher" in line]
@@ -119,5 +120,5 @@ def test_bad_loss_settings_fail_before_anything_runs(tmp_path, edit, match):
   config = teacher_config()
   config.loss.update(**edit)
   with pytest.raises(ConfigError, match=match):
-    train.train_and_evaluate(config, str(tmp_path))
+    experiment.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path) if os.path.exists(tmp_path) else True

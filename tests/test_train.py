@@ -9,15 +9,18 @@ import jax
 import pytest
 
 from configs import default, tiny, toy2d
-from ddss_jax import problems, samplers, schedules, train
-from ddss_jax.config_groups import ConfigError, TrainConfig, Toy2DConfig, from_group
+from ddss_jax import experiment, samplers, schedules, train
+from ddss_jax.errors import ConfigError
+from ddss_jax.problems import toy2d as toy2d_problem
+from ddss_jax.problems.base import Problem
+from ddss_jax.settings import TrainConfig, from_group
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
   """The shipped 2-D config: learned GGDM+PRED+TIME at K = 4 against DDIM at K = 4."""
-  results = train.train_and_evaluate(toy2d.get_config(), str(tmp_path))
+  results = experiment.train_and_evaluate(toy2d.get_config(), str(tmp_path))
   ddim, learned = results["baseline"], results["learned"]
   assert (ddim["family"], learned["family"]) == ("ddim", "ggdm+pred+time")
   print(json.dumps(results, indent=1))
@@ -28,11 +31,11 @@ def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   config = tiny.get_config()
-  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  straight = experiment.train_and_evaluate(config, str(tmp_path / "straight"))
   config.train.num_train_steps = 2
-  train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  experiment.train_and_evaluate(config, str(tmp_path / "resumed"))
   config.train.num_train_steps = 4
-  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = experiment.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed["train_steps"] == straight["train_steps"] == 4
   assert resumed == straight
   assert (open(tmp_path / "resumed" / "sampler.json").read()
@@ -48,12 +51,12 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_train_step_compiles_once(tmp_path):
   config = tiny.get_config()
   schedule = schedules.linear_beta()
-  problem = train.build_problem(config, schedule, str(tmp_path))
+  problem = experiment.build_problem(config, schedule, str(tmp_path))
   traces = []
-  counted = problems.Problem(**{**problem.__dict__, "eps_apply": lambda *a: (
+  counted = Problem(**{**problem.__dict__, "eps_apply": lambda *a: (
       traces.append(1), problem.eps_apply(*a))[1]})
   sampler = samplers.make("ggdm+pred+time", schedule, 3)
-  optimizer = train.create_optimizer(from_group(TrainConfig, config.train, "train"))
+  optimizer = train.create_optimizer(from_group(TrainConfig, config.train))
   state = train.create_train_state(sampler.init(), optimizer)
   step = train.make_train_step(sampler, counted, optimizer, batch_size=8)
   for i in range(3):
@@ -92,7 +95,7 @@ def test_bad_configs_fail_before_anything_compiles(tmp_path, edit, match):
   config = tiny.get_config()
   edit(config)
   with pytest.raises(ConfigError, match=match):
-    train.train_and_evaluate(config, str(tmp_path))
+    experiment.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
   assert not os.path.exists(tmp_path / "config.json")
 
@@ -101,9 +104,9 @@ def test_config_groups_reject_unknown_and_missing_keys():
   config = default.get_config()
   config.train.learning_rte = 1.0
   with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rte'\] in config.train"):
-    from_group(TrainConfig, config.train, "train")
+    from_group(TrainConfig, config.train)
   with pytest.raises(ValueError, match=r"config.toy2d lacks key\(s\) \['std'\]"):
-    from_group(Toy2DConfig, {k: v for k, v in config.toy2d.items() if k != "std"}, "toy2d")
+    from_group(toy2d_problem.Config, {k: v for k, v in config.toy2d.items() if k != "std"})
 
 
 def test_main_runs_from_the_command_line(tmp_path):

@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from configs import default, tiny
-from ddss_jax import train, validation
-from ddss_jax.config_groups import ConfigError
+from ddss_jax import config as config_lib, experiment
+from ddss_jax.errors import ConfigError
 
 DEFAULTS = tiny.get_config().to_dict()
 FIELDS = ["problem"] + [f"{group}.{key}" for group, values in DEFAULTS.items()
                         if isinstance(values, dict) for key in values]
-CHOICES = sorted({c for checks in validation.FIELDS.values() for check in checks.values()
+CHOICES = sorted({c for checks in config_lib.field_checks().values() for check in checks.values()
                   for c in getattr(check, "choices", ())} | {"toy2d", "mnist", "pretrained"})
 # Edge values of every type a config file can hold: each field meets every one of them.
 VALUES = st.one_of(
@@ -33,7 +33,7 @@ VALUES = st.one_of(
 def _near_default(field):
   """Values near the field's default in tiny.py (its choices, for a name), most of them valid."""
   group, key = field.split(".")
-  check, value = validation.FIELDS[group][key], DEFAULTS[group][key]
+  check, value = config_lib.field_checks()[group][key], DEFAULTS[group][key]
   if hasattr(check, "choices"):
     return st.sampled_from(list(check.choices) + ["nope"])
   if isinstance(value, bool):
@@ -67,7 +67,7 @@ def test_validate_accepts_or_names_a_field(edits):
     group, _, key = field.partition(".")
     (values[group].__setitem__(key, value) if key else values.__setitem__(group, value))
   try:
-    validation.validate(values)
+    config_lib.validate(values)
   except ConfigError as e:
     assert _schema_field(e), e
     assert str(e).startswith(f"config.{e.field}"), e
@@ -77,7 +77,7 @@ def test_validate_accepts_or_names_a_field(edits):
 @given(field=st.sampled_from(FIELDS), value=VALUES)
 def test_a_value_of_the_wrong_type_is_named(field, value):
   """A value whose type the field cannot take fails on that very field."""
-  default_value = validation.as_dict(tiny.get_config())
+  default_value = config_lib.as_dict(tiny.get_config())
   for part in field.split("."):
     default_value = default_value[part]
   number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -87,7 +87,7 @@ def test_a_value_of_the_wrong_type_is_named(field, value):
   if not wrong:
     return
   with pytest.raises(ConfigError) as error:
-    validation.validate(_mutated(field, value))
+    config_lib.validate(_mutated(field, value))
   assert error.value.field == field, error.value
 
 
@@ -104,7 +104,7 @@ def test_a_config_either_runs_or_raises_config_error(edit):
   config = _mutated(field, value)
   with tempfile.TemporaryDirectory() as workdir:
     try:
-      results = train.train_and_evaluate(config, workdir)
+      results = experiment.train_and_evaluate(config, workdir)
     except ConfigError as e:
       assert _schema_field(e) and str(e).startswith(f"config.{e.field}"), e
       assert os.listdir(workdir) == [], "a refused config wrote files"
@@ -124,7 +124,7 @@ def test_every_shipped_config_validates():
       os.path.join(os.path.dirname(default.__file__), "*.py")) if not p.endswith("__init__.py")]
   assert len(names) >= 8
   for name in names:
-    validation.validate(importlib.import_module(f"configs.{name}").get_config())
+    config_lib.validate(importlib.import_module(f"configs.{name}").get_config())
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_named(tmp_path):

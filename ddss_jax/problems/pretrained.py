@@ -9,8 +9,9 @@ network (preprocessing, width and the weights file's sha256).
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import numpy as np
@@ -18,12 +19,15 @@ from absl import logging
 from jax.sharding import Mesh
 
 from ddss_jax import diffusion, metrics, parallel, plots
-from ddss_jax.config_groups import PretrainedConfig
 from ddss_jax.data.source import check_images
+from ddss_jax.errors import ConfigError
 from ddss_jax.models import diffusers_io, inception, unet
-from ddss_jax.problems import Problem
+from ddss_jax.problems.base import Problem
 from ddss_jax.schedules import Schedule
+from ddss_jax.settings import Group, choice, integer, real, setting, text
 from ddss_jax.weights import sha256_of
+
+NAME = "pretrained"
 
 
 def _data_module():
@@ -33,12 +37,70 @@ def _data_module():
 
 
 LOSS_FEATURES = ("pool3", "logits_unbiased", "logits")
+_SHA256 = r"[0-9a-fA-F]{1,64}"
 
 
-def missing_inputs(cfg: PretrainedConfig) -> list[str]:
+def _dataset(field: str, value: Any) -> None:
+  try:  # tensorflow-datasets is an extra; without it, missing_inputs says what to install
+    names = sorted(_data_module().DATASETS)
+  except ImportError:
+    names = None
+  if not isinstance(value, str) or (names is not None and value not in names):
+    raise ConfigError(field, value, f"valid choices: {names}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(Group):
+  """config.pretrained: the checkpoint, the dataset, the Inception network and the metrics."""
+  GROUP: ClassVar[str] = "pretrained"
+  dataset: str = setting("cifar10", "cifar10, imagenet64, lsun_church or lsun_bedroom "
+                         "(ddss_jax.data.tfds_images).", _dataset)
+  data_dir: str | None = setting(None, "tensorflow-datasets' folder (None: ~/tensorflow_datasets)."
+                                 , text(optional=True))
+  train_split: str = setting("train", "The real batches of the KID loss.", text())
+  reference_split: str = setting("train", "The split of the FID/IS/KID reference statistics "
+                                 "(computed once, cached in stats_dir).", text())
+  reference_num_examples: int = setting(50000, "Examples in the reference statistics (0: all).",
+                                        integer(0))
+  image_size: int | None = setting(None, "None: the dataset's default; must equal the "
+                                   "checkpoint's sample_size.", integer(8, optional=True))
+  checkpoint: str | None = setting(None, "A diffusers UNet2DModel folder (config.json, weights, "
+                                   "scheduler_config.json).", text(optional=True))
+  checkpoint_sha256: str | None = setting(None, "Pins the checkpoint's weights file.",
+                                          text(optional=True, pattern=_SHA256))
+  inception_weights: str | None = setting(None, "The pytorch-fid .pth or its converted .msgpack "
+                                          "(None: the cached download).", text(optional=True))
+  inception_sha256: str | None = setting(None, "Pins it (None: the published prefix for the .pth,"
+                                         " the sidecar for .msgpack).",
+                                         text(optional=True, pattern=_SHA256))
+  inception_width: float = setting(1.0, "1.0 is the real network (less only for tests).",
+                                   real(above=0, high=1))
+  inception_preprocess: str = setting("tf", "tf (the TF FID graph's resize and scaling) or "
+                                      "pytorch_fid.", choice(inception.PREPROCESS_CHOICES))
+  loss_features: str = setting("pool3", "The network output the KID loss compares.",
+                               choice(LOSS_FEATURES))
+  feature_batch_size: int = setting(250, "Images per Inception call when evaluating.",
+                                    integer(1))
+  kid_subsets: int = setting(100, "KID mean and std over this many subsets.", integer(1))
+  kid_subset_size: int = setting(1000, "Features per KID subset.", integer(2))
+  kid_sample_size: int = setting(10000, "Features kept (reservoir) for KID.", integer(2))
+  is_splits: int = setting(10, "Inception Score parts.", integer(1))
+  stats_dir: str | None = setting(None, "Where reference statistics are cached (None: "
+                                  "~/.cache/ddss_jax/stats).", text(optional=True))
+
+
+def check_across_groups(values: dict[str, Any]) -> None:
+  """A KID subset must fit in the reservoir it is drawn from."""
+  pre = values["pretrained"]
+  if pre["kid_subset_size"] > pre["kid_sample_size"]:
+    raise ConfigError("pretrained.kid_subset_size", pre["kid_subset_size"],
+                      f"must be <= pretrained.kid_sample_size={pre['kid_sample_size']}")
+
+
+def missing_inputs(cfg: Config) -> list[str]:
   """Every file or dataset the problem needs and does not find, each with how to provide it.
 
-  The values of config.pretrained are checked before, by ddss_jax.validation.
+  The values of config.pretrained are checked before, when Config is built.
   """
   missing = []
   if cfg.checkpoint is None:
@@ -68,15 +130,15 @@ def missing_inputs(cfg: PretrainedConfig) -> list[str]:
   return missing
 
 
-def image_size(cfg: PretrainedConfig) -> int:
+def image_size(cfg: Config) -> int:
   return cfg.image_size or _data_module().get_spec(cfg.dataset).image_size
 
 
-def stats_dir(cfg: PretrainedConfig) -> str:
+def stats_dir(cfg: Config) -> str:
   return cfg.stats_dir or os.path.join(inception.cache_dir(), "stats")
 
 
-def reference_stats_path(cfg: PretrainedConfig) -> str:
+def reference_stats_path(cfg: Config) -> str:
   """<stats_dir>/<dataset>-<split>-<S>px-<N or all>-inception-<preprocess>-w<width>-<sha>.npz."""
   weights_path = cfg.inception_weights or inception.default_weights_path()
   digest = sha256_of(weights_path)[:12] if os.path.exists(weights_path) else "absent"
@@ -86,7 +148,7 @@ def reference_stats_path(cfg: PretrainedConfig) -> str:
   return os.path.join(stats_dir(cfg), name)
 
 
-def compute_reference_stats(cfg: PretrainedConfig, features: Callable, path: str,
+def compute_reference_stats(cfg: Config, features: Callable, path: str,
                             mesh: Mesh | None = None) -> dict:
   """Streams the reference split through `features`, saves FeatureStats to `path`, loads it."""
   source = _data_module().TFDSImageSource(cfg.dataset, cfg.reference_split,
@@ -113,7 +175,7 @@ class InceptionEvaluator:
   """FID, Inception Score and KID of streamed samples against cached reference statistics."""
 
   def __init__(self, num_samples: int, *, features: Callable, reference: dict,
-               cfg: PretrainedConfig, seed: int, mesh: Mesh | None = None):
+               cfg: Config, seed: int, mesh: Mesh | None = None):
     self._features, self._reference, self._cfg, self._seed = features, reference, cfg, seed
     self._mesh = mesh
     self._stats = metrics.FeatureStats(reference["mu"].shape[0], sample_size=cfg.kid_sample_size,
@@ -151,7 +213,7 @@ def _schedule_mismatch(model_schedule: Schedule, schedule: Schedule) -> str | No
           f"{float(model_schedule.alpha_bars[t]):.6g}")
 
 
-def check_model(cfg: PretrainedConfig, model: unet.UNetConfig, model_schedule: Schedule,
+def check_model(cfg: Config, model: unet.UNetConfig, model_schedule: Schedule,
                 schedule: Schedule) -> None:
   """Raises ValueError, naming the value and what was expected, where the checkpoint (its
   config.json and scheduler_config.json) does not fit config.schedule or the dataset's images:
@@ -181,14 +243,15 @@ def check_model(cfg: PretrainedConfig, model: unet.UNetConfig, model_schedule: S
                      f"{model.sample_size}")
 
 
-def build_pretrained(cfg: PretrainedConfig, schedule: Schedule, *, seed: int,
-                     mesh: Mesh | None = None) -> Problem:
+def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = None,
+          mesh: Mesh | None = None) -> Problem:
   """The problem of config.pretrained; call missing_inputs first for a readable error.
 
   Before anything compiles, checks the checkpoint against config.schedule and the data
   (check_model), and the first real batch (check_images: shape, float, within [-1, 1]). With a
   mesh, Inception features (reference statistics, evaluation) run split over its devices.
   """
+  del workdir  # reference statistics are cached in cfg.stats_dir, shared between runs
   model_dir = diffusers_io.find_model_dir(cfg.checkpoint)
   model_schedule, prediction = diffusers_io.load_schedule(model_dir)
   model_cfg = diffusers_io.read_config(model_dir)

@@ -13,7 +13,7 @@ import time
 import jax
 from absl import app, flags, logging
 
-from ddss_jax import logs, pretrain, schedules, weights
+from ddss_jax import logs, denoiser_training, schedules, weights
 from ddss_jax.data import mnist
 from ddss_jax.models import unet
 
@@ -39,7 +39,7 @@ def main(argv):
   data = mnist.source("train")
   data_key = jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), 1)
   start = time.perf_counter()
-  ema_params = pretrain.train_denoiser(
+  ema_params = denoiser_training.train_denoiser(
       apply_fn, unet.init_params(cfg, jax.random.PRNGKey(FLAGS.seed)),
       lambda step: data.batch(jax.random.fold_in(data_key, step), FLAGS.batch_size),
       schedule=schedules.linear_beta(1000), num_steps=FLAGS.num_steps,

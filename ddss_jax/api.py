@@ -1,0 +1,285 @@
+"""The Python API: learn a fast sampler for your own frozen model, data and features, and
+evaluate samplers side by side.
+
+    import ddss_jax
+    problem = ddss_jax.make_problem(model=unet, model_params=params, data=train_images,
+                                    features="mnist_classifier", eval_data=test_images)
+    learned = ddss_jax.learn_sampler(
+        problem, sampler=ddss_jax.SamplerConfig(family="ggdm+pred+time", num_steps=5),
+        train=ddss_jax.TrainConfig(num_train_steps=150, batch_size=64))
+    x0 = learned.sample(lambda x, t: unet.apply({"params": params}, x, t), key, (16, 28, 28, 1))
+    table = ddss_jax.evaluate_samplers({"learned": (learned.sampler, learned.params)}, problem)
+
+Every setting has its default in ddss_jax.settings; the command line (ddss_jax.main ->
+ddss_jax.experiment) turns a config file into exactly these calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Callable, Iterable
+
+import flax.linen as nn
+import jax
+import numpy as np
+from absl import logging
+from clu import parameter_overview
+from jax.sharding import Mesh
+
+from ddss_jax import evaluate, logs, metrics, parallel, plots, samplers, schedules, teacher
+from ddss_jax import train as train_lib
+from ddss_jax.data.source import ArraySource
+from ddss_jax.errors import ConfigError
+from ddss_jax.problems.base import Problem
+from ddss_jax.settings import (EvalConfig, LossConfig, SamplerConfig, TrainConfig,
+                               check_learnable)
+
+FEATURE_NETWORKS = ("mnist_classifier", "inception_pool3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedSampler:
+  """What learn_sampler returns.
+
+  Attributes:
+    sampler: the sampler (family, K, schedule, stride); its code is pure, its state is `params`.
+    params: the learned parameters, a pytree of arrays.
+    train_steps: the DDSS steps taken (a resumed run's earlier steps included).
+    history: the logged metric lines, each {"step": int, "train/kid": float, ...}.
+  """
+  sampler: samplers.Sampler
+  params: Any
+  train_steps: int
+  history: list[dict[str, float]]
+
+  def sample(self, eps_fn: samplers.EpsFn, key: jax.Array, shape: tuple[int, ...], *,
+             x_T: jax.Array | None = None) -> jax.Array:
+    """[B, ...] samples: K calls of eps_fn(x [B, ...], t [B]) -> eps [B, ...]."""
+    return self.sampler.sample(self.params, eps_fn, key, shape, x_T=x_T)
+
+  def save(self, path: str) -> None:
+    """sampler.json as the command line writes it (reload with ddss_jax.samplers.load)."""
+    samplers.save(path, self.sampler, self.params)
+
+
+def _eps_apply(eps_fn, model) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+  if (eps_fn is None) == (model is None):
+    raise ValueError("make_problem: pass exactly one of eps_fn=(params, x [B, ...], t [B]) -> "
+                     "eps [B, ...] and model=<a flax.linen.Module called as model(x, t)>")
+  if model is None:
+    return eps_fn
+  if not isinstance(model, nn.Module):
+    raise ValueError(f"make_problem: model={type(model).__name__} is not a flax.linen.Module; "
+                     "pass eps_fn=(params, x, t) -> eps for other models")
+  return lambda params, x, t: model.apply({"params": params}, x, t)
+
+
+def _feature_network(name: str) -> tuple[Callable, Any]:
+  """(feature_apply, feature_params) of a built-in feature network."""
+  if name == "mnist_classifier":
+    from ddss_jax.models import classifier  # pylint: disable=import-outside-toplevel
+    return classifier.features_fn, classifier.load_shipped_classifier()
+  if name == "inception_pool3":
+    from ddss_jax.models import inception  # pylint: disable=import-outside-toplevel
+    variables = inception.load_weights(inception.ensure_weights(None))
+    network = inception.FIDInceptionV3()
+    return (lambda v, x: network.apply(v, x)["pool3"]), variables
+  raise ValueError(f"make_problem: features={name!r}; valid built-in feature networks: "
+                   f"{list(FEATURE_NETWORKS)}, or a function (feature_params, x [B, ...]) -> "
+                   "[B, D]")
+
+
+def _real_batch(data, name: str) -> tuple[Callable[..., np.ndarray], tuple[int, ...]]:
+  """(real_batch(key, n, rows=slice(None)), example shape) of an array or a batch iterator."""
+  if isinstance(data, (np.ndarray, jax.Array)):
+    source = ArraySource(name, np.asarray(data, np.float32))
+    return source.batch, source.example_shape
+  iterator = iter(data)
+  buffered = [np.asarray(next(iterator), np.float32)]
+  example_shape = tuple(buffered[0].shape[1:])
+  seen = [0]
+
+  def real_batch(key, n, rows=slice(None)):
+    del key  # an iterator decides its own order; a resumed run does not replay it
+    have = sum(len(b) for b in buffered)
+    while have < n:
+      try:
+        buffered.append(np.asarray(next(iterator), np.float32))
+      except StopIteration:
+        raise ValueError(f"data: the iterator ran out after {seen[0] + have} examples; "
+                         f"{n} more were asked for (give it more, or fewer steps)") from None
+      have += len(buffered[-1])
+    joined = np.concatenate(buffered)
+    buffered[:] = [joined[n:]]
+    seen[0] += n
+    return joined[:n][rows]
+
+  return real_batch, example_shape
+
+
+def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
+                 features: str | Callable[[Any, jax.Array], jax.Array],
+                 feature_params: Any = None, eps_fn: Callable | None = None,
+                 model: nn.Module | None = None,
+                 schedule: str | schedules.Schedule = "linear", num_timesteps: int = 1000,
+                 eval_data: np.ndarray | None = None, name: str = "custom", seed: int = 0,
+                 kid_subsets: int = 100, kid_subset_size: int = 500) -> Problem:
+  """A DDSS problem from your frozen model, data and features.
+
+  Args:
+    model_params: the frozen model's weights (passed to every call, never closed over).
+    data: real training examples [N, ...] (float, the model's data range, e.g. [-1, 1]), drawn
+      at random; or an iterable of arrays [b, ...] of examples, taken in its order (b need not
+      be the batch size).
+    features: the KID loss's feature map, a function (feature_params, x [B, ...]) -> [B, D], or
+      a built-in network: "mnist_classifier" (the shipped MNIST classifier's 96-d features) or
+      "inception_pool3" (the FID Inception's 2048-d pool3; its weights must be in the cache).
+    feature_params: the feature function's weights (ignored for a built-in network).
+    eps_fn: (model_params, x [B, ...], t [B]) -> eps [B, ...], t in [0, T - 1]; or
+    model: a flax.linen.Module called as model(x, t) with {"params": model_params}.
+    schedule, num_timesteps: the frozen model's noise schedule (a name and T, or a Schedule).
+    eval_data: held-out examples [M, ...] for evaluate_samplers (KID, FID, precision and recall
+      in the feature space); None: the problem can be trained on, not evaluated.
+    name, seed: the problem's name in results; the evaluation's KID subsets' seed.
+    kid_subsets, kid_subset_size: KID mean and std over random subsets at evaluation.
+  """
+  eps_apply = _eps_apply(eps_fn, model)
+  if isinstance(features, str):
+    feature_apply, feature_params = _feature_network(features)
+  else:
+    feature_apply = features
+  if isinstance(schedule, str):
+    schedule = schedules.make(schedule, num_timesteps)
+  real_batch, example_shape = _real_batch(data, f"{name}/train")
+  plot = plots.image_grids if len(example_shape) == 3 else plots.scatter_panels
+  evaluate_fn = None
+  if eval_data is not None:
+    evaluate_fn = _feature_evaluation(feature_apply, feature_params,
+                                      np.asarray(eval_data, np.float32), seed=seed,
+                                      kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+  return Problem(name=name, schedule=schedule, example_shape=example_shape, eps_apply=eps_apply,
+                 model_params=model_params, feature_apply=feature_apply,
+                 feature_params=feature_params, real_batch=real_batch, evaluate=evaluate_fn,
+                 plot=plot)
+
+
+def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *, seed: int,
+                        kid_subsets: int, kid_subset_size: int):
+  """samples [N, ...] -> KID (subset mean, std), FID and k-NN precision/recall (k = 3) against
+  eval_data in the feature space."""
+  features_of = jax.jit(feature_apply)
+  batched = lambda x: parallel.padded_apply(lambda b: features_of(feature_params, b), x, 500)
+  reference = batched(eval_data)
+
+  def evaluate_fn(samples: np.ndarray) -> dict[str, float]:
+    feats = batched(samples)
+    size = min(kid_subset_size, len(feats), len(reference))
+    kid_mean, kid_std = metrics.kid_subsets(feats, reference, key=jax.random.PRNGKey(seed),
+                                            num_subsets=kid_subsets, subset_size=size)
+    precision, recall = metrics.precision_recall(reference, feats)
+    return {"kid": float(kid_mean), "kid_std": float(kid_std),
+            "fid": metrics.fid_from_features(feats, reference), "precision": precision,
+            "recall": recall}
+
+  return evaluate_fn
+
+
+def _print_progress(step: int, total: int, rate: float) -> None:
+  print(f"DDSS step {step}/{total}: {rate:.2f} steps/s, about {(total - step) / rate / 60:.1f} "
+        "min left", file=sys.stderr, flush=True)
+
+
+def place(problem: Problem, mesh: Mesh) -> Problem:
+  """The problem with its frozen weights on every device of the mesh (moved once)."""
+  replicated = parallel.replicated(mesh)
+  return dataclasses.replace(problem,
+                             model_params=jax.device_put(problem.model_params, replicated),
+                             feature_params=jax.device_put(problem.feature_params, replicated))
+
+
+def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler | None = None,
+                  train: TrainConfig | None = None, loss: LossConfig | None = None,
+                  workdir: str | None = None, mesh: Mesh | None = None,
+                  pool_batch_size: int | None = None,
+                  progress: bool | Callable[[int, int, float], None] = True,
+                  writer: logs.MetricWriter | None = None) -> LearnedSampler:
+  """Learns a sampler of problem's frozen model by DDSS.
+
+  Args:
+    problem: from make_problem (or ddss_jax.problems for the built-in ones).
+    sampler: the family, K and stride to learn (SamplerConfig, default ggdm+pred+time at K = 4)
+      or a Sampler made by ddss_jax.samplers.make.
+    train: the optimisation (TrainConfig: steps, batch, learning rate, seed, ...).
+    loss: KID (the default) or the teacher loss (LossConfig).
+    workdir: None keeps nothing on disk; a folder gets the command line's orbax checkpoints
+      (a rerun resumes from the newest), metrics.jsonl and TensorBoard events.
+    mesh: the devices the batch is split over (default: every device of every process).
+    pool_batch_size: batch size for drawing the teacher loss's pool (default train.batch_size).
+    progress: True prints each logged step (rate, time left) to stderr; False logs it at INFO;
+      or a function (step, total, steps per second).
+    writer: where metrics go (default a MetricWriter of workdir, closed at the end).
+
+  Returns:
+    LearnedSampler: the sampler, its learned parameters and the training history.
+  """
+  train = train or TrainConfig()
+  loss = loss or LossConfig()
+  if not isinstance(sampler, samplers.Sampler):
+    cfg = sampler or SamplerConfig()
+    sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
+                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
+                            canonical_convs=cfg.canonical_convs)
+  check_learnable(sampler.family, train.num_train_steps)
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch(train.batch_size, mesh, "train.batch_size")
+  teacher_sampler = teacher.make(loss, problem.schedule)
+  pool_dir = loss.teacher_dir or workdir
+  if teacher_sampler is not None and pool_dir is None:
+    raise ConfigError("loss.teacher_dir", None, "the teacher loss caches its pool in a folder: "
+                      "pass workdir or loss.teacher_dir")
+  if progress is True:
+    logs.quiet_library_logs()
+  report = {True: _print_progress, False: train_lib.log_progress}.get(progress, progress)
+  own_writer = writer is None
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+  writer = writer or logs.MetricWriter(workdir)
+
+  problem = place(problem, mesh)
+  optimizer = train_lib.create_optimizer(train)
+  initial_params = sampler.init()
+  state = jax.device_put(train_lib.create_train_state(initial_params, optimizer),
+                         parallel.replicated(mesh))
+  logging.info("sampler %s, K=%d, %s stride, %s loss; parameters:\n%s", sampler.family,
+               sampler.num_steps, sampler.stride, loss.name,
+               parameter_overview.get_parameter_overview(initial_params))
+  loss_fn, batch_fn = None, problem.real_batch
+  if teacher_sampler is not None and train.num_train_steps > 0:
+    pool = teacher.load_or_draw_pool(loss, teacher_sampler, problem, pool_dir,
+                                     seed=train.seed + 1,
+                                     batch_size=pool_batch_size or train.batch_size)
+    loss_fn = teacher.make_loss_fn(sampler, problem, loss.teacher_space, mesh)
+    batch_fn = teacher.batch_fn(pool)
+  train_step = train_lib.make_train_step(sampler, problem, optimizer, train.batch_size, mesh,
+                                         loss_fn=loss_fn, loss_name=loss.name)
+  state = train_lib.run_training(state, train_step, problem, train, workdir, writer, mesh,
+                                 batch_fn=batch_fn, progress=report)
+  history = writer.lines()
+  if own_writer:
+    writer.close()
+  return LearnedSampler(sampler, state.params, int(state.step), history)
+
+
+def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: Problem, *,
+                      evaluation: EvalConfig | None = None, workdir: str | None = None,
+                      mesh: Mesh | None = None) -> dict[str, dict[str, Any]]:
+  """Held-out metrics of each {role: (sampler, params)} and of real training data ("data"),
+  streamed over evaluation.num_samples fresh samples (the same noise for every sampler). With a
+  workdir, also samples_<role>.png and samples.png (all side by side)."""
+  cfg = evaluation or EvalConfig()
+  if problem.evaluate is None and problem.evaluator_factory is None:
+    raise ValueError(f"problem {problem.name!r} has no held-out evaluation: pass eval_data to "
+                     "make_problem")
+  return evaluate.evaluate_samplers(roles, problem, cfg, workdir, mesh)

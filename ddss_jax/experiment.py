@@ -1,0 +1,172 @@
+"""A run as a config describes it: the config turned into the API's arguments, DDSS then the
+held-out evaluation against the baseline, the results table; and the re-evaluation of a run's
+saved sampler. ddss_jax.main calls train_and_evaluate or evaluate_workdir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from ddss_jax import api, config as config_lib, evaluate, logs, parallel, problems, samplers
+from ddss_jax import schedules
+from ddss_jax.errors import MissingInputs
+from ddss_jax.problems.base import Problem
+from ddss_jax.settings import (BaselineConfig, EvalConfig, LossConfig, SamplerConfig, TrainConfig,
+                               from_group)
+
+
+def problem_config(config: ml_collections.ConfigDict):
+  """The typed group of the configured problem (config.<problem>)."""
+  module = problems.get(config.problem)
+  return from_group(module.Config, config[config.problem])
+
+
+def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
+  """What the configured problem needs and cannot find (weights, data), each with the remedy."""
+  return problems.get(config.problem).missing_inputs(problem_config(config))
+
+
+def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedule,
+                  workdir: str, mesh: Mesh | None = None) -> Problem:
+  """The configured problem, its frozen weights on every device of the mesh."""
+  module = problems.get(config.problem)
+  problem = module.build(problem_config(config), schedule, workdir=workdir,
+                         seed=config.train.seed, mesh=mesh)
+  return problem if mesh is None else api.place(problem, mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a validated config gives: the samplers, the schedule, the typed groups, the workdir."""
+  sampler: samplers.Sampler
+  baseline: samplers.Sampler
+  schedule: schedules.Schedule
+  loss_cfg: LossConfig
+  train_cfg: TrainConfig
+  eval_cfg: EvalConfig
+  workdir: str
+  mesh: Mesh  # all devices of all processes; batches split along it
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *,
+          allow_config_change: bool = False) -> Setup:
+  """Checks everything a config can get wrong, and every file it needs, before anything compiles.
+
+  Raises ConfigError (a ValueError) for a bad value, naming the field, the value and what is
+  valid (ddss_jax.config), or for a workdir that holds a run of an incompatible config (unless
+  allow_config_change); MissingInputs (a FileNotFoundError), with one message listing every
+  missing file or dataset and how to provide it. Records the config in workdir/config.json.
+  """
+  config_lib.validate(config)
+  sampler_cfg = from_group(SamplerConfig, config.sampler)
+  baseline_cfg = from_group(BaselineConfig, config.baseline)
+  schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
+  sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
+                          stride=sampler_cfg.stride, eta=sampler_cfg.eta,
+                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
+                          canonical_convs=sampler_cfg.canonical_convs)
+  # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
+  baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
+                           stride=sampler_cfg.stride,
+                           eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
+  # The training split is needed even without DDSS steps: the results' "data" row reads it.
+  missing = missing_inputs(config)
+  if missing:
+    raise MissingInputs("problem", config.problem, missing)
+  train_cfg = from_group(TrainConfig, config.train)
+  mesh = parallel.make_mesh()
+  parallel.check_batch(train_cfg.batch_size, mesh, "train.batch_size")
+  config_lib.check_workdir(config, workdir, allow_change=allow_config_change)
+  return Setup(sampler, baseline, schedule, from_group(LossConfig, config.loss), train_cfg,
+               from_group(EvalConfig, config.eval), os.path.abspath(workdir), mesh)
+
+
+def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> api.LearnedSampler:
+  """DDSS as `run` (from `setup`) says, checkpointed in its workdir (and resumed from it)."""
+  return api.learn_sampler(problem, sampler=run.sampler, train=run.train_cfg, loss=run.loss_cfg,
+                           workdir=run.workdir, mesh=run.mesh,
+                           pool_batch_size=run.eval_cfg.batch_size, progress=False,
+                           writer=writer)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, Any]:
+  """Runs DDSS as configured, evaluates it against the baseline at the same K, writes results.
+
+  Writes to workdir: config.json (the config it ran; a rerun must be compatible, see `setup`),
+  checkpoints/ (orbax, resumed from automatically), metrics.jsonl (and tensorboard/ where
+  TensorFlow is installed), sampler.json (the learned sampler), results.json ({"baseline":
+  {...}, "learned": {...}, ...}), samples_<role>.png and samples.png. Returns the results dict.
+  """
+  run = setup(config, workdir, allow_config_change=allow_config_change)
+  writer = logs.MetricWriter(run.workdir)
+  problem = build_problem(config, run.schedule, run.workdir, run.mesh)
+  learned = learn(run, problem, writer)
+  eval_cfg = run.eval_cfg
+  roles = {"baseline": (run.baseline, run.baseline.init()),
+           "learned": (learned.sampler, learned.params)}
+  if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
+    roles["reference"] = (samplers.make("ddpm", run.schedule, eval_cfg.reference_steps,
+                                        stride="linear"), {})
+  results = {"problem": problem.name, "loss": run.loss_cfg.name,
+             "train_steps": learned.train_steps,
+             **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
+  # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
+  # one line of eval metrics, not two.
+  writer.keep(lambda line: line["step"] != learned.train_steps or not any(
+      key.startswith("eval/") for key in line))
+  evaluate.write_eval_metrics(writer, learned.train_steps, results)
+  writer.close()
+  if jax.process_index() == 0:
+    learned.save(os.path.join(run.workdir, "sampler.json"))
+    logs.write_json(os.path.join(run.workdir, "results.json"), results)
+    print(format_table(results))
+  return results
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluates the sampler saved in workdir/sampler.json and the configured baseline on
+  config.eval.num_samples samples; writes workdir/eval_results_<N>.json and eval/<metric>@K=<K>
+  lines in workdir/metrics.jsonl."""
+  run = setup(config, workdir)
+  path = os.path.join(run.workdir, "sampler.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: train first (--mode=train) with this workdir")
+  learned, params = samplers.load(path)
+  if learned.num_steps != run.baseline.num_steps:
+    raise ValueError(f"{path} holds a K={learned.num_steps} sampler but config.sampler.num_steps="
+                     f"{run.baseline.num_steps}; evaluate with the config it was trained with")
+  roles = {"learned": (learned, params), "baseline": (run.baseline, run.baseline.init())}
+  problem = build_problem(config, run.schedule, run.workdir, run.mesh)
+  results = {"problem": problem.name, **evaluate.evaluate_samplers(roles, problem, run.eval_cfg,
+                                                                   run.workdir, run.mesh)}
+  writer = logs.MetricWriter(run.workdir)
+  evaluate.write_eval_metrics(writer, 0, results)
+  writer.close()
+  if jax.process_index() == 0:
+    logs.write_json(os.path.join(run.workdir, f"eval_results_{run.eval_cfg.num_samples}.json"),
+                    results)
+    print(format_table(results))
+  return results
+
+
+def row_label(role: str, entry: dict[str, Any]) -> str:
+  """"learned: ggdm+pred+time K=5" for a sampler's results entry, the role alone for data."""
+  return f"{role}: {entry['family']} K={entry['num_steps']}" if "family" in entry else role
+
+
+def format_table(results: dict[str, Any]) -> str:
+  """A Markdown table: one row per evaluated sampler (and the data), one column per metric."""
+  rows = {role: entry for role, entry in results.items()
+          if isinstance(entry, dict) and role in ("baseline", "learned", "reference", "data")}
+  names = list(rows["data"])
+  lines = ["| sampler | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  lines += [f"| {row_label(role, e)} | " + " | ".join(f"{e[n]:.5g}" for n in names) + " |"
+            for role, e in rows.items()]
+  return "\n".join(lines)

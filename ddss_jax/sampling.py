@@ -1,0 +1,62 @@
+"""Drawing samples of a frozen model with a sampler: one traceable batch (what the DDSS loss
+differentiates), a jitted batch function, and batches of many samples for evaluation and
+pictures. Batch b of an evaluation always uses fold_in(PRNGKey(seed), b), whatever the device
+count, so every sampler of a table starts from the same noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from ddss_jax import parallel, samplers
+from ddss_jax.problems.base import Problem
+
+
+def generate(sampler: samplers.Sampler, problem: Problem, sampler_params: Any,
+             model_params: Any, key: jax.Array, batch_size: int,
+             mesh: Mesh | None = None, *, x_T: jax.Array | None = None) -> jax.Array:
+  """[batch_size, ...] samples of the frozen model (traceable: the DDSS loss differentiates it),
+  from x_T [batch_size, ...] if given (else drawn from key).
+
+  With a mesh, every eps-model input and the result are split along the batch over its devices
+  (the same samples, computed in parallel).
+  """
+  eps_fn = lambda x, t: problem.eps_apply(model_params, parallel.constrain_batch(x, mesh), t)
+  shape = (batch_size,) + tuple(problem.example_shape)
+  return parallel.constrain_batch(
+      sampler.sample(sampler_params, eps_fn, key, shape, x_T=x_T), mesh)
+
+
+def make_sample_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
+                   mesh: Mesh | None = None):
+  """Returns jitted sample(sampler_params, model_params, key) -> [batch_size, ...]."""
+  return jax.jit(lambda sampler_params, model_params, key: generate(
+      sampler, problem, sampler_params, model_params, key, batch_size, mesh))
+
+
+def sample_batches(sampler: samplers.Sampler, params: Any, problem: Problem, *,
+                   num_samples: int, batch_size: int, seed: int,
+                   mesh: Mesh | None = None) -> Iterator[np.ndarray]:
+  """Yields batches of samples (NumPy, whole batches on every process), num_samples in all;
+  batch b uses fold_in(PRNGKey(seed), b) whatever the device count."""
+  if mesh is not None and batch_size % mesh.size:
+    mesh = None  # a batch that does not split evenly runs unsplit (same samples)
+  sample_fn = make_sample_fn(sampler, problem, batch_size, mesh)
+  key = jax.random.PRNGKey(seed)
+  for b in range(-(-num_samples // batch_size)):
+    batch = sample_fn(params, problem.model_params, jax.random.fold_in(key, b))
+    if not batch.is_fully_addressable:  # split over processes: gather the whole batch
+      batch = multihost_utils.process_allgather(batch, tiled=True)
+    yield np.asarray(batch)[:num_samples - b * batch_size]
+
+
+def draw_samples(sampler: samplers.Sampler, params: Any, problem: Problem, *,
+                 num_samples: int, batch_size: int, seed: int) -> np.ndarray:
+  """[num_samples, ...] samples held in memory (small problems, pictures, tests)."""
+  return np.concatenate(list(sample_batches(sampler, params, problem, num_samples=num_samples,
+                                            batch_size=batch_size, seed=seed)))

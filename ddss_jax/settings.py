@@ -1,0 +1,242 @@
+"""Every setting of a run, defined once: its default, a one-line doc, its check, and whether a
+resumed run may change it.
+
+A group of settings is a frozen dataclass (SamplerConfig, TrainConfig, ...): what a module
+receives, and what a Python caller builds with keyword arguments. Building one checks every
+value and raises ConfigError naming `config.<group>.<key>`, the value and what is valid. The
+config files' defaults, the validation and the resume rules are derived from these classes
+(ddss_jax.config); the problems' groups live beside their builders (ddss_jax.problems).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, Callable, ClassVar, TypeVar
+
+import ml_collections
+
+from ddss_jax import recurrence, samplers, schedules
+from ddss_jax.errors import ConfigError
+
+Check = Callable[[str, Any], None]
+T = TypeVar("T", bound="Group")
+SEED_MAX = 2**31 - 1
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(low: int | None = None, high: int | None = None, *, optional: bool = False) -> Check:
+  """An int (not a bool) within [low, high]; None too if optional."""
+  def check(field, value):
+    if optional and value is None:
+      return
+    if not _is_int(value) or (low is not None and value < low) or (
+        high is not None and value > high):
+      bounds = " and ".join(b for b in (low is not None and f">= {low}",
+                                        high is not None and f"<= {high}") if b)
+      raise ConfigError(field, value, "must be an integer" + (f" {bounds}" if bounds else "")
+                        + (" or None" if optional else ""))
+  return check
+
+
+def real(low: float | None = None, high: float | None = None, *, above: float | None = None,
+         below: float | None = None) -> Check:
+  """A finite number (ints are fine) within [low, high] and (above, below)."""
+  def check(field, value):
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (low is None or value >= low)
+          and (high is None or value <= high) and (above is None or value > above)
+          and (below is None or value < below))
+    if not ok:
+      bounds = " and ".join(b for b in (low is not None and f">= {low}", above is not None
+                                        and f"> {above}", high is not None and f"<= {high}",
+                                        below is not None and f"< {below}") if b)
+      raise ConfigError(field, value, "must be a finite number" + (f" {bounds}" if bounds else ""))
+  return check
+
+
+def choice(choices) -> Check:
+  """One of the strings `choices`."""
+  def check(field, value):
+    if not isinstance(value, str) or value not in choices:
+      raise ConfigError(field, value, f"valid choices: {list(choices)}")
+  check.choices = tuple(choices)
+  return check
+
+
+def boolean(field: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    raise ConfigError(field, value, "must be True or False")
+
+
+def text(*, optional: bool = False, pattern: str | None = None) -> Check:
+  """A non-empty string (matching `pattern`); None too if optional."""
+  def check(field, value):
+    if optional and value is None:
+      return
+    if not isinstance(value, str) or not value or (pattern and not re.fullmatch(pattern, value)):
+      raise ConfigError(field, value, "must be a non-empty string" + (
+          f" matching {pattern}" if pattern else "") + (" or None" if optional else ""))
+  return check
+
+
+def setting(default: Any, doc: str, check: Check, *, resumable: bool = False) -> Any:
+  """A field of a settings group. resumable: a resumed run may change it (how long to train,
+  how often to log, how to evaluate); any other change is refused (ddss_jax.config)."""
+  return dataclasses.field(default=default,
+                           metadata={"doc": doc, "check": check, "resumable": resumable})
+
+
+class Group:
+  """A frozen dataclass of settings whose values are checked when it is built."""
+  GROUP: ClassVar[str]  # its fields are config.<GROUP>.<key>
+
+  def __post_init__(self):
+    for f in dataclasses.fields(self):
+      f.metadata["check"](f"{self.GROUP}.{f.name}", getattr(self, f.name))
+
+
+def from_group(cls: type[T], group: Any) -> T:
+  """Builds `cls` from its config group (a ConfigDict or dict); unknown or missing keys and bad
+  values raise ConfigError naming the field."""
+  values = group.to_dict() if isinstance(group, ml_collections.ConfigDict) else dict(group)
+  valid = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(values) - set(valid))
+  if unknown:
+    raise ConfigError(f"{cls.GROUP}.{unknown[0]}", values[unknown[0]],
+                      f"unknown key(s) {unknown} in config.{cls.GROUP}; valid keys: {valid}")
+  missing = [key for key in valid if key not in values]
+  if missing:
+    raise ConfigError(f"{cls.GROUP}.{missing[0]}", None,
+                      f"config.{cls.GROUP} lacks key(s) {missing}; configs/default.py has them all")
+  return cls(**values)
+
+
+def as_config_dict(cls: type[Group]) -> ml_collections.ConfigDict:
+  """The group's defaults as a ConfigDict; None defaults become typed placeholders so that a
+  command-line override can set them."""
+  values = {}
+  for f in dataclasses.fields(cls):
+    if f.default is None:
+      kind = int if "int" in str(f.type) else str
+      values[f.name] = ml_collections.config_dict.placeholder(kind)
+    else:
+      values[f.name] = f.default
+  return ml_collections.ConfigDict(values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig(Group):
+  """The frozen model's noise schedule."""
+  GROUP: ClassVar[str] = "schedule"
+  name: str = setting("linear", "linear (Ho et al.) or cosine (Nichol & Dhariwal) betas.",
+                      choice(tuple(schedules.SCHEDULES)))
+  num_timesteps: int = setting(1000, "T, the frozen model's number of diffusion steps.",
+                               integer(2, 100_000))
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig(Group):
+  """The sampler DDSS learns (every learnable family starts as DDIM(eta) at the stride)."""
+  GROUP: ClassVar[str] = "sampler"
+  family: str = setting(
+      "ggdm+pred+time", "vars, ggdm, ggdm+pred, ggdm+time, ggdm+pred+time, dpm-solver++2m+time, "
+      "unipc+time (learnable), or ddpm, ddim, dpm-solver++2m, unipc (fixed: no DDSS steps).",
+      choice(samplers.FAMILIES))
+  num_steps: int = setting(4, "K, the number of model calls.", integer(1))
+  stride: str = setting("quadratic", "The fixed (or initial) times: linear, quadratic (DDIM's) "
+                        "or logsnr (uniform in log-SNR from T - 1 to 0).",
+                        choice(samplers.STRIDES))
+  eta: float = setting(0.0, "The DDIM(eta) it starts from: 0 is DDIM, 1 is DDPM.", real(0, 1))
+  gradient: str = setting("adjoint", "adjoint (O(K |x|) memory) or checkpoint (scan + remat, "
+                          "O(K^2 |x|); a reference).", choice(recurrence.GRADIENTS))
+  unroll: int = setting(1, "Model calls per compiled loop iteration, 1 to K: same results; "
+                        "compile time and memory grow with it.", integer(1))
+  canonical_convs: bool = setting(
+      True, "Convolutions in the dimension order XLA:CPU runs fast inside loops (exact; False "
+      "is for benchmarks).", boolean)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig(Group):
+  """The fixed sampler of the before/after table, at the sampler's K and stride."""
+  GROUP: ClassVar[str] = "baseline"
+  family: str = setting("ddim", "ddim (with eta), ddpm (eta = 1 always), dpm-solver++2m or unipc "
+                        "(deterministic: eta must be 0).", choice(samplers.FIXED_FAMILIES),
+                        resumable=True)
+  eta: float = setting(0.0, "DDIM's eta (not used by ddpm).", real(0, 1), resumable=True)
+
+
+def check_learnable(family: str, num_train_steps: int) -> None:
+  """ConfigError naming sampler.family where DDSS steps are asked of a fixed family."""
+  if num_train_steps > 0 and family in samplers.FIXED_FAMILIES:
+    raise ConfigError("sampler.family", family, "has nothing to learn with "
+                      f"train.num_train_steps={num_train_steps}; valid choices: "
+                      f"{[f for f in samplers.FAMILIES if f not in samplers.FIXED_FAMILIES]}")
+
+
+LOSSES = ("kid", "teacher")
+TEACHER_SPACES = ("data", "features")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig(Group):
+  """What DDSS minimises: KID against real examples (the paper's loss), or the distance to a
+  long fixed sampler's output from the same noise (the teacher)."""
+  GROUP: ClassVar[str] = "loss"
+  name: str = setting("kid", "kid (KID between samples and real training examples in the "
+                      "problem's feature space) or teacher.", choice(LOSSES))
+  teacher_family: str = setting("ddim", "The teacher: a fixed family.",
+                                choice(samplers.FIXED_FAMILIES))
+  teacher_steps: int = setting(200, "The teacher's number of steps.", integer(1))
+  teacher_stride: str = setting("linear", "The teacher's stride.", choice(samplers.STRIDES))
+  teacher_pool: int = setting(1024, "(x_T, teacher x_0) pairs drawn once and cached.",
+                              integer(2))
+  teacher_space: str = setting("data", "Where the squared difference is taken: data or the "
+                               "problem's features.", choice(TEACHER_SPACES))
+  teacher_dir: str | None = setting(None, "Where the pool is cached (None: the workdir).",
+                                    text(optional=True), resumable=True)
+
+
+NONFINITE = ("stop", "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Group):
+  """The DDSS optimisation: Adam on the sampler parameters."""
+  GROUP: ClassVar[str] = "train"
+  num_train_steps: int = setting(300, "DDSS optimisation steps.", integer(0), resumable=True)
+  batch_size: int = setting(256, "Samples per step (and real examples for the KID loss); global "
+                            "over all devices.", integer(2))
+  learning_rate: float = setting(5e-3, "Adam's learning rate.", real(above=0))
+  grad_clip: float = setting(1.0, "Global-norm gradient clipping; <= 0 turns it off.", real())
+  b1: float = setting(0.9, "Adam's b1.", real(0, below=1))
+  b2: float = setting(0.99, "Adam's b2.", real(0, below=1))
+  seed: int = setting(0, "Every random stream of the run derives from it (fold_in per step).",
+                      integer(0, SEED_MAX))
+  log_every_steps: int = setting(50, "Metric lines in metrics.jsonl and the log.", integer(1),
+                                 resumable=True)
+  checkpoint_every_steps: int = setting(100, "Orbax checkpoints (the last step always saves "
+                                        "one).", integer(1), resumable=True)
+  nonfinite: str = setting("stop", "A NaN or Inf in the loss or gradients: stop the run (the "
+                           "last checkpoint stays the last good state) or skip the update.",
+                           choice(NONFINITE))
+  max_consecutive_skips: int = setting(10, "With nonfinite skip: stop after this many skipped "
+                                       "updates in a row.", integer(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(Group):
+  """Held-out evaluation on fresh samples."""
+  GROUP: ClassVar[str] = "eval"
+  num_samples: int = setting(2000, "Samples per sampler.", integer(2), resumable=True)
+  batch_size: int = setting(1000, "Samples per batch.", integer(1), resumable=True)
+  seed: int = setting(1234, "The evaluation's noise (distinct from training's).",
+                      integer(0, SEED_MAX), resumable=True)
+  reference_steps: int = setting(1000, "Also evaluate ancestral DDPM with this many linear "
+                                 "steps, the frozen model's own quality; 0 skips it.", integer(0),
+                                 resumable=True)

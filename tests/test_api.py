@@ -1,0 +1,122 @@
+"""ddss_jax.api: the README's Python example runs as written; the API learns exactly what the
+command line learns; data as an iterator; settings checked when built; workdir resume."""
+
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+
+import ddss_jax
+from configs import tiny
+from ddss_jax import api, experiment, samplers, schedules
+from ddss_jax.errors import ConfigError
+from ddss_jax.problems import toy2d as toy2d_problem
+from ddss_jax.settings import from_group
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme_python_example() -> str:
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  section = readme[readme.index("## Use it from Python"):]
+  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs(capsys):
+  scope = {}
+  exec(compile(readme_python_example(), "README.md", "exec"), scope)  # pylint: disable=exec-used
+  learned, results = scope["learned"], scope["results"]
+  assert learned.train_steps == 10
+  assert [line["step"] for line in learned.history] == [5, 10]
+  assert set(results) == {"learned", "data"}
+  assert all(np.isfinite(results["learned"][m]) for m in ("kid", "fid", "precision", "recall"))
+  assert results["learned"]["fid"] > results["data"]["fid"]  # 10 steps do not reach the data
+  assert scope["x0"].shape == (16, 32, 32, 1)
+  out = capsys.readouterr()
+  assert "DDSS step 10/10" in out.err and "steps/s" in out.err
+  assert samplers.load("/tmp/my_sampler.json")[0].num_steps == 5
+
+
+def _toy_problem(config, workdir):
+  schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
+  return toy2d_problem.build(from_group(toy2d_problem.Config, config.toy2d), schedule,
+                             seed=config.train.seed, workdir=workdir)
+
+
+def test_the_api_learns_what_the_command_line_learns(tmp_path):
+  config = tiny.get_config()
+  experiment.train_and_evaluate(config, str(tmp_path / "cli"))
+  cli_sampler, cli_params = samplers.load(str(tmp_path / "cli" / "sampler.json"))
+  learned = ddss_jax.learn_sampler(
+      _toy_problem(config, str(tmp_path / "api")),
+      sampler=from_group(ddss_jax.SamplerConfig, config.sampler),
+      train=from_group(ddss_jax.TrainConfig, config.train), progress=False)
+  assert learned.sampler.family == cli_sampler.family
+  for name, value in learned.params.items():
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(cli_params[name]))
+
+
+def test_resume_from_a_workdir_equals_a_straight_run(tmp_path):
+  config = tiny.get_config()
+  problem = _toy_problem(config, str(tmp_path / "model"))
+  settings = dict(sampler=ddss_jax.SamplerConfig(num_steps=3), progress=False)
+  train = lambda steps: ddss_jax.TrainConfig(num_train_steps=steps, batch_size=16,
+                                             log_every_steps=1, checkpoint_every_steps=1)
+  straight = ddss_jax.learn_sampler(problem, train=train(4), **settings)
+  ddss_jax.learn_sampler(problem, train=train(2), workdir=str(tmp_path / "run"), **settings)
+  resumed = ddss_jax.learn_sampler(problem, train=train(4), workdir=str(tmp_path / "run"),
+                                   **settings)
+  assert resumed.train_steps == 4
+  assert [line["step"] for line in resumed.history] == [1, 2, 3, 4]
+  assert [line["train/kid"] for line in resumed.history] == [
+      line["train/kid"] for line in straight.history]
+  for name, value in straight.params.items():
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(resumed.params[name]))
+
+
+def test_data_as_an_iterator_and_a_feature_function():
+  rng = np.random.default_rng(0)
+  batches = (rng.normal(size=(5, 2)).astype(np.float32) for _ in range(20))
+  problem = ddss_jax.make_problem(
+      eps_fn=lambda params, x, t: params["scale"] * x, model_params={"scale": np.float32(0.5)},
+      data=batches, features=lambda params, x: x @ params, feature_params=np.eye(2, 3,
+                                                                                 dtype=np.float32),
+      eval_data=rng.normal(size=(64, 2)).astype(np.float32))
+  assert problem.example_shape == (2,)
+  learned = ddss_jax.learn_sampler(
+      problem, sampler=ddss_jax.SamplerConfig(family="ggdm", num_steps=2),
+      train=ddss_jax.TrainConfig(num_train_steps=3, batch_size=8, log_every_steps=3),
+      progress=False)
+  assert learned.train_steps == 3 and np.isfinite(learned.history[-1]["train/kid"])
+  results = ddss_jax.evaluate_samplers(
+      {"learned": (learned.sampler, learned.params)}, problem,
+      evaluation=ddss_jax.EvalConfig(num_samples=32, batch_size=16, reference_steps=0))
+  assert np.isfinite(results["learned"]["fid"])
+  # 3 steps of 8 and the data row's 32 took 56 of the 100 examples: the sixth step more runs out.
+  with pytest.raises(ValueError, match="the iterator ran out after 100 examples; 8 more"):
+    ddss_jax.learn_sampler(problem, train=ddss_jax.TrainConfig(num_train_steps=10, batch_size=8),
+                           progress=False)
+
+
+def test_bad_input_is_named_before_anything_runs():
+  with pytest.raises(ConfigError, match=r"config.train.batch_size=1: must be an integer >= 2"):
+    ddss_jax.TrainConfig(batch_size=1)
+  with pytest.raises(ConfigError, match=r"config.sampler.family='ddim\+x': valid choices"):
+    ddss_jax.SamplerConfig(family="ddim+x")
+  with pytest.raises(ValueError, match="exactly one of eps_fn"):
+    ddss_jax.make_problem(model_params={}, data=np.zeros((4, 2)), features=lambda p, x: x)
+  with pytest.raises(ValueError, match=r"features='vgg'; valid built-in feature networks"):
+    ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params={}, data=np.zeros((4, 2)),
+                          features="vgg")
+  problem = ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params={},
+                                  data=np.zeros((4, 2), np.float32), features=lambda p, x: x)
+  with pytest.raises(ConfigError, match="config.sampler.family='ddim': has nothing to learn"):
+    ddss_jax.learn_sampler(problem, sampler=ddss_jax.SamplerConfig(family="ddim"))
+  with pytest.raises(ValueError, match="has no held-out evaluation: pass eval_data"):
+    api.evaluate_samplers({}, problem)
+  with pytest.raises(ConfigError, match="config.loss.teacher_dir=None: the teacher loss caches"):
+    ddss_jax.learn_sampler(problem, loss=ddss_jax.LossConfig(name="teacher"))
+  assert jax.device_count() >= 1
