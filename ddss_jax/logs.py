@@ -1,4 +1,5 @@
-"""Console logging and the metric log shared by the entry points; atomic JSON files."""
+"""Console logging and the metric log shared by the entry points; atomic JSON files (write_json,
+re-exported from ddss_jax.files)."""
 
 import json
 import logging as py_logging
@@ -7,6 +8,9 @@ import subprocess
 
 import jax
 from absl import logging
+
+from ddss_jax import files
+from ddss_jax.files import write_json  # noqa: F401  pylint: disable=unused-import; logs.write_json
 
 
 def _hide_orbax_info(record: py_logging.LogRecord) -> bool:
@@ -28,13 +32,6 @@ def code_commit() -> str:
         "+changes" if run("status", "--porcelain", "--untracked-files=no") else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
-
-
-def write_json(path: str, obj) -> None:
-  """json.dump(obj) to `path` atomically (a temporary file renamed into place)."""
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def quiet_library_logs() -> None:
@@ -75,9 +72,7 @@ class MetricWriter:
       if predicate(line):
         kept.append(text)
     if len(kept) != len(lines):
-      with open(self._path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("".join(t + "\n" for t in kept))
-      os.replace(self._path + ".tmp", self._path)
+      files.write_text(self._path, "".join(t + "\n" for t in kept))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in scalars.items()))
