@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from ddss_jax import metrics, samplers, schedules
+from ddss_jax import files, metrics, samplers, schedules
 from ddss_jax.models import inception, unet
 
 FLAGS = flags.FLAGS
@@ -72,8 +72,7 @@ def main(argv):
     results[name] = value
     print(name, json.dumps(value), flush=True)
     if FLAGS.out:
-      with open(FLAGS.out, "w") as f:
-        json.dump(results, f, indent=1)
+      files.write_json(FLAGS.out, results, indent=1)
 
   schedule = schedules.linear_beta(1000)
   model = unet.UNet2DModel(CIFAR10_UNET)

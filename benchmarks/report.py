@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from absl import app, flags
 
+from ddss_jax import files
+
 # Peak dense FLOP/s of known accelerators (NVIDIA datasheets, SXM parts): (float32 on CUDA
 # cores, TF32 on tensor cores). XLA runs float32 convolutions and matmuls on GPUs at its default
 # precision, which allows TF32.
@@ -195,10 +197,7 @@ def render(runs: list[dict[str, Any]]) -> str:
 
 
 def write(results_dir: str, out: str) -> None:
-  text = render(load(results_dir))
-  with open(out + ".tmp", "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(out + ".tmp", out)
+  files.write_text(out, render(load(results_dir)))
 
 
 def main(argv):

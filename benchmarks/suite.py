@@ -31,7 +31,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import costs, report, vs_diffusers
-from ddss_jax import logs
+from ddss_jax import files, logs
 
 FLAGS = flags.FLAGS
 SECTIONS = ("gradient", "memory", "compile", "overhead", "diffusers", "features")
@@ -107,7 +107,7 @@ def main(argv):
   path = os.path.join(FLAGS.results_dir, f"{jax.default_backend()}.json")
 
   def save(results):  # after every section, atomically: a cut-off run keeps what it measured
-    logs.write_json(path, results)
+    files.write_json(path, results)
     report.write(FLAGS.results_dir, FLAGS.out)
 
   run(FLAGS.sections, batch=batch, num_steps=[int(k) for k in FLAGS.num_steps],

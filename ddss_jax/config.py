@@ -24,7 +24,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from ddss_jax import logs, problems, samplers, schedules, settings
+from ddss_jax import files, problems, samplers, schedules, settings
 from ddss_jax.errors import ConfigError
 
 CORE_GROUPS = (settings.ScheduleConfig, settings.SamplerConfig, settings.BaselineConfig,
@@ -159,7 +159,7 @@ def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
                       diff)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    logs.write_json(path, record)
+    files.write_json(path, record)
 
 
 def markdown_table() -> str:

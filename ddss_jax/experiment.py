@@ -13,8 +13,8 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from ddss_jax import api, config as config_lib, evaluate, logs, parallel, problems, samplers
-from ddss_jax import schedules
+from ddss_jax import api, config as config_lib, evaluate, files, logs, parallel, problems
+from ddss_jax import samplers, schedules
 from ddss_jax.errors import MissingInputs
 from ddss_jax.problems.base import Problem
 from ddss_jax.settings import (BaselineConfig, EvalConfig, LossConfig, SamplerConfig, TrainConfig,
@@ -125,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer.close()
   if jax.process_index() == 0:
     learned.save(os.path.join(run.workdir, "sampler.json"))
-    logs.write_json(os.path.join(run.workdir, "results.json"), results)
+    files.write_json(os.path.join(run.workdir, "results.json"), results)
     print(format_table(results))
   return results
 
@@ -150,7 +150,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   evaluate.write_eval_metrics(writer, 0, results)
   writer.close()
   if jax.process_index() == 0:
-    logs.write_json(os.path.join(run.workdir, f"eval_results_{run.eval_cfg.num_samples}.json"),
+    files.write_json(os.path.join(run.workdir, f"eval_results_{run.eval_cfg.num_samples}.json"),
                     results)
     print(format_table(results))
   return results

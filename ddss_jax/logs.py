@@ -1,5 +1,4 @@
-"""Console logging and the metric log shared by the entry points; atomic JSON files; the commit
-that runs."""
+"""Console logging and the metric log shared by the entry points; the commit that runs."""
 
 import json
 import logging as py_logging
@@ -8,6 +7,8 @@ import subprocess
 
 import jax
 from absl import logging
+
+from ddss_jax import files
 
 
 def _hide_orbax_info(record: py_logging.LogRecord) -> bool:
@@ -29,13 +30,6 @@ def code_commit() -> str:
         "+changes" if run("status", "--porcelain", "--untracked-files=no") else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
-
-
-def write_json(path: str, obj) -> None:
-  """json.dump(obj) to `path` atomically (a temporary file renamed into place)."""
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def quiet_library_logs() -> None:
@@ -78,9 +72,7 @@ class MetricWriter:
       if predicate(line):
         kept.append(text)
     if len(kept) != len(lines):
-      with open(self._path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("".join(t + "\n" for t in kept))
-      os.replace(self._path + ".tmp", self._path)
+      files.write_text(self._path, "".join(t + "\n" for t in kept))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     logging.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in scalars.items()))

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ddss_jax import files  # noqa: E402
+
+
+def save(fig, path: str, *, dpi: int = 110) -> None:
+  """fig.savefig to `path` atomically, in the format its extension names; closes fig."""
+  with files.atomic_write(path, "wb") as f:
+    fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=dpi)
+  plt.close(fig)
 
 
 def scatter_panels(panels: dict[str, np.ndarray], path: str, *, limit: float = 2.5) -> None:
@@ -22,8 +33,7 @@ def scatter_panels(panels: dict[str, np.ndarray], path: str, *, limit: float = 2
     ax.set_xticks([])
     ax.set_yticks([])
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def image_grids(panels: dict[str, np.ndarray], path: str, *, max_images: int = 64) -> None:
@@ -34,8 +44,7 @@ def image_grids(panels: dict[str, np.ndarray], path: str, *, max_images: int = 6
     ax.set_title(title, fontsize=9)
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  save(fig, path)
 
 
 def grid(images: np.ndarray, *, pad: int = 1) -> np.ndarray:

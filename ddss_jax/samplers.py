@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import logs, recurrence, schedules, solvers
+from ddss_jax import files, recurrence, schedules, solvers
 from ddss_jax.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
@@ -270,7 +270,7 @@ def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
 
 def save(path: str, sampler: Sampler, params: Params) -> None:
   """Writes to_json(sampler, params) to `path` atomically."""
-  logs.write_json(path, to_json(sampler, params))
+  files.write_json(path, to_json(sampler, params))
 
 
 def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:

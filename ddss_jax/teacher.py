@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ddss_jax import samplers, sampling
+from ddss_jax import files, samplers, sampling
 from ddss_jax.problems.base import Problem
 from ddss_jax.settings import LossConfig
 
@@ -74,9 +74,7 @@ def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: Probl
                  cfg.teacher_pool, teacher.family, teacher.num_steps)
   pool = {"x_T": np.concatenate(starts), "target": np.concatenate(targets)}
   os.makedirs(directory, exist_ok=True)
-  tmp = f"{path}.{jax.process_index()}.tmp.npz"
-  np.savez(tmp, **pool)
-  os.replace(tmp, path)
+  files.save_npz(path, **pool)
   return pool
 
 

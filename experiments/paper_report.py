@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from ddss_jax import plots
+from ddss_jax import files, plots
 from experiments.paper_protocol import GRID_STEPS, PARTS, TABLE_STEPS
 
 PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}  # CIFAR-10, docs/paper_results.md, section 4
@@ -153,8 +153,7 @@ def plot_fid(rows, path: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plots.save(fig, path, dpi=110)
 
 
 def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
@@ -178,10 +177,11 @@ def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
     ax.set_title(title, fontsize=8)
   fig.suptitle(f"K = {num_steps}: the first {len(panels[0][1])} evaluation samples, same noise")
   fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))
-  fig.savefig(path, dpi=72)
-  plt.close(fig)
+  plots.save(fig, path, dpi=72)
   from PIL import Image  # pylint: disable=import-outside-toplevel  (matplotlib depends on it)
-  Image.open(path).convert("L").save(path, optimize=True)  # grey pictures: a quarter the bytes
+  grey = Image.open(path).convert("L")  # grey pictures: a quarter the bytes
+  with files.atomic_write(path, "wb") as f:
+    grey.save(f, format="PNG", optimize=True)
   return True
 
 
@@ -255,6 +255,5 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   if os.path.exists(reading):
     md += ["", open(reading, encoding="utf-8").read().strip()]
   text = "\n".join(md) + "\n"
-  with open(os.path.join(out, "RESULTS.md"), "w", encoding="utf-8") as f:
-    f.write(text)
+  files.write_text(os.path.join(out, "RESULTS.md"), text)
   return text

@@ -41,7 +41,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import mnist
-from ddss_jax import evaluate, experiment, logs, samplers, sampling, schedules
+from ddss_jax import evaluate, experiment, files, logs, samplers, sampling, schedules
 from experiments import paper_report
 from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,
                                         LEARNED, PARTS, TEACHER_ROW)
@@ -83,14 +83,12 @@ def write_rows(path: str, rows: list[dict]) -> None:
   order = ([row_name(f, s) for f, s in FIXED] + [row_name(*TEACHER_ROW[:2])]
            + [f for f, _, _ in LEARNED])
   rows = sorted(rows, key=lambda r: (order.index(r["sampler"]), r["loss"], r["num_steps"]))
-  tmp = f"{path}.tmp"
-  with open(tmp, "w", newline="") as f:
+  with files.atomic_write(path, newline="") as f:
     writer = csv.DictWriter(f, fieldnames=COLUMNS)
     writer.writeheader()
     for row in rows:
       writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
                        for c in COLUMNS})
-  os.replace(tmp, path)
 
 
 class Runner:
@@ -149,9 +147,10 @@ class Runner:
                                     keep=GRID_IMAGES)
     if sampler.num_steps in GRID_STEPS:
       os.makedirs(os.path.join(self.workdir, "grids"), exist_ok=True)
-      np.save(os.path.join(self.workdir, "grids", paper_report.grid_file(name, loss,
-                                                                         sampler.num_steps)),
-              np.round((np.clip(kept, -1, 1) + 1) * 127.5).astype(np.uint8))
+      grid = os.path.join(self.workdir, "grids",
+                          paper_report.grid_file(name, loss, sampler.num_steps))
+      with files.atomic_write(grid, "wb") as f:
+        np.save(f, np.round((np.clip(kept, -1, 1) + 1) * 127.5).astype(np.uint8))
     self.rows.append({"sampler": name, "num_steps": sampler.num_steps, "loss": loss,
                       **{c: float(metrics[c]) for c in COLUMNS[3:]}})
     write_rows(self.csv_path, self.rows)
@@ -228,7 +227,7 @@ class Runner:
     entry["seconds"] += seconds
     run["seconds"] = round(run["seconds"] + seconds, 1)
     run["rows"] += int(row_done)
-    logs.write_json(self.parts_path, parts)
+    files.write_json(self.parts_path, parts)
 
 
 def main(argv):

@@ -56,7 +56,8 @@ def test_report_marks_each_target_met_or_not():
   assert "| compile time K=40 / K=5 | 1.60 | <= 1.5 | **not met** |" in text
 
 
-@pytest.mark.skipif(vs_diffusers.missing() is not None, reason="needs torch and diffusers")
+@pytest.mark.parity
+@pytest.mark.skipif(vs_diffusers.missing() is not None, reason=f"parity: {vs_diffusers.missing()}")
 @pytest.mark.parametrize("family", vs_diffusers.FAMILIES)
 def test_samplers_equal_diffusers_schedulers_on_the_exported_unet(bench, family):
   """DDIM vs DDIMScheduler, DPM-Solver++(2M) vs DPMSolverMultistepScheduler: same weights, same

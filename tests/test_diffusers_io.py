@@ -66,6 +66,7 @@ def _eps_both(reference, checkpoint, size, seed=0):
   return np.asarray(got).transpose(0, 3, 1, 2), want
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("config,size,safe", [(CIFAR10_CONFIG, 32, True),
                                               (CHURCH_CONFIG, 64, False)])
 def test_public_checkpoint_layout_loads_with_parity(tmp_path, config, size, safe):
@@ -84,6 +85,7 @@ def test_public_checkpoint_layout_loads_with_parity(tmp_path, config, size, safe
   np.testing.assert_allclose(schedule.alpha_bars, schedules.linear_beta(1000).alpha_bars)
 
 
+@pytest.mark.parity
 def test_export_is_read_by_diffusers(tmp_path):
   _, diffusers = _diffusers()
   import jax  # pylint: disable=import-outside-toplevel

@@ -100,6 +100,7 @@ def _calibrate(reference, calibration_images, torch):
       bn.running_var *= torch.empty(bn.running_var.shape).uniform_(0.7, 1.4, generator=generator)
 
 
+@pytest.mark.parity
 def test_parity_with_torch_fidelity_on_random_weights(random_pth, tmp_path):
   torch = _torch()
   feature_extractor, _ = _torch_fidelity()
@@ -131,6 +132,7 @@ def test_parity_with_torch_fidelity_on_random_weights(random_pth, tmp_path):
 RESIZES = [((32, 32), (299, 299)), ((80, 64), (29, 101)), ((310, 300), (299, 299))]
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("in_hw,out_hw", RESIZES)
 def test_tf1_resize_matches_torch_fidelity(in_hw, out_hw):
   torch = _torch()
@@ -143,6 +145,7 @@ def test_tf1_resize_matches_torch_fidelity(in_hw, out_hw):
   np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("in_hw,out_hw", RESIZES)
 def test_pytorch_fid_resize_matches_torch_interpolate(in_hw, out_hw):
   torch = _torch()
@@ -280,6 +283,7 @@ def test_a_tampered_converted_file_is_refused_and_another_width_named(tmp_path):
       f"{path} has sha256 {weights.sha256_of(path)}, expected one starting with {digest}")
 
 
+@pytest.mark.parity
 def test_msgpack_conversion_round_trip_equals_pth(random_pth, tmp_path):
   dst = tmp_path / "inception_fid.msgpack"
   result = subprocess.run(

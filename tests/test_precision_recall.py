@@ -59,7 +59,7 @@ def _metric_prc():
   (see tests/test_inception.py); metric_prc uses utils only in calculate_prc (from images), so where
   the normal import fails it is imported under a bare package module with a stub utils.
   """
-  pytest.importorskip("torch")
+  pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[parity]'")
   try:
     from torch_fidelity import metric_prc
     return metric_prc
@@ -71,7 +71,7 @@ def _metric_prc():
   else:
     spec = importlib.util.find_spec("torch_fidelity")
     if spec is None:
-      pytest.skip("needs torch-fidelity: pip install --no-deps torch-fidelity")
+      pytest.skip("parity needs torch-fidelity: pip install --no-deps torch-fidelity")
     locations = list(spec.submodule_search_locations)
   saved = {name: sys.modules.get(name) for name in
            ("torch_fidelity", "torch_fidelity.utils", "torch_fidelity.metric_prc")}
@@ -94,11 +94,12 @@ def _metric_prc():
   return metric_prc
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("save_cpu_ram", [False, True])
 @pytest.mark.parametrize("n,m,d,k,shift,scale,seed", TORCH_CASES)
 def test_matches_torch_fidelity(n, m, d, k, shift, scale, seed, save_cpu_ram):
+  metric_prc = _metric_prc()  # skips, saying why, without torch or torch-fidelity
   import torch  # pylint: disable=import-outside-toplevel
-  metric_prc = _metric_prc()
   real, fake = clouds(n, m, d, seed, shift, scale)
   assert numpy_precision_recall(real, fake, k)[2] > 1e-5  # no near-ties
   fn = (metric_prc.calculate_precision_recall_part if save_cpu_ram

@@ -53,6 +53,7 @@ def test_diffusers_key_mapping():
   assert unet.diffusers_key(("time_embedding", "linear_1", "kernel")) == "time_embedding.linear_1.weight"
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("padding,flip,shift,head_dim", [(0, False, 1, None), (1, True, 0, 8)])
 def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
   torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[parity]'")

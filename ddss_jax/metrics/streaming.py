@@ -7,9 +7,9 @@ Reference statistics of a dataset are these, computed once and cached as .npz (s
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+from ddss_jax import files
 
 
 class FeatureStats:
@@ -55,10 +55,9 @@ class FeatureStats:
 
   def save(self, path: str, **metadata: str) -> None:
     """Writes mu, sigma, the KID sample, the count and string metadata to an .npz, atomically."""
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, mu=self.mean, sigma=self.covariance, kid_sample=self.sample,
-             count=np.int64(self.count), **{f"meta_{k}": np.str_(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    files.save_npz(path, mu=self.mean, sigma=self.covariance, kid_sample=self.sample,
+                   count=np.int64(self.count),
+                   **{f"meta_{k}": np.str_(v) for k, v in metadata.items()})
 
 
 def load_stats(path: str) -> dict[str, np.ndarray]:

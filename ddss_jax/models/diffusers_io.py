@@ -19,14 +19,13 @@ import dataclasses
 import io
 import json
 import os
-import shutil
 from typing import Any
 
 import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from ddss_jax import schedules
+from ddss_jax import files, schedules
 from ddss_jax.models import unet
 from ddss_jax.weights import check_sha256, sha256_of
 
@@ -240,16 +239,11 @@ def save(path: str, cfg: unet.UNetConfig, params: Any, *,
   half-written checkpoint. `schedule_config`, if given, is written as scheduler_config.json.
   """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-  tmp = path.rstrip("/") + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  with open(os.path.join(tmp, CONFIG_NAME), "w", encoding="utf-8") as f:
-    json.dump(config_to_json(cfg), f, indent=2)
-  if schedule_config is not None:
-    with open(os.path.join(tmp, SCHEDULER_CONFIG_NAME), "w", encoding="utf-8") as f:
-      json.dump(schedule_config, f, indent=2)
-  save_file(to_state_dict(params), os.path.join(tmp, SAFETENSORS_NAME), metadata={"format": "pt"})
-  digest = sha256_of(os.path.join(tmp, SAFETENSORS_NAME))
-  shutil.rmtree(path, ignore_errors=True)
-  os.replace(tmp, path)
+  with files.atomic_folder(path) as tmp:
+    files.write_json(os.path.join(tmp, CONFIG_NAME), config_to_json(cfg))
+    if schedule_config is not None:
+      files.write_json(os.path.join(tmp, SCHEDULER_CONFIG_NAME), schedule_config)
+    save_file(to_state_dict(params), os.path.join(tmp, SAFETENSORS_NAME),
+              metadata={"format": "pt"})
+    digest = sha256_of(os.path.join(tmp, SAFETENSORS_NAME))
   return digest

@@ -33,7 +33,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.lax import Precision
 
-from ddss_jax import weights
+from ddss_jax import files, weights
 
 PREPROCESS_CHOICES = ("tf", "pytorch_fid")
 INPUT_SIZE = 299
@@ -446,16 +446,11 @@ def missing_weights_message(path: str | None) -> str | None:
 def _download(url: str, dst: str) -> None:
   """Fetches url into dst atomically (temporary file + rename)."""
   os.makedirs(os.path.dirname(dst), exist_ok=True)
-  tmp = f"{dst}.download"
-  try:
-    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-      while chunk := response.read(1 << 20):
-        f.write(chunk)
-    weights.check_sha256(tmp, WEIGHTS_SHA256_PREFIX, prefix=True)
-    os.replace(tmp, dst)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with urllib.request.urlopen(url, timeout=60) as response, files.atomic_write(dst, "wb") as f:
+    while chunk := response.read(1 << 20):
+      f.write(chunk)
+    f.flush()
+    weights.check_sha256(f.name, WEIGHTS_SHA256_PREFIX, prefix=True)  # raising removes it
 
 
 def ensure_weights(path: str | None) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import denoiser_training, logs, plots, toy_features, weights
+from ddss_jax import denoiser_training, files, plots, toy_features, weights
 from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
 from ddss_jax.models.mlp import MLPEpsModel
 from ddss_jax.problems.base import Problem
@@ -108,7 +108,7 @@ def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, see
       ema_decay=cfg.model_ema_decay, seed=seed)
   if path:
     os.makedirs(workdir, exist_ok=True)
-    logs.write_json(f"{path}.json", settings)
+    files.write_json(f"{path}.json", settings)
     weights.save_msgpack(params, path)  # atomic: a killed run never leaves a half-written model
   return params
 

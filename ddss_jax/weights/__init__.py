@@ -26,6 +26,8 @@ import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict
 
+from ddss_jax import files
+
 WEIGHTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SIDECAR_SUFFIX = ".sha256"  # <file>.sha256: "<hex digest>  <file name>", as sha256sum writes
 
@@ -90,15 +92,11 @@ def save_msgpack(params: Any, path: str) -> str:
   warning on load), never a stale one."""
   data = flax.serialization.to_bytes(params)
   digest = hashlib.sha256(data).hexdigest()
-  tmp = f"{path}.tmp"
-  with open(tmp, "wb") as f:
+  with files.atomic_write(path, "wb") as f:
     f.write(data)
-  if os.path.exists(path + SIDECAR_SUFFIX):
-    os.remove(path + SIDECAR_SUFFIX)
-  os.replace(tmp, path)
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(f"{digest}  {os.path.basename(path)}\n")
-  os.replace(tmp, path + SIDECAR_SUFFIX)
+    if os.path.exists(path + SIDECAR_SUFFIX):  # once the data is written, before the rename
+      os.remove(path + SIDECAR_SUFFIX)
+  files.write_text(path + SIDECAR_SUFFIX, f"{digest}  {os.path.basename(path)}\n")
   return digest
 
 
