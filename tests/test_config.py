@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of config validation: a config, whatever its values, either runs
 or raises ConfigError naming a field of the schema, before anything compiles."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -142,3 +143,26 @@ def test_a_batch_that_does_not_split_over_the_devices_is_named(tmp_path):
       "devices (4: 1 process(es) x 4 local device(s))"), out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_docs_config_page_matches_the_settings():
+  with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                         "config.md"), encoding="utf-8") as f:
+    page = f.read()
+  assert config_lib.markdown_table() in page, "regenerate docs/config.md: python -m ddss_jax.config"
+
+
+def test_resume_rules_derive_from_the_settings():
+  """How long to train, how often to log and checkpoint, the evaluation, the baseline and where
+  the teacher pool is cached; nothing else."""
+  assert set(config_lib.resumable_fields()) == {
+      "train.num_train_steps", "train.log_every_steps", "train.checkpoint_every_steps",
+      "eval.num_samples", "eval.batch_size", "eval.seed", "eval.reference_steps",
+      "baseline.family", "baseline.eta", "loss.teacher_dir"}
+
+
+def test_every_setting_has_a_doc_and_its_default_passes_its_check():
+  for group, cls in config_lib.groups().items():
+    cls()  # the defaults are valid
+    for field in dataclasses.fields(cls):
+      assert field.metadata["doc"].endswith("."), f"{group}.{field.name}: a one-line doc"
