@@ -229,8 +229,7 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   if not isinstance(sampler, samplers.Sampler):
     cfg = sampler or SamplerConfig()
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
-                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
-                            canonical_convs=cfg.canonical_convs)
+                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll)
   check_learnable(sampler.family, train.num_train_steps)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(train.batch_size, mesh, "train.batch_size")

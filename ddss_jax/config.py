@@ -123,6 +123,8 @@ def _check_across_groups(c: dict[str, Any]) -> None:
 
 
 CONFIG_RECORD = "config.json"
+# Fields earlier versions recorded that no longer exist; a workdir holding one still resumes.
+RETIRED_FIELDS = ("sampler.canonical_convs",)  # now ddss_jax.conv_layout.backend_default()
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -147,7 +149,7 @@ def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
     with open(path, encoding="utf-8") as f:
       before = _flat(json.load(f))
     changed = sorted(k for k in set(now) | set(before) if now.get(k, "<absent>") !=
-                     before.get(k, "<absent>") and k not in resumable)
+                     before.get(k, "<absent>") and k not in resumable and k not in RETIRED_FIELDS)
     if changed:
       diff = "; ".join(f"config.{k}: {before.get(k, '<absent>')!r} there, "
                        f"{now.get(k, '<absent>')!r} now" for k in changed)

@@ -31,6 +31,12 @@ from jax.extend import core as jex
 _JIT_PRIMITIVES = ("jit", "pjit")
 
 
+def backend_default() -> bool:
+  """Whether samplers rewrite convolutions by default: on the CPU backend, the one whose loops
+  need it; other backends choose their own layouts."""
+  return jax.default_backend() == "cpu"
+
+
 def canonical_convolutions(fn: Callable) -> Callable:
   """fn (positional pytree arguments -> pytree) with canonically ordered convolutions."""
   @functools.wraps(fn)

@@ -69,8 +69,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
-                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
-                          canonical_convs=sampler_cfg.canonical_convs)
+                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll)
   # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
                            stride=sampler_cfg.stride,

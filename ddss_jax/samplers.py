@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import files, recurrence, schedules, solvers
+from ddss_jax import conv_layout, files, recurrence, schedules, solvers
 from ddss_jax.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
@@ -197,7 +197,7 @@ class Sampler:
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
          eta: float | None = None, gradient: str = "adjoint", unroll: int = 1,
-         canonical_convs: bool = True) -> Sampler:
+         canonical_convs: bool | None = None) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -211,7 +211,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     unroll: model calls per compiled loop iteration (1: a loop, K: straight-line code); the
       results are the same, only speed and compile time change (ddss_jax.recurrence.run).
     canonical_convs: run convolutions in the order XLA:CPU runs fast inside loops (exact; see
-      `ddss_jax.conv_layout`); False only to measure what it saves.
+      `ddss_jax.conv_layout`); None: the backend's default (on for CPU); False only to measure
+      what it saves.
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -242,8 +243,10 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
   if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
     raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+  if canonical_convs is None:
+    canonical_convs = conv_layout.backend_default()
   if not isinstance(canonical_convs, (bool, np.bool_)):
-    raise ValueError(f"canonical_convs must be True or False, got {canonical_convs!r}")
+    raise ValueError(f"canonical_convs must be True, False or None, got {canonical_convs!r}")
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
                  eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)),
                  canonical_convs=bool(canonical_convs))

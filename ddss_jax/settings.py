@@ -68,11 +68,6 @@ def choice(choices) -> Check:
   return check
 
 
-def boolean(field: str, value: Any) -> None:
-  if not isinstance(value, bool):
-    raise ConfigError(field, value, "must be True or False")
-
-
 def text(*, optional: bool = False, pattern: str | None = None) -> Check:
   """A non-empty string (matching `pattern`); None too if optional."""
   def check(field, value):
@@ -156,9 +151,6 @@ class SamplerConfig(Group):
                           "O(K^2 |x|); a reference).", choice(recurrence.GRADIENTS))
   unroll: int = setting(1, "Model calls per compiled loop iteration, 1 to K: same results; "
                         "compile time and memory grow with it.", integer(1))
-  canonical_convs: bool = setting(
-      True, "Convolutions in the dimension order XLA:CPU runs fast inside loops (exact; False "
-      "is for benchmarks).", boolean)
 
 
 @dataclasses.dataclass(frozen=True)

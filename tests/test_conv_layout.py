@@ -91,5 +91,5 @@ def test_sampler_reverse_loop_runs_only_canonical_convolutions():
 
 
 def test_make_rejects_a_non_boolean_canonical_convs():
-  with pytest.raises(ValueError, match="canonical_convs must be True or False, got 'yes'"):
+  with pytest.raises(ValueError, match="canonical_convs must be True, False or None, got 'yes'"):
     samplers.make("ddim", schedules.linear_beta(1000), 3, canonical_convs="yes")

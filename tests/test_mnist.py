@@ -91,7 +91,7 @@ def _mnist_cfg(**changes):
 
 def test_weights_of_another_width_are_named_not_loaded(tmp_path):
   """A UNet file of another width has the same array names: flax would load it and fail inside
-  the compiled step; build_mnist names the file and the first mis-shaped arrays instead."""
+  the compiled step; problems.mnist.build names the file and the first mis-shaped arrays instead."""
   narrow = dataclasses.replace(unet.MNIST_UNET, block_out_channels=(8, 16, 16))
   path = str(tmp_path / "narrow_unet.msgpack")
   weights.save_msgpack(unet.params_template(narrow), path)
