@@ -1,7 +1,7 @@
 """DDSS end to end on 2-D data: GGDM+PRED+TIME at K = 4 against DDIM at K = 4.
 
 Run: python -m ddss_jax.main --config=configs/toy2d.py --workdir=/tmp/ddss_toy2d
-Hardware: a laptop CPU (2 cores: about 2 minutes, most of it training the MLP eps-model).
+Hardware: a laptop CPU (most of the time goes to training the MLP eps-model; docs/performance.md).
 Expected: the learned sampler's held-out MMD well below DDIM's (docs/results.md, "Results on 2-D data").
 """
 

@@ -5,10 +5,8 @@ order: input [batch, spatial..., feature], kernel [spatial..., in, out], output 
 JAX's gradient of a convolution with respect to its input is a convolution whose kernel is
 labelled [spatial..., out, in] (the forward kernel, reversed, with the feature dimensions swapped
 by the labels alone). In straight-line code XLA transposes such a kernel itself; inside a while
-loop (`lax.scan`, as in the sampler's reverse pass) it does not, and falls back to a generic
-loop nest: convolution + input gradient, 3x3, 32 channels, batch 64, ran about 18x slower inside
-a loop than unrolled on a 2-core CPU (`python -m benchmarks.conv_in_loop`; `benchmarks/suite.py`
-shows what it costs a DDSS step).
+loop (`lax.scan`, as in the sampler's reverse pass) it does not, and falls back to a generic,
+much slower loop nest (measured: docs/performance.md, "Where the code's choices come from").
 
 `canonical_convolutions(fn)` returns `fn` with every convolution rewritten to the canonical
 order by explicit transposes of its operands (and of its result, where needed). The transposes

@@ -75,8 +75,8 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
       straight-line code faster than a loop.
     canonical_convs: run the model's convolutions, and those of its gradient in the reverse
       pass, in the canonical order XLA:CPU needs for its fast path inside loops
-      (`ddss_jax.conv_layout`); exact, so results do not change. False leaves them as traced (the
-      gradient's convolutions then run an order of magnitude slower inside the loop on CPU).
+      (`ddss_jax.conv_layout`); exact, so results do not change. False leaves them as traced
+      (what that costs: docs/performance.md).
   """
   if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"unroll must be a positive integer, got {unroll!r}")

@@ -2,7 +2,7 @@
 
 For each sampler draws N samples (same seed) and reports, against the 1000 held-out digits in the
 MNIST classifier's feature space: KID (mean and std over subsets), FID, and the share of samples
-the classifier labels with confidence > 0.9. About 7 minutes on 2 CPU cores at the defaults.
+the classifier labels with confidence > 0.9. Run time: experiments/README.md.
 
 Run: python -m experiments.mnist_base_model [--num_samples=1000] [--ddpm_steps=250]
 """

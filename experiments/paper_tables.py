@@ -1,25 +1,9 @@
 """The paper's tables on the embedded default (shipped MNIST UNet and classifier), and past them.
 
-For K in {5, 10, 15, 20, 25} (the fixed samplers also at 30, 40 and 50, for "learned at K vs
-fixed at 2K") it evaluates
-  fixed:   DDPM and DDIM with the linear and the quadratic stride, DPM-Solver++(2M) and UniPC
-           with time-uniform ("linear"), logSNR-uniform and quadratic steps;
-  learned: VARS, GGDM, GGDM+PRED, GGDM+TIME, GGDM+PRED+TIME with the KID loss, GGDM+PRED+TIME
-           with the teacher loss, DPM-Solver++(2M) and UniPC with learned times (KID loss);
-each learned sampler optimised by DDSS on the training digits (configs/mnist.py's settings: batch
-64, learning rate 5e-3, the quadratic stride as the start; --train_steps steps) and every sampler
-evaluated on 1000 fresh samples (the evaluation seed, never used in training) against the 1000
-held-out digits: FID, KID (mean and std over subsets), k-NN precision and recall, in the shipped
-classifier's feature space.
-
-Parts: "fixed" (every fixed sampler and K), "k5" ... "k25" (the learned samplers at one K), and
-"report" (experiments/RESULTS.md, the FID-vs-K plot and the sample grids, from what is done).
-Each finished row is appended to experiments/results.csv at once and every optimisation
-checkpoints in --workdir, so a killed run resumes where it stopped: rerun the same command.
-The wall time of each part (summed over resumptions), its commit and machine go to
-experiments/paper_tables_parts.json.
-
-Run (all parts; about 6 h on 2 CPU cores, see RESULTS.md for the measured time of each part):
+Evaluates fixed samplers and samplers learned by DDSS at several K, in parts (fixed, k5 ... k25,
+report); each finished row goes to experiments/results.csv at once, and a killed run resumes where
+it stopped: rerun the same command. What the tables contain, the protocol and what is written:
+experiments/README.md. Run (all parts, or some):
   python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables
   python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables --parts=fixed,k5,report
 An independent rerun (other training and evaluation noise) set against the committed rows:

@@ -1,7 +1,7 @@
 """The 2-D before/after table of docs/results.md ("Results on 2-D data") over several seeds.
 
 Each seed retrains the MLP eps-model, reruns DDSS (configs/toy2d.py) and evaluates on fresh
-samples. About 35 s a seed on 2 CPU cores.
+samples. Run time: experiments/README.md.
 
 Run: python -m experiments.toy2d_seeds --workdir=/tmp/ddss_toy2d_seeds [--seeds=0,1,2,3]
 """

@@ -188,7 +188,7 @@ def test_width_reduced_network_shapes_and_gradient(preprocess):
 
 
 def test_convolutions_and_fc_run_in_full_float32():
-  # The backend default is TF32 on NVIDIA GPUs: 1% errors in the features (seen on an H200).
+  # The backend default is TF32 on NVIDIA GPUs, too coarse for reported FIDs (docs/performance.md).
   variables = _random_variables(width=1 / 16, seed=5)
   x = np.zeros((1, 8, 8, 3), np.float32)
   for precision, want in ((jax.lax.Precision.HIGHEST, (jax.lax.Precision.HIGHEST,) * 2),

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 
 RESAMPLE = PIL.Image.Resampling.LANCZOS
 # Above this many examples, jax.random.choice(replace=False) (a full permutation) is too slow
-# (about 2 s for LSUN bedroom's 3 M on CPU); batch() then rejects repeated draws instead.
+# per batch (measured: docs/performance.md); batch() then rejects repeated draws instead.
 PERMUTATION_LIMIT = 1 << 20
 CHANNELS = 3  # every image comes out RGB (grayscale repeated, alpha dropped)
 

@@ -269,8 +269,8 @@ class FIDInceptionV3(nn.Module):
     width: channel multiplier; 1.0 is the real network (other values only for fast tests).
     preprocess: "tf" (the original TF FID graph, torch-fidelity) or "pytorch_fid".
     precision: of the convolutions and fc. HIGHEST (full float32) matches the float32 references
-      (1e-5); None, the backend's default, means TF32 on NVIDIA GPUs: features off by about 1% of
-      their scale, but 3-5x faster (for a training loss, not for reported FIDs).
+      (1e-5); None, the backend's default, means TF32 on NVIDIA GPUs: faster but less accurate
+      features, for a training loss, not for reported FIDs (measured: docs/performance.md).
   """
   width: float = 1.0
   preprocess: str = "tf"

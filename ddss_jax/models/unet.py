@@ -82,9 +82,9 @@ class GroupNorm(nn.Module):
   variance E[x^2] - E[x]^2, floored at 0; epsilon inside the square root).
 
   The statistics are summed per channel first (a reduction over H and W with the channels kept
-  contiguous), then per group: XLA:CPU runs that several times faster than flax's reduction over
-  a [B, H, W, G, C/G] view, whose innermost axis holds only C/G channels (those reductions were
-  a third of an MNIST UNet call; benchmarks/profile.py). The values equal
+  contiguous), then per group: XLA:CPU reduces contiguous channels faster than flax's
+  [B, H, W, G, C/G] view, whose innermost axis holds only C/G channels (measured:
+  docs/performance.md, "Where the code's choices come from"). The values equal
   flax.linen.GroupNorm's up to float32 rounding.
   """
   num_groups: int
@@ -147,9 +147,9 @@ class Attention(nn.Module):
     h = h.reshape(batch, height * width, channels)
     tokens = height * width
     # Heads move into the batch ([B * heads, T, d]; no data moves for one head, as in DDPM), and
-    # the scale is folded into q. jax.nn.dot_product_attention's XLA path spent more of the
-    # MNIST UNet's time on XLA:CPU scaling, transposing and normalising the [T, T] scores than
-    # multiplying (benchmarks/profile.py); this form lets XLA fuse them into the products.
+    # the scale is folded into q, so that XLA fuses the scaling and normalising of the [T, T]
+    # scores into the products (measured: docs/performance.md, "Where the code's choices
+    # come from").
     split = lambda a: a.reshape(batch, tokens, heads, head_dim).transpose(0, 2, 1, 3).reshape(
         batch * heads, tokens, head_dim)
     q = split(nn.Dense(channels, name="to_q")(h)) * (1.0 / math.sqrt(head_dim))
@@ -179,9 +179,9 @@ class Downsample2D(nn.Module):
 def upsample_nearest2x(x: jax.Array) -> jax.Array:
   """[B, H, W, C] -> [B, 2H, 2W, C], each pixel repeated 2 x 2 (diffusers' nearest upsampling).
 
-  Its gradient adds the four strided quarters of the cotangent; autodiff of jnp.repeat gives the
-  same sums as a reduction over a [B, H, 2, W, 2, C] view, which XLA:CPU ran at 6 ms per call of
-  the MNIST UNet's reverse pass (batch 64), several times the cost of the strided adds.
+  Its gradient adds the four strided quarters of the cotangent: autodiff of jnp.repeat gives the
+  same sums as a reduction over a [B, H, 2, W, 2, C] view, which XLA:CPU runs much slower
+  (measured: docs/performance.md, "Where the code's choices come from").
   """
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
@@ -316,8 +316,8 @@ class UNet2DModel(nn.Module):
     return self.conv_out(nn.silu(self.conv_norm_out(h)))
 
 
-# The embedded default's base model: 32x32x1 digits, attention at 16x16, about 0.3 M parameters,
-# small enough that DDSS through K calls of it fits the main job's CPU budget.
+# The embedded default's base model: 32x32x1 digits, attention at 16x16, small enough that DDSS
+# through K calls of it fits the main job's CPU budget (size: docs/performance.md).
 MNIST_UNET = UNetConfig(
     sample_size=32, in_channels=1, out_channels=1, block_out_channels=(16, 32, 32),
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
