@@ -45,14 +45,17 @@ class LearnedSampler:
 
   Attributes:
     sampler: the sampler (family, K, schedule, stride); its code is pure, its state is `params`.
-    params: the learned parameters, a pytree of arrays.
+    params: the learned parameters, a pytree of arrays: the moving average of the iterates
+      where train.ema_decay > 0, else the last iterate.
     train_steps: the DDSS steps taken (a resumed run's earlier steps included).
     history: the logged metric lines, each {"step": int, "train/kid": float, ...}.
+    last_params: the last iterate (the same as params without an average).
   """
   sampler: samplers.Sampler
   params: Any
   train_steps: int
   history: list[dict[str, float]]
+  last_params: Any = None
 
   def sample(self, eps_fn: samplers.EpsFn, key: jax.Array, shape: tuple[int, ...], *,
              x_T: jax.Array | None = None) -> jax.Array:
@@ -254,7 +257,11 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   logging.info("sampler %s, K=%d, %s stride, %s loss; parameters:\n%s", sampler.family,
                sampler.num_steps, sampler.stride, loss.name,
                parameter_overview.get_parameter_overview(initial_params))
-  loss_fn, batch_fn = None, problem.real_batch
+  loss_fn, batch_fn, reference = None, problem.real_batch, None
+  if teacher_sampler is None and loss.kid_bank_size and train.num_train_steps > 0:
+    reference = jax.device_put(
+        train_lib.make_reference(problem, problem.feature_params, size=loss.kid_bank_size,
+                                 seed=train.seed + 3, mesh=mesh), parallel.replicated(mesh))
   if teacher_sampler is not None and train.num_train_steps > 0:
     pool = teacher.load_or_draw_pool(loss, teacher_sampler, problem, pool_dir,
                                      seed=train.seed + 1,
@@ -264,11 +271,13 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   train_step = train_lib.make_train_step(sampler, problem, optimizer, train.batch_size, mesh,
                                          loss_fn=loss_fn, loss_name=loss.name)
   state = train_lib.run_training(state, train_step, problem, train, workdir, writer, mesh,
-                                 batch_fn=batch_fn, progress=report)
+                                 batch_fn=batch_fn, reference=reference, progress=report)
   history = writer.lines()
   if own_writer:
     writer.close()
-  return LearnedSampler(sampler, state.params, int(state.step), history)
+  average = train_lib.averaged_params(state.opt_state)
+  return LearnedSampler(sampler, state.params if average is None else average, int(state.step),
+                        history, last_params=state.params)
 
 
 def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: Problem, *,

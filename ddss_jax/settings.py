@@ -182,6 +182,10 @@ class LossConfig(Group):
   GROUP: ClassVar[str] = "loss"
   name: str = setting("kid", "kid (KID between samples and real training examples in the "
                       "problem's feature space) or teacher.", choice(LOSSES))
+  kid_bank_size: int = setting(0, "KID against the features of this many real training "
+                               "examples, computed once (0: against a fresh real batch each "
+                               "step): the loss's noise then comes from the samples alone.",
+                               integer(0))
   teacher_family: str = setting("ddim", "The teacher: a fixed family.",
                                 choice(samplers.FIXED_FAMILIES))
   teacher_steps: int = setting(200, "The teacher's number of steps.", integer(1))
@@ -195,6 +199,7 @@ class LossConfig(Group):
 
 
 NONFINITE = ("stop", "skip")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +209,17 @@ class TrainConfig(Group):
   num_train_steps: int = setting(300, "DDSS optimisation steps.", integer(0), resumable=True)
   batch_size: int = setting(256, "Samples per step (and real examples for the KID loss); global "
                             "over all devices.", integer(2))
-  learning_rate: float = setting(5e-3, "Adam's learning rate.", real(above=0))
+  learning_rate: float = setting(5e-3, "Adam's (peak) learning rate.", real(above=0))
+  lr_schedule: str = setting("constant", "constant, or cosine: from the peak down to 0 at the "
+                             "last update.", choice(LR_SCHEDULES))
+  warmup_steps: int = setting(0, "Updates of linear warm-up from 0 to the peak learning rate.",
+                              integer(0))
+  ema_decay: float = setting(0.0, "Decay of the exponential moving average of the sampler "
+                             "parameters that is saved and evaluated (0: the last iterate).",
+                             real(0, below=1))
+  accumulate_steps: int = setting(1, "Batches whose gradients are averaged into one update "
+                                  "(optax.MultiSteps); num_train_steps counts batches.",
+                                  integer(1))
   grad_clip: float = setting(1.0, "Global-norm gradient clipping; <= 0 turns it off.", real())
   b1: float = setting(0.9, "Adam's b1.", real(0, below=1))
   b2: float = setting(0.99, "Adam's b2.", real(0, below=1))

@@ -96,10 +96,13 @@ def batch_fn(pool: dict[str, np.ndarray]) -> Callable[..., dict[str, np.ndarray]
 
 def make_loss_fn(sampler: samplers.Sampler, problem: Problem, space: str,
                  mesh=None) -> Callable[..., jax.Array]:
-  """loss(sampler_params, model_params, feature_params, batch {"x_T", "target"}, key) -> mean
+  """loss(sampler_params, model_params, feature_params, batch {"x_T", "target"}, key, reference)
+  -> mean
   squared difference between the sampler's x_0 from batch["x_T"] and the teacher's, per element
   of the data (space "data") or of the features ("features")."""
-  def loss_fn(sampler_params, model_params, feature_params, batch: dict[str, Any], key):
+  def loss_fn(sampler_params, model_params, feature_params, batch: dict[str, Any], key,
+              reference=None):
+    del reference  # the teacher's pairs are the whole target
     x_T = batch["x_T"]
     generated = sampling.generate(sampler, problem, sampler_params, model_params, key,
                                   x_T.shape[0], mesh, x_T=x_T)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -35,20 +35,66 @@ class TrainState:
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
-  """The learning rate at each step (constant; logged as train/learning_rate)."""
+  """The learning rate at each update (logged as train/learning_rate): a linear warm-up over
+  cfg.warmup_steps, then constant or a cosine down to 0 at the last update."""
+  updates = max(cfg.num_train_steps // cfg.accumulate_steps, 1)
+  if cfg.lr_schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+        decay_steps=max(updates, cfg.warmup_steps + 1), end_value=0.0)
+  if cfg.warmup_steps:
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
+                                 optax.constant_schedule(cfg.learning_rate)],
+                                [cfg.warmup_steps])
   return optax.constant_schedule(cfg.learning_rate)
 
 
+class ParameterAverageState(NamedTuple):
+  inner_state: optax.OptState
+  average: Any  # the moving average of the parameters after each update
+
+
+def parameter_average(inner: optax.GradientTransformation,
+                      decay: float) -> optax.GradientTransformation:
+  """`inner`, also keeping an exponential moving average of the parameters it produces (started
+  at the initial parameters): average <- decay average + (1 - decay) (params + updates)."""
+  def init(params):
+    return ParameterAverageState(inner.init(params), jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params=None):
+    updates, inner_state = inner.update(updates, state.inner_state, params)
+    average = jax.tree.map(lambda a, p, u: decay * a + (1.0 - decay) * (p + u), state.average,
+                           params, updates)
+    return updates, ParameterAverageState(inner_state, average)
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state: optax.OptState) -> Any | None:
+  """The moving average parameter_average keeps inside opt_state, or None without one."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(
+      s, ParameterAverageState)) if isinstance(s, ParameterAverageState)]
+  return found[0].average if found else None
+
+
 def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-  """Adam with global-norm gradient clipping (clip <= 0 disables it). With cfg.nonfinite "skip",
-  wrapped in optax.apply_if_finite: an update whose gradients hold a NaN or Inf is not applied
-  (run_training stops after cfg.max_consecutive_skips of them in a row)."""
-  adam = optax.adam(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2)
+  """Adam with global-norm gradient clipping (clip <= 0 disables it) on the learning-rate
+  schedule; with cfg.ema_decay > 0, a moving average of the parameters (parameter_average);
+  with cfg.accumulate_steps > 1, gradients averaged over that many batches per update
+  (optax.MultiSteps). With cfg.nonfinite "skip", wrapped in optax.apply_if_finite: an update
+  whose gradients hold a NaN or Inf is not applied (run_training stops after
+  cfg.max_consecutive_skips of them in a row)."""
+  optimizer = optax.adam(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2)
   if cfg.grad_clip > 0:
-    adam = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam)
+    optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optimizer)
+  if cfg.ema_decay > 0:
+    optimizer = parameter_average(optimizer, cfg.ema_decay)
+  if cfg.accumulate_steps > 1:
+    optimizer = optax.MultiSteps(optimizer, every_k_schedule=cfg.accumulate_steps
+                                 ).gradient_transformation()
   if cfg.nonfinite == "skip":
-    return optax.apply_if_finite(adam, max_consecutive_errors=cfg.max_consecutive_skips)
-  return adam
+    return optax.apply_if_finite(optimizer, max_consecutive_errors=cfg.max_consecutive_skips)
+  return optimizer
 
 
 def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
@@ -59,39 +105,57 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
 
 def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
                  mesh: Mesh | None = None):
-  """loss(sampler_params, model_params, feature_params, real [M, ...], key) -> KID scalar.
+  """loss(sampler_params, model_params, feature_params, real [M, ...], key, reference=None) ->
+  KID scalar, against the features of `real`, or against a fixed bank of real features where
+  reference = {"features": [M, D], "within": metrics.within_mean of them} (make_reference;
+  `real` is then not used).
 
   With a mesh, every eps-model input and the generated batch are constrained to be split along
   the batch over its devices; the KID of the global batch is unchanged.
   """
-  def loss_fn(sampler_params, model_params, feature_params, real, key):
+  def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
     generated = sampling.generate(sampler, problem, sampler_params, model_params, key,
                                   batch_size, mesh)
     feats = problem.feature_apply(feature_params, generated)
+    if reference is not None:
+      return metrics.kid(feats, reference["features"], within_b=reference["within"])
     real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real))
     return metrics.kid(feats, real_feats)
 
   return loss_fn
 
 
+def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: int,
+                   mesh: Mesh | None = None) -> dict[str, jax.Array]:
+  """The KID loss's fixed real side: the features [size, D] of `size` real training examples
+  drawn once with PRNGKey(seed), and their within-bank kernel mean."""
+  examples = np.asarray(problem.real_batch(jax.random.PRNGKey(seed), size))
+  features_of = jax.jit(problem.feature_apply)
+  feats = jnp.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
+                                            500, mesh))
+  return {"features": feats, "within": jax.jit(metrics.within_mean)(feats)}
+
+
 def make_train_step(sampler: samplers.Sampler, problem: Problem,
                     optimizer: optax.GradientTransformation, batch_size: int,
                     mesh: Mesh | None = None, *, loss_fn: Callable | None = None,
                     loss_name: str = "kid") -> Callable:
-  """Returns jitted step(state, model_params, feature_params, real, base_key) -> (state, metrics).
+  """Returns jitted step(state, model_params, feature_params, real, base_key, reference=None)
+  -> (state, metrics).
 
   The step's key is fold_in(base_key, state.step), so a resumed run draws the same noise. With a
   mesh (ddss_jax.parallel), `real` (an array or a pytree of them, the loss's batch) is split
-  along the batch over its devices and everything else is replicated; the result equals the
-  single-device step. loss_fn: default the KID loss (make_loss_fn); its value is logged as
-  train/<loss_name>.
+  along the batch over its devices and everything else (the loss's fixed `reference` too) is
+  replicated; the result equals the single-device step. loss_fn: default the KID loss
+  (make_loss_fn); its value is logged as train/<loss_name>.
   """
   loss_fn = loss_fn or make_loss_fn(sampler, problem, batch_size, mesh)
 
-  def train_step(state: TrainState, model_params, feature_params, real, base_key):
+  def train_step(state: TrainState, model_params, feature_params, real, base_key,
+                 reference=None):
     key = jax.random.fold_in(base_key, state.step)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, model_params, feature_params, real,
-                                              key)
+                                              key, reference)
     step_metrics = {f"train/{loss_name}": loss, "train/grad_norm": optax.tree.norm(grads)}
     if isinstance(state.opt_state, optax.ApplyIfFiniteState):
       # A non-finite loss makes the update non-finite too, so that it is skipped as well.
@@ -106,7 +170,7 @@ def make_train_step(sampler: samplers.Sampler, problem: Problem,
   if mesh is None:
     return jax.jit(train_step, donate_argnums=(0,))
   rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, rep, rep, batch, rep),
+  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, rep, rep, batch, rep, rep),
                  out_shardings=(rep, rep))
 
 
@@ -118,6 +182,7 @@ def log_progress(step: int, total: int, rate: float) -> None:
 def run_training(state: TrainState, train_step: Callable, problem: Problem,
                  cfg: TrainConfig, workdir: str | None, writer: logs.MetricWriter,
                  mesh: Mesh | None = None, *, batch_fn: Callable | None = None,
+                 reference: Any = None,
                  progress: Callable[[int, int, float], None] = log_progress) -> TrainState:
   """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present
   (workdir None: no checkpoints).
@@ -151,9 +216,9 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
       real = jax.tree.map(lambda r: parallel.shard_batch(np.asarray(r), mesh, cfg.batch_size),
                           rows)
     state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
-                                     base_key)
+                                     base_key, reference)
     step_metrics = {k: float(v) for k, v in step_metrics.items()}
-    step_metrics["train/learning_rate"] = float(learning_rate(step))
+    step_metrics["train/learning_rate"] = float(learning_rate(step // cfg.accumulate_steps))
     done = step + 1
     check_finite(step_metrics, done, cfg, manager, directory)
     if done % cfg.log_every_steps == 0 or done == cfg.num_train_steps:

@@ -120,3 +120,26 @@ def test_bad_input_is_named_before_anything_runs():
   with pytest.raises(ConfigError, match="config.loss.teacher_dir=None: the teacher loss caches"):
     ddss_jax.learn_sampler(problem, loss=ddss_jax.LossConfig(name="teacher"))
   assert jax.device_count() >= 1
+
+
+def test_averaged_parameters_and_a_real_feature_bank(tmp_path):
+  """The optimisation levers end to end: an EMA of the iterates is what comes back (and gets
+  saved), the last iterate beside it; the KID loss against a fixed bank of real features."""
+  config = tiny.get_config()
+  problem = _toy_problem(config, str(tmp_path / "model"))
+  learned = ddss_jax.learn_sampler(
+      problem, sampler=ddss_jax.SamplerConfig(num_steps=3),
+      train=ddss_jax.TrainConfig(num_train_steps=4, batch_size=16, log_every_steps=1,
+                                 ema_decay=0.5, lr_schedule="cosine", warmup_steps=1,
+                                 accumulate_steps=2),
+      loss=ddss_jax.LossConfig(kid_bank_size=200), progress=False)
+  assert [line["train/learning_rate"] for line in learned.history] == pytest.approx(
+      [0.0, 0.0, 5e-3, 5e-3])
+  assert all(np.isfinite(line["train/kid"]) for line in learned.history)
+  init = learned.sampler.init()
+  assert any(not np.allclose(learned.last_params[n], init[n]) for n in init)  # it moved
+  for name in init:
+    last, average = np.asarray(learned.last_params[name]), np.asarray(learned.params[name])
+    # two updates: the first at learning rate 0, so average = 0.5 init + 0.5 last
+    np.testing.assert_allclose(average, 0.5 * np.asarray(init[name]) + 0.5 * last, rtol=1e-5,
+                               atol=1e-6)

@@ -80,3 +80,16 @@ def test_kid_rejects_bad_shapes():
     metrics.kid(jnp.zeros((4, 3)), jnp.zeros((4, 2)))
   with pytest.raises(ValueError, match="at least 2 samples"):
     metrics.kid(jnp.zeros((1, 3)), jnp.zeros((4, 3)))
+
+
+def test_kid_against_a_bank_with_its_within_term_given():
+  """The fixed-bank form of the DDSS loss: the bank's own kernel term passed in, not recomputed."""
+  rng = np.random.default_rng(3)
+  a = rng.normal(size=(6, 4)).astype(np.float32)
+  bank = (rng.normal(size=(11, 4)) + 0.3).astype(np.float32)
+  within = metrics.within_mean(bank)
+  d = bank.shape[1]
+  np.testing.assert_allclose(within, sum((bank[i] @ bank[j] / d + 1.0) ** 3 for i, j in
+                                         itertools.permutations(range(11), 2)) / 110, rtol=1e-5)
+  np.testing.assert_allclose(metrics.kid(a, bank, within_b=within), numpy_kid(a, bank),
+                             rtol=1e-4, atol=1e-6)

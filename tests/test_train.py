@@ -1,15 +1,19 @@
 """The DDSS loop: end to end on 2-D data, resumption, no recompilation, config validation."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
 from configs import default, tiny, toy2d
-from ddss_jax import experiment, samplers, schedules, train
+from ddss_jax import experiment, metrics, samplers, sampling, schedules, train
 from ddss_jax.errors import ConfigError
 from ddss_jax.problems import toy2d as toy2d_problem
 from ddss_jax.problems.base import Problem
@@ -124,3 +128,74 @@ def test_main_runs_from_the_command_line(tmp_path):
   for name in ["sampler.json", "samples.png", "samples_baseline.png", "samples_learned.png",
                "samples_reference.png", "metrics.jsonl"]:
     assert os.path.exists(tmp_path / name), name
+
+
+@pytest.mark.parametrize("schedule,warmup", [("constant", 0), ("constant", 3), ("cosine", 0),
+                                             ("cosine", 2)])
+def test_learning_rate_schedule_is_warmup_then_constant_or_cosine(schedule, warmup):
+  cfg = TrainConfig(num_train_steps=20, accumulate_steps=2, learning_rate=0.1,
+                    lr_schedule=schedule, warmup_steps=warmup)
+  lr = train.learning_rate_schedule(cfg)
+  updates = 10  # 20 batches, 2 per update
+  for t in range(updates + 1):
+    if t < warmup:
+      expected = 0.1 * t / warmup
+    elif schedule == "constant":
+      expected = 0.1
+    else:
+      expected = 0.05 * (1 + math.cos(math.pi * (t - warmup) / (updates - warmup)))
+    assert float(lr(t)) == pytest.approx(expected, abs=1e-7), t
+
+
+def test_parameter_average_is_an_ema_of_the_iterates():
+  """Against a NumPy loop: average_0 = params_0, average <- d average + (1 - d) params_t."""
+  optimizer = train.parameter_average(optax.sgd(0.1), 0.8)
+  params = {"w": jnp.array([1.0, -2.0])}
+  state = optimizer.init(params)
+  iterate, average = np.array([1.0, -2.0]), np.array([1.0, -2.0])
+  for t in range(5):
+    grads = {"w": jnp.array([t + 1.0, 0.5])}
+    updates, state = optimizer.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    iterate = iterate - 0.1 * np.array([t + 1.0, 0.5])
+    average = 0.8 * average + 0.2 * iterate
+    np.testing.assert_allclose(params["w"], iterate, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(train.averaged_params(state)["w"], average, rtol=1e-6, atol=1e-6)
+  assert train.averaged_params(optax.adam(0.1).init(params)) is None
+
+
+def test_accumulated_batches_make_one_update_of_their_mean_gradient():
+  cfg = TrainConfig(num_train_steps=4, accumulate_steps=2, grad_clip=0.0, nonfinite="skip",
+                    ema_decay=0.5)
+  optimizer = train.create_optimizer(cfg)
+  reference = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
+  params = ref_params = {"w": jnp.array([0.3, -0.1])}
+  state, ref_state = optimizer.init(params), reference.init(ref_params)
+  grads = [jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0])]
+  for g in grads:
+    updates, state = optimizer.update({"w": g}, state, params)
+    params = optax.apply_updates(params, updates)
+  ref_updates, _ = reference.update({"w": (grads[0] + grads[1]) / 2}, ref_state, ref_params)
+  np.testing.assert_allclose(params["w"], optax.apply_updates(ref_params, ref_updates)["w"],
+                             rtol=1e-6)
+  np.testing.assert_allclose(train.averaged_params(state)["w"],
+                             0.5 * ref_params["w"] + 0.5 * params["w"], rtol=1e-6)
+
+
+def test_kid_loss_against_a_fixed_bank_of_real_features(tmp_path):
+  config = tiny.get_config()
+  schedule = schedules.linear_beta()
+  problem = experiment.build_problem(config, schedule, str(tmp_path))
+  reference = train.make_reference(problem, problem.feature_params, size=40, seed=5)
+  real = problem.real_batch(jax.random.PRNGKey(5), 40)
+  bank = problem.feature_apply(problem.feature_params, real)
+  np.testing.assert_allclose(reference["features"], bank, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(reference["within"], metrics.within_mean(bank), rtol=1e-5)
+  sampler = samplers.make("ggdm+pred+time", schedule, 3)
+  loss_fn = train.make_loss_fn(sampler, problem, 16)
+  key = jax.random.PRNGKey(0)
+  with_bank = loss_fn(sampler.init(), problem.model_params, problem.feature_params, real[:16], key,
+                      reference)
+  generated = sampling.generate(sampler, problem, sampler.init(), problem.model_params, key, 16)
+  feats = problem.feature_apply(problem.feature_params, generated)
+  np.testing.assert_allclose(with_bank, metrics.kid(feats, bank), rtol=1e-4, atol=1e-6)

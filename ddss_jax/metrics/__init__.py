@@ -2,10 +2,10 @@
 
 from ddss_jax.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
 from ddss_jax.metrics.inception_score import StreamingInceptionScore, inception_score
-from ddss_jax.metrics.kid import kid, kid_subsets, polynomial_kernel
+from ddss_jax.metrics.kid import kid, kid_subsets, polynomial_kernel, within_mean
 from ddss_jax.metrics.precision_recall import precision_recall
 from ddss_jax.metrics.streaming import FeatureStats, load_stats
 
 __all__ = ["FeatureStats", "StreamingInceptionScore", "fid_from_features", "frechet_distance",
            "gaussian_stats", "inception_score", "kid", "kid_subsets", "load_stats",
-           "polynomial_kernel", "precision_recall"]
+           "polynomial_kernel", "precision_recall", "within_mean"]

@@ -22,8 +22,20 @@ def polynomial_kernel(x: jax.Array, y: jax.Array) -> jax.Array:
   return (x @ y.T / dim + 1.0) ** 3
 
 
-def kid(feats_a: jax.Array, feats_b: jax.Array) -> jax.Array:
-  """Unbiased MMD^2 between feats_a [N, D] and feats_b [M, D] (N, M >= 2); a scalar."""
+def within_mean(feats: jax.Array) -> jax.Array:
+  """sum_{i != j} k(f_i, f_j) / (N (N - 1)) of feats [N, D]: KID's term of one side alone."""
+  n = feats.shape[0]
+  kernel = polynomial_kernel(feats, feats)
+  return (jnp.sum(kernel) - jnp.trace(kernel)) / (n * (n - 1))
+
+
+def kid(feats_a: jax.Array, feats_b: jax.Array, *,
+        within_b: jax.Array | None = None) -> jax.Array:
+  """Unbiased MMD^2 between feats_a [N, D] and feats_b [M, D] (N, M >= 2); a scalar.
+
+  within_b: within_mean(feats_b), where the caller has it already (a fixed reference bank:
+  its M x M kernel is then not recomputed).
+  """
   if feats_a.ndim != 2 or feats_b.ndim != 2 or feats_a.shape[1] != feats_b.shape[1]:
     raise ValueError(f"kid needs feats_a [N, D] and feats_b [M, D], got {feats_a.shape} and "
                      f"{feats_b.shape}")
@@ -31,10 +43,11 @@ def kid(feats_a: jax.Array, feats_b: jax.Array) -> jax.Array:
   if n < 2 or m < 2:
     raise ValueError(f"kid needs at least 2 samples on each side, got N={n}, M={m}")
   k_aa = polynomial_kernel(feats_a, feats_a)
-  k_bb = polynomial_kernel(feats_b, feats_b)
   k_ab = polynomial_kernel(feats_a, feats_b)
   within_a = (jnp.sum(k_aa) - jnp.trace(k_aa)) / (n * (n - 1))
-  within_b = (jnp.sum(k_bb) - jnp.trace(k_bb)) / (m * (m - 1))
+  if within_b is None:
+    k_bb = polynomial_kernel(feats_b, feats_b)
+    within_b = (jnp.sum(k_bb) - jnp.trace(k_bb)) / (m * (m - 1))
   return within_a + within_b - 2.0 * jnp.mean(k_ab)
 
 
