@@ -1,6 +1,5 @@
-"""ddss_jax.problems: the toy 2-D problem's cached eps-model is checked against the settings it
-was trained with before it is used (the MNIST and pretrained checks are in test_mnist.py and
-test_pretrained.py)."""
+"""ddss_jax.problems.toy2d: the cached eps-model is checked against the settings it was trained
+with before it is used (the MNIST and pretrained problems: test_mnist.py, test_pretrained.py)."""
 
 import json
 
