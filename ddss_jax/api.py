@@ -17,6 +17,7 @@ ddss_jax.experiment) turns a config file into exactly these calls.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from typing import Any, Callable, Iterable
@@ -28,7 +29,8 @@ from absl import logging
 from clu import parameter_overview
 from jax.sharding import Mesh
 
-from ddss_jax import evaluate, logs, metrics, parallel, plots, samplers, schedules, teacher
+from ddss_jax import (evaluate, files, logs, metrics, parallel, plots, samplers, sampling,
+                      schedules, teacher)
 from ddss_jax import train as train_lib
 from ddss_jax.data.source import ArraySource
 from ddss_jax.errors import ConfigError
@@ -45,17 +47,20 @@ class LearnedSampler:
 
   Attributes:
     sampler: the sampler (family, K, schedule, stride); its code is pure, its state is `params`.
-    params: the learned parameters, a pytree of arrays: the moving average of the iterates
-      where train.ema_decay > 0, else the last iterate.
+    params: the learned parameters, a pytree of arrays: with train.validate_every_steps > 0 the
+      best on the validation split; else the moving average of the iterates where
+      train.ema_decay > 0, else the last iterate.
     train_steps: the DDSS steps taken (a resumed run's earlier steps included).
     history: the logged metric lines, each {"step": int, "train/kid": float, ...}.
-    last_params: the last iterate (the same as params without an average).
+    last_params: the last iterate (the same as params without an average or a validation).
+    best_step: the step whose parameters params are, with a validation.
   """
   sampler: samplers.Sampler
   params: Any
   train_steps: int
   history: list[dict[str, float]]
   last_params: Any = None
+  best_step: int | None = None
 
   def sample(self, eps_fn: samplers.EpsFn, key: jax.Array, shape: tuple[int, ...], *,
              x_T: jax.Array | None = None) -> jax.Array:
@@ -94,11 +99,17 @@ def _feature_network(name: str) -> tuple[Callable, Any]:
                    "[B, D]")
 
 
-def _real_batch(data, name: str) -> tuple[Callable[..., np.ndarray], tuple[int, ...]]:
-  """(real_batch(key, n, rows=slice(None)), example shape) of an array or a batch iterator."""
+def _real_batch(data, name: str, seed: int):
+  """(real_batch(key, n, rows=slice(None)), example shape, split_validation or None) of an array
+  or a batch iterator."""
   if isinstance(data, (np.ndarray, jax.Array)):
     source = ArraySource(name, np.asarray(data, np.float32))
-    return source.batch, source.example_shape
+
+    def split(num):
+      rest, held = source.split(num, jax.random.PRNGKey(seed + 4))
+      return rest.batch, held.images
+
+    return source.batch, source.example_shape, split
   iterator = iter(data)
   buffered = [np.asarray(next(iterator), np.float32)]
   example_shape = tuple(buffered[0].shape[1:])
@@ -119,7 +130,7 @@ def _real_batch(data, name: str) -> tuple[Callable[..., np.ndarray], tuple[int, 
     seen[0] += n
     return joined[:n][rows]
 
-  return real_batch, example_shape
+  return real_batch, example_shape, None
 
 
 def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
@@ -145,7 +156,8 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
     schedule, num_timesteps: the frozen model's noise schedule (a name and T, or a Schedule).
     eval_data: held-out examples [M, ...] for evaluate_samplers (KID, FID, precision and recall
       in the feature space); None: the problem can be trained on, not evaluated.
-    name, seed: the problem's name in results; the evaluation's KID subsets' seed.
+    name, seed: the problem's name in results; the seed of the evaluation's KID subsets and of
+      the validation split carved from an array of data.
     kid_subsets, kid_subset_size: KID mean and std over random subsets at evaluation.
   """
   eps_apply = _eps_apply(eps_fn, model)
@@ -155,7 +167,7 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
     feature_apply = features
   if isinstance(schedule, str):
     schedule = schedules.make(schedule, num_timesteps)
-  real_batch, example_shape = _real_batch(data, f"{name}/train")
+  real_batch, example_shape, split = _real_batch(data, f"{name}/train", seed)
   plot = plots.image_grids if len(example_shape) == 3 else plots.scatter_panels
   evaluate_fn = None
   if eval_data is not None:
@@ -165,7 +177,7 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
   return Problem(name=name, schedule=schedule, example_shape=example_shape, eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
                  feature_params=feature_params, real_batch=real_batch, evaluate=evaluate_fn,
-                 plot=plot)
+                 plot=plot, split_validation=split)
 
 
 def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *, seed: int,
@@ -249,6 +261,14 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     os.makedirs(workdir, exist_ok=True)
   writer = writer or logs.MetricWriter(workdir)
 
+  held_out = None
+  if train.validate_every_steps > 0:
+    if problem.split_validation is None:
+      raise ConfigError("train.validate_every_steps", train.validate_every_steps,
+                        f"problem {problem.name!r} cannot carve a validation split from its "
+                        "training data (data given as an iterator?); set it to 0")
+    real_batch, held_out = problem.split_validation(train.validation_size)
+    problem = dataclasses.replace(problem, real_batch=real_batch)
   problem = place(problem, mesh)
   optimizer = train_lib.create_optimizer(train)
   initial_params = sampler.init()
@@ -270,14 +290,63 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     batch_fn = teacher.batch_fn(pool)
   train_step = train_lib.make_train_step(sampler, problem, optimizer, train.batch_size, mesh,
                                          loss_fn=loss_fn, loss_name=loss.name)
+  validation = None if held_out is None else Validation(sampler, problem, held_out, train,
+                                                        workdir)
   state = train_lib.run_training(state, train_step, problem, train, workdir, writer, mesh,
-                                 batch_fn=batch_fn, reference=reference, progress=report)
+                                 batch_fn=batch_fn, reference=reference, progress=report,
+                                 validate=validation)
   history = writer.lines()
   if own_writer:
     writer.close()
   average = train_lib.averaged_params(state.opt_state)
-  return LearnedSampler(sampler, state.params if average is None else average, int(state.step),
-                        history, last_params=state.params)
+  params = state.params if average is None else average
+  if validation is not None and validation.best_params is not None:
+    params = validation.best_params
+  return LearnedSampler(sampler, params, int(state.step), history, last_params=state.params,
+                        best_step=None if validation is None else validation.best_step)
+
+
+class Validation:
+  """validate(step, state) for run_training: the (averaged) parameters' KID and FID on fresh
+  samples (the same noise each time) against the validation split, in the problem's feature
+  space; keeps the best by train.select_on, in workdir/sampler_best.json (with
+  validation_best.json) where there is a workdir, so that a resumed run keeps it too."""
+
+  def __init__(self, sampler: samplers.Sampler, problem: Problem, held_out: np.ndarray,
+               cfg: TrainConfig, workdir: str | None):
+    self._sampler, self._problem, self._cfg = sampler, problem, cfg
+    features_of = jax.jit(problem.feature_apply)
+    self._features = lambda x: parallel.padded_apply(
+        lambda b: features_of(problem.feature_params, b), np.asarray(x, np.float32), 500)
+    self._reference = self._features(held_out)
+    self._paths = None if workdir is None else (os.path.join(workdir, "sampler_best.json"),
+                                                os.path.join(workdir, "validation_best.json"))
+    self.best_step, self.best_value, self.best_params = None, np.inf, None
+    if self._paths and os.path.exists(self._paths[1]):
+      with open(self._paths[1], encoding="utf-8") as f:
+        record = json.load(f)
+      self.best_step, self.best_value = record["step"], record["value"]
+      self.best_params = samplers.load(self._paths[0])[1]
+
+  def __call__(self, step: int, state: train_lib.TrainState) -> dict[str, float]:
+    average = train_lib.averaged_params(state.opt_state)
+    params = state.params if average is None else average
+    cfg = self._cfg
+    samples = sampling.draw_samples(self._sampler, params, self._problem,
+                                    num_samples=cfg.validation_samples,
+                                    batch_size=min(cfg.batch_size, cfg.validation_samples),
+                                    seed=cfg.seed + 5)
+    feats = self._features(samples)
+    values = {"kid": float(metrics.kid(feats, self._reference)),
+              "fid": metrics.fid_from_features(feats, self._reference)}
+    if values[cfg.select_on] < self.best_value:
+      self.best_step, self.best_value = step, values[cfg.select_on]
+      self.best_params = jax.tree.map(np.asarray, params)
+      if self._paths and jax.process_index() == 0:
+        samplers.save(self._paths[0], self._sampler, self.best_params)
+        files.write_json(self._paths[1], {"step": step, "select_on": cfg.select_on,
+                                          "value": self.best_value})
+    return {"val/kid": values["kid"], "val/fid": values["fid"], "val/best_step": self.best_step}
 
 
 def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: Problem, *,

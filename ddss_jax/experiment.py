@@ -13,7 +13,7 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from ddss_jax import api, config as config_lib, evaluate, files, logs, parallel, problems
+from ddss_jax import api, config as config_lib, evaluate, files, logs, parallel, plots, problems
 from ddss_jax import samplers, schedules
 from ddss_jax.errors import MissingInputs
 from ddss_jax.problems.base import Problem
@@ -115,6 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                         stride="linear"), {})
   results = {"problem": problem.name, "loss": run.loss_cfg.name,
              "train_steps": learned.train_steps,
+             **({} if learned.best_step is None else {"best_step": learned.best_step}),
              **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
   # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
   # one line of eval metrics, not two.
@@ -123,6 +124,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   evaluate.write_eval_metrics(writer, learned.train_steps, results)
   writer.close()
   if jax.process_index() == 0:
+    if learned.best_step is not None:
+      plots.training_curves(learned.history, os.path.join(run.workdir, "curves.png"))
     learned.save(os.path.join(run.workdir, "sampler.json"))
     files.write_json(os.path.join(run.workdir, "results.json"), results)
     print(format_table(results))

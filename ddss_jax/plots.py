@@ -58,3 +58,20 @@ def grid(images: np.ndarray, *, pad: int = 1) -> np.ndarray:
     canvas[r * (height + pad):r * (height + pad) + height,
            c * (width + pad):c * (width + pad) + width] = image
   return canvas[..., 0] if channels == 1 else canvas
+
+
+def training_curves(history: list[dict[str, float]], path: str) -> None:
+  """The training loss and the validation metrics (val/*) against the step, one panel each,
+  from metric lines {"step", "train/...", "val/...", ...}; saved to `path`."""
+  names = sorted({k for line in history for k in line
+                  if (k.startswith("val/") and k != "val/best_step")
+                  or k in ("train/kid", "train/teacher")})
+  fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.0), squeeze=False)
+  for ax, name in zip(axes[0], names):
+    points = [(line["step"], line[name]) for line in history if name in line]
+    ax.plot(*zip(*points), marker="." if name.startswith("val/") else None)
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("DDSS step")
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  save(fig, path)

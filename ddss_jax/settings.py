@@ -200,6 +200,7 @@ class LossConfig(Group):
 
 NONFINITE = ("stop", "skip")
 LR_SCHEDULES = ("constant", "cosine")
+SELECT_ON = ("fid", "kid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +221,16 @@ class TrainConfig(Group):
   accumulate_steps: int = setting(1, "Batches whose gradients are averaged into one update "
                                   "(optax.MultiSteps); num_train_steps counts batches.",
                                   integer(1))
+  validate_every_steps: int = setting(0, "Evaluate the (averaged) parameters on the validation "
+                                      "split every this many steps and keep the best (0: keep "
+                                      "the last).", integer(0))
+  validation_size: int = setting(500, "Training examples carved out as the validation split "
+                                 "(with validate_every_steps > 0; the loss never sees them).",
+                                 integer(2))
+  validation_samples: int = setting(500, "Fresh samples per validation, the same noise each "
+                                    "time.", integer(2))
+  select_on: str = setting("fid", "The validation metric the best parameters minimise.",
+                           choice(SELECT_ON))
   grad_clip: float = setting(1.0, "Global-norm gradient clipping; <= 0 turns it off.", real())
   b1: float = setting(0.9, "Adam's b1.", real(0, below=1))
   b2: float = setting(0.99, "Adam's b2.", real(0, below=1))

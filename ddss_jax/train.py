@@ -183,7 +183,9 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
                  cfg: TrainConfig, workdir: str | None, writer: logs.MetricWriter,
                  mesh: Mesh | None = None, *, batch_fn: Callable | None = None,
                  reference: Any = None,
-                 progress: Callable[[int, int, float], None] = log_progress) -> TrainState:
+                 progress: Callable[[int, int, float], None] = log_progress,
+                 validate: Callable[[int, TrainState], dict[str, float]] | None = None
+                 ) -> TrainState:
   """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present
   (workdir None: no checkpoints).
 
@@ -195,7 +197,8 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
   raises FloatingPointError naming the step and the quantity (cfg.nonfinite "stop"; the last
   checkpoint written is the last good state), or skips the update (cfg.nonfinite "skip") and
   raises after cfg.max_consecutive_skips in a row. Every logged step calls progress(step,
-  cfg.num_train_steps, steps per second).
+  cfg.num_train_steps, steps per second); every cfg.validate_every_steps steps (and the last),
+  validate(step, state) gives metric lines of their own.
   """
   batch_fn = batch_fn or problem.real_batch
   directory = manager = None
@@ -226,6 +229,9 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
       step_metrics["train/steps_per_sec"] = rate
       writer.write(done, step_metrics)
       progress(done, cfg.num_train_steps, rate)
+    if validate is not None and (done % cfg.validate_every_steps == 0
+                                 or done == cfg.num_train_steps):
+      writer.write(done, validate(done, state))
     if manager is not None and (done % cfg.checkpoint_every_steps == 0
                                 or done == cfg.num_train_steps):
       manager.save(done, args=ocp.args.StandardSave(state))

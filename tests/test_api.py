@@ -143,3 +143,45 @@ def test_averaged_parameters_and_a_real_feature_bank(tmp_path):
     # two updates: the first at learning rate 0, so average = 0.5 init + 0.5 last
     np.testing.assert_allclose(average, 0.5 * np.asarray(init[name]) + 0.5 * last, rtol=1e-5,
                                atol=1e-6)
+
+
+def test_validation_keeps_the_best_parameters_and_a_resumed_run_keeps_them_too(tmp_path):
+  config = tiny.get_config()
+  problem = _toy_problem(config, str(tmp_path / "model"))
+  train = lambda steps: ddss_jax.TrainConfig(
+      num_train_steps=steps, batch_size=16, log_every_steps=2, checkpoint_every_steps=2,
+      validate_every_steps=2, validation_size=100, validation_samples=64, select_on="kid")
+  settings = dict(sampler=ddss_jax.SamplerConfig(num_steps=3), progress=False)
+  straight = ddss_jax.learn_sampler(problem, train=train(6), **settings)
+  val = [line for line in straight.history if "val/kid" in line]
+  assert [line["step"] for line in val] == [2, 4, 6]
+  best = min(val, key=lambda line: line["val/kid"])
+  assert straight.best_step == best["step"] == val[-1]["val/best_step"]
+  workdir = str(tmp_path / "run")
+  ddss_jax.learn_sampler(problem, train=train(4), workdir=workdir, **settings)
+  resumed = ddss_jax.learn_sampler(problem, train=train(6), workdir=workdir, **settings)
+  assert resumed.best_step == straight.best_step
+  saved = samplers.load(os.path.join(workdir, "sampler_best.json"))[1]
+  for name, value in straight.params.items():
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(resumed.params[name]))
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(saved[name]))
+
+
+def test_the_command_line_with_validation_writes_the_curves(tmp_path):
+  config = tiny.get_config()
+  config.train.validate_every_steps = 2
+  config.train.validation_samples = 32
+  results = experiment.train_and_evaluate(config, str(tmp_path))
+  assert results["best_step"] in (2, 4)
+  assert (tmp_path / "curves.png").stat().st_size > 0
+  assert (tmp_path / "sampler_best.json").exists()
+
+
+def test_iterator_data_cannot_carve_a_validation_split():
+  problem = ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params={},
+                                  data=iter([np.zeros((8, 2), np.float32)] * 4),
+                                  features=lambda p, x: x)
+  with pytest.raises(ConfigError, match=r"config.train.validate_every_steps=2: problem 'custom' "
+                     "cannot carve a validation split"):
+    ddss_jax.learn_sampler(problem, train=ddss_jax.TrainConfig(validate_every_steps=2),
+                           progress=False)

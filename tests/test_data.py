@@ -86,3 +86,14 @@ def test_check_images_passes_the_data_and_warns_on_0_1_scaling(caplog):
   with caplog.at_level(logging.WARNING):
     check_images(np.full((2, 8, 8, 3), 0.5, np.float32), name="cifar", size=8, channels=3)
   assert "cifar: no image value is negative (range [0.5, 0.5])" in caplog.text
+
+
+def test_a_validation_split_is_a_random_partition_of_the_examples():
+  from ddss_jax.data.source import ArraySource  # pylint: disable=import-outside-toplevel
+  images = np.arange(20, dtype=np.float32).reshape(20, 1)
+  rest, held = ArraySource("toy", images).split(6, jax.random.PRNGKey(0))
+  assert (rest.num_examples, held.num_examples) == (14, 6) and held.name == "toy/validation"
+  assert sorted(np.concatenate([rest.images, held.images])[:, 0].tolist()) == list(range(20))
+  assert held.images[:, 0].tolist() != list(range(6))  # random, not the first ones
+  with pytest.raises(ValueError, match="a split of 20 from toy, which has 20 examples"):
+    ArraySource("toy", images).split(20, jax.random.PRNGKey(0))

@@ -41,6 +41,17 @@ class ArraySource:
     idx = np.asarray(jax.random.choice(key, self.num_examples, (num,), replace=False))
     return self.images[idx[rows]]
 
+  def split(self, num: int, key: jax.Array) -> tuple["ArraySource", "ArraySource"]:
+    """(the rest, `num` examples held out), a random partition by `key`: a validation split
+    carved from the training examples."""
+    if not 1 <= num < self.num_examples:
+      raise ValueError(f"a split of {num} from {self.name}, which has {self.num_examples} "
+                       "examples (at least one must stay)")
+    order = np.asarray(jax.random.permutation(key, self.num_examples))
+    part = lambda idx, suffix: ArraySource(f"{self.name}{suffix}", self.images[idx],
+                                           None if self.labels is None else self.labels[idx])
+    return part(np.sort(order[num:]), ""), part(np.sort(order[:num]), "/validation")
+
   def epoch(self, key: jax.Array, batch_size: int):
     """Yields (images, labels) batches of one shuffled pass; the last partial batch is dropped."""
     order = np.asarray(jax.random.permutation(key, self.num_examples))

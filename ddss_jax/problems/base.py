@@ -56,6 +56,9 @@ class Problem:
     plot_samples: how many samples of each sampler the pictures show.
     weights: {role: {"path", "sha256"}} of every weights file read from outside the run (the
       results record them); empty where the run trained its own model.
+    split_validation: n -> (real_batch of the training examples left, n held-out training
+      examples [n, ...]): a validation split carved from the training data (never from the
+      evaluation's); None where the problem cannot carve one.
   """
   name: str
   schedule: Schedule
@@ -70,6 +73,7 @@ class Problem:
   evaluator_factory: Callable[[int], Evaluator] | None = None
   plot_samples: int = 64
   weights: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+  split_validation: Callable[[int], tuple[Callable[..., Any], np.ndarray]] | None = None
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:

@@ -39,6 +39,11 @@ class Config(Group):
                                  integer(2, 1000))
 
 
+def _split(source, num: int, seed: int):
+  rest, held = source.split(num, jax.random.PRNGKey(seed + 4))
+  return rest.batch, held.images
+
+
 def missing_inputs(cfg: Config) -> list[str]:
   """The user weights files named in config.mnist that do not exist."""
   return [f"config.mnist.{name}: {path} does not exist"
@@ -110,6 +115,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
                  model_params=model_params, feature_apply=classifier.features_fn,
                  feature_params=feature_params, real_batch=train_source.batch,
                  evaluate=evaluate, plot=plots.image_grids,
+                 split_validation=lambda n: _split(train_source, n, seed),
                  weights={"model": {"path": unet_path, "sha256": weights.sha256_of(unet_path)},
                           "features": {"path": classifier_path,
                                        "sha256": weights.sha256_of(classifier_path)}})

@@ -78,12 +78,15 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
     truth = np.asarray(ring.sample(jax.random.PRNGKey(seed + 10_007), len(samples)))
     return {"mmd": rbf_mmd(samples, truth), "log_density": float(np.mean(ring.log_prob(samples)))}
 
+  problem_batch = lambda key, n, rows=slice(None): ring.sample(key, n)[rows]
   return Problem(name="toy2d", schedule=schedule, example_shape=(2,), eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
                  feature_params=feature_params,
-                 real_batch=lambda key, n, rows=slice(None): ring.sample(key, n)[rows],
-                 evaluate=evaluate,
-                 plot=plots.scatter_panels, plot_samples=2000)
+                 real_batch=problem_batch,
+                 evaluate=evaluate, plot=plots.scatter_panels, plot_samples=2000,
+                 # The ring is a distribution, not a finite set: fresh points validate.
+                 split_validation=lambda n: (problem_batch, np.asarray(
+                     ring.sample(jax.random.PRNGKey(seed + 20_011), n))))
 
 
 def _load_or_train_toy_model(cfg, model, eps_apply, ring, schedule, workdir, seed):
