@@ -51,7 +51,8 @@ def stream(batches: Iterator[np.ndarray], problem: Problem, *, num_samples: int,
       last_log = now
   if seen != num_samples:
     raise ValueError(f"{label}: expected {num_samples} samples, got {seen}")
-  return evaluator.result(), np.concatenate(kept)
+  return evaluator.result(), (np.concatenate(kept) if kept else
+                              np.zeros((0,) + tuple(problem.example_shape), np.float32))
 
 
 def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: Problem,

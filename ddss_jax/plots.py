@@ -66,6 +66,8 @@ def training_curves(history: list[dict[str, float]], path: str) -> None:
   names = sorted({k for line in history for k in line
                   if (k.startswith("val/") and k != "val/best_step")
                   or k in ("train/kid", "train/teacher")})
+  if not names:
+    return
   fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.0), squeeze=False)
   for ax, name in zip(axes[0], names):
     points = [(line["step"], line[name]) for line in history if name in line]
