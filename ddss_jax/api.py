@@ -277,17 +277,8 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   logging.info("sampler %s, K=%d, %s stride, %s loss; parameters:\n%s", sampler.family,
                sampler.num_steps, sampler.stride, loss.name,
                parameter_overview.get_parameter_overview(initial_params))
-  loss_fn, batch_fn, reference = None, problem.real_batch, None
-  if teacher_sampler is None and loss.kid_bank_size and train.num_train_steps > 0:
-    reference = jax.device_put(
-        train_lib.make_reference(problem, problem.feature_params, size=loss.kid_bank_size,
-                                 seed=train.seed + 3, mesh=mesh), parallel.replicated(mesh))
-  if teacher_sampler is not None and train.num_train_steps > 0:
-    pool = teacher.load_or_draw_pool(loss, teacher_sampler, problem, pool_dir,
-                                     seed=train.seed + 1,
-                                     batch_size=pool_batch_size or train.batch_size)
-    loss_fn = teacher.make_loss_fn(sampler, problem, loss.teacher_space, mesh)
-    batch_fn = teacher.batch_fn(pool)
+  loss_fn, batch_fn, reference = _loss_inputs(problem, sampler, teacher_sampler, train, loss,
+                                              pool_dir, pool_batch_size, mesh)
   train_step = train_lib.make_train_step(sampler, problem, optimizer, train.batch_size, mesh,
                                          loss_fn=loss_fn, loss_name=loss.name)
   validation = None if held_out is None else Validation(sampler, problem, held_out, train,
@@ -304,6 +295,26 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     params = validation.best_params
   return LearnedSampler(sampler, params, int(state.step), history, last_params=state.params,
                         best_step=None if validation is None else validation.best_step)
+
+
+def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
+                 teacher_sampler: samplers.Sampler | None, train: TrainConfig, loss: LossConfig,
+                 pool_dir: str | None, pool_batch_size: int | None, mesh: Mesh):
+  """(loss_fn or None for KID, batch_fn, the KID loss's fixed reference or None)."""
+  if train.num_train_steps == 0:
+    return None, problem.real_batch, None
+  if teacher_sampler is not None:
+    pool = teacher.load_or_draw_pool(loss, teacher_sampler, problem, pool_dir,
+                                     seed=train.seed + 1,
+                                     batch_size=pool_batch_size or train.batch_size)
+    return (teacher.make_loss_fn(sampler, problem, loss.teacher_space, mesh),
+            teacher.batch_fn(pool), None)
+  reference = None
+  if loss.kid_bank_size:
+    reference = jax.device_put(
+        train_lib.make_reference(problem, problem.feature_params, size=loss.kid_bank_size,
+                                 seed=train.seed + 3, mesh=mesh), parallel.replicated(mesh))
+  return None, problem.real_batch, reference
 
 
 class Validation:
