@@ -1,4 +1,5 @@
-"""Test set-up shared by every test file: the repository root on sys.path (no fixtures)."""
+"""Test set-up shared by every test file: the repository root on sys.path, and a check that a
+test skipping for a missing reference library is marked parity (no fixtures)."""
 
 import os
 import re
