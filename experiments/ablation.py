@@ -33,8 +33,8 @@ VARIANTS = {
     "ema": ("EMA of the iterates (decay 0.95) saved and evaluated", {"train.ema_decay": 0.95}),
     "accumulate": ("2 batches of 64 per update (300 batches, 150 updates)",
                    {"train.accumulate_steps": 2, "train.num_train_steps": 300}),
-    "validation": ("the best of 7 validations (every 25 steps, 500 samples vs 500 carved digits)",
-                   {"train.validate_every_steps": 25}),
+    "validation": ("the best of 6 validations (every 25 of 150 steps, 500 samples against 500 "
+                   "carved digits)", {"train.validate_every_steps": 25}),
     "ddpm_start": ("start from ancestral DDPM, linear stride (GGDM represents it exactly)",
                    {"sampler.eta": 1.0, "sampler.stride": "linear"}),
     "all": ("bank + cosine + ema + validation",
