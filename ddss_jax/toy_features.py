@@ -2,7 +2,8 @@
 
 Images use a trained feature network (ddss_jax.models: the MNIST classifier, Inception); points
 use themselves or random Fourier features, whose dot products approximate a Gaussian kernel of
-the given lengthscale (Rahimi & Recht 2007): phi(x) = sqrt(2) cos(x W + b), W ~ N(0, 1 / lengthscale^2), b ~ U[0, 2 pi).
+the given lengthscale (Rahimi & Recht 2007):
+phi(x) = sqrt(2) cos(x W + b), W ~ N(0, 1 / lengthscale^2), b ~ U[0, 2 pi).
 """
 
 from __future__ import annotations

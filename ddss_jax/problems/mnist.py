@@ -54,9 +54,9 @@ def missing_inputs(cfg: Config) -> list[str]:
 
 def check_across_groups(values: dict[str, Any]) -> None:
   """A KID subset cannot be larger than the evaluation's sample count."""
-  if values["problem"] == NAME and values["mnist"]["kid_subset_size"] > values["eval"]["num_samples"]:
-    raise ConfigError("mnist.kid_subset_size", values["mnist"]["kid_subset_size"],
-                      f"must be <= eval.num_samples={values['eval']['num_samples']}")
+  subset, samples = values["mnist"]["kid_subset_size"], values["eval"]["num_samples"]
+  if values["problem"] == NAME and subset > samples:
+    raise ConfigError("mnist.kid_subset_size", subset, f"must be <= eval.num_samples={samples}")
 
 
 def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = None,
