@@ -267,7 +267,10 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
       raise ConfigError("train.validate_every_steps", train.validate_every_steps,
                         f"problem {problem.name!r} cannot carve a validation split from its "
                         "training data (data given as an iterator?); set it to 0")
-    real_batch, held_out = problem.split_validation(train.validation_size)
+    try:
+      real_batch, held_out = problem.split_validation(train.validation_size)
+    except ValueError as e:  # more than the training data holds
+      raise ConfigError("train.validation_size", train.validation_size, str(e)) from e
     problem = dataclasses.replace(problem, real_batch=real_batch)
   problem = place(problem, mesh)
   optimizer = train_lib.create_optimizer(train)
@@ -311,9 +314,13 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
             teacher.batch_fn(pool), None)
   reference = None
   if loss.kid_bank_size:
-    reference = jax.device_put(
-        train_lib.make_reference(problem, problem.feature_params, size=loss.kid_bank_size,
-                                 seed=train.seed + 3, mesh=mesh), parallel.replicated(mesh))
+    try:
+      reference = train_lib.make_reference(problem, problem.feature_params,
+                                           size=loss.kid_bank_size, seed=train.seed + 3,
+                                           mesh=mesh)
+    except ValueError as e:  # more than the training data holds
+      raise ConfigError("loss.kid_bank_size", loss.kid_bank_size, str(e)) from e
+    reference = jax.device_put(reference, parallel.replicated(mesh))
   return None, problem.real_batch, reference
 
 

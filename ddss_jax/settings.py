@@ -79,6 +79,14 @@ def text(*, optional: bool = False, pattern: str | None = None) -> Check:
   return check
 
 
+def zero_or_at_least(low: int) -> Check:
+  """0 (off) or an integer >= low."""
+  def check(field, value):
+    if not _is_int(value) or (value != 0 and value < low):
+      raise ConfigError(field, value, f"must be 0 (off) or an integer >= {low}")
+  return check
+
+
 def setting(default: Any, doc: str, check: Check, *, resumable: bool = False) -> Any:
   """A field of a settings group. resumable: a resumed run may change it (how long to train,
   how often to log, how to evaluate); any other change is refused (ddss_jax.config)."""
@@ -185,7 +193,7 @@ class LossConfig(Group):
   kid_bank_size: int = setting(0, "KID against the features of this many real training "
                                "examples, computed once (0: against a fresh real batch each "
                                "step): the loss's noise then comes from the samples alone.",
-                               integer(0))
+                               zero_or_at_least(2))
   teacher_family: str = setting("ddim", "The teacher: a fixed family.",
                                 choice(samplers.FIXED_FAMILIES))
   teacher_steps: int = setting(200, "The teacher's number of steps.", integer(1))

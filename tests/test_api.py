@@ -185,3 +185,20 @@ def test_iterator_data_cannot_carve_a_validation_split():
                      "cannot carve a validation split"):
     ddss_jax.learn_sampler(problem, train=ddss_jax.TrainConfig(validate_every_steps=2),
                            progress=False)
+
+
+def test_a_bank_or_a_split_larger_than_the_data_is_named():
+  problem = ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params={},
+                                  data=np.zeros((10, 2), np.float32), features=lambda p, x: x)
+  train = dict(num_train_steps=1, batch_size=4)
+  with pytest.raises(ConfigError, match=r"config.loss.kid_bank_size=20: batch of 20 from "
+                     r"custom/train, which has 10 examples"):
+    ddss_jax.learn_sampler(problem, train=ddss_jax.TrainConfig(**train),
+                           loss=ddss_jax.LossConfig(kid_bank_size=20), progress=False)
+  with pytest.raises(ConfigError, match=r"config.train.validation_size=10: a split of 10 from "
+                     r"custom/train"):
+    ddss_jax.learn_sampler(problem, train=ddss_jax.TrainConfig(
+        validate_every_steps=1, validation_size=10, **train), progress=False)
+  with pytest.raises(ConfigError, match=r"config.loss.kid_bank_size=1: must be 0 \(off\) or an "
+                     r"integer >= 2"):
+    ddss_jax.LossConfig(kid_bank_size=1)
