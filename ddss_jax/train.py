@@ -170,8 +170,11 @@ def make_train_step(sampler: samplers.Sampler, problem: Problem,
   if mesh is None:
     return jax.jit(train_step, donate_argnums=(0,))
   rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, rep, rep, batch, rep, rep),
-                 out_shardings=(rep, rep))
+  jitted = jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, rep, rep, batch, rep, rep),
+                   out_shardings=(rep, rep))
+  # jit with in_shardings takes every argument positionally, the optional reference too.
+  return lambda state, model_params, feature_params, real, base_key, reference=None: jitted(
+      state, model_params, feature_params, real, base_key, reference)
 
 
 def log_progress(step: int, total: int, rate: float) -> None:
