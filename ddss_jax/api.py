@@ -35,6 +35,7 @@ from ddss_jax import train as train_lib
 from ddss_jax.data.source import ArraySource
 from ddss_jax.errors import ConfigError
 from ddss_jax.problems.base import Problem
+from ddss_jax.sampler_file import ModelInfo
 from ddss_jax.settings import (EvalConfig, LossConfig, SamplerConfig, TrainConfig,
                                check_learnable)
 
@@ -54,6 +55,7 @@ class LearnedSampler:
     history: the logged metric lines, each {"step": int, "train/kid": float, ...}.
     last_params: the last iterate (the same as params without an average or a validation).
     best_step: the step whose parameters params are, with a validation.
+    model_info: the frozen model it was learned for (the problem's), recorded by `save`.
   """
   sampler: samplers.Sampler
   params: Any
@@ -61,6 +63,7 @@ class LearnedSampler:
   history: list[dict[str, float]]
   last_params: Any = None
   best_step: int | None = None
+  model_info: ModelInfo = ModelInfo()
 
   def sample(self, eps_fn: samplers.EpsFn, key: jax.Array, shape: tuple[int, ...], *,
              x_T: jax.Array | None = None) -> jax.Array:
@@ -68,8 +71,9 @@ class LearnedSampler:
     return self.sampler.sample(self.params, eps_fn, key, shape, x_T=x_T)
 
   def save(self, path: str) -> None:
-    """sampler.json as the command line writes it (reload with ddss_jax.samplers.load)."""
-    samplers.save(path, self.sampler, self.params)
+    """sampler.json as the command line writes it, naming the model it was learned for (reload
+    with ddss_jax.samplers.load; run it outside JAX: docs/deploy.md)."""
+    samplers.save(path, self.sampler, self.params, model=self.model_info)
 
 
 def _eps_apply(eps_fn, model) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
@@ -139,7 +143,8 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
                  model: nn.Module | None = None,
                  schedule: str | schedules.Schedule = "linear", num_timesteps: int = 1000,
                  eval_data: np.ndarray | None = None, name: str = "custom", seed: int = 0,
-                 kid_subsets: int = 100, kid_subset_size: int = 500) -> Problem:
+                 kid_subsets: int = 100, kid_subset_size: int = 500,
+                 model_info: ModelInfo | None = None) -> Problem:
   """A DDSS problem from your frozen model, data and features.
 
   Args:
@@ -159,8 +164,14 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
     name, seed: the problem's name in results; the seed of the evaluation's KID subsets and of
       the validation split carved from an array of data.
     kid_subsets, kid_subset_size: KID mean and std over random subsets at evaluation.
+    model_info: the frozen model as a saved sampler records it, ModelInfo(source=<hub id or
+      path>, sha256=<weights' digest>, prediction=<what the network outputs: "eps", "x0" or
+      "v">); None: "unspecified".
   """
   eps_apply = _eps_apply(eps_fn, model)
+  if model_info is not None and not isinstance(model_info, ModelInfo):
+    raise ValueError(f"make_problem: model_info must be a ddss_jax.ModelInfo(source=, sha256=, "
+                     f"prediction=) or None, got {type(model_info).__name__}")
   if isinstance(features, str):
     feature_apply, feature_params = _feature_network(features)
   else:
@@ -177,7 +188,7 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
   return Problem(name=name, schedule=schedule, example_shape=example_shape, eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
                  feature_params=feature_params, real_batch=real_batch, evaluate=evaluate_fn,
-                 plot=plot, split_validation=split)
+                 plot=plot, split_validation=split, model_info=model_info or ModelInfo())
 
 
 def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *, seed: int,
@@ -297,7 +308,8 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   if validation is not None and validation.best_params is not None:
     params = validation.best_params
   return LearnedSampler(sampler, params, int(state.step), history, last_params=state.params,
-                        best_step=None if validation is None else validation.best_step)
+                        best_step=None if validation is None else validation.best_step,
+                        model_info=problem.model_info)
 
 
 def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
@@ -361,7 +373,8 @@ class Validation:
       self.best_step, self.best_value = step, values[cfg.select_on]
       self.best_params = jax.tree.map(np.asarray, params)
       if self._paths and jax.process_index() == 0:
-        samplers.save(self._paths[0], self._sampler, self.best_params)
+        samplers.save(self._paths[0], self._sampler, self.best_params,
+                      model=self._problem.model_info)
         files.write_json(self._paths[1], {"step": step, "select_on": cfg.select_on,
                                           "value": self.best_value})
     return {"val/kid": values["kid"], "val/fid": values["fid"], "val/best_step": self.best_step}

@@ -38,14 +38,13 @@ Every learnable family at init reproduces DDIM(eta) (eta = 0 by default; eta = 1
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import conv_layout, files, recurrence, schedules, solvers
+from ddss_jax import conv_layout, recurrence, sampler_file, schedules, solvers
 from ddss_jax.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
@@ -252,47 +251,66 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
                  canonical_convs=bool(canonical_convs))
 
 
-def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
-  """A JSON-able description: what rebuilds the sampler, its parameters, and for reading, the
-  timesteps and every per-step coefficient they imply (execution order, noisiest first)."""
-  coeffs = sampler.coefficients(params)
-  as_list = lambda a: np.asarray(a, np.float64).tolist()
-  return {
-      "family": sampler.family, "num_steps": sampler.num_steps, "stride": sampler.stride,
-      "eta": sampler.eta,
-      "schedule": {"name": sampler.schedule.name,
-                   "num_timesteps": sampler.schedule.num_timesteps,
-                   # The exact schedule, so that non-default betas (a checkpoint's
-                   # scheduler_config.json) survive a reload.
-                   "alpha_bars": as_list(sampler.schedule.alpha_bars)},
-      "timesteps": as_list(sampler.timesteps(params)),
-      "params": {name: as_list(value) for name, value in params.items()},
-      "coefficients": {name: as_list(value) for name, value in coeffs._asdict().items()},
-  }
+def to_spec(sampler: Sampler, params: Params, *,
+            model: sampler_file.ModelInfo | None = None) -> sampler_file.SamplerSpec:
+  """The sampler file's content: what rebuilds the sampler, its parameters, the timesteps and
+  every per-step coefficient they imply (execution order, noisiest first), and the model it was
+  learned for (None: unspecified)."""
+  as_array = lambda a: np.asarray(a, np.float64)
+  clip_x0 = getattr(sampler, "clip_x0", None)  # Sampler.clip_x0: None or 0 is off
+  return sampler_file.SamplerSpec(
+      version=sampler_file.VERSION, family=sampler.family, num_steps=sampler.num_steps,
+      stride=sampler.stride, eta=sampler.eta, schedule_name=sampler.schedule.name,
+      num_timesteps=sampler.schedule.num_timesteps,
+      alpha_bars=as_array(sampler.schedule.alpha_bars),
+      timesteps=as_array(sampler.timesteps(params)),
+      params={name: as_array(value) for name, value in params.items()},
+      coefficients={name: as_array(value)
+                    for name, value in sampler.coefficients(params)._asdict().items()},
+      clip_x0=float(clip_x0) if clip_x0 else None, model=model or sampler_file.ModelInfo())
 
 
-def save(path: str, sampler: Sampler, params: Params) -> None:
-  """Writes to_json(sampler, params) to `path` atomically."""
-  files.write_json(path, to_json(sampler, params))
+def to_json(sampler: Sampler, params: Params, *,
+            model: sampler_file.ModelInfo | None = None) -> dict[str, Any]:
+  """The JSON object of sampler.json (ddss_jax.sampler_file, docs/deploy.md)."""
+  return sampler_file.to_json(to_spec(sampler, params, model=model))
+
+
+def save(path: str, sampler: Sampler, params: Params, *,
+         model: sampler_file.ModelInfo | None = None) -> None:
+  """Writes sampler.json (to_json) to `path` atomically."""
+  sampler_file.save(path, to_spec(sampler, params, model=model))
 
 
 def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:
-  """(sampler, params) from a file written by `save`: the schedule from its saved alpha_bars
-  (older files without them: rebuilt by name)."""
-  with open(path) as f:
-    spec = json.load(f)
-  if "alpha_bars" in spec["schedule"]:
-    schedule = Schedule(spec["schedule"]["name"],
-                        np.asarray(spec["schedule"]["alpha_bars"], np.float64))
+  """(sampler, params) from a file written by `save` (any version sampler_file reads): the
+  schedule from its saved alpha_bars (older files without them: rebuilt by name). A bad file
+  raises ValueError naming it and the field."""
+  return from_spec(sampler_file.read(path), gradient=gradient, source=path)
+
+
+def from_spec(spec: sampler_file.SamplerSpec, *, gradient: str = "adjoint",
+              source: str = "sampler.json") -> tuple[Sampler, Params]:
+  """(sampler, params) that a sampler file's content describes; errors name `source`."""
+  if spec.alpha_bars is not None:
+    schedule = Schedule(spec.schedule_name, spec.alpha_bars)
   else:
-    schedule = schedules.make(spec["schedule"]["name"], spec["schedule"]["num_timesteps"])
-  sampler = make(spec["family"], schedule, spec["num_steps"], stride=spec["stride"],
-                 eta=None if spec["family"] == "ddpm" else spec["eta"], gradient=gradient)
+    schedule = schedules.make(spec.schedule_name, spec.num_timesteps)
+  # Sampler.clip_x0 is passed only where set, so files without it load on every version of make.
+  clip = {} if spec.clip_x0 is None else {"clip_x0": spec.clip_x0}
+  try:
+    sampler = make(spec.family, schedule, spec.num_steps, stride=spec.stride,
+                   eta=None if spec.family == "ddpm" else spec.eta, gradient=gradient, **clip)
+  except ValueError as e:
+    raise ValueError(f"{source}: {e}") from None
   template = sampler.init()
-  params = {name: jnp.asarray(spec["params"][name], jnp.float32) for name in template}
+  missing = sorted(set(template) - set(spec.params))
+  if missing:
+    raise ValueError(f"{source}: field 'params' lacks {missing}, which {sampler.family} has")
+  params = {name: jnp.asarray(spec.params[name], jnp.float32) for name in template}
   for name, value in params.items():
     if value.shape != template[name].shape:
-      raise ValueError(f"{path}: parameter {name!r} has shape {value.shape}, expected "
+      raise ValueError(f"{source}: field 'params.{name}' has shape {value.shape}, expected "
                        f"{template[name].shape} for {sampler.family} with K={sampler.num_steps}")
   return sampler, params
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Protocol
 import jax
 import numpy as np
 
+from ddss_jax.sampler_file import ModelInfo
 from ddss_jax.schedules import Schedule
 
 
@@ -59,6 +60,8 @@ class Problem:
     split_validation: n -> (real_batch of the training examples left, n held-out training
       examples [n, ...]): a validation split carved from the training data (never from the
       evaluation's); None where the problem cannot carve one.
+    model_info: the frozen model as sampler.json records it (source, sha256, what the network
+      predicts), so that a sampler learned on this problem names what it runs with.
   """
   name: str
   schedule: Schedule
@@ -74,6 +77,7 @@ class Problem:
   plot_samples: int = 64
   weights: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
   split_validation: Callable[[int], tuple[Callable[..., Any], np.ndarray]] | None = None
+  model_info: ModelInfo = ModelInfo()
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:

@@ -19,6 +19,7 @@ from ddss_jax.data.source import check_images
 from ddss_jax.errors import ConfigError
 from ddss_jax.models import classifier, unet
 from ddss_jax.problems.base import Problem
+from ddss_jax.sampler_file import ModelInfo
 from ddss_jax.schedules import Schedule
 from ddss_jax.settings import Group, integer, setting, text
 
@@ -80,6 +81,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
     model_params = weights.load_shipped(unet.SHIPPED_NAME, template)
   else:
     model_params = weights.load_msgpack(cfg.unet_weights, template, sha256=None)
+  unet_sha256 = weights.sha256_of(unet_path)
   classifier_path = cfg.classifier_weights or weights.shipped_path(classifier.SHIPPED_NAME)
   if cfg.classifier_weights is None:
     feature_params = classifier.load_shipped_classifier()
@@ -116,6 +118,8 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
                  feature_params=feature_params, real_batch=train_source.batch,
                  evaluate=evaluate, plot=plots.image_grids,
                  split_validation=lambda n: _split(train_source, n, seed),
-                 weights={"model": {"path": unet_path, "sha256": weights.sha256_of(unet_path)},
+                 model_info=ModelInfo(source=cfg.unet_weights or os.path.basename(unet_path),
+                                      sha256=unet_sha256, prediction="eps"),
+                 weights={"model": {"path": unet_path, "sha256": unet_sha256},
                           "features": {"path": classifier_path,
                                        "sha256": weights.sha256_of(classifier_path)}})

@@ -23,6 +23,7 @@ from ddss_jax.data.source import check_images
 from ddss_jax.errors import ConfigError
 from ddss_jax.models import diffusers_io, inception, unet
 from ddss_jax.problems.base import Problem
+from ddss_jax.sampler_file import ModelInfo
 from ddss_jax.schedules import Schedule
 from ddss_jax.settings import Group, choice, integer, real, setting, text
 from ddss_jax.weights import sha256_of
@@ -292,6 +293,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
       feature_apply=lambda v, x: network.apply(v, x)[cfg.loss_features],
       feature_params=variables, real_batch=train_source.batch, evaluate=None,
       plot=plots.image_grids,
+      model_info=ModelInfo(cfg.checkpoint, checkpoint.sha256, prediction),
       weights={"model": {"path": checkpoint.weights_path, "sha256": checkpoint.sha256},
                "features": {"path": weights_path, "sha256": sha256_of(weights_path)}},
       evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
