@@ -54,6 +54,8 @@ def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet
   sampler, params = samplers.load(str(tmp_path / "sampler.json"))
   assert sampler.family == "ggdm+pred+time" and sampler.num_steps == 2
   assert set(params) == set(sampler.init())
+  assert json.load(open(tmp_path / "sampler.json"))["model"] == {  # the user's UNet file
+      "source": random_unet, "sha256": weights.sha256_of(random_unet), "prediction": "eps"}
 
 
 def test_weights_paths_in_the_config_replace_the_shipped_files(tmp_path, random_unet):
