@@ -1,0 +1,161 @@
+"""DDSSScheduler against ddss_jax: the shipped MNIST UNet exported to a diffusers folder and run by
+diffusers with the exported scheduler gives ddss_jax's samples from the same x_T and per-step
+noise, in a loop of one's own and inside DDPMPipeline. Needs torch and diffusers (parity)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from ddss_jax import reference_sampler, samplers, schedules, weights
+from ddss_jax.models import diffusers_io, unet
+from ddss_jax.sampler_file import ModelInfo
+
+SHAPE = (4, 32, 32, 1)  # NHWC, as ddss_jax samples; diffusers runs NCHW
+SCHED = schedules.linear_beta(1000)
+MNIST = ModelInfo(source="mnist_unet.msgpack", sha256=weights.SHIPPED["mnist_unet"].sha256)
+
+
+def _libraries():
+  torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[diffusers]'")
+  pytest.importorskip("diffusers", reason="parity needs diffusers: pip install -e '.[diffusers]'")
+  from ddss_jax import diffusers_scheduler  # pylint: disable=import-outside-toplevel
+  return torch, diffusers_scheduler
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+  """(eps_fn of the Flax UNet, the same UNet loaded by diffusers from its exported folder)."""
+  _libraries()
+  import diffusers  # pylint: disable=import-outside-toplevel
+  params = weights.load_shipped(unet.SHIPPED_NAME, unet.params_template(unet.MNIST_UNET))
+  folder = str(tmp_path_factory.mktemp("export") / "mnist_unet")
+  diffusers_io.save(folder, unet.MNIST_UNET, params)
+  model = unet.UNet2DModel(unet.MNIST_UNET)
+  eps_fn = jax.jit(lambda x, t: model.apply({"params": params}, x, t))
+  return eps_fn, diffusers.UNet2DModel.from_pretrained(folder).eval()
+
+
+def _learned_looking(family, tmp_path, *, clip_x0=None):
+  """A K = 5 sampler (its parameters moved off the init, as training would) and its file."""
+  clip = {} if clip_x0 is None else {"clip_x0": clip_x0}
+  sampler = samplers.make(family, SCHED, 5, **clip)
+  rng = np.random.default_rng(0)
+  params = {name: np.asarray(v) + 0.02 * rng.normal(size=np.shape(v)).astype(np.float32)
+            for name, v in sampler.init().items()}
+  path = str(tmp_path / "sampler.json")
+  samplers.save(path, sampler, params, model=MNIST)
+  return sampler, params, path
+
+
+def _nchw(x):
+  """[B, C, H, W] with NCHW strides. (from_numpy of a transposed array keeps NumPy's strides,
+  which for C = 1 look channels-last to torch's CPU convolutions: they then round differently.)"""
+  torch, _ = _libraries()
+  return torch.from_numpy(np.asarray(x, np.float32).transpose(0, 3, 1, 2).copy(order="C"))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("family", ["ggdm+pred+time", "ddim"])
+def test_a_diffusers_loop_with_the_exported_scheduler_gives_ddss_jax_samples(mnist, tmp_path,
+                                                                             family):
+  torch, diffusers_scheduler = _libraries()
+  eps_fn, torch_unet = mnist
+  sampler, params, path = _learned_looking(family, tmp_path)
+  key = jax.random.PRNGKey(0)
+  x_T = jax.random.normal(jax.random.PRNGKey(1), SHAPE)
+  want = np.asarray(sampler.sample(params, eps_fn, key, SHAPE, x_T=x_T))
+  noise_key = jax.random.split(key)[1]  # ddss_jax's z_i: fold_in(noise_key, i)
+  noises = [jax.random.normal(jax.random.fold_in(noise_key, i), SHAPE) for i in range(5)]
+
+  scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
+  scheduler.set_timesteps(5)
+  np.testing.assert_allclose(scheduler.timesteps.numpy(), np.asarray(sampler.timesteps(params)))
+  x = _nchw(x_T) * scheduler.init_noise_sigma
+  with torch.no_grad():
+    for i, t in enumerate(scheduler.timesteps):
+      output = torch_unet(scheduler.scale_model_input(x, t), t).sample
+      x = scheduler.step(output, t, x, noise=_nchw(noises[i])).prev_sample
+  got = x.numpy().transpose(0, 2, 3, 1)
+  assert np.std(want) > 0.3  # digits, not a blank
+  assert np.max(np.abs(got - want)) < 1e-4
+  with pytest.raises(RuntimeError, match="steps are done; call set_timesteps"):
+    scheduler.step(output, t, x)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("family", ["ddim", "ggdm+pred+time"])
+def test_ddpm_pipeline_runs_the_exported_scheduler(mnist, tmp_path, family):
+  """DDPMPipeline(unet, scheduler) draws x_T, then (stochastic samplers) each z_i, from its
+  generator; the same draws given to ddss_jax (the JAX sampler for DDIM, the float64 reference
+  on the Flax UNet for the stochastic GGDM) give the pipeline's images."""
+  torch, diffusers_scheduler = _libraries()
+  import diffusers  # pylint: disable=import-outside-toplevel
+  from diffusers.utils.torch_utils import randn_tensor  # pylint: disable=import-outside-toplevel
+  eps_fn, torch_unet = mnist
+  sampler, params, path = _learned_looking(family, tmp_path)
+  scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
+  pipe = diffusers.DDPMPipeline(unet=torch_unet, scheduler=scheduler)
+  pipe.set_progress_bar_config(disable=True)
+  images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0), num_inference_steps=5,
+                output_type="np").images
+
+  generator = torch.Generator().manual_seed(0)
+  nchw = (4, 1, 32, 32)
+  x_T = randn_tensor(nchw, generator=generator).numpy().transpose(0, 2, 3, 1)
+  if sampler.stochastic:
+    noises = [randn_tensor(nchw, generator=generator).numpy().transpose(0, 2, 3, 1)
+              for _ in range(5)]
+    spec = reference_sampler.load(path)
+    x_0 = reference_sampler.sample(
+        spec, lambda x, t: np.asarray(eps_fn(np.float32(x), np.float32(t)), np.float64),
+        x_T=x_T, noises=noises)
+  else:
+    x_0 = np.asarray(sampler.sample(params, eps_fn, jax.random.PRNGKey(0), SHAPE, x_T=x_T))
+  want = np.clip(x_0 / 2 + 0.5, 0, 1)
+  assert images.shape == SHAPE and np.std(want) > 0.2
+  assert np.max(np.abs(images - want)) < 1e-4
+  with pytest.raises(ValueError, match="learned for K=5 steps; pass num_inference_steps=5"):
+    pipe(batch_size=1, num_inference_steps=1000)
+
+
+@pytest.mark.parity
+def test_the_scheduler_config_round_trips_through_save_pretrained(tmp_path):
+  _, diffusers_scheduler = _libraries()
+  _, _, path = _learned_looking("ggdm+pred+time", tmp_path)
+  scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
+  scheduler.save_pretrained(str(tmp_path / "scheduler"))
+  again = diffusers_scheduler.DDSSScheduler.from_pretrained(str(tmp_path / "scheduler"))
+  with open(path, encoding="utf-8") as f:
+    assert again.config.sampler == json.load(f)
+  np.testing.assert_array_equal(again.timesteps.numpy(), scheduler.timesteps.numpy())
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_x0_and_v_networks_are_converted_to_eps(tmp_path, prediction):
+  """One DDIM step from the same state: a network's eps output and the equivalent x0 or v
+  output (the VP identities) give the same next state."""
+  torch, diffusers_scheduler = _libraries()
+  sampler = samplers.make("ddim", SCHED, 3)
+  paths = {}
+  for name in ("eps", prediction):
+    paths[name] = str(tmp_path / f"{name}.json")
+    samplers.save(paths[name], sampler, {}, model=ModelInfo(prediction=name))
+  rng = np.random.default_rng(0)
+  x, eps = torch.tensor(rng.normal(size=(2, 1, 4, 4))), torch.tensor(rng.normal(size=(2, 1, 4, 4)))
+  t = float(sampler.timesteps({})[0])
+  abar = float(reference_sampler.alpha_bar(reference_sampler.load(paths["eps"]), t))
+  a, s = abar ** 0.5, (1 - abar) ** 0.5
+  x0 = (x - s * eps) / a
+  output = x0 if prediction == "x0" else a * eps - s * x0
+  steps = {}
+  for name, out in (("eps", eps), (prediction, output)):
+    scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(paths[name])
+    scheduler.set_timesteps()
+    steps[name] = scheduler.step(out, scheduler.timesteps[0], x).prev_sample.numpy()
+  np.testing.assert_allclose(steps[prediction], steps["eps"], atol=1e-9)
+  with pytest.raises(ValueError, match="step 0 got timestep=500.0, expected"):
+    scheduler.set_timesteps()
+    scheduler.step(output, 500.0, x)
