@@ -35,6 +35,8 @@ setup(
         # torch-fidelity (the Inception reference) must be installed with --no-deps: it pulls
         # torchvision, which its Inception does not use (see .ci/run).
         "parity": ["torch>=2.1", "diffusers>=0.30"],
+        # A learned sampler run by diffusers (ddss_jax.diffusers_scheduler, docs/deploy.md).
+        "diffusers": ["torch>=2.1", "diffusers>=0.30"],
         # TensorBoard event files through clu.metric_writers (about 1.4 GB with TensorFlow).
         "tensorboard": ["tensorflow-cpu", "tensorboard"],
     },

@@ -18,10 +18,10 @@ from ddss_jax.settings import from_group
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def readme_python_example() -> str:
+def readme_python_example(heading: str = "## Use it from Python") -> str:
   with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
     readme = f.read()
-  section = readme[readme.index("## Use it from Python"):]
+  section = readme[readme.index(heading):]
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -38,6 +38,20 @@ def test_the_readme_example_runs(capsys):
   out = capsys.readouterr()
   assert "DDSS step 10/10" in out.err and "steps/s" in out.err
   assert samplers.load("/tmp/my_sampler.json")[0].num_steps == 5
+
+
+@pytest.mark.parity
+def test_the_readme_deploy_example_runs():
+  pytest.importorskip("torch", reason="the deploy example needs torch: pip install -e "
+                      "'.[diffusers]'")
+  pytest.importorskip("diffusers", reason="the deploy example needs diffusers")
+  scope = {}
+  code = readme_python_example("## Deploy a learned sampler")
+  exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  images = scope["images"]
+  assert images.shape == (4, 32, 32, 1) and 0 <= images.min() and images.max() <= 1
+  assert 0.2 < images.std()  # digits on a dark background, not a blank
+  assert scope["pipe"].scheduler.spec.family == "ggdm+pred+time"
 
 
 def _toy_problem(config, workdir):

@@ -3,6 +3,9 @@ diffusers with the exported scheduler gives ddss_jax's samples from the same x_T
 noise, in a loop of one's own and inside DDPMPipeline. Needs torch and diffusers (parity)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -159,3 +162,14 @@ def test_x0_and_v_networks_are_converted_to_eps(tmp_path, prediction):
   with pytest.raises(ValueError, match="step 0 got timestep=500.0, expected"):
     scheduler.set_timesteps()
     scheduler.step(output, 500.0, x)
+
+
+@pytest.mark.parity
+def test_the_scheduler_imports_no_jax():
+  _libraries()
+  code = ("import sys, ddss_jax.diffusers_scheduler; "
+          "assert 'jax' not in sys.modules, 'jax imported'")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       check=False)
+  assert run.returncode == 0, run.stderr

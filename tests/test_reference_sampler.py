@@ -3,6 +3,9 @@ same x_T and per-step noise, every family's JAX sample equals the reference's ru
 sampler.json to ~1e-5."""
 
 import inspect
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 
 from ddss_jax import reference_sampler, sampler_file, samplers, schedules
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHED = schedules.linear_beta(1000)
 SHAPE = (3, 4)
 
@@ -135,3 +139,11 @@ def test_eps_from_prediction_inverts_the_forward_process(prediction):
   np.testing.assert_allclose(reference_sampler.eps_from_prediction(output, x, abar,
                                                                    prediction=prediction),
                              eps, atol=1e-12)
+
+
+def test_the_reference_imports_no_jax():
+  code = ("import sys, ddss_jax.reference_sampler; "
+          "assert 'jax' not in sys.modules, 'jax imported'")
+  run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+  assert run.returncode == 0, run.stderr
