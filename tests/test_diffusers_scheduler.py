@@ -2,6 +2,7 @@
 diffusers with the exported scheduler gives ddss_jax's samples from the same x_T and per-step
 noise, in a loop of one's own and inside DDPMPipeline. Needs torch and diffusers (parity)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from ddss_jax import reference_sampler, samplers, schedules, weights
+from ddss_jax import reference_sampler, sampler_file, samplers, schedules, weights
 from ddss_jax.models import diffusers_io, unet
 from ddss_jax.sampler_file import ModelInfo
 
@@ -173,3 +174,34 @@ def test_the_scheduler_imports_no_jax():
   run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        check=False)
   assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("family,clip_x0", [("ggdm+pred+time", 0.5), ("unipc", None)])
+def test_the_scheduler_equals_the_numpy_reference(tmp_path, family, clip_x0):
+  """Any sampler file, clipped or not, stochastic (GGDM, its history) or multistep (UniPC): the
+  scheduler's steps equal the float64 reference's on an analytic eps to float32 rounding."""
+  torch, diffusers_scheduler = _libraries()
+  sampler = samplers.make(family, SCHED, 4, stride="linear")
+  rng = np.random.default_rng(0)
+  params = {name: np.asarray(v) + 0.02 * rng.normal(size=np.shape(v)).astype(np.float32)
+            for name, v in sampler.init().items()}
+  spec = dataclasses.replace(samplers.to_spec(sampler, params), clip_x0=clip_x0)
+  path = str(tmp_path / "sampler.json")
+  sampler_file.save(path, spec)
+  eps = lambda x, t: np.tanh(0.7 * x) + 0.2 * t.reshape(-1, 1, 1, 1) / 1000.0
+  x_T = rng.normal(size=(2, 1, 4, 4)).astype(np.float32)
+  noises = [rng.normal(size=x_T.shape).astype(np.float32) for _ in range(4)]
+  want = reference_sampler.sample(reference_sampler.load(path), eps, x_T=x_T, noises=noises)
+  scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
+  scheduler.set_timesteps()
+  x = torch.from_numpy(x_T)
+  for i, t in enumerate(scheduler.timesteps):
+    output = torch.from_numpy(eps(x.numpy(), np.full(2, float(t))).astype(np.float32))
+    x = scheduler.step(output, t, x, noise=torch.from_numpy(noises[i])).prev_sample
+  assert np.max(np.abs(want)) > 0.1
+  np.testing.assert_allclose(x.numpy(), want, atol=2e-5 * np.max(np.abs(want)), rtol=0)
+  if clip_x0:  # the clip acted: unclipped, the sample differs
+    free = reference_sampler.sample(dataclasses.replace(spec, clip_x0=None), eps, x_T=x_T,
+                                    noises=noises)
+    assert np.max(np.abs(free - want)) > 1e-2
