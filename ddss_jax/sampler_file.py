@@ -1,4 +1,4 @@
-"""sampler.json, the file a learned sampler leaves JAX in: its format, writing and validated reading.
+"""sampler.json, the file a learned sampler leaves JAX in: its format, writing, validated reading.
 
 The file is self-describing (docs/deploy.md gives it field by field): what rebuilds the sampler in
 ddss_jax (family, K, stride, eta, the schedule's alpha_bars, the parameters), what runs it anywhere
