@@ -125,15 +125,23 @@ def test_ddpm_pipeline_runs_the_exported_scheduler(mnist, tmp_path, family):
 
 
 @pytest.mark.parity
-def test_the_scheduler_config_round_trips_through_save_pretrained(tmp_path):
-  _, diffusers_scheduler = _libraries()
+def test_the_scheduler_config_round_trips_through_a_saved_pipeline(mnist, tmp_path):
+  """A pipeline's save_pretrained keeps the sampler file as scheduler/scheduler_config.json;
+  DDSSScheduler.from_pretrained reads it back, and the reloaded pipeline samples the same."""
+  torch, diffusers_scheduler = _libraries()
+  import diffusers  # pylint: disable=import-outside-toplevel
   _, _, path = _learned_looking("ggdm+pred+time", tmp_path)
   scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
-  scheduler.save_pretrained(str(tmp_path / "scheduler"))
-  again = diffusers_scheduler.DDSSScheduler.from_pretrained(str(tmp_path / "scheduler"))
+  pipe = diffusers.DDPMPipeline(unet=mnist[1], scheduler=scheduler)
+  pipe.save_pretrained(str(tmp_path / "pipe"))
+  again = diffusers_scheduler.DDSSScheduler.from_pretrained(str(tmp_path / "pipe"),
+                                                            subfolder="scheduler")
   with open(path, encoding="utf-8") as f:
     assert again.config.sampler == json.load(f)
-  np.testing.assert_array_equal(again.timesteps.numpy(), scheduler.timesteps.numpy())
+  reloaded = diffusers.DDPMPipeline.from_pretrained(str(tmp_path / "pipe"), scheduler=again)
+  images = [p(batch_size=1, generator=torch.Generator().manual_seed(0), num_inference_steps=5,
+              output_type="np").images for p in (pipe, reloaded)]
+  np.testing.assert_array_equal(images[0], images[1])
 
 
 @pytest.mark.parity
