@@ -93,6 +93,10 @@ def test_cifar10_config_runs_through_main_on_mock_data(files):
   weights_file = os.path.join(files["checkpoint"], diffusers_io.SAFETENSORS_NAME)
   assert results["weights"]["model"] == {  # unpinned: trusted on first use, and recorded
       "path": weights_file, "sha256": diffusers_io.sha256_of(weights_file)}
+  with open(os.path.join(files["workdir"], "sampler.json"), encoding="utf-8") as f:
+    assert json.load(f)["model"] == {  # what the learned sampler runs with, for deployment
+        "source": files["checkpoint"], "sha256": diffusers_io.sha256_of(weights_file),
+        "prediction": "eps"}
   assert results["weights"]["features"]["path"] == files["inception"]
   stats_files = os.listdir(files["stats_dir"])
   assert len(stats_files) == 1 and stats_files[0].startswith("cifar10-train-32px-60-inception-tf")
