@@ -202,8 +202,12 @@ def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *,
 
 
 def _print_progress(step: int, total: int, rate: float) -> None:
-  print(f"DDSS step {step}/{total}: {rate:.2f} steps/s, about {(total - step) / rate / 60:.1f} "
-        "min left", file=sys.stderr, flush=True)
+  _print_line(f"DDSS step {step}/{total}: {rate:.2f} steps/s, about "
+              f"{logs.minutes_left(step, total, rate):.1f} min left")
+
+
+def _print_line(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
 
 
 def place(problem: Problem, mesh: Mesh) -> Problem:
@@ -232,8 +236,9 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
       (a rerun resumes from the newest), metrics.jsonl and TensorBoard events.
     mesh: the devices the batch is split over (default: every device of every process).
     pool_batch_size: batch size for drawing the teacher loss's pool (default train.batch_size).
-    progress: True prints each logged step (rate, time left) to stderr; False logs it at INFO;
-      or a function (step, total, steps per second).
+    progress: True prints each logged step (rate, time left, compilation left out) and when
+      compilation starts and ends to stderr; False logs them at INFO; or a function (step,
+      total, steps per second), with the compilation lines logged at INFO.
     writer: where metrics go (default a MetricWriter of workdir, closed at the end).
 
   Returns:
@@ -288,7 +293,8 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
                                                         workdir)
   state = train_lib.run_training(state, train_step, problem, train, workdir, writer, mesh,
                                  batch_fn=batch_fn, reference=reference, progress=report,
-                                 validate=validation)
+                                 validate=validation,
+                                 say=_print_line if progress is True else logging.info)
   history = writer.lines()
   if own_writer:
     writer.close()

@@ -37,6 +37,9 @@ def test_the_readme_example_runs(capsys):
   assert scope["x0"].shape == (16, 32, 32, 1)
   out = capsys.readouterr()
   assert "DDSS step 10/10" in out.err and "steps/s" in out.err
+  # When compilation starts and how long it took, before the first rate.
+  assert out.err.index("compiling the training step") < out.err.index("compiled and ran in") \
+      < out.err.index("steps/s")
   assert samplers.load("/tmp/my_sampler.json")[0].num_steps == 5
 
 
