@@ -234,9 +234,9 @@ def test_missing_weights_say_which_file_where_to_get_it_and_where_to_put_it(tmp_
   with pytest.raises(FileNotFoundError, match="nowhere"):
     inception.load_weights(missing)
 
-  def no_internet(url, dst):
+  def no_internet(dst):
     raise urllib.error.URLError("no route to host")
-  monkeypatch.setattr(inception, "_download", no_internet)
+  monkeypatch.setattr(inception, "download_weights", no_internet)
   with pytest.raises(FileNotFoundError, match="download failed.*no route to host") as info:
     inception.ensure_weights(None)  # the cache's copy is missing too
   assert inception.default_weights_path() in str(info.value)
