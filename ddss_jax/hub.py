@@ -42,12 +42,17 @@ def is_hub_id(checkpoint: str) -> bool:
 
 def commands(repo_id: str) -> str:
   """How to get hub repository `repo_id` by hand, for messages."""
-  return (f"on a machine with network access, `pip install -e '.[hub]'` and rerun (the run "
-          f"downloads {repo_id} into huggingface_hub's cache), or fetch it by hand: "
+  unset = f"unset ${OFFLINE_ENV_VARS[0]} and ${OFFLINE_ENV_VARS[1]}, " if offline() else ""
+  return (f"on a machine with network access, {unset}`pip install -e '.[hub]'` and rerun (the "
+          f"run downloads {repo_id} into huggingface_hub's cache), or fetch it by hand: "
           f"`hf download {repo_id} --include '*.json' '*.safetensors'` (the same cache; "
           f"`--include '*.bin'` where the repository has no safetensors), or "
           f"`git lfs install && git clone https://huggingface.co/{repo_id} DIR` and pass "
           "--config.pretrained.checkpoint=DIR")
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip().splitlines() or [""])[0].rstrip(".")
 
 
 def _has_weights(folder: str) -> bool:
@@ -80,7 +85,7 @@ def fetch(repo_id: str, *, download: bool = True) -> str:
              "or $DDSS_JAX_OFFLINE is set)" if offline() else "huggingface_hub's cache")
     where += f" (no folder {repo_id} exists in {os.getcwd()}, so it was read as a hub id)"
     raise FileNotFoundError(f"checkpoint {repo_id} could not be read from {where}: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                            f"{type(e).__name__}: {_first_line(e)}. "
                             f"To fix it, {commands(repo_id)}") from e
   raise FileNotFoundError(f"checkpoint {repo_id}: its snapshot {folder} holds no "
                           f".safetensors or .bin weights. To fix it, {commands(repo_id)}")

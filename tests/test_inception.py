@@ -6,10 +6,13 @@ F.interpolate. They need torch and torch-fidelity and are skipped, saying so, wh
 installed. No real weights are needed: the network parity runs on random full-width weights.
 """
 
+import hashlib
+import http.server
 import importlib.util
 import os
 import subprocess
 import sys
+import threading
 import types
 import urllib.error
 
@@ -299,3 +302,68 @@ def test_msgpack_conversion_round_trip_equals_pth(random_pth, tmp_path):
   assert from_msgpack.keys() == from_pth.keys()
   for key, value in from_pth.items():
     np.testing.assert_array_equal(from_msgpack[key], value, err_msg="/".join(key))
+
+
+@pytest.fixture(name="server")
+def fixture_server():
+  """An HTTP server on 127.0.0.1 serving {path: bytes} (set its .files); 404 for the rest."""
+  files = {}
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # pylint: disable=invalid-name
+      if self.path not in files:
+        self.send_error(404)
+        return
+      self.send_response(200)
+      self.send_header("Content-Length", str(len(files[self.path])))
+      self.end_headers()
+      self.wfile.write(files[self.path])
+
+    def log_message(self, *args):
+      del args
+
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+  thread.start()
+  httpd.files = files
+  httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+  yield httpd
+  httpd.shutdown()
+  thread.join()
+
+
+def test_the_weights_download_is_checked_and_atomic(server, tmp_path):
+  data = os.urandom(3 << 20)  # several chunks of the 1 MiB reads
+  server.files["/weights.pth"] = data
+  digest = hashlib.sha256(data).hexdigest()
+  dst = tmp_path / "cache" / "weights.pth"
+  assert inception.download_weights(str(dst), url=server.url + "/weights.pth",
+                                    sha256_prefix=digest[:8]) == str(dst)
+  assert dst.read_bytes() == data
+
+  other = tmp_path / "cache" / "other.pth"
+  with pytest.raises(ValueError, match=rf"has sha256 {digest}, expected one starting with "
+                                       "6726825d; the file is corrupt or not the one named"):
+    inception.download_weights(str(other), url=server.url + "/weights.pth")
+  with pytest.raises(urllib.error.HTTPError, match="404"):
+    inception.download_weights(str(other), url=server.url + "/absent.pth")
+  assert sorted(os.listdir(tmp_path / "cache")) == ["weights.pth"]  # no partial file left
+
+
+def test_a_failed_download_says_what_to_do(tmp_path, monkeypatch):
+  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
+
+  def corrupt_download(dst):
+    raise ValueError(f"{dst} has sha256 00, expected one starting with 6726825d")
+
+  monkeypatch.setattr(inception, "download_weights", corrupt_download)
+  with pytest.raises(FileNotFoundError) as error:
+    inception.ensure_weights(None)
+  message = str(error.value)
+  target = tmp_path / "cache" / inception.WEIGHTS_FILENAME
+  assert message.endswith(f"(download failed: {target} has sha256 00, expected one starting "
+                          "with 6726825d)")
+  assert f"curl -L -o {inception.default_weights_path()} {inception.WEIGHTS_URL}" in message
+  with pytest.raises(FileNotFoundError) as error:
+    inception.ensure_weights(None, download=False)
+  assert "download failed" not in str(error.value)
