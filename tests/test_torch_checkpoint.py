@@ -77,6 +77,19 @@ def test_a_tensor_reading_past_its_storage_is_refused():
     torch_checkpoint.load_bytes(data)
 
 
+def test_a_pickle_that_rewrites_a_checked_tensor_is_refused():
+  # A valid tensor of the 4-float storage, then BUILD with {'offset': 100}: past the bounds check.
+  pickle_bytes = (b"ctorch._utils\n_rebuild_tensor_v2\n((S'storage'\nctorch\nFloatStorage\n"
+                  b"S'0'\nS'cpu'\nI4\ntQI0\n(I4\nt(I1\ntI00\nNtR(dS'offset'\nI100\nsb.")
+  data = _zip_checkpoint(pickle_bytes, {"0": np.zeros(4, np.float32).tobytes()})
+  with pytest.raises(torch_checkpoint.UnsafeCheckpointError,
+                     match=r"sets the state of a PendingTensor: refused"):
+    torch_checkpoint.load_bytes(data)
+  unchanged = _zip_checkpoint(pickle_bytes.replace(b"(dS'offset'\nI100\nsb.", b"."),
+                              {"0": np.arange(4, dtype=np.float32).tobytes()})
+  np.testing.assert_array_equal(torch_checkpoint.load_bytes(unchanged), [0, 1, 2, 3])
+
+
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
   path = tmp_path / "notes.pth"
   path.write_bytes(b"hello, this is text")

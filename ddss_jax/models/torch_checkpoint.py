@@ -36,14 +36,22 @@ class UnsafeCheckpointError(ValueError):
   """The pickle asks for a global that a state dict of tensors never needs."""
 
 
+class _NoBuild:
+  """Refuses pickle's BUILD, which would otherwise set any attribute (a checked offset, say)."""
+
+  def __setstate__(self, state):
+    raise UnsafeCheckpointError(f"the checkpoint's pickle sets the state of a "
+                                f"{type(self).__name__.lstrip('_')}: refused")
+
+
 @dataclasses.dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_NoBuild):
   """What the global torch.<Name>Storage unpickles to: a marker, not callable."""
   name: str
 
 
 @dataclasses.dataclass
-class _Storage:
+class _Storage(_NoBuild):
   """A storage named in the pickle; its bytes are filled in once they are read."""
   kind: _StorageType
   key: str
@@ -52,7 +60,7 @@ class _Storage:
 
 
 @dataclasses.dataclass(frozen=True)
-class _PendingTensor:
+class _PendingTensor(_NoBuild):
   """A tensor rebuilt from a storage whose bytes may not be read yet (the legacy format)."""
   storage: _Storage
   offset: int
@@ -67,6 +75,16 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
   return tuple(value)
 
 
+def _check_view(offset: int, size: tuple[int, ...], stride: tuple[int, ...],
+                numel: int) -> None:
+  """Raises unless every element of the strided view lies inside a storage of `numel`."""
+  if len(size) != len(stride):
+    raise UnsafeCheckpointError(f"tensor size {size} and stride {stride} differ in length")
+  if all(size) and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= numel:
+    raise UnsafeCheckpointError(f"tensor of size {size}, stride {stride} at offset {offset} "
+                                f"reads past its storage of {numel} elements")
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> _PendingTensor:
   """torch._utils._rebuild_tensor(_v2)'s arguments, checked; requires_grad, hooks and metadata
   are dropped (a state dict's values are plain arrays)."""
@@ -75,13 +93,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> _PendingT
     raise UnsafeCheckpointError(f"a tensor's storage is a {type(storage).__name__}, not a storage")
   (offset,) = _ints((storage_offset,), "offset")
   size, stride = _ints(size, "size"), _ints(stride, "stride")
-  if len(size) != len(stride):
-    raise UnsafeCheckpointError(f"tensor size {size} and stride {stride} differ in length")
-  if all(size):  # the last element read must lie inside the storage
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-    if last >= storage.numel:
-      raise UnsafeCheckpointError(f"tensor of size {size}, stride {stride} at offset {offset} "
-                                  f"reads past its storage of {storage.numel} elements")
+  _check_view(offset, size, stride, storage.numel)
   return _PendingTensor(storage, offset, size, stride)
 
 
@@ -143,9 +155,11 @@ def _set_bytes(storage: _Storage, raw: bytes, byteorder: str) -> None:
 def _to_array(tensor: _PendingTensor) -> np.ndarray:
   flat = tensor.storage.data
   itemsize = flat.dtype.itemsize
+  # Checked again against the bytes actually read: as_strided itself reads anywhere it is told.
+  _check_view(tensor.offset, tensor.size, tensor.stride, flat.shape[0])
   if not all(tensor.size):
     out = np.zeros(tensor.size, flat.dtype)
-  else:  # bounds were checked in _rebuild_tensor against the storage's element count
+  else:
     out = np.lib.stride_tricks.as_strided(
         flat[tensor.offset:], shape=tensor.size,
         strides=tuple(s * itemsize for s in tensor.stride)).copy()
