@@ -50,14 +50,15 @@ def shipped_config_names() -> list[str]:
 
 def config_path(value: str) -> str:
   """--config's value with a shipped config's name ("cifar10") replaced by its file's path; a
-  path (or anything that exists) is kept. Raises flags.IllegalFlagValueError for a bare name that is neither
-  a file here nor a shipped config, listing the shipped ones."""
+  path (or any file that exists) is kept. Raises flags.IllegalFlagValueError for a bare name that
+  is neither a file here nor a shipped config, listing the shipped ones."""
   name, colon, argument = value.partition(":")  # config_flags' "file.py:argument" form
-  if os.path.exists(name) or not _NAME.fullmatch(name):
+  if os.path.isfile(name) or not _NAME.fullmatch(name):
     return value
   if name not in shipped_config_names():
-    raise flags.IllegalFlagValueError(f"--config={value}: no file {name!r} here and no shipped config of that "
-                         f"name; shipped configs: {shipped_config_names()} (or give a path)")
+    raise flags.IllegalFlagValueError(
+        f"--config={value}: no file {name!r} here and no shipped config of that name; shipped "
+        f"configs: {shipped_config_names()} (or give a path)")
   return os.path.join(shipped_configs.__path__[0], f"{name}.py") + colon + argument
 
 

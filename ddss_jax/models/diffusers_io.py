@@ -4,8 +4,9 @@ A checkpoint folder is what `UNet2DModel.save_pretrained` writes and what the Hu
 serves for the public DDPM models (google/ddpm-cifar10-32, google/ddpm-ema-church-256,
 google/ddpm-ema-bedroom-256): `config.json` plus `diffusion_pytorch_model.safetensors` (read with
 NumPy alone) or `diffusion_pytorch_model.bin` (read by ddss_jax.models.torch_checkpoint, without
-torch and without running any code from the file). A pipeline folder (model_index.json, unet/, scheduler/) works too. The noise
-schedule comes from `scheduler_config.json` beside the weights (or in scheduler/).
+torch and without running any code from the file). A pipeline folder (model_index.json, unet/,
+scheduler/) works too. The noise schedule comes from `scheduler_config.json` beside the weights
+(or in scheduler/).
 
 Weight files are checked against a sha256 when the caller pins one (config.pretrained.
 checkpoint_sha256); without one the file is trusted on first use: `load` logs a warning with its

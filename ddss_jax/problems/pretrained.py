@@ -1,6 +1,7 @@
 """The real-scale problem: a public pre-trained DDPM (a diffusers UNet2DModel, by Hugging Face Hub
-id or folder), a tensorflow-datasets image dataset, and the FID Inception network, whose pool3 features are the KID
-loss and whose features and logits give FID, Inception Score and KID at evaluation.
+id or folder), a tensorflow-datasets image dataset, and the FID Inception network, whose pool3
+features are the KID loss and whose features and logits give FID, Inception Score and KID at
+evaluation.
 
 Reference statistics of the dataset (mean, covariance and a KID sample of pool3 features) are
 computed once, streamed, and cached as .npz named by dataset, split, resolution, example count and
