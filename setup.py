@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "chex>=0.1.86", "tensorflow-datasets>=4.9.10", "array_record",
-                 "pillow"],
+                 "pillow", "huggingface_hub>=0.23"],
         # Real datasets (cifar10, imagenet64, LSUN) read with tfds.data_source; no TensorFlow.
         "tfds": ["tensorflow-datasets>=4.9.10", "array_record", "pillow"],
         # Independent PyTorch implementations that the parity tests compare against. On machines
