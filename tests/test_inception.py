@@ -8,6 +8,7 @@ installed. No real weights are needed: the network parity runs on random full-wi
 
 import hashlib
 import http.server
+import importlib
 import importlib.util
 import os
 import subprocess
@@ -43,7 +44,7 @@ def _torch_fidelity():
   """
   _torch()
   try:
-    import torch_fidelity  # pylint: disable=unused-import
+    importlib.import_module("torch_fidelity")
   except ImportError:
     spec = importlib.util.find_spec("torch_fidelity")
     if spec is None:
