@@ -9,6 +9,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ddss_jax", "ddss_jax.*"]),
+    # The top-level configs/ folder is the package ddss_jax.configs once installed, so that a
+    # config file anywhere can derive from the shipped ones (ddss_jax/configs/__init__.py points
+    # a source checkout's package at the same folder).
+    package_dir={"ddss_jax.configs": "configs"},
     package_data={"ddss_jax": ["weights/*.msgpack"]},
     python_requires=">=3.10",
     install_requires=[
@@ -27,7 +31,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "chex>=0.1.86", "tensorflow-datasets>=4.9.10", "array_record",
-                 "pillow"],
+                 "pillow", "huggingface_hub>=0.23"],
         # Real datasets (cifar10, imagenet64, LSUN) read with tfds.data_source; no TensorFlow.
         "tfds": ["tensorflow-datasets>=4.9.10", "array_record", "pillow"],
         # Independent PyTorch implementations that the parity tests compare against. On machines
@@ -35,6 +39,9 @@ setup(
         # torch-fidelity (the Inception reference) must be installed with --no-deps: it pulls
         # torchvision, which its Inception does not use (see .ci/run).
         "parity": ["torch>=2.1", "diffusers>=0.30"],
+        # Checkpoints named by Hugging Face Hub id (configs/cifar10.py, lsun_*.py), fetched
+        # into its cache by the run.
+        "hub": ["huggingface_hub>=0.23"],
         # A learned sampler run by diffusers (ddss_jax.diffusers_scheduler, docs/deploy.md).
         "diffusers": ["torch>=2.1", "diffusers>=0.30"],
         # TensorBoard event files through clu.metric_writers (about 1.4 GB with TensorFlow).

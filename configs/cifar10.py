@@ -2,10 +2,12 @@
 Inception pool3 features, evaluated by FID / IS / KID on 50000 samples against the 50000 training
 images, as the paper reports.
 
-Run (docs/realscale.md says where each file goes):
-  python -m ddss_jax.main --config=configs/cifar10.py --workdir=/tmp/ddss_cifar10 \
-      --config.pretrained.checkpoint=/data/ddpm-cifar10-32
-  python -m ddss_jax.main --config=configs/cifar10.py --workdir=/tmp/ddss_cifar10 --mode=evaluate
+Run (docs/realscale.md says what it fetches and where each file goes):
+  python -m ddss_jax.main --config=configs/cifar10.py
+  python -m ddss_jax.main --config=configs/cifar10.py --mode=evaluate
+The workdir is runs/cifar10 (--workdir=DIR for another). The checkpoint is the hub id below,
+fetched into huggingface_hub's cache (pip install -e '.[hub]'); a folder works too
+(--config.pretrained.checkpoint=/data/ddpm-cifar10-32).
 Hardware: one GPU with 40 GB or more (an A100 or H100), or a TPU slice; not a laptop CPU.
 Compare with: the paper's CIFAR-10 table, GGDM +PRED +TIME at K=10: FID 8.23, IS 8.90; DDIM
 (quadratic stride) at K=10: FID 13.62, IS 8.19 (docs/paper_results.md). The paper's base model
@@ -13,7 +15,7 @@ is its own; the public checkpoint is Ho et al.'s, so compare orderings and ratio
 paper's DDSS learning rate, batch size and step count are not public: these are our choices.
 """
 
-from configs import default
+from ddss_jax.configs import default
 
 
 def get_config():
@@ -33,6 +35,10 @@ def get_config():
   config.eval.num_samples = 50000
   config.eval.batch_size = 500
   config.eval.reference_steps = 0
+  config.pretrained.checkpoint = "google/ddpm-cifar10-32"
+  # Not pinned: no digest of its weights could be checked when this was written. The run logs
+  # the sha256 it trusted on first use; pin it with --config.pretrained.checkpoint_sha256.
+  config.pretrained.checkpoint_sha256 = None
   config.pretrained.dataset = "cifar10"
   config.pretrained.train_split = "train"
   config.pretrained.reference_split = "train"

@@ -2,7 +2,7 @@
 FID / IS / KID on 50000 samples against 50000 training images.
 
 Run:
-  python -m ddss_jax.main --config=configs/imagenet64.py --workdir=/tmp/ddss_imagenet64 \
+  python -m ddss_jax.main --config=configs/imagenet64.py \
       --config.pretrained.checkpoint=/data/my-imagenet64-unet
 Hardware: one GPU with 80 GB (an H100) or a TPU slice.
 Checkpoint: there is no public diffusers UNet2DModel for ImageNet 64x64 with the layouts this port
@@ -15,7 +15,7 @@ DDIM (linear stride) at K=10: FID 40.70, IS 12.23 (docs/paper_results.md); only 
 and ratios transfer to another base model.
 """
 
-from configs import cifar10
+from ddss_jax.configs import cifar10
 
 
 def get_config():
@@ -24,6 +24,7 @@ def get_config():
   config.sampler.stride = "linear"  # the stronger fixed stride on ImageNet 64 in the paper
   config.train.batch_size = 64
   config.eval.batch_size = 250
+  config.pretrained.checkpoint = None  # yours: a hub id or a folder (see above)
   config.pretrained.dataset = "imagenet64"
   config.pretrained.image_size = 64
   return config

@@ -5,7 +5,7 @@ Run: python -m ddss_jax.main --config=configs/mnist.py --workdir=/tmp/ddss_mnist
 Hardware: a laptop CPU (2 cores). Expected: README.md, "Results" (details: docs/results.md).
 """
 
-from configs import default
+from ddss_jax.configs import default
 
 
 def get_config():

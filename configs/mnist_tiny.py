@@ -3,7 +3,7 @@
 Run: python -m ddss_jax.main --config=configs/mnist_tiny.py --workdir=/tmp/ddss_mnist_tiny
 """
 
-from configs import mnist
+from ddss_jax.configs import mnist
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Run: python -m ddss_jax.main --config=configs/tiny.py --workdir=/tmp/ddss_tiny
 """
 
-from configs import default
+from ddss_jax.configs import default
 
 
 def get_config():

@@ -5,7 +5,7 @@ Hardware: a laptop CPU (most of the time goes to training the MLP eps-model; doc
 Expected: the learned sampler's held-out MMD well below DDIM's (docs/results.md, "Results on 2-D data").
 """
 
-from configs import default
+from ddss_jax.configs import default
 
 
 def get_config():

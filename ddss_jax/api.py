@@ -213,8 +213,12 @@ def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *,
 
 
 def _print_progress(step: int, total: int, rate: float) -> None:
-  print(f"DDSS step {step}/{total}: {rate:.2f} steps/s, about {(total - step) / rate / 60:.1f} "
-        "min left", file=sys.stderr, flush=True)
+  _print_line(f"DDSS step {step}/{total}: {rate:.2f} steps/s, about "
+              f"{logs.minutes_left(step, total, rate):.1f} min left")
+
+
+def _print_line(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
 
 
 def place(problem: Problem, mesh: Mesh) -> Problem:
@@ -243,8 +247,9 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
       (a rerun resumes from the newest), metrics.jsonl and TensorBoard events.
     mesh: the devices the batch is split over (default: every device of every process).
     pool_batch_size: batch size for drawing the teacher loss's pool (default train.batch_size).
-    progress: True prints each logged step (rate, time left) to stderr; False logs it at INFO;
-      or a function (step, total, steps per second).
+    progress: True prints each logged step (rate, time left, compilation left out) and when
+      compilation starts and ends to stderr; False logs them at INFO; or a function (step,
+      total, steps per second), with the compilation lines logged at INFO.
     writer: where metrics go (default a MetricWriter of workdir, closed at the end).
 
   Returns:
@@ -252,8 +257,10 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   """
   train = train or TrainConfig()
   loss = loss or LossConfig()
+  select = False
   if not isinstance(sampler, samplers.Sampler):
     cfg = sampler or SamplerConfig()
+    select = cfg.start == "select"
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
                             eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll)
   check_learnable(sampler.family, train.num_train_steps)
@@ -273,17 +280,22 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   writer = writer or logs.MetricWriter(workdir)
 
   held_out = None
-  if train.validate_every_steps > 0:
+  if train.validate_every_steps > 0 or select:
     if problem.split_validation is None:
-      raise ConfigError("train.validate_every_steps", train.validate_every_steps,
-                        f"problem {problem.name!r} cannot carve a validation split from its "
-                        "training data (data given as an iterator?); set it to 0")
+      field, value, remedy = (("train.validate_every_steps", train.validate_every_steps,
+                               "set it to 0") if train.validate_every_steps > 0 else
+                              ("sampler.start", "select", "use 'configured'"))
+      raise ConfigError(field, value, f"problem {problem.name!r} cannot carve a validation "
+                        f"split from its training data (data given as an iterator?); {remedy}")
     try:
       real_batch, held_out = problem.split_validation(train.validation_size)
     except ValueError as e:  # more than the training data holds
       raise ConfigError("train.validation_size", train.validation_size, str(e)) from e
     problem = dataclasses.replace(problem, real_batch=real_batch)
   problem = place(problem, mesh)
+  score = None if held_out is None else ValidationScore(problem, held_out, train)
+  if select:
+    sampler = select_start(sampler, problem, score, workdir)
   optimizer = train_lib.create_optimizer(train)
   initial_params = sampler.init()
   state = jax.device_put(train_lib.create_train_state(initial_params, optimizer),
@@ -295,11 +307,12 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
                                               pool_dir, pool_batch_size, mesh)
   train_step = train_lib.make_train_step(sampler, problem, optimizer, train.batch_size, mesh,
                                          loss_fn=loss_fn, loss_name=loss.name)
-  validation = None if held_out is None else Validation(sampler, problem, held_out, train,
-                                                        workdir)
+  validation = (None if train.validate_every_steps == 0
+                else Validation(sampler, score, workdir, problem.model_info))
   state = train_lib.run_training(state, train_step, problem, train, workdir, writer, mesh,
                                  batch_fn=batch_fn, reference=reference, progress=report,
-                                 validate=validation)
+                                 validate=validation,
+                                 say=_print_line if progress is True else logging.info)
   history = writer.lines()
   if own_writer:
     writer.close()
@@ -336,19 +349,93 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
   return None, problem.real_batch, reference
 
 
-class Validation:
-  """validate(step, state) for run_training: the (averaged) parameters' KID and FID on fresh
-  samples (the same noise each time) against the validation split, in the problem's feature
-  space; keeps the best by train.select_on, in workdir/sampler_best.json (with
-  validation_best.json) where there is a workdir, so that a resumed run keeps it too."""
+class ValidationScore:
+  """score(sampler, params) -> {"kid", "fid"}: train.validation_samples fresh samples (the same
+  noise every time: seed train.seed + 5) against the validation split, in the problem's feature
+  space. What the start selection and the validations during training compare."""
 
-  def __init__(self, sampler: samplers.Sampler, problem: Problem, held_out: np.ndarray,
-               cfg: TrainConfig, workdir: str | None):
-    self._sampler, self._problem, self._cfg = sampler, problem, cfg
+  def __init__(self, problem: Problem, held_out: np.ndarray, cfg: TrainConfig):
+    self._problem, self._cfg = problem, cfg
     features_of = jax.jit(problem.feature_apply)
     self._features = lambda x: parallel.padded_apply(
         lambda b: features_of(problem.feature_params, b), np.asarray(x, np.float32), 500)
     self._reference = self._features(held_out)
+
+  @property
+  def select_on(self) -> str:
+    return self._cfg.select_on
+
+  def __call__(self, sampler: samplers.Sampler, params: Any) -> dict[str, float]:
+    cfg = self._cfg
+    samples = sampling.draw_samples(sampler, params, self._problem,
+                                    num_samples=cfg.validation_samples,
+                                    batch_size=min(cfg.batch_size, cfg.validation_samples),
+                                    seed=cfg.seed + 5)
+    feats = self._features(samples)
+    return {"kid": float(metrics.kid(feats, self._reference)),
+            "fid": metrics.fid_from_features(feats, self._reference)}
+
+
+def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
+  """The fixed samplers that `sampler`'s family represents at its initial parameters: DDIM
+  (eta 0) and ancestral DDPM (eta 1) at each stride for VARS and the GGDM families, the solver
+  at each stride for the solvers with learned times (strides that repeat a time are skipped)."""
+  candidates = []
+  for stride in samplers.STRIDES:
+    for eta in ((0.0,) if sampler.solver else (0.0, 1.0)):
+      family = sampler.solver or ("ddpm" if eta == 1.0 else "ddim")
+      try:
+        candidates.append(samplers.make(family, sampler.schedule, sampler.num_steps,
+                                        stride=stride, eta=None if family == "ddpm" else eta))
+      except ValueError:  # the solvers need distinct times
+        continue
+  return candidates
+
+
+START_RULE = ("each fixed sampler the family represents (start_candidates) is scored on the "
+              "validation split (ValidationScore, before any DDSS step); the lowest select_on "
+              "value wins, the first in STRIDES order (eta 0 before 1) on a tie")
+
+
+def select_start(sampler: samplers.Sampler, problem: Problem, score: ValidationScore,
+                 workdir: str | None) -> samplers.Sampler:
+  """`sampler` starting from the best of start_candidates on the validation split (START_RULE).
+
+  The choice and every candidate's scores go to workdir/start.json; a rerun in the same workdir
+  reads the choice back instead of scoring again (so a resumed run keeps its start).
+  """
+  path = None if workdir is None else os.path.join(workdir, "start.json")
+  if path is not None and os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      chosen = json.load(f)["chosen"]
+    logging.info("start: %s (read back from %s)", chosen, path)
+    return dataclasses.replace(sampler, stride=chosen["stride"], eta=chosen["eta"])
+  rows = []
+  for candidate in start_candidates(sampler):
+    values = score(candidate, candidate.init())
+    rows.append({"family": candidate.family, "stride": candidate.stride, "eta": candidate.eta,
+                 **values})
+    logging.info("start candidate %s, %s stride: validation KID %.5f, FID %.4f",
+                 candidate.family, candidate.stride, values["kid"], values["fid"])
+  best = min(rows, key=lambda row: row[score.select_on])  # min keeps the first of equals
+  chosen = {"stride": best["stride"], "eta": best["eta"]}
+  if path is not None and jax.process_index() == 0:
+    files.write_json(path, {"family": sampler.family, "num_steps": sampler.num_steps,
+                            "rule": START_RULE, "select_on": score.select_on,
+                            "candidates": rows, "chosen": chosen})
+  logging.info("start: %s %s stride (eta %g), the best validation %s", best["family"],
+               best["stride"], best["eta"], score.select_on)
+  return dataclasses.replace(sampler, **chosen)
+
+
+class Validation:
+  """validate(step, state) for run_training: the (averaged) parameters' ValidationScore; keeps
+  the best by train.select_on, in workdir/sampler_best.json (with validation_best.json) where
+  there is a workdir, so that a resumed run keeps it too."""
+
+  def __init__(self, sampler: samplers.Sampler, score: ValidationScore, workdir: str | None,
+               model_info: ModelInfo = ModelInfo()):
+    self._sampler, self._score, self._model_info = sampler, score, model_info
     self._paths = None if workdir is None else (os.path.join(workdir, "sampler_best.json"),
                                                 os.path.join(workdir, "validation_best.json"))
     self.best_step, self.best_value, self.best_params = None, np.inf, None
@@ -361,21 +448,15 @@ class Validation:
   def __call__(self, step: int, state: train_lib.TrainState) -> dict[str, float]:
     average = train_lib.averaged_params(state.opt_state)
     params = state.params if average is None else average
-    cfg = self._cfg
-    samples = sampling.draw_samples(self._sampler, params, self._problem,
-                                    num_samples=cfg.validation_samples,
-                                    batch_size=min(cfg.batch_size, cfg.validation_samples),
-                                    seed=cfg.seed + 5)
-    feats = self._features(samples)
-    values = {"kid": float(metrics.kid(feats, self._reference)),
-              "fid": metrics.fid_from_features(feats, self._reference)}
-    if values[cfg.select_on] < self.best_value:
-      self.best_step, self.best_value = step, values[cfg.select_on]
+    values = self._score(self._sampler, params)
+    select_on = self._score.select_on
+    if values[select_on] < self.best_value:
+      self.best_step, self.best_value = step, values[select_on]
       self.best_params = jax.tree.map(np.asarray, params)
       if self._paths and jax.process_index() == 0:
         samplers.save(self._paths[0], self._sampler, self.best_params,
-                      model=self._problem.model_info)
-        files.write_json(self._paths[1], {"step": step, "select_on": cfg.select_on,
+                      model=self._model_info)
+        files.write_json(self._paths[1], {"step": step, "select_on": select_on,
                                           "value": self.best_value})
     return {"val/kid": values["kid"], "val/fid": values["fid"], "val/best_step": self.best_step}
 

@@ -8,7 +8,6 @@ integer times, Adam, and an exponential moving average (EMA) of the weights for 
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable
 
 import flax
@@ -18,6 +17,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from ddss_jax import logs
 from ddss_jax.diffusion import diffuse
 from ddss_jax.schedules import Schedule
 
@@ -101,14 +101,20 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
       logging.info("denoiser: resumed at step %d", int(state.step))
   step_fn = make_denoise_step(apply_fn, schedule, optimizer, ema_decay=ema_decay)
   base_key = jax.random.PRNGKey(seed)
-  start, first = time.perf_counter(), int(state.step)
-  for step in range(first, num_steps):
+  clock = logs.StepClock(int(state.step))
+  if clock.first_step < num_steps:
+    logging.info("denoiser step %d: compiling the training step; the first step includes it",
+                 clock.first_step + 1)
+  for step in range(clock.first_step, num_steps):
     state, loss = step_fn(state, batch_fn(step), base_key)
     done = step + 1
+    if done == clock.first_step + 1:
+      jax.block_until_ready(loss)
+      logging.info("denoiser step %d: compiled and ran in %.1f s", done, clock.first_done())
     if done % log_every == 0 or done == num_steps:
-      rate = (done - first) / (time.perf_counter() - start)
+      rate = clock.rate(done)
       logging.info("denoiser step %d/%d: loss %.4f, %.2f steps/s, about %.0f min left", done,
-                   num_steps, float(loss), rate, (num_steps - done) / rate / 60)
+                   num_steps, float(loss), rate, logs.minutes_left(done, num_steps, rate))
     if manager is not None and (done % checkpoint_every == 0 or done == num_steps):
       manager.save(done, args=ocp.args.StandardSave(state))
   if manager is not None:

@@ -33,19 +33,26 @@ def stream(batches: Iterator[np.ndarray], problem: Problem, *, num_samples: int,
            label: str, keep: int) -> tuple[dict[str, float], np.ndarray]:
   """Feeds batches to a fresh problem evaluator; returns (metrics, the first `keep` samples).
 
-  Logs progress (samples per second, minutes left) about every 30 seconds.
+  Logs when the first batch (which compiles the sampler) starts and ends, then progress about
+  every 30 seconds: samples per second after the first batch, minutes left.
   """
   evaluator = problem.make_evaluator(num_samples)
   kept, seen = [], 0
-  start = last_log = time.perf_counter()
+  logging.info("%s: compiling the sampler; the first batch includes it", label)
+  start = time.perf_counter()
+  first = None  # (samples, seconds) of the first batch, compilation included
   for batch in batches:
     evaluator.update(batch)
     if seen < keep:
       kept.append(batch[:keep - seen])
     seen += len(batch)
     now = time.perf_counter()
-    if now - last_log > 30 or seen == num_samples:
-      rate = seen / (now - start)
+    if first is None:
+      first = (seen, now - start)
+      last_log = now
+      logging.info("%s: first batch of %d compiled and ran in %.1f s", label, seen, first[1])
+    if now - last_log > 30 or (seen == num_samples and seen > first[0]):
+      rate = (seen - first[0]) / max(now - start - first[1], 1e-9)
       logging.info("%s: %d/%d samples, %.1f samples/s, about %.1f min left", label, seen,
                    num_samples, rate, (num_samples - seen) / rate / 60)
       last_log = now

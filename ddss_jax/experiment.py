@@ -52,6 +52,7 @@ class Setup:
   eval_cfg: EvalConfig
   workdir: str
   mesh: Mesh  # all devices of all processes; batches split along it
+  sampler_cfg: SamplerConfig  # what `sampler` was made from; its start rule too
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *,
@@ -83,12 +84,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   parallel.check_batch(train_cfg.batch_size, mesh, "train.batch_size")
   config_lib.check_workdir(config, workdir, allow_change=allow_config_change)
   return Setup(sampler, baseline, schedule, from_group(LossConfig, config.loss), train_cfg,
-               from_group(EvalConfig, config.eval), os.path.abspath(workdir), mesh)
+               from_group(EvalConfig, config.eval), os.path.abspath(workdir), mesh, sampler_cfg)
 
 
 def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> api.LearnedSampler:
   """DDSS as `run` (from `setup`) says, checkpointed in its workdir (and resumed from it)."""
-  return api.learn_sampler(problem, sampler=run.sampler, train=run.train_cfg, loss=run.loss_cfg,
+  # With start "select" learn_sampler makes the sampler itself, from the stride it chooses.
+  sampler = run.sampler_cfg if run.sampler_cfg.start == "select" else run.sampler
+  return api.learn_sampler(problem, sampler=sampler, train=run.train_cfg, loss=run.loss_cfg,
                            workdir=run.workdir, mesh=run.mesh,
                            pool_batch_size=run.eval_cfg.batch_size, progress=False,
                            writer=writer)

@@ -1,9 +1,11 @@
-"""Console logging and the metric log shared by the entry points; the commit that runs."""
+"""Console logging, the metric log and the progress clock shared by the entry points; the commit
+that runs."""
 
 import json
 import logging as py_logging
 import os
 import subprocess
+import time
 
 import jax
 from absl import logging
@@ -35,6 +37,40 @@ def code_commit() -> str:
 def quiet_library_logs() -> None:
   """Call once from an entry point's main(), after absl has set up its handler."""
   logging.get_absl_handler().addFilter(_hide_orbax_info)
+
+
+class StepClock:
+  """Speed of a loop whose first step also compiles, for time-left estimates.
+
+  Compiling a DDSS step takes from seconds to minutes, as long as many steps, so a rate that
+  counted it would promise far too much time left early on. After `first_done()`, `rate(done)`
+  counts only the steps after the first; until a second step has run it falls back to the first
+  step's speed (compilation included: an estimate on the long side).
+  """
+
+  now = staticmethod(time.perf_counter)  # seconds; tests replace it with a fake clock
+
+  def __init__(self, first_step: int):
+    self.first_step = first_step
+    self._start = self.now()
+    self._after_first: float | None = None
+
+  def first_done(self) -> float:
+    """Marks the end of the first step; returns its seconds (compilation included)."""
+    self._after_first = self.now()
+    return self._after_first - self._start
+
+  def rate(self, done: int) -> float:
+    """Steps per second up to step `done` (absolute), leaving out the first step."""
+    now = self.now()
+    if self._after_first is None or done <= self.first_step + 1 or now <= self._after_first:
+      return (done - self.first_step) / max(now - self._start, 1e-9)
+    return (done - self.first_step - 1) / (now - self._after_first)
+
+
+def minutes_left(done: int, total: int, rate: float) -> float:
+  """Minutes for the remaining `total - done` steps at `rate` steps per second."""
+  return (total - done) / rate / 60
 
 
 class MetricWriter:

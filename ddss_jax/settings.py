@@ -142,6 +142,9 @@ class ScheduleConfig(Group):
                                integer(2, 100_000))
 
 
+START_RULES = ("configured", "select")
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(Group):
   """The sampler DDSS learns (every learnable family starts as DDIM(eta) at the stride)."""
@@ -155,6 +158,11 @@ class SamplerConfig(Group):
                         "or logsnr (uniform in log-SNR from T - 1 to 0).",
                         choice(samplers.STRIDES))
   eta: float = setting(0.0, "The DDIM(eta) it starts from: 0 is DDIM, 1 is DDPM.", real(0, 1))
+  start: str = setting("configured", "configured: start from DDIM(eta) at the stride; select: "
+                       "from the fixed sampler the family represents (each stride; eta 0 and "
+                       "1) that scores best on the validation split (train.validation_size, "
+                       "validation_samples, select_on), recorded in start.json.",
+                       choice(START_RULES))
   gradient: str = setting("adjoint", "adjoint (O(K |x|) memory) or checkpoint (scan + remat, "
                           "O(K^2 |x|); a reference).", choice(recurrence.GRADIENTS))
   unroll: int = setting(1, "Model calls per compiled loop iteration, 1 to K: same results; "
@@ -233,8 +241,8 @@ class TrainConfig(Group):
                                       "split every this many steps and keep the best (0: keep "
                                       "the last).", integer(0))
   validation_size: int = setting(500, "Training examples carved out as the validation split "
-                                 "(with validate_every_steps > 0; the loss never sees them).",
-                                 integer(2))
+                                 "(with validate_every_steps > 0 or sampler.start select; the "
+                                 "loss never sees them).", integer(2))
   validation_samples: int = setting(500, "Fresh samples per validation, the same noise each "
                                     "time.", integer(2))
   select_on: str = setting("fid", "The validation metric the best parameters minimise.",

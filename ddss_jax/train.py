@@ -179,7 +179,8 @@ def make_train_step(sampler: samplers.Sampler, problem: Problem,
 
 def log_progress(step: int, total: int, rate: float) -> None:
   """The default progress report of run_training: one absl INFO line."""
-  logging.info("DDSS step %d/%d, about %.1f min left", step, total, (total - step) / rate / 60)
+  logging.info("DDSS step %d/%d: %.2f steps/s, about %.1f min left", step, total, rate,
+               logs.minutes_left(step, total, rate))
 
 
 def run_training(state: TrainState, train_step: Callable, problem: Problem,
@@ -187,8 +188,8 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
                  mesh: Mesh | None = None, *, batch_fn: Callable | None = None,
                  reference: Any = None,
                  progress: Callable[[int, int, float], None] = log_progress,
-                 validate: Callable[[int, TrainState], dict[str, float]] | None = None
-                 ) -> TrainState:
+                 validate: Callable[[int, TrainState], dict[str, float]] | None = None,
+                 say: Callable[[str], None] = logging.info) -> TrainState:
   """Runs train_step up to cfg.num_train_steps, resuming from workdir/checkpoints if present
   (workdir None: no checkpoints).
 
@@ -200,8 +201,9 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
   raises FloatingPointError naming the step and the quantity (cfg.nonfinite "stop"; the last
   checkpoint written is the last good state), or skips the update (cfg.nonfinite "skip") and
   raises after cfg.max_consecutive_skips in a row. Every logged step calls progress(step,
-  cfg.num_train_steps, steps per second); every cfg.validate_every_steps steps (and the last),
-  validate(step, state) gives metric lines of their own.
+  cfg.num_train_steps, steps per second), the speed leaving out the first step, which compiles;
+  say(line) announces that compilation and how long it took. Every cfg.validate_every_steps
+  steps (and the last), validate(step, state) gives metric lines of their own.
   """
   batch_fn = batch_fn or problem.real_batch
   directory = manager = None
@@ -211,7 +213,10 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
   writer.keep(lambda line: line["step"] <= int(state.step))
   base_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
   learning_rate = learning_rate_schedule(cfg)
-  first_step, start = int(state.step), time.perf_counter()
+  clock = logs.StepClock(int(state.step))
+  if clock.first_step < cfg.num_train_steps:
+    say(f"DDSS step {clock.first_step + 1}/{cfg.num_train_steps}: compiling the training step "
+        "(sampler and its gradient); the first step includes it")
   while int(state.step) < cfg.num_train_steps:
     step = int(state.step)
     if mesh is None:
@@ -223,12 +228,15 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
                           rows)
     state, step_metrics = train_step(state, problem.model_params, problem.feature_params, real,
                                      base_key, reference)
-    step_metrics = {k: float(v) for k, v in step_metrics.items()}
-    step_metrics["train/learning_rate"] = float(learning_rate(step // cfg.accumulate_steps))
+    step_metrics = {k: float(v) for k, v in step_metrics.items()}  # waits for the step
     done = step + 1
+    if done == clock.first_step + 1:
+      say(f"DDSS step {done}/{cfg.num_train_steps}: compiled and ran in {clock.first_done():.1f}"
+          " s; the time left leaves compilation out")
+    step_metrics["train/learning_rate"] = float(learning_rate(step // cfg.accumulate_steps))
     check_finite(step_metrics, done, cfg, manager, directory)
     if done % cfg.log_every_steps == 0 or done == cfg.num_train_steps:
-      rate = (done - first_step) / (time.perf_counter() - start)
+      rate = clock.rate(done)
       step_metrics["train/steps_per_sec"] = rate
       writer.write(done, step_metrics)
       progress(done, cfg.num_train_steps, rate)

@@ -37,6 +37,9 @@ VARIANTS = {
                    "carved digits)", {"train.validate_every_steps": 25}),
     "ddpm_start": ("start from ancestral DDPM, linear stride (GGDM represents it exactly)",
                    {"sampler.eta": 1.0, "sampler.stride": "linear"}),
+    "select_start": ("start from the fixed sampler (stride; DDIM or DDPM) with the best FID on "
+                     "500 carved digits (docs/method.md, section 7)",
+                     {"sampler.start": "select"}),
     "all": ("bank + cosine + ema + validation",
             {"loss.kid_bank_size": 3500, "train.lr_schedule": "cosine", "train.warmup_steps": 10,
              "train.ema_decay": 0.95, "train.validate_every_steps": 25}),

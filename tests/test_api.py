@@ -1,6 +1,7 @@
 """ddss_jax.api: the README's Python example runs as written; the API learns exactly what the
 command line learns; data as an iterator; settings checked when built; workdir resume."""
 
+import json
 import os
 import re
 
@@ -37,6 +38,9 @@ def test_the_readme_example_runs(capsys):
   assert scope["x0"].shape == (16, 32, 32, 1)
   out = capsys.readouterr()
   assert "DDSS step 10/10" in out.err and "steps/s" in out.err
+  # When compilation starts and how long it took, before the first rate.
+  assert out.err.index("compiling the training step") < out.err.index("compiled and ran in") \
+      < out.err.index("steps/s")
   assert samplers.load("/tmp/my_sampler.json")[0].num_steps == 5
 
 
@@ -216,3 +220,80 @@ def test_a_bank_or_a_split_larger_than_the_data_is_named():
   with pytest.raises(ConfigError, match=r"config.loss.kid_bank_size=1: must be 0 \(off\) or an "
                      r"integer >= 2"):
     ddss_jax.LossConfig(kid_bank_size=1)
+
+
+def test_start_candidates_are_the_fixed_samplers_each_family_represents():
+  schedule = schedules.linear_beta()
+  kinds = lambda family, k: [(c.family, c.stride, c.eta) for c in api.start_candidates(
+      samplers.make(family, schedule, k, stride="linear"))]
+  assert kinds("ggdm+pred+time", 10) == [
+      ("ddim", "linear", 0.0), ("ddpm", "linear", 1.0), ("ddim", "quadratic", 0.0),
+      ("ddpm", "quadratic", 1.0), ("ddim", "logsnr", 0.0), ("ddpm", "logsnr", 1.0)]
+  assert len(kinds("vars", 5)) == 6
+  # The quadratic stride repeats t = 0 at K = 30, which the solvers cannot take.
+  assert kinds("unipc+time", 30) == [("unipc", "linear", 0.0), ("unipc", "logsnr", 0.0)]
+
+
+class _FakeScore:
+  """Scores by (stride, eta) from a table; counts its calls."""
+  select_on = "fid"
+
+  def __init__(self, table):
+    self.table, self.calls = table, 0
+
+  def __call__(self, sampler, params):
+    self.calls += 1
+    fid = self.table[(sampler.stride, sampler.eta)]
+    return {"fid": fid, "kid": fid / 100}
+
+
+def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_path):
+  sampler = samplers.make("ggdm", schedules.linear_beta(), 10)
+  table = {("linear", 0.0): 3.0, ("linear", 1.0): 1.5, ("quadratic", 0.0): 2.0,
+           ("quadratic", 1.0): 4.0, ("logsnr", 0.0): 1.5, ("logsnr", 1.0): 9.0}
+  score = _FakeScore(table)
+  chosen = api.select_start(sampler, None, score, str(tmp_path))
+  assert (chosen.family, chosen.stride, chosen.eta) == ("ggdm", "linear", 1.0)
+  assert score.calls == 6
+  record = json.loads((tmp_path / "start.json").read_text())
+  assert record["chosen"] == {"stride": "linear", "eta": 1.0}
+  assert [row["fid"] for row in record["candidates"]] == [3.0, 1.5, 2.0, 4.0, 1.5, 9.0]
+  # A rerun in the workdir reads the choice back without scoring again.
+  again = api.select_start(sampler, None, _FakeScore({}), str(tmp_path))
+  assert (again.stride, again.eta) == ("linear", 1.0)
+  # The chosen start is the candidate itself: GGDM at init is DDPM at that stride.
+  ddpm = samplers.make("ddpm", sampler.schedule, 10, stride="linear")
+  for name in ("mu", "sigma"):
+    np.testing.assert_allclose(chosen.coefficients(chosen.init())._asdict()[name],
+                               ddpm.coefficients({})._asdict()[name], rtol=1e-5, atol=1e-6)
+
+
+def test_learn_sampler_with_start_select_scores_on_the_validation_split(tmp_path):
+  config = tiny.get_config()
+  problem = _toy_problem(config, str(tmp_path / "model"))
+  learned = ddss_jax.learn_sampler(
+      problem, sampler=ddss_jax.SamplerConfig(num_steps=3, start="select"),
+      train=ddss_jax.TrainConfig(num_train_steps=0, batch_size=16, validation_size=64,
+                                 validation_samples=64), workdir=str(tmp_path / "run"),
+      progress=False)
+  record = json.loads((tmp_path / "run" / "start.json").read_text())
+  best = min(record["candidates"], key=lambda row: row["fid"])
+  assert (learned.sampler.stride, learned.sampler.eta) == (best["stride"], best["eta"])
+  assert len(record["candidates"]) == 6 and len({row["fid"] for row in record["candidates"]}) == 6
+  # Scored independently: the learned sampler at its start gives the winner's validation FID.
+  _, held_out = problem.split_validation(64)
+  score = api.ValidationScore(problem, held_out, ddss_jax.TrainConfig(
+      batch_size=16, validation_size=64, validation_samples=64))
+  np.testing.assert_allclose(score(learned.sampler, learned.params)["fid"], best["fid"],
+                             rtol=1e-3)
+
+
+def test_start_select_needs_a_validation_split():
+  problem = ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params={},
+                                  data=iter([np.zeros((8, 2), np.float32)] * 4),
+                                  features=lambda p, x: x)
+  with pytest.raises(ConfigError, match=r"config.sampler.start='select': problem 'custom' "
+                     r"cannot carve a validation split .* use 'configured'"):
+    ddss_jax.learn_sampler(problem, sampler=ddss_jax.SamplerConfig(start="select"),
+                           train=ddss_jax.TrainConfig(num_train_steps=1, batch_size=8),
+                           progress=False)

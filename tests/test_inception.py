@@ -6,10 +6,14 @@ F.interpolate. They need torch and torch-fidelity and are skipped, saying so, wh
 installed. No real weights are needed: the network parity runs on random full-width weights.
 """
 
+import hashlib
+import http.server
+import importlib
 import importlib.util
 import os
 import subprocess
 import sys
+import threading
 import types
 import urllib.error
 
@@ -40,7 +44,7 @@ def _torch_fidelity():
   """
   _torch()
   try:
-    import torch_fidelity  # pylint: disable=unused-import
+    importlib.import_module("torch_fidelity")
   except ImportError:
     spec = importlib.util.find_spec("torch_fidelity")
     if spec is None:
@@ -234,9 +238,9 @@ def test_missing_weights_say_which_file_where_to_get_it_and_where_to_put_it(tmp_
   with pytest.raises(FileNotFoundError, match="nowhere"):
     inception.load_weights(missing)
 
-  def no_internet(url, dst):
+  def no_internet(dst):
     raise urllib.error.URLError("no route to host")
-  monkeypatch.setattr(inception, "_download", no_internet)
+  monkeypatch.setattr(inception, "download_weights", no_internet)
   with pytest.raises(FileNotFoundError, match="download failed.*no route to host") as info:
     inception.ensure_weights(None)  # the cache's copy is missing too
   assert inception.default_weights_path() in str(info.value)
@@ -299,3 +303,68 @@ def test_msgpack_conversion_round_trip_equals_pth(random_pth, tmp_path):
   assert from_msgpack.keys() == from_pth.keys()
   for key, value in from_pth.items():
     np.testing.assert_array_equal(from_msgpack[key], value, err_msg="/".join(key))
+
+
+@pytest.fixture(name="server")
+def fixture_server():
+  """An HTTP server on 127.0.0.1 serving {path: bytes} (set its .files); 404 for the rest."""
+  files = {}
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # pylint: disable=invalid-name
+      if self.path not in files:
+        self.send_error(404)
+        return
+      self.send_response(200)
+      self.send_header("Content-Length", str(len(files[self.path])))
+      self.end_headers()
+      self.wfile.write(files[self.path])
+
+    def log_message(self, *args):
+      del args
+
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+  thread.start()
+  httpd.files = files
+  httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+  yield httpd
+  httpd.shutdown()
+  thread.join()
+
+
+def test_the_weights_download_is_checked_and_atomic(server, tmp_path):
+  data = os.urandom(3 << 20)  # several chunks of the 1 MiB reads
+  server.files["/weights.pth"] = data
+  digest = hashlib.sha256(data).hexdigest()
+  dst = tmp_path / "cache" / "weights.pth"
+  assert inception.download_weights(str(dst), url=server.url + "/weights.pth",
+                                    sha256_prefix=digest[:8]) == str(dst)
+  assert dst.read_bytes() == data
+
+  other = tmp_path / "cache" / "other.pth"
+  with pytest.raises(ValueError, match=rf"has sha256 {digest}, expected one starting with "
+                                       "6726825d; the file is corrupt or not the one named"):
+    inception.download_weights(str(other), url=server.url + "/weights.pth")
+  with pytest.raises(urllib.error.HTTPError, match="404"):
+    inception.download_weights(str(other), url=server.url + "/absent.pth")
+  assert sorted(os.listdir(tmp_path / "cache")) == ["weights.pth"]  # no partial file left
+
+
+def test_a_failed_download_says_what_to_do(tmp_path, monkeypatch):
+  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
+
+  def corrupt_download(dst):
+    raise ValueError(f"{dst} has sha256 00, expected one starting with 6726825d")
+
+  monkeypatch.setattr(inception, "download_weights", corrupt_download)
+  with pytest.raises(FileNotFoundError) as error:
+    inception.ensure_weights(None)
+  message = str(error.value)
+  target = tmp_path / "cache" / inception.WEIGHTS_FILENAME
+  assert message.endswith(f"(download failed: {target} has sha256 00, expected one starting "
+                          "with 6726825d)")
+  assert f"curl -L -o {inception.default_weights_path()} {inception.WEIGHTS_URL}" in message
+  with pytest.raises(FileNotFoundError) as error:
+    inception.ensure_weights(None, download=False)
+  assert "download failed" not in str(error.value)

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
-from configs import cifar10  # noqa: E402
+from ddss_jax.configs import cifar10, lsun_church  # noqa: E402
 from ddss_jax import experiment, schedules  # noqa: E402
 from ddss_jax.errors import ConfigError  # noqa: E402
 from ddss_jax.problems import pretrained as pretrained_problem  # noqa: E402
@@ -127,17 +127,61 @@ def test_cifar10_config_runs_through_main_on_mock_data(files):
 
 
 def test_missing_inputs_are_listed_together_before_compiling(tmp_path, monkeypatch):
+  """Offline, with empty caches: each config's own checkpoint, the Inception weights and the data
+  are listed, each with its remedy, and nothing is written."""
   monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
-  config = cifar10.get_config()
-  config.pretrained.data_dir = str(tmp_path / "no_data")
-  with pytest.raises(FileNotFoundError) as error:
-    experiment.setup(config, str(tmp_path / "run"))
-  message = str(error.value)
-  assert "config.pretrained.checkpoint is not set" in message
-  assert "google/ddpm-cifar10-32" in message
-  assert inception.WEIGHTS_FILENAME in message and inception.WEIGHTS_URL in message
-  assert "cifar10" in message and str(tmp_path / "no_data") in message
-  assert not os.path.exists(tmp_path / "run")  # nothing was written, nothing compiled
+  monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+  monkeypatch.setenv("DDSS_JAX_OFFLINE", "1")
+  monkeypatch.chdir(tmp_path)
+  for module, repo_id in ((cifar10, "google/ddpm-cifar10-32"),
+                          (lsun_church, "google/ddpm-ema-church-256")):
+    config = module.get_config()
+    config.pretrained.data_dir = str(tmp_path / "no_data")
+    with pytest.raises(FileNotFoundError) as error:
+      experiment.setup(config, str(tmp_path / "run"))
+    message = str(error.value)
+    assert f"checkpoint {repo_id} could not be read from huggingface_hub's cache" in message
+    assert f"git clone https://huggingface.co/{repo_id} DIR" in message
+    assert message.count("huggingface.co/google/") == 1  # no other model suggested
+    assert inception.WEIGHTS_FILENAME in message and inception.WEIGHTS_URL in message
+    assert "(not downloaded: offline" in message
+    assert config.pretrained.dataset in message and str(tmp_path / "no_data") in message
+    assert not os.path.exists(tmp_path / "run")  # nothing was written, nothing compiled
+
+
+def test_the_pre_flight_fetches_what_a_network_gives(tmp_path, monkeypatch, files):
+  """Online: the hub id, the Inception weights and CIFAR-10 are fetched before anything is
+  listed as missing (the downloads themselves are replaced by stand-ins here)."""
+  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
+  for name in ("HF_HUB_OFFLINE", "DDSS_JAX_OFFLINE"):
+    monkeypatch.delenv(name, raising=False)
+  fetched, prepared = [], []
+  monkeypatch.setattr(pretrained_problem.hub, "fetch",
+                      lambda repo_id, download=True: fetched.append(repo_id) or files["checkpoint"])
+
+  def download(dst):
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    open(dst, "wb").write(b"weights")
+    return dst
+
+  def prepare_without_tensorflow(name, data_dir):
+    prepared.append(name)
+    raise ImportError("tfds builds datasets with TensorFlow, which is not installed")
+
+  monkeypatch.setattr(inception, "download_weights", download)
+  monkeypatch.setattr(tfds_images, "prepare", prepare_without_tensorflow)
+  cfg = _pretrained_cfg("google/ddpm-cifar10-32", data_dir=str(tmp_path / "no_data"))
+  missing = pretrained_problem.missing_inputs(cfg)
+  assert fetched == ["google/ddpm-cifar10-32"] and prepared == ["cifar10"]
+  assert os.path.exists(tmp_path / "cache" / inception.WEIGHTS_FILENAME)
+  assert len(missing) == 1 and missing[0].startswith("dataset 'cifar10'")
+  assert missing[0].endswith("(the run tried to prepare it and failed: ImportError: tfds builds "
+                             "datasets with TensorFlow, which is not installed)")
+
+  prepared.clear()  # LSUN needs manual downloads: the run does not try
+  lsun = dataclasses.replace(cfg, dataset="lsun_church")
+  assert [m for m in pretrained_problem.missing_inputs(lsun) if "tried to prepare" in m] == []
+  assert prepared == []
 
 
 @pytest.mark.parametrize("field,value,match", [

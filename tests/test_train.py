@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from configs import default, tiny, toy2d
-from ddss_jax import experiment, metrics, samplers, sampling, schedules, train
+from ddss_jax import experiment, logs, metrics, samplers, sampling, schedules, train
 from ddss_jax.errors import ConfigError
 from ddss_jax.problems import toy2d as toy2d_problem
 from ddss_jax.problems.base import Problem
@@ -199,3 +199,28 @@ def test_kid_loss_against_a_fixed_bank_of_real_features(tmp_path):
   generated = sampling.generate(sampler, problem, sampler.init(), problem.model_params, key, 16)
   feats = problem.feature_apply(problem.feature_params, generated)
   np.testing.assert_allclose(with_bank, metrics.kid(feats, bank), rtol=1e-4, atol=1e-6)
+
+
+def test_progress_says_when_compiling_and_leaves_it_out_of_the_time_left(tmp_path, monkeypatch):
+  """A fake step that takes 60 s the first time (compiling) and 2 s after: the reported speed
+  is 0.5 steps/s, not (n - 1) / (60 + 2 (n - 1)); the two compilation lines come first."""
+  clock = {"t": 0.0}
+  monkeypatch.setattr(logs.StepClock, "now", staticmethod(lambda: clock["t"]))
+  config = tiny.get_config()
+  config.train.update(num_train_steps=5, log_every_steps=1)
+  cfg = from_group(TrainConfig, config.train)
+  problem = experiment.build_problem(config, schedules.linear_beta(), str(tmp_path))
+  state = train.create_train_state({"w": jnp.zeros(())}, optax.sgd(0.1))
+
+  def fake_step(state, model_params, feature_params, real, key, reference=None):
+    clock["t"] += 60.0 if int(state.step) == 0 else 2.0
+    return state.replace(step=state.step + 1), {"train/kid": jnp.float32(0.5)}
+
+  said, reports = [], []
+  train.run_training(state, fake_step, problem, cfg, None, logs.MetricWriter(None),
+                     progress=lambda *args: reports.append(args), say=said.append)
+  assert said[0].startswith("DDSS step 1/5: compiling the training step")
+  assert said[1].startswith("DDSS step 1/5: compiled and ran in 60.0 s")
+  assert [r[0] for r in reports] == [1, 2, 3, 4, 5]
+  assert reports[0][2] == pytest.approx(1 / 60)
+  assert [r[2] for r in reports[1:]] == pytest.approx([0.5] * 4)

@@ -15,6 +15,10 @@ from ddss_jax import weights
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCANNED = ("ddss_jax", "experiments", "benchmarks")
 PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill"}
+# The one module allowed to touch pickle: its Unpickler subclass resolves no global but a state
+# dict's few (tests/test_torch_checkpoint.py shows the rest refused).
+RESTRICTED_UNPICKLER = (os.path.join("ddss_jax", "models", "torch_checkpoint.py"),
+                        {"import pickle", "pickle.Unpickler", "pickle.UnpicklingError"})
 
 
 def _keyword_is(call: ast.Call, name: str, value) -> bool:
@@ -68,9 +72,11 @@ def test_the_source_never_unpickles():
     for folder, _, names in os.walk(os.path.join(ROOT, top)):
       for name in sorted(n for n in names if n.endswith(".py")):
         path = os.path.join(folder, name)
+        rel = os.path.relpath(path, ROOT)
+        allowed = RESTRICTED_UNPICKLER[1] if rel == RESTRICTED_UNPICKLER[0] else set()
         with open(path, encoding="utf-8") as f:
-          found += [f"{os.path.relpath(path, ROOT)}:{line}: {what}"
-                    for line, what in unsafe_loads(f.read())]
+          found += [f"{rel}:{line}: {what}" for line, what in unsafe_loads(f.read())
+                    if what not in allowed]
   assert not found, "unsafe loading:\n" + "\n".join(found)
 
 

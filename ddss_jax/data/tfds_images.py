@@ -12,7 +12,8 @@ PIL widens every filter's support by the reduction factor, so downsampling is an
 upsampling (e.g. CIFAR-10 at 64) is allowed. Images already at image_size are not resampled.
 
 Preparing data needs TensorFlow and network once, on any machine, in the ArrayRecord format:
-`tfds build cifar10 --file_format=array_record --data_dir=DIR`; copy DIR where it is read.
+`tfds build cifar10 --file_format=array_record --data_dir=DIR`; copy DIR where it is read. A run
+does it itself (`prepare`) for CIFAR-10 where TensorFlow and a network exist.
 `missing_data_message` is the cheap pre-flight check that says what is missing and how to fix it.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import importlib.util
 import os
 from typing import Iterator
 
@@ -45,12 +47,15 @@ class DatasetSpec:
     center_crop: crop the largest centred square before resizing.
     reference_split: the split reference statistics (FID/KID) are computed on by default.
     notes: what preparing it needs beyond `tfds build`, for missing_data_message.
+    prepared_by_run: a run prepares it itself (prepare) where TensorFlow and a network exist;
+      the others need manual downloads or accounts.
   """
   tfds_name: str
   image_size: int
   center_crop: bool
   reference_split: str = "train"
   notes: str = ""
+  prepared_by_run: bool = False
 
 
 _LSUN_NOTES = ("tfds's lsun builder downloads the LMDB zip from dl.yf.io (hard-coded URLs) and "
@@ -58,7 +63,7 @@ _LSUN_NOTES = ("tfds's lsun builder downloads the LMDB zip from dl.yf.io (hard-c
                "large (church_outdoor about 2.3 GB, bedroom about 43 GB).")
 DATASETS: dict[str, DatasetSpec] = {
     # The paper's CIFAR-10 FID uses the 50k training images.
-    "cifar10": DatasetSpec("cifar10", 32, center_crop=False),
+    "cifar10": DatasetSpec("cifar10", 32, center_crop=False, prepared_by_run=True),
     "imagenet64": DatasetSpec(
         "downsampled_imagenet/64x64", 64, center_crop=False,
         notes="The builder downloads from image-net.org/small/, which may need an ImageNet "
@@ -207,6 +212,19 @@ class TFDSImageSource:
     start, stop = shard_bounds(total, self.process_index, self.process_count)
     for first in range(start, stop, batch_size):
       yield self.load(range(first, min(first + batch_size, stop)))
+
+
+def prepare(name: str, data_dir: str | None = None) -> None:
+  """Downloads and prepares dataset `name` in the ArrayRecord format under data_dir (tfds's
+  default folder when None). tfds's builders read the downloads with TensorFlow, so this needs it
+  (ImportError otherwise) and network access."""
+  spec = get_spec(name)
+  if importlib.util.find_spec("tensorflow") is None:
+    raise ImportError("tfds builds datasets with TensorFlow, which is not installed (pip install "
+                      "tensorflow-cpu)")
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir,
+                         file_format=tfds.core.FileFormat.ARRAY_RECORD)
+  builder.download_and_prepare()
 
 
 def missing_data_message(name: str, split: str | None = None, data_dir: str | None = None

@@ -3,9 +3,10 @@
 A checkpoint folder is what `UNet2DModel.save_pretrained` writes and what the Hugging Face hub
 serves for the public DDPM models (google/ddpm-cifar10-32, google/ddpm-ema-church-256,
 google/ddpm-ema-bedroom-256): `config.json` plus `diffusion_pytorch_model.safetensors` (read with
-numpy alone) or `diffusion_pytorch_model.bin` (read with torch.load(weights_only=True), so it cannot
-execute code). A pipeline folder (model_index.json, unet/, scheduler/) works too. The noise
-schedule comes from `scheduler_config.json` beside the weights (or in scheduler/).
+NumPy alone) or `diffusion_pytorch_model.bin` (read by ddss_jax.models.torch_checkpoint, without
+torch and without running any code from the file). A pipeline folder (model_index.json, unet/,
+scheduler/) works too. The noise schedule comes from `scheduler_config.json` beside the weights
+(or in scheduler/).
 
 Weight files are checked against a sha256 when the caller pins one (config.pretrained.
 checkpoint_sha256); without one the file is trusted on first use: `load` logs a warning with its
@@ -16,7 +17,6 @@ checked are the bytes parsed (the file is read once).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from typing import Any
@@ -26,7 +26,7 @@ from absl import logging
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ddss_jax import files, schedules
-from ddss_jax.models import unet
+from ddss_jax.models import torch_checkpoint, unet
 from ddss_jax.weights import check_sha256, sha256_of
 
 CONFIG_NAME = "config.json"
@@ -151,18 +151,12 @@ def to_state_dict(params: Any) -> dict[str, np.ndarray]:
 
 
 def _read_weights(weights_path: str, data: bytes) -> dict[str, np.ndarray]:
-  """A state dict from the bytes of a safetensors file (numpy only) or of a .bin (torch,
-  weights_only: no code runs)."""
+  """A state dict from the bytes of a safetensors file or of a .bin (torch_checkpoint: no torch,
+  no code runs); NumPy only."""
   if weights_path.endswith(".safetensors"):
     from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
     return load(data)
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError(f"{weights_path} is a PyTorch file and torch is not installed: pip install "
-                      "torch, or convert the folder to safetensors on a machine that has it") from e
-  state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-  return {k: v.float().numpy() for k, v in state.items()}
+  return torch_checkpoint.load_state_dict(weights_path, data=data)
 
 
 def load_schedule(path: str) -> tuple[schedules.Schedule, str]:

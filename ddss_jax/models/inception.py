@@ -14,14 +14,13 @@ Images [B, H, W, 3] in [-1, 1], any H, W, become pixels p = (x + 1) * 127.5, res
   preprocess="pytorch_fid"  like torch F.interpolate(bilinear, align_corners=False), p / 127.5 - 1
 Out: {"pool3": [B, 2048], "logits_unbiased": [B, 1008], "logits": [B, 1008]}, differentiable in
 the images. `ensure_weights` finds (or downloads once into the cache) pytorch-fid's .pth;
-`load_weights` reads it, or the torch-free msgpack that `python -m ddss_jax.tools.convert_inception`
-writes from it.
+`load_weights` reads it (without torch: ddss_jax.models.torch_checkpoint), or the msgpack that
+`python -m ddss_jax.tools.convert_inception` writes from it.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import os
 import urllib.request
 from typing import Any
@@ -34,6 +33,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.lax import Precision
 
 from ddss_jax import files, weights
+from ddss_jax.models import torch_checkpoint
 
 PREPROCESS_CHOICES = ("tf", "pytorch_fid")
 INPUT_SIZE = 299
@@ -383,8 +383,8 @@ def load_weights(path: str, *, sha256: str | None = None, verify: bool = True,
   """{"params", "batch_stats"} from the original .pth or a .msgpack written by convert_inception.
 
   Args:
-    path: a .pth (read with torch.load(weights_only=True); torch is imported only here) or a
-      .msgpack (no torch needed).
+    path: a .pth (read without torch by torch_checkpoint, which builds nothing but arrays) or
+      a .msgpack.
     sha256: expected hex digest of the file, or a prefix of it. None: WEIGHTS_SHA256_PREFIX for a
       .pth; for a .msgpack the digest in the sidecar file `<path>.sha256` written beside it by
       convert_inception.
@@ -406,9 +406,7 @@ def load_weights(path: str, *, sha256: str | None = None, verify: bool = True,
       return weights.from_msgpack(variables_template(width=width), data, path=path)
     except ValueError as e:
       raise ValueError(f"{e} (not the network of width {width:g}?)") from e
-  import torch  # pylint: disable=g-import-not-at-top; only the .pth path needs it
-  state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-  return from_torch_state_dict({k: v.numpy() for k, v in state_dict.items()})
+  return from_torch_state_dict(torch_checkpoint.load_state_dict(path, data=data))
 
 
 def save_converted(variables: Any, path: str) -> str:
@@ -436,37 +434,45 @@ def missing_weights_message(path: str | None) -> str | None:
   if os.path.exists(target):
     return None
   return (f"FID Inception weights file {target} is missing. Download {WEIGHTS_URL} "
-          f"(its sha256 starts with {WEIGHTS_SHA256_PREFIX}) and put it at "
-          f"{default_weights_path()} (the cache; set ${CACHE_ENV_VAR} to move it), or anywhere "
-          "and set the config field inception_weights to its path. Optionally convert it once "
-          "to a torch-free msgpack: python -m ddss_jax.tools.convert_inception "
-          f"--src {target} --dst {os.path.splitext(target)[0]}.msgpack")
+          f"(its sha256 starts with {WEIGHTS_SHA256_PREFIX}), e.g. `mkdir -p {cache_dir()} && "
+          f"curl -L -o {default_weights_path()} {WEIGHTS_URL}`, to {default_weights_path()} "
+          f"(the cache, where a run with network access downloads it itself; set "
+          f"${CACHE_ENV_VAR} to move it), or anywhere and set the config field "
+          "inception_weights to its path. Optionally convert it once to a msgpack: "
+          f"python -m ddss_jax.tools.convert_inception --src {target} "
+          f"--dst {os.path.splitext(target)[0]}.msgpack")
 
 
-def _download(url: str, dst: str) -> None:
-  """Fetches url into dst atomically (temporary file + rename)."""
-  os.makedirs(os.path.dirname(dst), exist_ok=True)
-  with urllib.request.urlopen(url, timeout=60) as response, files.atomic_write(dst, "wb") as f:
+def download_weights(dst: str, *, url: str = WEIGHTS_URL,
+                     sha256_prefix: str = WEIGHTS_SHA256_PREFIX, timeout: float = 60) -> str:
+  """Fetches url into dst atomically (a temporary file beside it, renamed once its sha256 starts
+  with sha256_prefix); returns dst. Raises OSError (urllib's URLError) if the fetch fails and
+  ValueError naming both digests if the bytes are not the file named; dst is then left as it was.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+  with urllib.request.urlopen(url, timeout=timeout) as response, \
+      files.atomic_write(dst, "wb") as f:
     while chunk := response.read(1 << 20):
       f.write(chunk)
     f.flush()
-    weights.check_sha256(f.name, WEIGHTS_SHA256_PREFIX, prefix=True)  # raising removes it
+    weights.check_sha256(f.name, sha256_prefix, prefix=True)  # raising removes the temporary
+  return dst
 
 
-def ensure_weights(path: str | None) -> str:
+def ensure_weights(path: str | None, *, download: bool = True) -> str:
   """The path of the FID Inception weights, downloading them once into the cache if needed.
 
   path given: returned if the file exists, else FileNotFoundError (no download: a named file
   that is missing is a mistake to report). path None: the cache's copy, downloaded from
-  WEIGHTS_URL (and sha256-checked) on first use; FileNotFoundError saying what to do if that fails.
+  WEIGHTS_URL (and sha256-checked) on first use unless download=False; FileNotFoundError saying
+  what to do if that fails.
   """
   message = missing_weights_message(path)
   if message is None:
     return path or default_weights_path()
-  if path is None:
+  if path is None and download:
     try:
-      _download(WEIGHTS_URL, default_weights_path())
-      return default_weights_path()
+      return download_weights(default_weights_path())
     except (OSError, ValueError) as e:  # URLError is an OSError; ValueError: bad checksum
       raise FileNotFoundError(f"{message} (download failed: {e})") from e
   raise FileNotFoundError(message)

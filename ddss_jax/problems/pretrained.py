@@ -1,6 +1,7 @@
-"""The real-scale problem: a public pre-trained DDPM (a diffusers UNet2DModel folder), a
-tensorflow-datasets image dataset, and the FID Inception network, whose pool3 features are the KID
-loss and whose features and logits give FID, Inception Score and KID at evaluation.
+"""The real-scale problem: a public pre-trained DDPM (a diffusers UNet2DModel, by Hugging Face Hub
+id or folder), a tensorflow-datasets image dataset, and the FID Inception network, whose pool3
+features are the KID loss and whose features and logits give FID, Inception Score and KID at
+evaluation.
 
 Reference statistics of the dataset (mean, covariance and a KID sample of pool3 features) are
 computed once, streamed, and cached as .npz named by dataset, split, resolution, example count and
@@ -18,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import diffusion, metrics, parallel, plots
+from ddss_jax import diffusion, hub, metrics, parallel, plots
 from ddss_jax.data.source import check_images
 from ddss_jax.errors import ConfigError
 from ddss_jax.models import diffusers_io, inception, unet
@@ -65,8 +66,9 @@ class Config(Group):
                                         integer(0))
   image_size: int | None = setting(None, "None: the dataset's default; must equal the "
                                    "checkpoint's sample_size.", integer(8, optional=True))
-  checkpoint: str | None = setting(None, "A diffusers UNet2DModel folder (config.json, weights, "
-                                   "scheduler_config.json).", text(optional=True))
+  checkpoint: str | None = setting(None, "A Hugging Face Hub id (owner/name, fetched into its "
+                                   "cache) or a folder of a diffusers UNet2DModel (config.json, "
+                                   "weights, scheduler_config.json).", text(optional=True))
   checkpoint_sha256: str | None = setting(None, "Pins the checkpoint's weights file.",
                                           text(optional=True, pattern=_SHA256))
   inception_weights: str | None = setting(None, "The pytorch-fid .pth or its converted .msgpack "
@@ -98,23 +100,51 @@ def check_across_groups(values: dict[str, Any]) -> None:
                       f"must be <= pretrained.kid_sample_size={pre['kid_sample_size']}")
 
 
+def _checkpoint_missing(cfg: Config) -> str | None:
+  """What is missing of the checkpoint (fetching a hub id first where a network allows)."""
+  if cfg.checkpoint is None:
+    return ("config.pretrained.checkpoint is not set: set it to the Hugging Face Hub id "
+            "(owner/name) or the folder of a diffusers UNet2DModel trained on "
+            f"{cfg.dataset} images, e.g. --config.pretrained.checkpoint=/data/my-unet")
+  try:
+    return diffusers_io.missing_checkpoint_message(hub.local_folder(cfg.checkpoint))
+  except (ValueError, FileNotFoundError) as e:
+    return str(e)
+
+
+def _inception_missing(cfg: Config) -> str | None:
+  """What is missing of the Inception weights (downloading the cache's copy where allowed)."""
+  try:
+    inception.ensure_weights(cfg.inception_weights, download=not hub.offline())
+  except FileNotFoundError as e:
+    offline = cfg.inception_weights is None and hub.offline()
+    return str(e) + (" (not downloaded: offline, $HF_HUB_OFFLINE or $DDSS_JAX_OFFLINE is set)"
+                     if offline else "")
+  return None
+
+
+def _data_missing(data, cfg: Config, split: str) -> str | None:
+  """What is missing of a split, after preparing the dataset where the run can."""
+  message = data.missing_data_message(cfg.dataset, split, cfg.data_dir)
+  if message is None or not data.get_spec(cfg.dataset).prepared_by_run or hub.offline():
+    return message
+  logging.info("dataset %s is not prepared: preparing it with tfds (downloads it)", cfg.dataset)
+  try:
+    data.prepare(cfg.dataset, cfg.data_dir)
+  except Exception as e:  # pylint: disable=broad-except; tfds raises many kinds, all reported
+    return f"{message} (the run tried to prepare it and failed: {type(e).__name__}: {e})"
+  return data.missing_data_message(cfg.dataset, split, cfg.data_dir)
+
+
 def missing_inputs(cfg: Config) -> list[str]:
   """Every file or dataset the problem needs and does not find, each with how to provide it.
 
-  The values of config.pretrained are checked before, when Config is built.
+  Fetches first what a network can give, unless offline ($HF_HUB_OFFLINE or $DDSS_JAX_OFFLINE):
+  a checkpoint named by hub id (ddss_jax.hub), the FID Inception weights into the cache, and the
+  datasets tfds can build alone (CIFAR-10, where TensorFlow is installed). The values of
+  config.pretrained are checked before, when Config is built.
   """
-  missing = []
-  if cfg.checkpoint is None:
-    missing.append("config.pretrained.checkpoint is not set: download a diffusers UNet2DModel "
-                   "folder (e.g. git clone https://huggingface.co/google/ddpm-cifar10-32) and "
-                   "pass --config.pretrained.checkpoint=/path/to/it")
-  else:
-    message = diffusers_io.missing_checkpoint_message(cfg.checkpoint)
-    if message:
-      missing.append(message)
-  message = inception.missing_weights_message(cfg.inception_weights)
-  if message:
-    missing.append(message)
+  missing = [m for m in (_checkpoint_missing(cfg), _inception_missing(cfg)) if m]
   try:
     data = _data_module()
   except ImportError as e:
@@ -124,10 +154,7 @@ def missing_inputs(cfg: Config) -> list[str]:
   # only until its statistics are cached.
   splits = [cfg.train_split] + (
       [] if os.path.exists(reference_stats_path(cfg)) else [cfg.reference_split])
-  for split in dict.fromkeys(splits):
-    message = data.missing_data_message(cfg.dataset, split, cfg.data_dir)
-    if message:
-      missing.append(message)
+  missing += [m for m in (_data_missing(data, cfg, split) for split in dict.fromkeys(splits)) if m]
   return missing
 
 
@@ -253,7 +280,8 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
   mesh, Inception features (reference statistics, evaluation) run split over its devices.
   """
   del workdir  # reference statistics are cached in cfg.stats_dir, shared between runs
-  model_dir = diffusers_io.find_model_dir(cfg.checkpoint)
+  folder = hub.local_folder(cfg.checkpoint, download=False)  # missing_inputs fetched it
+  model_dir = diffusers_io.find_model_dir(folder)
   model_schedule, prediction = diffusers_io.load_schedule(model_dir)
   model_cfg = diffusers_io.read_config(model_dir)
   check_model(cfg, model_cfg, model_schedule, schedule)
@@ -263,7 +291,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
   first = train_source.batch(jax.random.PRNGKey(seed), min(8, train_source.num_examples))
   check_images(first, name=f"dataset {cfg.dataset}/{cfg.train_split}", size=size,
                channels=model_cfg.in_channels)
-  checkpoint = diffusers_io.load(cfg.checkpoint, sha256=cfg.checkpoint_sha256)
+  checkpoint = diffusers_io.load(folder, sha256=cfg.checkpoint_sha256)
   logging.info("pretrained model %s (sha256 %s)", checkpoint.weights_path, checkpoint.sha256)
   model = unet.UNet2DModel(checkpoint.config)
   model_fn = lambda params, x, t: model.apply({"params": params}, x, t)
@@ -273,7 +301,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
         lambda x_, t_: model_fn(params, x_, t_), prediction=prediction,
         logsnr_fn=schedule.logsnr)(x, t)
 
-  weights_path = inception.ensure_weights(cfg.inception_weights)
+  weights_path = inception.ensure_weights(cfg.inception_weights, download=not hub.offline())
   variables = inception.load_weights(weights_path, sha256=cfg.inception_sha256,
                                      width=cfg.inception_width)
   network = inception.FIDInceptionV3(width=cfg.inception_width, preprocess=cfg.inception_preprocess)

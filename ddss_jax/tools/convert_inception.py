@@ -1,6 +1,7 @@
-"""Converts the FID Inception weights once from PyTorch's .pth to a safe flax msgpack.
+"""Converts the FID Inception weights once from PyTorch's .pth to a flax msgpack.
 
-Run (from the repository root; needs torch only for this conversion):
+Optional: a run reads the .pth itself (without torch, ddss_jax.models.torch_checkpoint); the
+msgpack is smaller to ship and carries its own sha256 sidecar. Run (no torch needed):
   python -m ddss_jax.tools.convert_inception --src pt_inception-2015-12-05-6726825d.pth \
       --dst inception_fid.msgpack
 

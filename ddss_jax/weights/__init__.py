@@ -2,7 +2,8 @@
 
 Safe loading, everywhere in the package:
 - No pickle. Weights are flax msgpack (plain arrays; reading them cannot execute code) or
-  safetensors; PyTorch files are read with torch.load(weights_only=True) only, and .npz files with
+  safetensors; PyTorch files are read by ddss_jax.models.torch_checkpoint, whose unpickler builds
+  nothing but arrays (or, in tests and tools, torch.load(weights_only=True)), and .npz files with
   np.load(allow_pickle=False) (tests/test_weights.py scans the source for anything else).
 - Every weights file is checked against a sha256 before it is parsed. Shipped files: the digest in
   `SHIPPED`, which also names the exact command that regenerates each file. Files the project
