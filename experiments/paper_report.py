@@ -83,12 +83,13 @@ def seed_check(learned: dict, fixed: dict | None) -> tuple[str, str, str]:
   fixed one; the learned sampler "beats it by more than the seed difference" when its FID is
   below the fixed sampler's by more than that on each seed. "-" without a second seed.
   """
+  both = f"{learned['fid']:.3f} / " + ("-" if learned.get("fid_2") is None
+                                         else f"{learned['fid_2']:.3f}")
   if fixed is None or learned.get("fid_2") is None or fixed.get("fid_2") is None:
-    return f"{learned['fid']:.3f} / -", "-", "-"
+    return both, "-", "-"
   spread = max(abs(learned["fid"] - learned["fid_2"]), abs(fixed["fid"] - fixed["fid_2"]))
   margin = min(fixed["fid"] - learned["fid"], fixed["fid_2"] - learned["fid_2"])
-  return (f"{learned['fid']:.3f} / {learned['fid_2']:.3f}", f"{spread:.3f}",
-          "yes" if margin > spread else "no")
+  return both, f"{spread:.3f}", "yes" if margin > spread else "no"
 
 
 def comparisons(rows, steps) -> list[str]:
