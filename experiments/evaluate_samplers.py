@@ -109,9 +109,10 @@ def main(argv):
     raise ValueError("--samplers: give one or more sampler json files (e.g. "
                      "experiments/samplers/ggdm+pred+time_kid_K10.json)")
   missing = [p for p in FLAGS.samplers if not os.path.isfile(p)]
-  if missing or (FLAGS.num_samples is not None and FLAGS.num_samples < 2):
-    raise ValueError(f"--samplers: no such file(s) {missing}; --num_samples must be >= 2 "
-                     f"(got {FLAGS.num_samples})")
+  if missing:
+    raise FileNotFoundError(f"--samplers: no such file(s) {missing}")
+  if FLAGS.num_samples is not None and FLAGS.num_samples < 2:
+    raise ValueError(f"--num_samples={FLAGS.num_samples}: need at least 2 samples (FID)")
   for path in FLAGS.samplers:
     metrics, record = evaluate_record(path, workdir=FLAGS.workdir, num_samples=FLAGS.num_samples,
                                       seed=FLAGS.eval_seed)
