@@ -220,6 +220,9 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   """
   second = (f" and {seeds[2]} for the second seed's columns (results.csv's fid_2, kid_2; "
             f"\"seed 2\" below)" if len(seeds) > 2 else "")
+  kept = (" Each learned sampler is in `samplers/` beside this file; `python -m "
+          "experiments.evaluate_samplers --samplers=<file>` reproduces its row."
+          if os.path.isdir(os.path.join(out, "samplers")) else "")
   os.makedirs(os.path.join(out, FIG_DIR), exist_ok=True)
   table_steps = list(TABLE_STEPS)
   all_steps = sorted({r["num_steps"] for r in rows if r["num_steps"] <= 2 * max(table_steps)}
@@ -240,9 +243,7 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
         "subsets of 500), k-NN precision and recall (k = 3). The teacher loss matches a 200-step "
         "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs. DDSS protocol "
         "of the learned rows (experiments/paper_protocol.py's PROTOCOL, overrides on "
-        f"configs/mnist.py): {describe(protocol or {})}. Each learned sampler is in "
-        "`samplers/` beside this file; `python -m experiments.evaluate_samplers "
-        "--samplers=<file>` reproduces its row.", "",
+        f"configs/mnist.py): {describe(protocol or {})}." + kept, "",
         "## Parts", "", "Wall time summed over the invocations of a part (a killed invocation "
         "loses only its unfinished row's time).", "",
         "| part | wall time | invocations (commit, backend, device, CPUs, DDSS steps, samples, "

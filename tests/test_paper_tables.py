@@ -95,7 +95,8 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   assert "Reference: DDIM, linear stride with K = 60 (the teacher of the teacher loss): FID" in text
   assert (tmp_path / "out" / "paper_tables" / "fid_vs_k.png").stat().st_size > 0
   assert "evaluation seed 1234 and 1334 for the second seed's columns" in text
-  assert "overrides on configs/mnist.py): `train.ema_decay` = 0.5." in text
+  assert ("overrides on configs/mnist.py): `train.ema_decay` = 0.5. Each learned sampler is in "
+          "`samplers/` beside this file" in text)
 
   # A rerun with another --seed moves both seeds, and its report sets its rows against another
   # results.csv (here this one's rows with every KID moved by 1.5 of its std).
