@@ -18,34 +18,26 @@ import jax
 from absl import app, flags, logging
 
 from configs import mnist
-from ddss_jax import evaluate, experiment, files, logs, plots, sampling
+from ddss_jax import experiment, files, logs, plots
+from experiments import evaluate_samplers
+from experiments.paper_protocol import (LEVERS, PROTOCOL, SEED2_COLUMNS, apply_overrides,
+                                        check_choices, describe)
 
 # name: (what it changes, config overrides on configs/mnist.py at the row's K). "paper" is the
-# protocol of experiments/paper_tables.py; every other variant turns one lever on, "all" all of
-# them. The validation split (500 of the 4000 training digits) is carved only where a variant
-# validates, so "paper" and the one-lever variants train on all 4000.
+# protocol of experiments/paper_tables.py's learned rows; every other variant turns one lever
+# (paper_protocol.LEVERS) on, "all" several. The validation split (500 of the 4000 training
+# digits) is carved only where a variant validates, so "paper" and the one-lever variants
+# without validation train on all 4000.
 VARIANTS = {
-    "paper": ("the paper tables' protocol: constant learning rate, last iterate", {}),
-    "bank": ("KID against all 4000 training digits' features, computed once",
-             {"loss.kid_bank_size": 4000}),
-    "cosine": ("cosine learning rate to 0, 10 warm-up updates",
-               {"train.lr_schedule": "cosine", "train.warmup_steps": 10}),
-    "ema": ("EMA of the iterates (decay 0.95) saved and evaluated", {"train.ema_decay": 0.95}),
-    "accumulate": ("2 batches of 64 per update (300 batches, 150 updates)",
-                   {"train.accumulate_steps": 2, "train.num_train_steps": 300}),
-    "validation": ("the best of 6 validations (every 25 of 150 steps, 500 samples against 500 "
-                   "carved digits)", {"train.validate_every_steps": 25}),
-    "ddpm_start": ("start from ancestral DDPM, linear stride (GGDM represents it exactly)",
-                   {"sampler.eta": 1.0, "sampler.stride": "linear"}),
-    "select_start": ("start from the fixed sampler (stride; DDIM or DDPM) with the best FID on "
-                     "500 carved digits (docs/method.md, section 7)",
-                     {"sampler.start": "select"}),
-    "all": ("bank + cosine + ema + validation",
-            {"loss.kid_bank_size": 3500, "train.lr_schedule": "cosine", "train.warmup_steps": 10,
-             "train.ema_decay": 0.95, "train.validate_every_steps": 25}),
+    "paper": ("the paper tables' protocol (paper_protocol.PROTOCOL: "
+              f"{describe(PROTOCOL)})", PROTOCOL),
+    **LEVERS,
+    "all": ("bank + cosine + ema + validation (the bank of the 3500 digits left to train on)",
+            {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1],
+             **LEVERS["ema"][1], **LEVERS["validation"][1]}),
 }
 COLUMNS = ("variant", "num_steps", "fid", "kid", "kid_std", "precision", "recall", "best_step",
-           "train_minutes")
+           "train_minutes") + SEED2_COLUMNS  # the second seed's: empty in older files
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
@@ -57,6 +49,8 @@ def define_flags() -> None:
   flags.DEFINE_list("steps", ["10", "25"], "K of the rows.")
   flags.DEFINE_list("variants", list(VARIANTS), f"Any of {list(VARIANTS)}.")
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per row.")
+  flags.DEFINE_integer("eval_seeds", 2, "Evaluation seeds of every row, 1 or 2 (the second: "
+                       "results.csv's fid_2, kid_2).")
 
 
 def row_config(variant: str, num_steps: int, num_samples: int, base=mnist.get_config):
@@ -65,9 +59,7 @@ def row_config(variant: str, num_steps: int, num_samples: int, base=mnist.get_co
   config.sampler.num_steps = num_steps
   config.eval.num_samples = num_samples
   config.train.checkpoint_every_steps = 25
-  for field, value in VARIANTS[variant][1].items():
-    group, key = field.split(".")
-    config[group][key] = value
+  apply_overrides(config, VARIANTS[variant][1], source=f"ablation variant {variant!r}")
   return config
 
 
@@ -86,8 +78,9 @@ def write_rows(path: str, rows: list[dict]) -> None:
 
 
 def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples: int,
-            base=mnist.get_config) -> dict:
-  """Learns the variant's sampler at K (resuming from workdir), evaluates it, writes its curves."""
+            eval_seeds: int = 2, base=mnist.get_config) -> dict:
+  """Learns the variant's sampler at K (resuming from workdir), evaluates it on each evaluation
+  seed, writes its curves and the sampler (out/samplers/<variant>_K<k>.json)."""
   config = row_config(variant, num_steps, num_samples, base)
   run = experiment.setup(config, os.path.join(workdir, f"{variant}_K{num_steps}"))
   writer = logs.MetricWriter(run.workdir)
@@ -99,22 +92,32 @@ def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples
   learned.save(os.path.join(run.workdir, "sampler.json"))
   os.makedirs(out, exist_ok=True)
   plots.training_curves(learned.history, os.path.join(out, f"curves_{variant}_K{num_steps}.png"))
-  batches = sampling.sample_batches(learned.sampler, learned.params, problem,
-                                    num_samples=num_samples, batch_size=config.eval.batch_size,
-                                    seed=config.eval.seed)
-  metrics, _ = evaluate.stream(batches, problem, num_samples=num_samples,
-                               label=f"{variant} K={num_steps}", keep=0)
-  return {"variant": variant, "num_steps": num_steps,
-          **{c: f"{metrics[c]:.6g}" for c in ("fid", "kid", "kid_std", "precision", "recall")},
-          "best_step": "" if learned.best_step is None else learned.best_step,
-          "train_minutes": f"{minutes:.1f}"}
+  seeds = evaluate_samplers.eval_seeds(config.eval.seed, eval_seeds)
+  results, _ = evaluate_samplers.evaluate_on_seeds(
+      learned.sampler, learned.params, problem, num_samples=num_samples,
+      batch_size=config.eval.batch_size, seeds=seeds, label=f"{variant} K={num_steps}")
+  metrics = results[0]
+  row = {"variant": variant, "num_steps": num_steps,
+         **{c: f"{metrics[c]:.6g}" for c in ("fid", "kid", "kid_std", "precision", "recall")},
+         "best_step": "" if learned.best_step is None else learned.best_step,
+         "train_minutes": f"{minutes:.1f}",
+         **{f"{c}_2": f"{results[1][c]:.6g}" if len(results) > 1 else "" for c in ("fid", "kid")}}
+  evaluate_samplers.write_record(
+      os.path.join(out, "samplers", f"{variant}_K{num_steps}.json"), learned.sampler,
+      learned.params, config=config, num_samples=num_samples,
+      batch_size=config.eval.batch_size, seeds=seeds,
+      row={**{c: metrics[c] for c in evaluate_samplers.METRICS},
+           **{f"{c}_2": results[1][c] if len(results) > 1 else None for c in ("fid", "kid")}})
+  return row
 
 
 def report(rows: list[dict], path: str) -> None:
   """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "paper"."""
   md = ["# The DDSS optimisation's levers, on and off", "",
         "GGDM+PRED+TIME (KID loss) on the embedded MNIST model; held-out FID, KID (mean +- std "
-        "over subsets) and recall of 1000 samples against the 1000 held-out digits. Generated "
+        "over subsets) and recall of 1000 samples against the 1000 held-out digits (the FID of a "
+        "second evaluation seed beside it, where run). Each learned sampler is in `samplers/` "
+        "(re-evaluate: `python -m experiments.evaluate_samplers`). Generated "
         f"by `python -m experiments.ablation` at commit {logs.code_commit()}; what each variant "
         "changes:", ""]
   md += [f"- `{name}`: {what}" for name, (what, _) in VARIANTS.items()]
@@ -122,13 +125,15 @@ def report(rows: list[dict], path: str) -> None:
     at_k = {r["variant"]: r for r in rows if int(r["num_steps"]) == k}
     base = float(at_k["paper"]["fid"]) if "paper" in at_k else None
     md += ["", f"## K = {k}", "",
-           "| variant | FID | FID / paper's | KID | recall | best step | train min |",
-           "|---|---|---|---|---|---|---|"]
+           "| variant | FID | FID / paper's | FID, second seed | KID | recall | best step | "
+           "train min |", "|---" * 8 + "|"]
     for name in VARIANTS:
       if name in at_k:
         r = at_k[name]
         ratio = f"{float(r['fid']) / base:.2f}" if base else "-"
-        md.append(f"| {name} | {float(r['fid']):.3f} | {ratio} | {float(r['kid']):.4f} +- "
+        fid_2 = f"{float(r['fid_2']):.3f}" if r.get("fid_2") else "-"
+        md.append(f"| {name} | {float(r['fid']):.3f} | {ratio} | {fid_2} | "
+                  f"{float(r['kid']):.4f} +- "
                   f"{float(r['kid_std']):.4f} | {float(r['recall']):.3f} | "
                   f"{r['best_step'] or '-'} | {r['train_minutes']} |")
   files.write_text(path, "\n".join(md) + "\n")
@@ -137,9 +142,8 @@ def report(rows: list[dict], path: str) -> None:
 def main(argv):
   del argv
   logs.quiet_library_logs()
-  unknown = [v for v in FLAGS.variants if v not in VARIANTS]
-  if unknown:
-    raise ValueError(f"--variants: unknown {unknown}; valid choices: {list(VARIANTS)}")
+  check_choices("variants", FLAGS.variants, VARIANTS)
+  evaluate_samplers.eval_seeds(0, FLAGS.eval_seeds)  # 1 or 2, checked before anything runs
   os.makedirs(FLAGS.out, exist_ok=True)
   csv_path = os.path.join(FLAGS.out, "results.csv")
   rows = read_rows(csv_path)
@@ -149,7 +153,7 @@ def main(argv):
         continue
       logging.info("ablation: %s at K=%d (%s)", variant, k, jax.default_backend())
       rows.append(run_row(variant, k, workdir=FLAGS.workdir, out=FLAGS.out,
-                          num_samples=FLAGS.num_samples))
+                          num_samples=FLAGS.num_samples, eval_seeds=FLAGS.eval_seeds))
       write_rows(csv_path, rows)
       report(rows, os.path.join(FLAGS.out, "RESULTS.md"))
   report(rows, os.path.join(FLAGS.out, "RESULTS.md"))

@@ -1,6 +1,12 @@
-"""What the paper tables run, shared by the runner (paper_tables) and the report (paper_report):
-the K of the tables, the fixed and the learned samplers, the parts, the results.csv columns.
+"""What the paper tables run, shared by the runner (paper_tables), the report (paper_report), the
+ablation and the re-evaluation (evaluate_samplers): the K of the tables, the fixed and the learned
+samplers, the DDSS protocol of the learned rows and its levers, the evaluation seeds, the parts,
+the results.csv columns.
 """
+
+from __future__ import annotations
+
+from ddss_jax.errors import ConfigError
 
 TABLE_STEPS = (5, 10, 15, 20, 25)
 FIXED_STEPS = TABLE_STEPS + (30, 40, 50)
@@ -20,6 +26,63 @@ LEARNED = (("vars", "kid", "quadratic"), ("ggdm", "kid", "quadratic"),
 # bounds what matching it can reach.
 TEACHER_ROW = ("ddim", "linear", 200)
 PARTS = ("fixed",) + tuple(f"k{k}" for k in TABLE_STEPS) + ("report",)
+# The first seed's columns, then the second evaluation seed's (empty in older files).
 COLUMNS = ("sampler", "num_steps", "loss", "fid", "kid", "kid_std", "precision", "recall")
+SEED2_COLUMNS = ("fid_2", "kid_2")
+# The second evaluation seed is the first plus this: not plus 1, which is the first seed of an
+# independent rerun (--seed=1), whose noise must stay apart from this run's.
+SECOND_SEED_OFFSET = 100
 GRID_STEPS = (5, 10)
 GRID_IMAGES = 64
+
+# The DDSS optimisation's levers, as config overrides on configs/mnist.py ("group.key": value):
+# name: (what it changes, overrides). The ablation turns each on alone; PROTOCOL below picks those
+# the paper tables' learned rows use.
+LEVERS = {
+    "bank": ("KID against all 4000 training digits' features, computed once",
+             {"loss.kid_bank_size": 4000}),
+    "cosine": ("cosine learning rate to 0, 10 warm-up updates",
+               {"train.lr_schedule": "cosine", "train.warmup_steps": 10}),
+    "ema": ("EMA of the iterates (decay 0.95) saved and evaluated", {"train.ema_decay": 0.95}),
+    "accumulate": ("2 batches of 64 per update (300 batches, 150 updates)",
+                   {"train.accumulate_steps": 2, "train.num_train_steps": 300}),
+    "validation": ("the best of 6 validations (every 25 of 150 steps, 500 samples against 500 "
+                   "carved digits)", {"train.validate_every_steps": 25}),
+    "ddpm_start": ("start from ancestral DDPM, linear stride (GGDM represents it exactly)",
+                   {"sampler.eta": 1.0, "sampler.stride": "linear"}),
+    "select_start": ("start from the fixed sampler (stride; DDIM or DDPM) with the best FID on "
+                     "500 carved digits (docs/method.md, section 7)",
+                     {"sampler.start": "select"}),
+}
+
+# The DDSS protocol of every learned row of the paper tables: overrides on configs/mnist.py,
+# applied after the row's family, K, stride and loss (so a lever may replace the stride or the
+# step count). {} is configs/mnist.py as is, the protocol of the committed results; e.g.
+# {**LEVERS["bank"][1], **LEVERS["cosine"][1]} turns two levers on.
+PROTOCOL: dict = {}
+
+
+def apply_overrides(config, overrides: dict, *, source: str) -> None:
+  """Sets each "group.key": value of overrides on config (in place).
+
+  Raises ConfigError naming the field and `source` (where the overrides come from) for a field
+  configs/mnist.py does not have; the values themselves are checked by experiment.setup.
+  """
+  for field, value in overrides.items():
+    group, _, key = field.partition(".")
+    if group not in config or not hasattr(config[group], "keys") or key not in config[group]:
+      raise ConfigError(field, value, f"a config field 'group.key' of configs/mnist.py "
+                        f"(from {source})")
+    config[group][key] = value
+
+
+def describe(overrides: dict) -> str:
+  """The overrides as Markdown text, "none" for {}."""
+  return ", ".join(f"`{k}` = {v!r}" for k, v in overrides.items()) or "none"
+
+
+def check_choices(flag: str, given, valid) -> None:
+  """Raises ValueError naming the flag and the valid choices if any value of `given` is not one."""
+  unknown = [v for v in given if v not in valid]
+  if unknown:
+    raise ValueError(f"--{flag}: unknown {unknown}; valid choices: {list(valid)}")

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from ddss_jax import files, plots
-from experiments.paper_protocol import GRID_STEPS, PARTS, TABLE_STEPS
+from experiments.paper_protocol import GRID_STEPS, PARTS, TABLE_STEPS, describe
 
 PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}  # CIFAR-10, docs/paper_results.md, section 4
 BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
@@ -76,12 +76,29 @@ def best(rows, names, num_steps):
   return min(found) if found else None
 
 
+def seed_check(learned: dict, fixed: dict | None) -> tuple[str, str, str]:
+  """(both seeds' FID of the learned row, the seed difference, the verdict) as table cells.
+
+  The seed difference is the larger |FID(seed 1) - FID(seed 2)| of the learned row and the best
+  fixed one; the learned sampler "beats it by more than the seed difference" when its FID is
+  below the fixed sampler's by more than that on each seed. "-" without a second seed.
+  """
+  both = f"{learned['fid']:.3f} / " + ("-" if learned.get("fid_2") is None
+                                         else f"{learned['fid_2']:.3f}")
+  if fixed is None or learned.get("fid_2") is None or fixed.get("fid_2") is None:
+    return both, "-", "-"
+  spread = max(abs(learned["fid"] - learned["fid_2"]), abs(fixed["fid"] - fixed["fid_2"]))
+  margin = min(fixed["fid"] - learned["fid"], fixed["fid_2"] - learned["fid_2"])
+  return both, f"{spread:.3f}", "yes" if margin > spread else "no"
+
+
 def comparisons(rows, steps) -> list[str]:
   """The paper's ratio and the issue's targets, per K, as table lines."""
   index = _index(rows)
   lines = ["| K | learned FID | best DDPM/DDIM (FID) | ratio | paper ratio (CIFAR-10) "
            "| best solver at K | best solver at 2K | precision / recall: learned vs DDIM "
-           "quadratic |", "|---" * 8 + "|"]
+           "quadratic | learned FID, seed 1 / 2 | best DDPM/DDIM FID, seed 1 / 2 | seed "
+           "difference | beats best DDPM/DDIM by more than it |", "|---" * 12 + "|"]
   for k in steps:
     learned = index.get((*HEADLINE, k))
     if learned is None:
@@ -94,8 +111,14 @@ def comparisons(rows, steps) -> list[str]:
     ddim = index.get(("ddim:quadratic", "none", k))
     pr = (f"{learned['precision']:.3f} / {learned['recall']:.3f} vs "
           f"{ddim['precision']:.3f} / {ddim['recall']:.3f}") if ddim else "-"
+    fixed_row = index[(fixed[1], "none", k)] if fixed else None
+    both, spread, verdict = seed_check(learned, fixed_row)
+    fixed_both = "-" if fixed_row is None else (
+        f"{fixed_row['fid']:.3f} / " + ("-" if fixed_row.get("fid_2") is None
+                                        else f"{fixed_row['fid_2']:.3f}"))
     lines.append(f"| {k} | {learned['fid']:.3f} | {fmt(fixed)} | {ratio} | "
-                 f"{paper} | {fmt(solver)} | {fmt(solver_2k)} | {pr} |")
+                 f"{paper} | {fmt(solver)} | {fmt(solver_2k)} | {pr} | {both} | {fixed_both} | "
+                 f"{spread} | {verdict} |")
   return lines
 
 
@@ -186,13 +209,20 @@ def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
 
 
 def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
-           seeds: tuple[int, int] = (0, 1234), compare=None) -> str:
+           seeds: tuple[int, ...] = (0, 1234), protocol: dict | None = None,
+           compare=None) -> str:
   """Writes out/RESULTS.md (and out/paper_tables/*.png); returns the Markdown.
 
   Args:
-    seeds: (training seed, evaluation seed) of the rows.
+    seeds: (training seed, evaluation seed[, second evaluation seed]) of the rows.
+    protocol: the learned rows' config overrides on configs/mnist.py (paper_protocol.PROTOCOL).
     compare: None, or (path, rows) of another results.csv to set the rows against.
   """
+  second = (f" and {seeds[2]} for the second seed's columns (results.csv's fid_2, kid_2; "
+            f"\"seed 2\" below)" if len(seeds) > 2 else "")
+  kept = (" Each learned sampler is in `samplers/` beside this file; `python -m "
+          "experiments.evaluate_samplers --samplers=<file>` reproduces its row."
+          if os.path.isdir(os.path.join(out, "samplers")) else "")
   os.makedirs(os.path.join(out, FIG_DIR), exist_ok=True)
   table_steps = list(TABLE_STEPS)
   all_steps = sorted({r["num_steps"] for r in rows if r["num_steps"] <= 2 * max(table_steps)}
@@ -206,12 +236,14 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
         "5e-3, batch 64, the step count in the parts table; every learned sampler starts from "
         "the quadratic stride: GGDM families as DDIM there, the learned-time solvers as their "
         "solver), then every "
-        f"sampler draws 1000 fresh samples (evaluation seed {seeds[1]}, training seed "
+        f"sampler draws 1000 fresh samples (evaluation seed {seeds[1]}{second}, training seed "
         f"{seeds[0]}; the evaluation noise is never used in optimisation; the "
         "same starting noise for all samplers) that are compared with the 1000 held-out digits "
         "in the shipped MNIST classifier's 96-d feature space: FID, KID (mean and std over 100 "
         "subsets of 500), k-NN precision and recall (k = 3). The teacher loss matches a 200-step "
-        "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs.", "",
+        "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs. DDSS protocol "
+        "of the learned rows (experiments/paper_protocol.py's PROTOCOL, overrides on "
+        f"configs/mnist.py): {describe(protocol or {})}." + kept, "",
         "## Parts", "", "Wall time summed over the invocations of a part (a killed invocation "
         "loses only its unfinished row's time).", "",
         "| part | wall time | invocations (commit, backend, device, CPUs, DDSS steps, samples, "
@@ -220,7 +252,9 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
     if part in parts:
       runs = "; ".join(f"{r['commit']} {r['backend']} {r['device']} {r['cpus']} CPUs, "
                        f"{r['train_steps']} steps, {r['num_samples']} samples, seed "
-                       f"{r.get('seed', 0)}: {r['rows']} rows "
+                       f"{r.get('seed', 0)}"
+                       + (f", protocol {describe(r['protocol'])}" if r.get("protocol") else "")
+                       + f": {r['rows']} rows "
                        f"in {r['seconds']:.0f} s" for r in parts[part]["runs"])
       md.append(f"| {part} | {parts[part]['seconds'] / 60:.1f} min | {runs} |")
     else:
@@ -238,7 +272,11 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   md += ["", "## GGDM +PRED +TIME (KID loss) against the baselines", "",
          "Ratio = learned FID / best DDPM-or-DDIM FID at the same K (the paper's comparison). "
          "\"Best solver\" is the lowest-FID of DPM-Solver++(2M) and UniPC over the three step "
-         "choices (time-uniform, logSNR-uniform, quadratic).",
+         "choices (time-uniform, logSNR-uniform, quadratic). Seed 1 / 2: the FID on the two "
+         "evaluation seeds; the seed difference is the larger change between them of the "
+         "learned and the best DDPM/DDIM row, and the learned sampler beats that row by more "
+         "than it when its FID is lower by more than that on both seeds (\"-\": rows of one "
+         "seed).",
          ""]
   md += comparisons(rows, table_steps)
   if rows:

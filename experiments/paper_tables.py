@@ -25,10 +25,11 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import mnist
-from ddss_jax import evaluate, experiment, files, logs, samplers, sampling, schedules
-from experiments import paper_report
+from ddss_jax import experiment, files, logs, samplers, schedules
+from experiments import evaluate_samplers, paper_report
 from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,
-                                        LEARNED, PARTS, TEACHER_ROW)
+                                        LEARNED, PARTS, PROTOCOL, SEED2_COLUMNS, TEACHER_ROW,
+                                        apply_overrides, check_choices)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,6 +46,8 @@ def define_flags() -> None:
   flags.DEFINE_list("fixed_steps", [str(k) for k in FIXED_STEPS], "K of the fixed samplers.")
   flags.DEFINE_integer("seed", 0, "Added to the training seed (0) and the evaluation seed (1234): "
                        "another value is an independent rerun (fresh noise and data order).")
+  flags.DEFINE_integer("eval_seeds", 2, "Evaluation seeds of every row, 1 or 2: the evaluation "
+                       "seed, and with 2 also a second one (results.csv's fid_2, kid_2).")
   flags.DEFINE_string("compare_to", None, "A results.csv to compare this run's rows with (e.g. "
                       "experiments/results.csv from a rerun with another --seed).")
 
@@ -55,11 +58,15 @@ def row_name(family: str, stride: str | None = None) -> str:
 
 
 def read_rows(path: str) -> list[dict]:
+  """results.csv's rows, numbers as numbers; a second seed's cells None where empty or absent
+  (files written before the second seed)."""
   if not os.path.exists(path):
     return []
   with open(path, newline="") as f:
     return [dict(row, num_steps=int(row["num_steps"]),
-                 **{c: float(row[c]) for c in COLUMNS[3:]}) for row in csv.DictReader(f)]
+                 **{c: float(row[c]) for c in COLUMNS[3:]},
+                 **{c: float(row[c]) if row.get(c) else None for c in SEED2_COLUMNS})
+            for row in csv.DictReader(f)]
 
 
 def write_rows(path: str, rows: list[dict]) -> None:
@@ -68,11 +75,12 @@ def write_rows(path: str, rows: list[dict]) -> None:
            + [f for f, _, _ in LEARNED])
   rows = sorted(rows, key=lambda r: (order.index(r["sampler"]), r["loss"], r["num_steps"]))
   with files.atomic_write(path, newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer = csv.DictWriter(f, fieldnames=COLUMNS + SEED2_COLUMNS)
     writer.writeheader()
     for row in rows:
-      writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
-                       for c in COLUMNS})
+      cells = {c: row.get(c) for c in COLUMNS + SEED2_COLUMNS}
+      writer.writerow({c: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v)
+                       for c, v in cells.items()})
 
 
 class Runner:
@@ -80,22 +88,28 @@ class Runner:
 
   Args:
     out, workdir: see the flags.
-    train_steps, num_samples, fixed_steps, seed: see the flags.
+    train_steps, num_samples, fixed_steps, seed, eval_seeds: see the flags.
     compare_rows: rows of another results.csv, for the report's rerun comparison.
     edit_config: optional function applied to every config (tests shrink the sizes with it).
+    protocol: config overrides of the learned rows (paper_protocol.PROTOCOL).
   """
 
   def __init__(self, out: str, workdir: str, *, train_steps: int, num_samples: int,
-               fixed_steps=FIXED_STEPS, seed: int = 0, compare_rows=None, edit_config=None):
+               fixed_steps=FIXED_STEPS, seed: int = 0, eval_seeds: int = 2, compare_rows=None,
+               edit_config=None, protocol=None):
     self.out, self.workdir = out, workdir
     self.train_steps, self.num_samples = train_steps, num_samples
     self.fixed_steps = [int(k) for k in fixed_steps]
     self.seed, self.compare_rows = seed, compare_rows
     self.edit_config = edit_config or (lambda config: None)
+    self.protocol = dict(PROTOCOL if protocol is None else protocol)
     self.csv_path = os.path.join(out, "results.csv")
     self.parts_path = os.path.join(out, "paper_tables_parts.json")
     self.rows = read_rows(self.csv_path)
     self.config = self.table_config("ddim", 5, "quadratic", "kid")
+    apply_overrides(self.table_config("ddim", 5, "quadratic", "kid"), self.protocol,
+                    source="paper_protocol.PROTOCOL")  # a bad field fails before any row runs
+    self.seeds = evaluate_samplers.eval_seeds(self.config.eval.seed, eval_seeds)
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
     self.commit = logs.code_commit()  # of the code that runs now, whatever happens to the checkout later
     self._problem = None
@@ -122,21 +136,32 @@ class Runner:
     return any((r["sampler"], r["num_steps"], r["loss"]) == (sampler, num_steps, loss)
                for r in self.rows)
 
-  def evaluate(self, name: str, loss: str, sampler: samplers.Sampler, params, problem) -> None:
+  def evaluate(self, name: str, loss: str, sampler: samplers.Sampler, params, problem,
+               config=None) -> None:
+    """Evaluates one row on every evaluation seed and appends it to results.csv; a learned row
+    (config: the one it was learned with) also goes to <out>/samplers/<family>_<loss>_K<k>.json.
+    """
     label = f"{name} ({loss}) K={sampler.num_steps}"
-    batches = sampling.sample_batches(sampler, params, problem, num_samples=self.num_samples,
-                                      batch_size=self.config.eval.batch_size,
-                                      seed=self.config.eval.seed)
-    metrics, kept = evaluate.stream(batches, problem, num_samples=self.num_samples, label=label,
-                                    keep=GRID_IMAGES)
+    results, kept = evaluate_samplers.evaluate_on_seeds(
+        sampler, params, problem, num_samples=self.num_samples,
+        batch_size=self.config.eval.batch_size, seeds=self.seeds, label=label, keep=GRID_IMAGES)
+    metrics = results[0]
     if sampler.num_steps in GRID_STEPS:
       os.makedirs(os.path.join(self.workdir, "grids"), exist_ok=True)
       grid = os.path.join(self.workdir, "grids",
                           paper_report.grid_file(name, loss, sampler.num_steps))
       with files.atomic_write(grid, "wb") as f:
         np.save(f, np.round((np.clip(kept, -1, 1) + 1) * 127.5).astype(np.uint8))
-    self.rows.append({"sampler": name, "num_steps": sampler.num_steps, "loss": loss,
-                      **{c: float(metrics[c]) for c in COLUMNS[3:]}})
+    row = {"sampler": name, "num_steps": sampler.num_steps, "loss": loss,
+           **{c: metrics[c] for c in COLUMNS[3:]},
+           "fid_2": results[1]["fid"] if len(results) > 1 else None,
+           "kid_2": results[1]["kid"] if len(results) > 1 else None}
+    if config is not None:
+      evaluate_samplers.write_record(
+          os.path.join(self.out, "samplers", f"{name}_{loss}_K{sampler.num_steps}.json"),
+          sampler, params, config=config, num_samples=self.num_samples,
+          batch_size=self.config.eval.batch_size, seeds=self.seeds, row=row)
+    self.rows.append(row)
     write_rows(self.csv_path, self.rows)
     self.tick(row_done=True)
     logging.info("%s: FID %.4g, KID %.4g", label, metrics["fid"], metrics["kid"])
@@ -164,6 +189,7 @@ class Runner:
       if self.done(family, num_steps, loss):
         continue
       config = self.table_config(family, num_steps, stride, loss)
+      apply_overrides(config, self.protocol, source="paper_protocol.PROTOCOL")
       run = experiment.setup(config, os.path.join(self.workdir, "runs",
                                                   f"{family}_{loss}_K{num_steps}"))
       writer = logs.MetricWriter(run.workdir)
@@ -171,7 +197,7 @@ class Runner:
       learned = experiment.learn(run, problem, writer)
       writer.close()
       learned.save(os.path.join(run.workdir, "sampler.json"))
-      self.evaluate(family, loss, learned.sampler, learned.params, problem)
+      self.evaluate(family, loss, learned.sampler, learned.params, problem, config)
 
   def run_part(self, part: str) -> None:
     self._part, self._run, self._mark = part, None, time.perf_counter()
@@ -181,8 +207,8 @@ class Runner:
       self.learned(int(part[1:]))
     self.tick()
     paper_report.render(self.out, self.workdir, self.rows, self.read_parts(),
-                        seeds=(self.config.train.seed, self.config.eval.seed),
-                        compare=self.compare_rows)
+                        seeds=(self.config.train.seed,) + self.seeds,
+                        protocol=self.protocol, compare=self.compare_rows)
 
   def read_parts(self) -> dict:
     if not os.path.exists(self.parts_path):
@@ -206,7 +232,8 @@ class Runner:
                             "device": jax.devices()[0].device_kind,
                             "cpus": os.cpu_count(), "machine": platform.machine(),
                             "train_steps": self.train_steps, "num_samples": self.num_samples,
-                            "seed": self.seed})
+                            "seed": self.seed, "eval_seeds": list(self.seeds),
+                            "protocol": self.protocol})
     run = entry["runs"][self._run]
     entry["seconds"] += seconds
     run["seconds"] = round(run["seconds"] + seconds, 1)
@@ -217,9 +244,7 @@ class Runner:
 def main(argv):
   del argv
   logs.quiet_library_logs()
-  unknown = [p for p in FLAGS.parts if p not in PARTS]
-  if unknown:
-    raise ValueError(f"unknown part(s) {unknown}; valid choices: {list(PARTS)}")
+  check_choices("parts", FLAGS.parts, PARTS)
   bad_steps = [k for k in FLAGS.fixed_steps if not k.isdigit() or int(k) < 1]
   if bad_steps or FLAGS.train_steps < 1 or FLAGS.num_samples < 2 or FLAGS.seed < 0:
     raise ValueError(f"need positive --fixed_steps (got {bad_steps}), --train_steps >= 1 (got "
@@ -233,7 +258,7 @@ def main(argv):
   os.makedirs(FLAGS.out, exist_ok=True)
   runner = Runner(FLAGS.out, FLAGS.workdir, train_steps=FLAGS.train_steps,
                   num_samples=FLAGS.num_samples, fixed_steps=FLAGS.fixed_steps, seed=FLAGS.seed,
-                  compare_rows=compare_rows)
+                  eval_seeds=FLAGS.eval_seeds, compare_rows=compare_rows)
   for part in FLAGS.parts:  # in the order given
     logging.info("part %s", part)
     runner.run_part(part)

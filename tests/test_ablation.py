@@ -1,12 +1,15 @@
-"""experiments/ablation.py at toy sizes: a row per (variant, K) in results.csv, the curves, the
-report, and a rerun that keeps finished rows."""
+"""experiments/ablation.py at toy sizes: a row per (variant, K) in results.csv (two evaluation
+seeds), the curves, the learned sampler with its row (re-evaluated to the same numbers), the
+report; the variants built from paper_protocol's levers."""
 
+import json
 import os
 
 import pytest
 
 from configs import mnist_tiny
-from experiments import ablation
+from ddss_jax.errors import ConfigError
+from experiments import ablation, evaluate_samplers, paper_protocol
 
 
 @pytest.fixture(name="tiny_rows")
@@ -27,9 +30,30 @@ def test_rows_curves_and_report(tiny_rows, tmp_path):  # pylint: disable=unused-
   back = ablation.read_rows(os.path.join(out, "results.csv"))
   assert [(r["variant"], r["num_steps"]) for r in back] == [("paper", "2"), ("validation", "2")]
   assert back[1]["best_step"] in ("1", "2") and float(back[1]["train_minutes"]) >= 0
+  assert float(back[1]["fid_2"]) != float(back[1]["fid"]) > 0
   assert os.path.getsize(os.path.join(out, "curves_validation_K2.png")) > 0
   text = open(os.path.join(out, "RESULTS.md")).read()
   assert "## K = 2" in text and "| 1.00 |" in text and "| 0.50 |" in text
+  assert f"| {float(row['fid_2']):.3f} |" in text
+  # The learned sampler, re-evaluated from its file alone: the row's numbers.
+  path = os.path.join(out, "samplers", "validation_K2.json")
+  with open(path) as f:
+    record = json.load(f)["evaluation"]
+  assert record["seeds"] == [1234, 1334] and record["config"]["train"]["validate_every_steps"] == 1
+  assert {c: f"{record['row'][c]:.6g}" for c in ("fid", "kid", "fid_2")} == {
+      c: row[c] for c in ("fid", "kid", "fid_2")}
+  metrics, _ = evaluate_samplers.evaluate_record(path, workdir=str(tmp_path / "again"))
+  assert metrics == {c: record["row"][c] for c in evaluate_samplers.METRICS}
+
+
+def test_old_results_without_the_second_seed_still_report(tmp_path):
+  old = {"variant": "paper", "num_steps": "10", "fid": "2.0", "kid": "0.01", "kid_std": "0.002",
+         "precision": "0.6", "recall": "0.9", "best_step": "", "train_minutes": "3.0"}
+  path = str(tmp_path / "results.csv")
+  ablation.write_rows(path, [old])
+  ablation.report(ablation.read_rows(path), str(tmp_path / "RESULTS.md"))
+  text = open(tmp_path / "RESULTS.md").read()
+  assert "| paper | 2.000 | 1.00 | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
 
 
 def test_unknown_variant_is_named():
@@ -38,3 +62,14 @@ def test_unknown_variant_is_named():
   config = ablation.row_config("all", 10, 1000)
   assert (config.sampler.num_steps, config.loss.kid_bank_size, config.train.ema_decay) == (
       10, 3500, 0.95)
+
+
+def test_variants_are_the_protocol_and_its_levers(monkeypatch):
+  assert ablation.VARIANTS["paper"][1] is paper_protocol.PROTOCOL
+  for name, lever in paper_protocol.LEVERS.items():
+    assert ablation.VARIANTS[name] is lever
+  config = ablation.row_config("select_start", 5, 100)
+  assert (config.sampler.start, config.eval.num_samples) == ("select", 100)
+  monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
+  with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
+    ablation.row_config("typo", 5, 100)

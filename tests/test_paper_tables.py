@@ -1,11 +1,15 @@
-"""experiments/paper_tables.py at toy sizes: rows land in results.csv as they finish, a rerun
-resumes without recomputing, the report renders every table from the rows."""
+"""experiments/paper_tables.py at toy sizes: rows land in results.csv as they finish (two
+evaluation seeds), each learned sampler in <out>/samplers/ and evaluate_samplers reproduces its
+row from there, a rerun resumes without recomputing, the report renders every table from the
+rows (older results.csv files without the second seed too)."""
 
 import csv
+import json
 
 import pytest
 
-from experiments import paper_report, paper_tables
+from ddss_jax.errors import ConfigError
+from experiments import evaluate_samplers, paper_protocol, paper_report, paper_tables
 
 
 def shrink(config):
@@ -22,9 +26,10 @@ def runner_factory(tmp_path, monkeypatch):
   monkeypatch.setattr(paper_tables, "LEARNED", (("ggdm+pred+time", "kid", "quadratic"),
                                                 ("ggdm+pred+time", "teacher", "quadratic"),
                                                 ("unipc+time", "kid", "logsnr")))
+  # A protocol lever on (an EMA of the iterates): it must reach the learned rows' configs.
   return lambda: paper_tables.Runner(str(tmp_path / "out"), str(tmp_path / "work"),
                                      train_steps=2, num_samples=16, fixed_steps=[2, 4],
-                                     edit_config=shrink)
+                                     edit_config=shrink, protocol={"train.ema_decay": 0.5})
 
 
 def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatch):
@@ -34,7 +39,7 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   runner.run_part("k2")
   with open(tmp_path / "out" / "results.csv", newline="") as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == list(paper_tables.COLUMNS)
+  assert list(rows[0]) == list(paper_tables.COLUMNS) + ["fid_2", "kid_2"]
   assert [(r["sampler"], r["num_steps"], r["loss"]) for r in rows] == [
       ("ddim:quadratic", "2", "none"), ("ddim:quadratic", "4", "none"),
       ("unipc:logsnr", "2", "none"), ("unipc:logsnr", "4", "none"),
@@ -43,9 +48,32 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
       ("unipc+time", "2", "kid")]
   for row in rows:
     assert float(row["fid"]) > 0 and 0 <= float(row["precision"]) <= 1
+    # The second seed (1234 + 100) is other noise: other numbers, of the same order.
+    assert float(row["fid_2"]) != float(row["fid"]) and float(row["kid_2"]) != float(row["kid"])
+    assert 0.2 < float(row["fid_2"]) / float(row["fid"]) < 5
   # The learned samplers and the teacher pool stay in the workdir.
   assert (tmp_path / "work" / "runs" / "unipc+time_kid_K2" / "sampler.json").exists()
   assert len(list((tmp_path / "work" / "teacher").glob("teacher_mnist_ddim_linear4_n16_*"))) == 1
+  # ... and a copy of each, with how its row was evaluated, in the output folder.
+  assert sorted(p.name for p in (tmp_path / "out" / "samplers").iterdir()) == [
+      "ggdm+pred+time_kid_K2.json", "ggdm+pred+time_teacher_K2.json", "unipc+time_kid_K2.json"]
+  path = str(tmp_path / "out" / "samplers" / "ggdm+pred+time_kid_K2.json")
+  with open(path) as f:
+    record = json.load(f)["evaluation"]
+  assert record["seeds"] == [1234, 1334] and record["num_samples"] == 16
+  assert record["config"]["train"]["ema_decay"] == 0.5  # the protocol
+  csv_row = rows[5]
+  assert {c: f"{record['row'][c]:.6g}" for c in ("fid", "kid", "fid_2", "kid_2")} == {
+      c: csv_row[c] for c in ("fid", "kid", "fid_2", "kid_2")}
+  # Re-evaluated from the committed file alone: the same numbers, both seeds.
+  metrics, _ = evaluate_samplers.evaluate_record(path, workdir=str(tmp_path / "again"))
+  assert metrics == {c: record["row"][c] for c in evaluate_samplers.METRICS}
+  metrics, _ = evaluate_samplers.evaluate_record(path, workdir=str(tmp_path / "again"),
+                                                 seed=1334)
+  assert (metrics["fid"], metrics["kid"]) == (record["row"]["fid_2"], record["row"]["kid_2"])
+  assert evaluate_samplers.recorded(record, num_samples=None, seed=1334) == {
+      "fid": record["row"]["fid_2"], "kid": record["row"]["kid_2"]}
+  assert evaluate_samplers.recorded(record, num_samples=8, seed=None) is None
 
   # A new runner (a restarted process) finds every row done and computes nothing.
   def fail(*args, **kwargs):
@@ -57,6 +85,8 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   parts = again.read_parts()
   assert set(parts) == {"fixed", "k2"} and len(parts["k2"]["runs"]) == 2
   assert [run["rows"] for run in parts["k2"]["runs"]] == [3, 0] and parts["k2"]["seconds"] > 0
+  assert parts["k2"]["runs"][0]["protocol"] == {"train.ema_decay": 0.5}
+  assert parts["k2"]["runs"][0]["eval_seeds"] == [1234, 1334]
 
   text = (tmp_path / "out" / "RESULTS.md").read_text()
   assert "| DDIM, quadratic stride | " in text and "| UniPC +TIME (learned) | " in text
@@ -64,6 +94,9 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   assert "| fixed | " in text and "| k25 | not run yet | - |" in text
   assert "Reference: DDIM, linear stride with K = 60 (the teacher of the teacher loss): FID" in text
   assert (tmp_path / "out" / "paper_tables" / "fid_vs_k.png").stat().st_size > 0
+  assert "evaluation seed 1234 and 1334 for the second seed's columns" in text
+  assert ("overrides on configs/mnist.py): `train.ema_decay` = 0.5. Each learned sampler is in "
+          "`samplers/` beside this file" in text)
 
   # A rerun with another --seed moves both seeds, and its report sets its rows against another
   # results.csv (here this one's rows with every KID moved by 1.5 of its std).
@@ -71,27 +104,70 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   for r in other:
     r["kid"] += 1.5 * r["kid_std"]
   rerun = paper_tables.Runner(str(tmp_path / "out"), str(tmp_path / "work"), train_steps=2,
-                              num_samples=16, seed=1, compare_rows=("there.csv", other),
-                              edit_config=shrink)
-  assert (rerun.config.train.seed, rerun.config.eval.seed) == (1, 1235)
+                              num_samples=16, seed=1, eval_seeds=1,
+                              compare_rows=("there.csv", other), edit_config=shrink)
+  assert (rerun.config.train.seed, rerun.config.eval.seed, rerun.seeds) == (1, 1235, (1235,))
   rerun.run_part("report")
   text = (tmp_path / "out" / "RESULTS.md").read_text()
   assert "evaluation seed 1235, training seed 1;" in text
+  assert "configs/mnist.py): none." in text
   assert ("## Against there.csv\n\n8 rows in both. The KID change is within the stated std "
           "(there) for 0, within twice it for 8 (largest 1.50)" in text)
 
 
 def test_comparisons_take_the_best_fixed_sampler_and_the_solvers_at_2k():
-  def row(sampler, k, fid, loss="none"):
+  def row(sampler, k, fid, loss="none", fid_2=None):
     return dict(sampler=sampler, num_steps=k, loss=loss, fid=fid, kid=0.0, kid_std=0.0,
-                precision=0.5, recall=0.6)
-  rows = [row("ddpm:linear", 5, 8.0), row("ddim:quadratic", 5, 6.0), row("ddim:linear", 5, 9.0),
-          row("unipc:logsnr", 5, 5.0), row("dpm-solver++2m:linear", 10, 2.5),
-          row("unipc:linear", 10, 3.0), row("ggdm+pred+time", 5, 3.0, "kid")]
-  lines = paper_report.comparisons(rows, [5, 10])
-  assert len(lines) == 3  # header, rule, K = 5 (nothing learned at K = 10)
+                precision=0.5, recall=0.6, fid_2=fid_2, kid_2=None)
+  rows = [row("ddpm:linear", 5, 8.0), row("ddim:quadratic", 5, 6.0, fid_2=5.0),
+          row("ddim:linear", 5, 9.0), row("unipc:logsnr", 5, 5.0),
+          row("dpm-solver++2m:linear", 10, 2.5), row("unipc:linear", 10, 3.0),
+          row("ggdm+pred+time", 5, 3.0, "kid", fid_2=3.5),
+          row("ddim:linear", 10, 4.0), row("ggdm+pred+time", 10, 1.0, "kid")]
+  lines = paper_report.comparisons(rows, [5, 10, 15])
+  assert len(lines) == 4  # header, rule, K = 5 and 10 (nothing learned at K = 15)
+  # Seed difference max(|3 - 3.5|, |6 - 5|) = 1; margins 3 and 1.5 on the two seeds, both > 1.
   assert lines[2] == ("| 5 | 3.000 | 6.000 (ddim:quadratic) | 0.50 | 0.42 | 5.000 (unipc:logsnr) "
-                      "| 2.500 (dpm-solver++2m:linear) | 0.500 / 0.600 vs 0.500 / 0.600 |")
+                      "| 2.500 (dpm-solver++2m:linear) | 0.500 / 0.600 vs 0.500 / 0.600 "
+                      "| 3.000 / 3.500 | 6.000 / 5.000 | 1.000 | yes |")
+  # One seed only (an older results.csv): the seed columns are "-".
+  assert lines[3] == ("| 10 | 1.000 | 4.000 (ddim:linear) | 0.25 | 0.60 | 2.500 "
+                      "(dpm-solver++2m:linear) | - | - | 1.000 / - | 4.000 / - | - | - |")
+
+
+def test_seed_check_says_no_when_the_margin_is_within_the_seed_difference():
+  learned = dict(fid=3.0, fid_2=4.5)
+  fixed = dict(fid=5.0, fid_2=5.2)
+  # Seed difference max(1.5, 0.2) = 1.5; margins 2.0 and 0.7: not both above it.
+  assert paper_report.seed_check(learned, fixed) == ("3.000 / 4.500", "1.500", "no")
+  assert paper_report.seed_check(learned, dict(fixed, fid_2=None)) == ("3.000 / 4.500", "-", "-")
+
+
+def test_old_results_csv_reads_without_the_second_seed(tmp_path):
+  path = tmp_path / "results.csv"
+  path.write_text("sampler,num_steps,loss,fid,kid,kid_std,precision,recall\n"
+                  "ddim:quadratic,5,none,2.5,0.02,0.003,0.6,0.9\n")
+  [row] = paper_tables.read_rows(str(path))
+  assert (row["num_steps"], row["fid"], row["fid_2"], row["kid_2"]) == (5, 2.5, None, None)
+  paper_tables.write_rows(str(path), [row])  # rewritten with the new columns, empty
+  assert path.read_text().splitlines() == [
+      "sampler,num_steps,loss,fid,kid,kid_std,precision,recall,fid_2,kid_2",
+      "ddim:quadratic,5,none,2.5,0.02,0.003,0.6,0.9,,"]
+
+
+def test_protocol_overrides_are_checked_and_applied():
+  config = paper_tables.mnist.get_config()
+  paper_protocol.apply_overrides(config, {**paper_protocol.LEVERS["cosine"][1],
+                                          "sampler.start": "select"}, source="test")
+  assert (config.train.lr_schedule, config.train.warmup_steps, config.sampler.start) == (
+      "cosine", 10, "select")
+  with pytest.raises(ConfigError, match=r"config.train.nope=1: .*\(from test\)"):
+    paper_protocol.apply_overrides(config, {"train.nope": 1}, source="test")
+  with pytest.raises(ConfigError, match="config.nope=1"):
+    paper_protocol.apply_overrides(config, {"nope": 1}, source="test")
+  assert paper_protocol.PROTOCOL == {}  # the committed results' protocol: configs/mnist.py
+  with pytest.raises(ValueError, match=r"--parts: unknown \['k7'\]; valid choices: \['fixed'"):
+    paper_protocol.check_choices("parts", ["fixed", "k7"], paper_protocol.PARTS)
 
 
 def test_rerun_table_measures_the_change_in_stds():
