@@ -244,11 +244,12 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   if not isinstance(sampler, samplers.Sampler):
     cfg = sampler or SamplerConfig()
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
-                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll)
+                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
+                            clip_x0=cfg.clip_x0)
   check_learnable(sampler.family, train.num_train_steps)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(train.batch_size, mesh, "train.batch_size")
-  teacher_sampler = teacher.make(loss, problem.schedule)
+  teacher_sampler = teacher.make(loss, problem.schedule, clip_x0=sampler.clip_x0)
   pool_dir = loss.teacher_dir or workdir
   if teacher_sampler is not None and pool_dir is None:
     raise ConfigError("loss.teacher_dir", None, "the teacher loss caches its pool in a folder: "

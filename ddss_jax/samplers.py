@@ -92,6 +92,7 @@ class Sampler:
   gradient: str
   unroll: int = 1
   canonical_convs: bool = True
+  clip_x0: float | None = None  # r: every x0 prediction clipped to [-r, r]; None: no clipping
 
   @property
   def learns_pred(self) -> bool:
@@ -192,12 +193,12 @@ class Sampler:
     return recurrence.run(self.coefficients(params), eps_fn, x_T, key_noise,
                           stochastic=self.stochastic, markov=self.markov,
                           gradient=self.gradient, unroll=self.unroll,
-                          canonical_convs=self.canonical_convs)
+                          canonical_convs=self.canonical_convs, clip_x0=self.clip_x0)
 
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
          eta: float | None = None, gradient: str = "adjoint", unroll: int = 1,
-         canonical_convs: bool | None = None) -> Sampler:
+         canonical_convs: bool | None = None, clip_x0: float | None = None) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -213,6 +214,9 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     canonical_convs: run convolutions in the order XLA:CPU runs fast inside loops (exact; see
       `ddss_jax.conv_layout`); None: the backend's default (on for CPU); False only to measure
       what it saves.
+    clip_x0: None or 0: no clipping; r > 0: the x0 prediction of every step is clipped to
+      [-r, r] (the public DDPM checkpoints' clip_sample, r = 1 for data in [-1, 1]); the update
+      then reads the eps that the clipped prediction implies (ddss_jax.recurrence).
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -249,7 +253,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     raise ValueError(f"canonical_convs must be True, False or None, got {canonical_convs!r}")
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
                  eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)),
-                 canonical_convs=bool(canonical_convs))
+                 canonical_convs=bool(canonical_convs),
+                 clip_x0=recurrence.check_clip_x0(clip_x0))
 
 
 def to_json(sampler: Sampler, params: Params) -> dict[str, Any]:
@@ -287,7 +292,8 @@ def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:
   else:
     schedule = schedules.make(spec["schedule"]["name"], spec["schedule"]["num_timesteps"])
   sampler = make(spec["family"], schedule, spec["num_steps"], stride=spec["stride"],
-                 eta=None if spec["family"] == "ddpm" else spec["eta"], gradient=gradient)
+                 eta=None if spec["family"] == "ddpm" else spec["eta"], gradient=gradient,
+                 clip_x0=spec.get("clip_x0"))
   template = sampler.init()
   params = {name: jnp.asarray(spec["params"][name], jnp.float32) for name in template}
   for name, value in params.items():
