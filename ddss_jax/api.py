@@ -247,6 +247,7 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
                             eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
                             clip_x0=cfg.clip_x0)
   check_learnable(sampler.family, train.num_train_steps)
+  _note_clipping(problem, sampler)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(train.batch_size, mesh, "train.batch_size")
   teacher_sampler = teacher.make(loss, problem.schedule, clip_x0=sampler.clip_x0)
@@ -299,6 +300,20 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     params = validation.best_params
   return LearnedSampler(sampler, params, int(state.step), history, last_params=state.params,
                         best_step=None if validation is None else validation.best_step)
+
+
+def _note_clipping(problem: Problem, sampler: samplers.Sampler) -> None:
+  """One log line where the model's own sampler settings (a checkpoint's clip_sample) and the
+  sampler disagree on clipping x0 predictions."""
+  wanted = problem.model_clip_x0
+  if wanted is None or (wanted or None) == sampler.clip_x0:
+    return
+  logging.warning(
+      "problem %s: the model's scheduler_config.json says clip_sample=%s%s, but the sampler %s; "
+      "set config.sampler.clip_x0=%s (Python: SamplerConfig(clip_x0=%s)) to sample as the model "
+      "was meant to", problem.name, bool(wanted), f" (range {wanted:g})" if wanted else "",
+      f"clips x0 predictions to [-{sampler.clip_x0:g}, {sampler.clip_x0:g}]"
+      if sampler.clip_x0 else "does not clip (clip_x0=0)", wanted, wanted)
 
 
 def _loss_inputs(problem: Problem, sampler: samplers.Sampler,

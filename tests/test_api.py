@@ -1,6 +1,7 @@
 """ddss_jax.api: the README's Python example runs as written; the API learns exactly what the
 command line learns; data as an iterator; settings checked when built; workdir resume."""
 
+import dataclasses
 import os
 import re
 
@@ -202,3 +203,24 @@ def test_a_bank_or_a_split_larger_than_the_data_is_named():
   with pytest.raises(ConfigError, match=r"config.loss.kid_bank_size=1: must be 0 \(off\) or an "
                      r"integer >= 2"):
     ddss_jax.LossConfig(kid_bank_size=1)
+
+
+def test_a_clipping_mismatch_with_the_model_is_logged(caplog):
+  problem = ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params={},
+                                  data=np.zeros((4, 2), np.float32), features=lambda p, x: x)
+  schedule = problem.schedule
+  asks = lambda clip: dataclasses.replace(problem, model_clip_x0=clip)
+  with caplog.at_level("WARNING"):
+    api._note_clipping(asks(1.0), samplers.make("ddim", schedule, 4))  # pylint: disable=protected-access
+  assert ("scheduler_config.json says clip_sample=True (range 1), but the sampler does not clip "
+          "(clip_x0=0); set config.sampler.clip_x0=1.0") in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    api._note_clipping(asks(0.0), samplers.make("ddim", schedule, 4, clip_x0=1.0))  # pylint: disable=protected-access
+  assert ("says clip_sample=False, but the sampler clips x0 predictions to [-1, 1]; set "
+          "config.sampler.clip_x0=0.0") in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    for clip, sampler_clip in ((1.0, 1.0), (0.0, None), (None, 1.0), (None, None)):
+      api._note_clipping(asks(clip), samplers.make("ddim", schedule, 4, clip_x0=sampler_clip))  # pylint: disable=protected-access
+  assert not caplog.text

@@ -59,6 +59,9 @@ class Problem:
     split_validation: n -> (real_batch of the training examples left, n held-out training
       examples [n, ...]): a validation split carved from the training data (never from the
       evaluation's); None where the problem cannot carve one.
+    model_clip_x0: the x0 clipping the model's own sampler settings ask for (a checkpoint's
+      scheduler_config.json clip_sample: its range, or 0.0 for clip_sample=False); None where
+      they say nothing. learn_sampler logs a line where config.sampler.clip_x0 differs.
   """
   name: str
   schedule: Schedule
@@ -74,6 +77,7 @@ class Problem:
   plot_samples: int = 64
   weights: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
   split_validation: Callable[[int], tuple[Callable[..., Any], np.ndarray]] | None = None
+  model_clip_x0: float | None = None
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:
