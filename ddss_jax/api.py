@@ -29,8 +29,8 @@ from absl import logging
 from clu import parameter_overview
 from jax.sharding import Mesh
 
-from ddss_jax import (evaluate, files, logs, metrics, parallel, plots, samplers, sampling,
-                      schedules, teacher)
+from ddss_jax import (evaluate, files, logs, metrics, model_forms, parallel, plots, samplers,
+                      sampling, schedules, teacher)
 from ddss_jax import train as train_lib
 from ddss_jax.data.source import ArraySource
 from ddss_jax.errors import ConfigError
@@ -72,16 +72,29 @@ class LearnedSampler:
     samplers.save(path, self.sampler, self.params)
 
 
-def _eps_apply(eps_fn, model) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+def _eps_apply(eps_fn, model, schedule, num_timesteps
+               ) -> tuple[Callable[[Any, jax.Array, jax.Array], jax.Array], schedules.Schedule]:
+  """(eps_apply, the model's Schedule) of make_problem's model arguments."""
   if (eps_fn is None) == (model is None):
     raise ValueError("make_problem: pass exactly one of eps_fn=(params, x [B, ...], t [B]) -> "
-                     "eps [B, ...] and model=<a flax.linen.Module called as model(x, t)>")
+                     "eps [B, ...] and model=<a flax.linen.Module called as model(x, t), or a "
+                     "ddss_jax.model_forms.VPModel>")
+  if isinstance(model, model_forms.VPModel):
+    if schedule is not None:
+      raise ValueError("make_problem: a model_forms.VPModel carries its schedule; drop "
+                       f"schedule={schedule!r}")
+    return model.eps_fn, model.schedule
+  if schedule is None:
+    schedule = "linear"
+  if isinstance(schedule, str):
+    schedule = schedules.make(schedule, num_timesteps)
   if model is None:
-    return eps_fn
+    return eps_fn, schedule
   if not isinstance(model, nn.Module):
-    raise ValueError(f"make_problem: model={type(model).__name__} is not a flax.linen.Module; "
-                     "pass eps_fn=(params, x, t) -> eps for other models")
-  return lambda params, x, t: model.apply({"params": params}, x, t)
+    raise ValueError(f"make_problem: model={type(model).__name__} is neither a flax.linen.Module "
+                     "nor a ddss_jax.model_forms.VPModel; wrap it with ddss_jax.model_forms, or "
+                     "pass eps_fn=(params, x, t) -> eps")
+  return (lambda params, x, t: model.apply({"params": params}, x, t)), schedule
 
 
 def _feature_network(name: str) -> tuple[Callable, Any]:
@@ -136,8 +149,8 @@ def _real_batch(data, name: str, seed: int):
 def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
                  features: str | Callable[[Any, jax.Array], jax.Array],
                  feature_params: Any = None, eps_fn: Callable | None = None,
-                 model: nn.Module | None = None,
-                 schedule: str | schedules.Schedule = "linear", num_timesteps: int = 1000,
+                 model: nn.Module | model_forms.VPModel | None = None,
+                 schedule: str | schedules.Schedule | None = None, num_timesteps: int = 1000,
                  eval_data: np.ndarray | None = None, name: str = "custom", seed: int = 0,
                  kid_subsets: int = 100, kid_subset_size: int = 500) -> Problem:
   """A DDSS problem from your frozen model, data and features.
@@ -152,21 +165,22 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
       "inception_pool3" (the FID Inception's 2048-d pool3; its weights must be in the cache).
     feature_params: the feature function's weights (ignored for a built-in network).
     eps_fn: (model_params, x [B, ...], t [B]) -> eps [B, ...], t in [0, T - 1]; or
-    model: a flax.linen.Module called as model(x, t) with {"params": model_params}.
-    schedule, num_timesteps: the frozen model's noise schedule (a name and T, or a Schedule).
+    model: a flax.linen.Module called as model(x, t) with {"params": model_params}, or a model
+      of another form (x0, v, score or velocity prediction; continuous time; EDM's sigma;
+      flow matching) wrapped by ddss_jax.model_forms, which brings its schedule.
+    schedule, num_timesteps: the frozen model's noise schedule (a name and T, or a Schedule;
+      default "linear"); not with a model_forms.VPModel.
     eval_data: held-out examples [M, ...] for evaluate_samplers (KID, FID, precision and recall
       in the feature space); None: the problem can be trained on, not evaluated.
     name, seed: the problem's name in results; the seed of the evaluation's KID subsets and of
       the validation split carved from an array of data.
     kid_subsets, kid_subset_size: KID mean and std over random subsets at evaluation.
   """
-  eps_apply = _eps_apply(eps_fn, model)
+  eps_apply, schedule = _eps_apply(eps_fn, model, schedule, num_timesteps)
   if isinstance(features, str):
     feature_apply, feature_params = _feature_network(features)
   else:
     feature_apply = features
-  if isinstance(schedule, str):
-    schedule = schedules.make(schedule, num_timesteps)
   real_batch, example_shape, split = _real_batch(data, f"{name}/train", seed)
   plot = plots.image_grids if len(example_shape) == 3 else plots.scatter_panels
   evaluate_fn = None
