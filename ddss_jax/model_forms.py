@@ -5,7 +5,7 @@ eps_fn(params, x, t) of a discrete VP model, t in [0, T - 1], and its Schedule (
     model = model_forms.continuous(model_fn, logsnr_fn=lambda u: 10 - 20 * u)          # VDM
     model = model_forms.continuous(model_fn, alpha_fn=..., sigma_fn=..., prediction="score",
                                    t_min=1e-3)                                          # score_sde
-    model = model_forms.sigma_denoiser(denoiser, sigma_min=0.002, sigma_max=80.0)  # EDM, k-diffusion
+    model = model_forms.sigma_denoiser(denoiser, sigma_min=0.002, sigma_max=80.0)  # EDM
     model = model_forms.flow_matching(velocity_fn, time_scale=1000.0)  # rectified flow, diffusers
     problem = ddss_jax.make_problem(model=model, model_params=params, ...)
 
@@ -150,7 +150,8 @@ def sigma_denoiser(denoiser: ModelFn, *, sigma_min: float = 0.002, sigma_max: fl
                        f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}, rho={rho!r}")
     _check_num_timesteps(num_timesteps)
     ramp = np.linspace(0.0, 1.0, num_timesteps)
-    grid = (sigma_min ** (1 / rho) + ramp * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    grid = (low + ramp * (high - low)) ** rho
   grid = _grid(grid, num_timesteps, None, None)
   path = _Path(alpha=jnp.ones_like, sigma=lambda u: u,
                time_from_logsnr=lambda logsnr: jnp.exp(-0.5 * logsnr))

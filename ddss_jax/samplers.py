@@ -2,7 +2,7 @@
 
 The public contract (code outside the repository relies on it):
 
-    sampler = samplers.make(family, schedule, num_steps, *, stride="quadratic")
+    sampler = samplers.make(family, schedule, num_steps, *, stride="quadratic", clip_x0=None)
     params  = sampler.init()            # pytree of float arrays: the trainable degrees of freedom
     x0      = sampler.sample(params, eps_fn, key, shape, *, x_T=None)
     taus    = sampler.timesteps(params) # [K] model time inputs, largest first

@@ -226,17 +226,18 @@ def test_a_clipping_mismatch_with_the_model_is_logged(caplog):
                                   data=np.zeros((4, 2), np.float32), features=lambda p, x: x)
   schedule = problem.schedule
   asks = lambda clip: dataclasses.replace(problem, model_clip_x0=clip)
+  note = api._note_clipping  # pylint: disable=protected-access
   with caplog.at_level("WARNING"):
-    api._note_clipping(asks(1.0), samplers.make("ddim", schedule, 4))  # pylint: disable=protected-access
+    note(asks(1.0), samplers.make("ddim", schedule, 4))
   assert ("scheduler_config.json says clip_sample=True (range 1), but the sampler does not clip "
           "(clip_x0=0); set config.sampler.clip_x0=1.0") in caplog.text
   caplog.clear()
   with caplog.at_level("WARNING"):
-    api._note_clipping(asks(0.0), samplers.make("ddim", schedule, 4, clip_x0=1.0))  # pylint: disable=protected-access
+    note(asks(0.0), samplers.make("ddim", schedule, 4, clip_x0=1.0))
   assert ("says clip_sample=False, but the sampler clips x0 predictions to [-1, 1]; set "
           "config.sampler.clip_x0=0.0") in caplog.text
   caplog.clear()
   with caplog.at_level("WARNING"):
     for clip, sampler_clip in ((1.0, 1.0), (0.0, None), (None, 1.0), (None, None)):
-      api._note_clipping(asks(clip), samplers.make("ddim", schedule, 4, clip_x0=sampler_clip))  # pylint: disable=protected-access
+      note(asks(clip), samplers.make("ddim", schedule, 4, clip_x0=sampler_clip))
   assert not caplog.text

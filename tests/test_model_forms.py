@@ -29,7 +29,7 @@ def vp(logsnr):
   return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
 
-# -- the model in each form, by hand -----------------------------------------------------------------
+# -- the model in each form, by hand ---------------------------------------------------------------
 
 REFERENCE_SCHEDULE = schedules.Schedule("by hand", 1.0 / (1.0 + np.exp(-LOGSNRS)))
 

@@ -500,11 +500,12 @@ def _diffusers_or_skip():
 
 def _our_states(sampler, key, x_T):
   """[K + 1, B, ...] the states of sampler on analytic_eps from x_T: x_T first, x_0 last."""
-  from ddss_jax import recurrence  # pylint: disable=import-outside-toplevel
-  opts = recurrence._Options(stochastic=sampler.stochastic, markov=True, unroll=1,  # pylint: disable=protected-access
+  # pylint: disable=import-outside-toplevel,protected-access
+  from ddss_jax import recurrence
+  opts = recurrence._Options(stochastic=sampler.stochastic, markov=True, unroll=1,
                              canonical_convs=False, clip_x0=sampler.clip_x0)
   noise_key = jax.random.split(key)[1]  # as Sampler.sample splits its key
-  _, states = recurrence._forward(lambda x, t: analytic_eps(x, t), opts,  # pylint: disable=protected-access
+  _, states = recurrence._forward(lambda x, t: analytic_eps(x, t), opts,
                                   sampler.coefficients({}), x_T, noise_key, (),
                                   keep_history=True)
   return np.asarray(states)
