@@ -125,10 +125,10 @@ def _step(eps_fn, opts, coeffs_i, i, x, past, noise_key):
   """x_{i+1} = mu x0_pred(x) + past + sigma z_i, where past = sum_j nu_ij x_j."""
   t, b, c, mu, _, sigma = coeffs_i
   eps = eps_fn(x, jnp.full(x.shape[:1], t, x.dtype))
-  x0_pred = (x - c * eps) / b
-  if opts.clip_x0 is not None:
-    x0_pred = jnp.clip(x0_pred, -opts.clip_x0, opts.clip_x0)
-  x_next = mu * x0_pred + past
+  if opts.clip_x0 is None:  # mu (x - c eps) / b in this order: results stay bit-identical
+    x_next = mu * (x - c * eps) / b + past
+  else:
+    x_next = mu * jnp.clip((x - c * eps) / b, -opts.clip_x0, opts.clip_x0) + past
   if opts.stochastic:
     x_next = x_next + sigma * _noise(noise_key, i, x)
   return x_next
