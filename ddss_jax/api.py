@@ -29,8 +29,8 @@ from absl import logging
 from clu import parameter_overview
 from jax.sharding import Mesh
 
-from ddss_jax import (evaluate, files, logs, metrics, parallel, plots, samplers, sampling,
-                      schedules, teacher)
+from ddss_jax import (evaluate, files, logs, metrics, model_forms, parallel, plots, samplers,
+                      sampling, schedules, teacher)
 from ddss_jax import train as train_lib
 from ddss_jax.data.source import ArraySource
 from ddss_jax.errors import ConfigError
@@ -76,16 +76,29 @@ class LearnedSampler:
     samplers.save(path, self.sampler, self.params, model=self.model_info)
 
 
-def _eps_apply(eps_fn, model) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+def _eps_apply(eps_fn, model, schedule, num_timesteps
+               ) -> tuple[Callable[[Any, jax.Array, jax.Array], jax.Array], schedules.Schedule]:
+  """(eps_apply, the model's Schedule) of make_problem's model arguments."""
   if (eps_fn is None) == (model is None):
     raise ValueError("make_problem: pass exactly one of eps_fn=(params, x [B, ...], t [B]) -> "
-                     "eps [B, ...] and model=<a flax.linen.Module called as model(x, t)>")
+                     "eps [B, ...] and model=<a flax.linen.Module called as model(x, t), or a "
+                     "ddss_jax.model_forms.VPModel>")
+  if isinstance(model, model_forms.VPModel):
+    if schedule is not None:
+      raise ValueError("make_problem: a model_forms.VPModel carries its schedule; drop "
+                       f"schedule={schedule!r}")
+    return model.eps_fn, model.schedule
+  if schedule is None:
+    schedule = "linear"
+  if isinstance(schedule, str):
+    schedule = schedules.make(schedule, num_timesteps)
   if model is None:
-    return eps_fn
+    return eps_fn, schedule
   if not isinstance(model, nn.Module):
-    raise ValueError(f"make_problem: model={type(model).__name__} is not a flax.linen.Module; "
-                     "pass eps_fn=(params, x, t) -> eps for other models")
-  return lambda params, x, t: model.apply({"params": params}, x, t)
+    raise ValueError(f"make_problem: model={type(model).__name__} is neither a flax.linen.Module "
+                     "nor a ddss_jax.model_forms.VPModel; wrap it with ddss_jax.model_forms, or "
+                     "pass eps_fn=(params, x, t) -> eps")
+  return (lambda params, x, t: model.apply({"params": params}, x, t)), schedule
 
 
 def _feature_network(name: str) -> tuple[Callable, Any]:
@@ -140,8 +153,8 @@ def _real_batch(data, name: str, seed: int):
 def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
                  features: str | Callable[[Any, jax.Array], jax.Array],
                  feature_params: Any = None, eps_fn: Callable | None = None,
-                 model: nn.Module | None = None,
-                 schedule: str | schedules.Schedule = "linear", num_timesteps: int = 1000,
+                 model: nn.Module | model_forms.VPModel | None = None,
+                 schedule: str | schedules.Schedule | None = None, num_timesteps: int = 1000,
                  eval_data: np.ndarray | None = None, name: str = "custom", seed: int = 0,
                  kid_subsets: int = 100, kid_subset_size: int = 500,
                  model_info: ModelInfo | None = None) -> Problem:
@@ -157,8 +170,11 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
       "inception_pool3" (the FID Inception's 2048-d pool3; its weights must be in the cache).
     feature_params: the feature function's weights (ignored for a built-in network).
     eps_fn: (model_params, x [B, ...], t [B]) -> eps [B, ...], t in [0, T - 1]; or
-    model: a flax.linen.Module called as model(x, t) with {"params": model_params}.
-    schedule, num_timesteps: the frozen model's noise schedule (a name and T, or a Schedule).
+    model: a flax.linen.Module called as model(x, t) with {"params": model_params}, or a model
+      of another form (x0, v, score or velocity prediction; continuous time; EDM's sigma;
+      flow matching) wrapped by ddss_jax.model_forms, which brings its schedule.
+    schedule, num_timesteps: the frozen model's noise schedule (a name and T, or a Schedule;
+      default "linear"); not with a model_forms.VPModel.
     eval_data: held-out examples [M, ...] for evaluate_samplers (KID, FID, precision and recall
       in the feature space); None: the problem can be trained on, not evaluated.
     name, seed: the problem's name in results; the seed of the evaluation's KID subsets and of
@@ -168,7 +184,7 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
       path>, sha256=<weights' digest>, prediction=<what the network outputs: "eps", "x0" or
       "v">); None: "unspecified".
   """
-  eps_apply = _eps_apply(eps_fn, model)
+  eps_apply, schedule = _eps_apply(eps_fn, model, schedule, num_timesteps)
   if model_info is not None and not isinstance(model_info, ModelInfo):
     raise ValueError(f"make_problem: model_info must be a ddss_jax.ModelInfo(source=, sha256=, "
                      f"prediction=) or None, got {type(model_info).__name__}")
@@ -176,8 +192,6 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
     feature_apply, feature_params = _feature_network(features)
   else:
     feature_apply = features
-  if isinstance(schedule, str):
-    schedule = schedules.make(schedule, num_timesteps)
   real_batch, example_shape, split = _real_batch(data, f"{name}/train", seed)
   plot = plots.image_grids if len(example_shape) == 3 else plots.scatter_panels
   evaluate_fn = None
@@ -262,11 +276,13 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     cfg = sampler or SamplerConfig()
     select = cfg.start == "select"
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
-                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll)
+                            eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
+                            clip_x0=cfg.clip_x0)
   check_learnable(sampler.family, train.num_train_steps)
+  _note_clipping(problem, sampler)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(train.batch_size, mesh, "train.batch_size")
-  teacher_sampler = teacher.make(loss, problem.schedule)
+  teacher_sampler = teacher.make(loss, problem.schedule, clip_x0=sampler.clip_x0)
   pool_dir = loss.teacher_dir or workdir
   if teacher_sampler is not None and pool_dir is None:
     raise ConfigError("loss.teacher_dir", None, "the teacher loss caches its pool in a folder: "
@@ -323,6 +339,20 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   return LearnedSampler(sampler, params, int(state.step), history, last_params=state.params,
                         best_step=None if validation is None else validation.best_step,
                         model_info=problem.model_info)
+
+
+def _note_clipping(problem: Problem, sampler: samplers.Sampler) -> None:
+  """One log line where the model's own sampler settings (a checkpoint's clip_sample) and the
+  sampler disagree on clipping x0 predictions."""
+  wanted = problem.model_clip_x0
+  if wanted is None or (wanted or None) == sampler.clip_x0:
+    return
+  logging.warning(
+      "problem %s: the model's scheduler_config.json says clip_sample=%s%s, but the sampler %s; "
+      "set config.sampler.clip_x0=%s (Python: SamplerConfig(clip_x0=%s)) to sample as the model "
+      "was meant to", problem.name, bool(wanted), f" (range {wanted:g})" if wanted else "",
+      f"clips x0 predictions to [-{sampler.clip_x0:g}, {sampler.clip_x0:g}]"
+      if sampler.clip_x0 else "does not clip (clip_x0=0)", wanted, wanted)
 
 
 def _loss_inputs(problem: Problem, sampler: samplers.Sampler,

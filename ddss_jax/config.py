@@ -148,6 +148,9 @@ def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       before = _flat(json.load(f))
+    # A field the record lacks was added after that run, which behaved as its default did.
+    defaults = _flat(json.loads(json.dumps(as_dict(default_config()))))
+    before = {**{k: defaults[k] for k in set(now) - set(before) if k in defaults}, **before}
     changed = sorted(k for k in set(now) | set(before) if now.get(k, "<absent>") !=
                      before.get(k, "<absent>") and k not in resumable and k not in RETIRED_FIELDS)
     if changed:

@@ -70,11 +70,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   schedule = schedules.make(config.schedule.name, config.schedule.num_timesteps)
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
-                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll)
+                          gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
+                          clip_x0=sampler_cfg.clip_x0)
   # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
                            stride=sampler_cfg.stride,
-                           eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta)
+                           eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta,
+                           clip_x0=sampler_cfg.clip_x0)
   # The training split is needed even without DDSS steps: the results' "data" row reads it.
   missing = missing_inputs(config)
   if missing:
@@ -115,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
            "learned": (learned.sampler, learned.params)}
   if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
     roles["reference"] = (samplers.make("ddpm", run.schedule, eval_cfg.reference_steps,
-                                        stride="linear"), {})
+                                        stride="linear", clip_x0=run.sampler.clip_x0), {})
   results = {"problem": problem.name, "loss": run.loss_cfg.name,
              "train_steps": learned.train_steps,
              **({} if learned.best_step is None else {"best_step": learned.best_step}),

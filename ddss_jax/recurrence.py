@@ -5,11 +5,13 @@ Every family in `ddss_jax.samplers` is this recurrence with particular coefficie
 to `history[K] = x_0` (output). Step i = 0..K-1 calls the model once on history[i]:
 
     eps_i    = eps_fn(history[i], t_i)
-    x0_pred  = (history[i] - c_i eps_i) / b_i
+    x0_pred  = (history[i] - c_i eps_i) / b_i         then clipped to [-r, r] if clip_x0 = r
     history[i + 1] = mu_i x0_pred + sum_{j <= i} nu_{i,j} history[j] + sigma_i z_i
 
 with z_i ~ N(0, I) drawn from fold_in(noise_key, i) and held fixed through the backward pass
-(reparameterisation trick).
+(reparameterisation trick). Clipping (the public DDPM checkpoints' clip_sample) acts on the one
+x0 prediction every family reads; the eps a step implies is then the clipped prediction's,
+(x - b clip(x0_pred)) / c, as in Ho et al.'s sampler and diffusers' DDPMScheduler.
 
 Gradient memory. A `lax.scan` whose carry holds the history saves that whole carry at every
 step, even under `jax.checkpoint`: O(K^2 |x|). `gradient="adjoint"` (the default) avoids it
@@ -28,10 +30,12 @@ Gradients do flow into the model's *time input* t_i, which the TIME families lea
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ddss_jax import conv_layout
 
@@ -54,11 +58,13 @@ class _Options(NamedTuple):
   markov: bool
   unroll: int
   canonical_convs: bool
+  clip_x0: float | None = None  # r > 0: x0_pred clipped to [-r, r]
 
 
 def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.Array, *,
         stochastic: bool, markov: bool = False, gradient: str = "adjoint",
-        unroll: int = 1, canonical_convs: bool = True) -> jax.Array:
+        unroll: int = 1, canonical_convs: bool = True,
+        clip_x0: float | None = None) -> jax.Array:
   """Runs the K-step recurrence from x_T [B, ...] and returns x_0 [B, ...].
 
   Args:
@@ -77,11 +83,14 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
       pass, in the canonical order XLA:CPU needs for its fast path inside loops
       (`ddss_jax.conv_layout`); exact, so results do not change. False leaves them as traced
       (what that costs: docs/performance.md).
+    clip_x0: None or 0: no clipping; r > 0: every step's x0 prediction is clipped to [-r, r]
+      before the update reads it. The adjoint gradient is that of the clipped recurrence: zero
+      through an entry while it is clipped.
   """
   if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
   opts = _Options(stochastic=stochastic, markov=markov, unroll=unroll,
-                  canonical_convs=bool(canonical_convs))
+                  canonical_convs=bool(canonical_convs), clip_x0=check_clip_x0(clip_x0))
   if gradient not in GRADIENTS:
     raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(GRADIENTS)}")
   nu = jnp.diag(jnp.diag(coeffs.nu)) if markov else jnp.tril(coeffs.nu)
@@ -97,16 +106,30 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
   return _run_adjoint(converted, opts, coeffs, x_T, noise_key, *consts)
 
 
+def check_clip_x0(clip_x0: float | None) -> float | None:
+  """clip_x0 as the recurrence takes it: None (no clipping, for None or 0) or a float r > 0."""
+  if clip_x0 is None:
+    return None
+  if (isinstance(clip_x0, bool) or not isinstance(clip_x0, (int, float, np.floating, np.integer))
+      or not math.isfinite(clip_x0) or clip_x0 < 0):
+    raise ValueError(f"clip_x0 must be None, 0 (no clipping) or a finite number r > 0 (x0 "
+                     f"predictions clipped to [-r, r]), got {clip_x0!r}")
+  return float(clip_x0) if clip_x0 > 0 else None
+
+
 def _noise(noise_key, i, like):
   return jax.random.normal(jax.random.fold_in(noise_key, i), like.shape, like.dtype)
 
 
-def _step(eps_fn, stochastic, coeffs_i, i, x, past, noise_key):
+def _step(eps_fn, opts, coeffs_i, i, x, past, noise_key):
   """x_{i+1} = mu x0_pred(x) + past + sigma z_i, where past = sum_j nu_ij x_j."""
   t, b, c, mu, _, sigma = coeffs_i
   eps = eps_fn(x, jnp.full(x.shape[:1], t, x.dtype))
-  x_next = mu * (x - c * eps) / b + past
-  if stochastic:
+  if opts.clip_x0 is None:  # mu (x - c eps) / b in this order: results stay bit-identical
+    x_next = mu * (x - c * eps) / b + past
+  else:
+    x_next = mu * jnp.clip((x - c * eps) / b, -opts.clip_x0, opts.clip_x0) + past
+  if opts.stochastic:
     x_next = x_next + sigma * _noise(noise_key, i, x)
   return x_next
 
@@ -124,7 +147,7 @@ def _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, *, remat=False, keep_
     @maybe_remat
     def markov_body(x, inputs):
       i, coeffs_i = inputs
-      x_next = _step(model, opts.stochastic, coeffs_i, i, x, coeffs_i[4] * x, noise_key)
+      x_next = _step(model, opts, coeffs_i, i, x, coeffs_i[4] * x, noise_key)
       return x_next, (x_next if keep_history else None)
 
     # Only nu's diagonal [K] is read, so not even the K x K matrix is carried through the scan.
@@ -139,7 +162,7 @@ def _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, *, remat=False, keep_
     # nu_row has K entries for history[0..K-1]; history[K] (the output) never feeds a step. A
     # zero weight for it avoids slicing the history, which would copy K |x| per step.
     past = jnp.tensordot(jnp.append(coeffs_i[4], 0.0), history, axes=1)
-    x_next = _step(model, opts.stochastic, coeffs_i, i, history[i], past, noise_key)
+    x_next = _step(model, opts, coeffs_i, i, history[i], past, noise_key)
     return history.at[i + 1].set(x_next), None
 
   history = jnp.zeros((num_steps + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
@@ -170,15 +193,17 @@ def _adjoint_bwd(eps_fn, opts, residuals, g_out):
     g_next = g_states[i + 1]
     x = history[i]
     t_batch = jnp.full(x.shape[:1], t, x.dtype)
-    g_x0_pred = mu * g_next
     # Rematerialise this step's model call; only its activations are alive now.
-    eps, g_x_model, g_t_model = model_vjp(x, t_batch, -(c / b) * g_x0_pred, *consts)
+    eps, g_x0_pred, g_x_model, g_t_model = model_vjp(x, t_batch, mu * g_next, b, c, *consts)
     x0_pred = (x - c * eps) / b
+    x0_used = x0_pred
+    if opts.clip_x0 is not None:
+      x0_used = jnp.clip(x0_pred, -opts.clip_x0, opts.clip_x0)
     grads_i = Coefficients(
         t=jnp.sum(g_t_model),
         b=-jnp.vdot(g_x0_pred, x0_pred) / b,
         c=-jnp.vdot(g_x0_pred, eps) / b,
-        mu=jnp.vdot(g_next, x0_pred),
+        mu=jnp.vdot(g_next, x0_used),
         # d nu[i, j] = <g_next, history[j]>, kept for j <= i by the tril below.
         nu=(flat_history @ g_next.reshape(-1))[:-1],
         sigma=(jnp.vdot(g_next, _noise(noise_key, i, x)) if opts.stochastic
@@ -189,9 +214,15 @@ def _adjoint_bwd(eps_fn, opts, residuals, g_out):
     g_i = g_x0_pred / b + g_x_model + jnp.tensordot(later, g_states, axes=1)
     return g_states.at[i].set(g_i), grads_i
 
-  def model_vjp(x, t_batch, g_eps, *consts):
+  def model_vjp(x, t_batch, g_x0_used, b, c, *consts):
+    """(eps, the cotangent of the unclipped x0_pred, those of x and t) from the cotangent of
+    the x0 prediction the update used."""
     eps, vjp = jax.vjp(lambda x_, t_: eps_fn(x_, t_, *consts), x, t_batch)
-    return (eps, *vjp(g_eps))
+    g_x0_pred = g_x0_used
+    if opts.clip_x0 is not None:  # clip's derivative: 1 inside [-r, r], 0 where it clipped
+      inside = jnp.abs((x - c * eps) / b) <= opts.clip_x0
+      g_x0_pred = jnp.where(inside, g_x0_used, 0.0)
+    return (eps, g_x0_pred, *vjp(-(c / b) * g_x0_pred))
 
   if opts.canonical_convs:
     model_vjp = conv_layout.canonical_convolutions(model_vjp)

@@ -2,7 +2,7 @@
 
 The public contract (code outside the repository relies on it):
 
-    sampler = samplers.make(family, schedule, num_steps, *, stride="quadratic")
+    sampler = samplers.make(family, schedule, num_steps, *, stride="quadratic", clip_x0=None)
     params  = sampler.init()            # pytree of float arrays: the trainable degrees of freedom
     x0      = sampler.sample(params, eps_fn, key, shape, *, x_T=None)
     taus    = sampler.timesteps(params) # [K] model time inputs, largest first
@@ -91,6 +91,7 @@ class Sampler:
   gradient: str
   unroll: int = 1
   canonical_convs: bool = True
+  clip_x0: float | None = None  # r: every x0 prediction clipped to [-r, r]; None: no clipping
 
   @property
   def learns_pred(self) -> bool:
@@ -191,12 +192,12 @@ class Sampler:
     return recurrence.run(self.coefficients(params), eps_fn, x_T, key_noise,
                           stochastic=self.stochastic, markov=self.markov,
                           gradient=self.gradient, unroll=self.unroll,
-                          canonical_convs=self.canonical_convs)
+                          canonical_convs=self.canonical_convs, clip_x0=self.clip_x0)
 
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
          eta: float | None = None, gradient: str = "adjoint", unroll: int = 1,
-         canonical_convs: bool | None = None) -> Sampler:
+         canonical_convs: bool | None = None, clip_x0: float | None = None) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -212,6 +213,9 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     canonical_convs: run convolutions in the order XLA:CPU runs fast inside loops (exact; see
       `ddss_jax.conv_layout`); None: the backend's default (on for CPU); False only to measure
       what it saves.
+    clip_x0: None or 0: no clipping; r > 0: the x0 prediction of every step is clipped to
+      [-r, r] (the public DDPM checkpoints' clip_sample, r = 1 for data in [-1, 1]); the update
+      then reads the eps that the clipped prediction implies (ddss_jax.recurrence).
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -248,7 +252,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     raise ValueError(f"canonical_convs must be True, False or None, got {canonical_convs!r}")
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
                  eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)),
-                 canonical_convs=bool(canonical_convs))
+                 canonical_convs=bool(canonical_convs),
+                 clip_x0=recurrence.check_clip_x0(clip_x0))
 
 
 def to_spec(sampler: Sampler, params: Params, *,
@@ -296,11 +301,10 @@ def from_spec(spec: sampler_file.SamplerSpec, *, gradient: str = "adjoint",
     schedule = Schedule(spec.schedule_name, spec.alpha_bars)
   else:
     schedule = schedules.make(spec.schedule_name, spec.num_timesteps)
-  # Sampler.clip_x0 is passed only where set, so files without it load on every version of make.
-  clip = {} if spec.clip_x0 is None else {"clip_x0": spec.clip_x0}
   try:
     sampler = make(spec.family, schedule, spec.num_steps, stride=spec.stride,
-                   eta=None if spec.family == "ddpm" else spec.eta, gradient=gradient, **clip)
+                   eta=None if spec.family == "ddpm" else spec.eta, gradient=gradient,
+                   clip_x0=spec.clip_x0)
   except ValueError as e:
     raise ValueError(f"{source}: {e}") from None
   template = sampler.init()

@@ -25,11 +25,21 @@ class Schedule:
   """A discrete VP schedule with float-time access.
 
   Attributes:
-    name: "linear" or "cosine" (for messages and plots).
-    alpha_bars: [T] float64 NumPy array, alpha_bar at the integer times 0..T-1.
+    name: "linear", "cosine" or another label (for messages and plots).
+    alpha_bars: [T] float64 NumPy array, alpha_bar at the integer times 0..T-1: strictly
+      decreasing inside (0, 1), T >= 2, checked when the Schedule is built (every schedule,
+      named, read from a file or built from a continuous model, comes through here).
   """
   name: str
   alpha_bars: np.ndarray
+
+  def __post_init__(self):
+    alpha_bars = np.asarray(self.alpha_bars, np.float64)
+    object.__setattr__(self, "alpha_bars", alpha_bars)
+    problem = _alpha_bars_problem(alpha_bars)
+    if problem:
+      raise ValueError(f"schedule {self.name!r}: {problem}; alpha_bar must be strictly "
+                       "decreasing inside (0, 1) (alpha_bar[0] < 1 is the least noisy time)")
 
   @property
   def num_timesteps(self) -> int:
@@ -90,6 +100,22 @@ def make(name: str, num_timesteps: int = 1000) -> Schedule:
   if name not in SCHEDULES:
     raise ValueError(f"unknown schedule {name!r}; valid choices: {sorted(SCHEDULES)}")
   return SCHEDULES[name](num_timesteps)
+
+
+def _alpha_bars_problem(alpha_bars: np.ndarray) -> str | None:
+  """What is wrong with a [T] alpha_bar table, naming the first bad index and value; else None."""
+  if alpha_bars.ndim != 1 or alpha_bars.shape[0] < 2:
+    return f"alpha_bars must be a 1-D array of T >= 2 values, got shape {alpha_bars.shape}"
+  outside = np.flatnonzero(~((alpha_bars > 0) & (alpha_bars < 1)))  # NaN fails both
+  if outside.size:
+    i = int(outside[0])
+    return f"alpha_bar[{i}] = {float(alpha_bars[i])!r} is not inside (0, 1)"
+  rising = np.flatnonzero(np.diff(alpha_bars) >= 0)
+  if rising.size:
+    i = int(rising[0]) + 1
+    return (f"alpha_bar[{i}] = {float(alpha_bars[i])!r} is not below alpha_bar[{i - 1}] = "
+            f"{float(alpha_bars[i - 1])!r}")
+  return None
 
 
 def _check_num_timesteps(num_timesteps: int) -> None:

@@ -167,6 +167,8 @@ class SamplerConfig(Group):
                           "O(K^2 |x|); a reference).", choice(recurrence.GRADIENTS))
   unroll: int = setting(1, "Model calls per compiled loop iteration, 1 to K: same results; "
                         "compile time and memory grow with it.", integer(1))
+  clip_x0: float = setting(0.0, "r > 0 clips every step's x0 prediction to [-r, r] (the public "
+                           "DDPM checkpoints' clip_sample: r = 1); 0 is off.", real(low=0))
 
 
 @dataclasses.dataclass(frozen=True)

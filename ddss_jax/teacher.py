@@ -24,23 +24,27 @@ from ddss_jax.problems.base import Problem
 from ddss_jax.settings import LossConfig
 
 
-def make(cfg: LossConfig, schedule) -> samplers.Sampler | None:
-  """The teacher sampler of config.loss (None for the KID loss); its values were checked when
-  `cfg` was built."""
+def make(cfg: LossConfig, schedule, *, clip_x0: float | None = None
+         ) -> samplers.Sampler | None:
+  """The teacher sampler of config.loss (None for the KID loss), clipping its x0 predictions as
+  the learned sampler does (config.sampler.clip_x0); its values were checked when `cfg` was
+  built."""
   teacher = samplers.make(cfg.teacher_family, schedule, cfg.teacher_steps,
-                          stride=cfg.teacher_stride)
+                          stride=cfg.teacher_stride, clip_x0=clip_x0)
   return teacher if cfg.name == "teacher" else None
 
 
-def pool_path(cfg: LossConfig, problem: Problem, directory: str, *, seed: int) -> str:
-  """Where the pool for these settings is cached: the name carries the teacher, the pool size,
-  the seed and a digest of the frozen model's weights."""
+def pool_path(cfg: LossConfig, problem: Problem, directory: str, *, seed: int,
+              clip_x0: float | None = None) -> str:
+  """Where the pool for these settings is cached: the name carries the teacher (and its x0
+  clipping, where on), the pool size, the seed and a digest of the frozen model's weights."""
   digest = hashlib.sha256()
   for leaf in jax.tree.leaves(problem.model_params):
     digest.update(np.asarray(leaf).tobytes())
   return os.path.join(directory, f"teacher_{problem.name}_{cfg.teacher_family}_"
                       f"{cfg.teacher_stride}{cfg.teacher_steps}_n{cfg.teacher_pool}_seed{seed}_"
-                      f"{digest.hexdigest()[:12]}.npz")
+                      + ("" if clip_x0 is None else f"clip{clip_x0:g}_")
+                      + f"{digest.hexdigest()[:12]}.npz")
 
 
 def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: Problem,
@@ -50,7 +54,8 @@ def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: Probl
   x_T of batch b is normal(fold_in(PRNGKey(seed), b)); the teacher runs from it, in batches of
   batch_size.
   """
-  path = pool_path(cfg, problem, directory, seed=seed)
+  path = pool_path(cfg, problem, directory, seed=seed,
+                   clip_x0=None if teacher is None else teacher.clip_x0)
   shape = (cfg.teacher_pool,) + tuple(problem.example_shape)
   if os.path.exists(path):
     with np.load(path, allow_pickle=False) as f:

@@ -2,6 +2,7 @@
 or raises ConfigError naming a field of the schema, before anything compiles."""
 
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -166,3 +167,21 @@ def test_every_setting_has_a_doc_and_its_default_passes_its_check():
     cls()  # the defaults are valid
     for field in dataclasses.fields(cls):
       assert field.metadata["doc"].endswith("."), f"{group}.{field.name}: a one-line doc"
+
+
+def test_a_workdir_recorded_before_a_field_existed_resumes_if_the_field_is_at_its_default(
+    tmp_path):
+  """config.json of a run made before sampler.clip_x0 and sampler.start existed: that run
+  behaved as their defaults do, so a config with the defaults resumes it; another value is
+  refused, naming the field."""
+  config = tiny.get_config()
+  config_lib.check_workdir(config, str(tmp_path))
+  record = json.loads((tmp_path / config_lib.CONFIG_RECORD).read_text())
+  del record["sampler"]["clip_x0"], record["sampler"]["start"]
+  (tmp_path / config_lib.CONFIG_RECORD).write_text(json.dumps(record))
+  config_lib.check_workdir(config, str(tmp_path))  # resumes
+  (tmp_path / config_lib.CONFIG_RECORD).write_text(json.dumps(record))
+  config.sampler.start = "select"
+  with pytest.raises(ConfigError, match=r"config.sampler.start: 'configured' there, 'select' "
+                     "now"):
+    config_lib.check_workdir(config, str(tmp_path))

@@ -173,3 +173,14 @@ def test_bad_and_missing_checkpoints_say_what_is_wrong(tmp_path):
     json.dump({**DDPM_SCHEDULER, "beta_schedule": "scaled_linear"}, f)
   with pytest.raises(ValueError, match=r"beta_schedule 'scaled_linear'.*'squaredcos_cap_v2'"):
     diffusers_io.load_schedule(str(tmp_path))
+
+
+@pytest.mark.parametrize("fields,want", [({"clip_sample": True}, 1.0),
+                                         ({"clip_sample": True, "clip_sample_range": 2.5}, 2.5),
+                                         ({"clip_sample": False}, 0.0), ({}, None)])
+def test_clip_sample_is_read_from_scheduler_config(tmp_path, fields, want):
+  config = {k: v for k, v in DDPM_SCHEDULER.items() if k != "clip_sample"} | fields
+  (tmp_path / "scheduler").mkdir()
+  with open(tmp_path / "scheduler" / "scheduler_config.json", "w", encoding="utf-8") as f:
+    json.dump(config, f)
+  assert diffusers_io.load_clip_x0(str(tmp_path)) == want

@@ -322,6 +322,10 @@ def test_adjoint_gradient_memory_grows_by_a_few_batches_per_step():
     (dict(family="ddpm", eta=0.0), r"'ddpm' is DDIM with eta = 1"),
     (dict(eta=1.5), r"eta must be in \[0, 1\], got 1.5"),
     (dict(gradient="unrolled"), r"unknown gradient 'unrolled'.*'adjoint', 'checkpoint'"),
+    (dict(clip_x0=-1.0), r"clip_x0 must be None, 0 \(no clipping\) or a finite number r > 0.*"
+     r"got -1.0"),
+    (dict(clip_x0=float("nan")), r"clip_x0 must be .* got nan"),
+    (dict(clip_x0="1"), r"clip_x0 must be .* got '1'"),
 ])
 def test_bad_arguments_raise_value_errors_naming_the_choices(kwargs, match):
   args = dict(family="ggdm", schedule=SCHED, num_steps=4) | kwargs
@@ -405,3 +409,148 @@ def test_unrolled_loops_give_the_same_samples_and_gradients(family):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="unroll must be a positive integer, got 0"):
     samplers.make(family, SCHED, 5, unroll=0)
+
+
+# -- x0 clipping (clip_x0) -------------------------------------------------------------------------
+
+def numpy_clipped_ddim(x_T, times, eta, noises, clip):
+  """DDIM(eta) in float64 with the x0 prediction clipped to [-clip, clip] and eps re-derived
+  from it (Ho et al.'s clip_denoised; diffusers' use_clipped_model_output=True)."""
+  abar = np_abar
+  x = np.asarray(x_T, np.float64)
+  nexts = list(times[1:]) + [-1]
+  for k, (t, t_next) in enumerate(zip(times, nexts)):
+    eps = analytic_eps(x, np.full(x.shape[0], float(t)), xp=np)
+    x0 = np.clip((x - np.sqrt(1 - abar(t)) * eps) / np.sqrt(abar(t)), -clip, clip)
+    eps = (x - np.sqrt(abar(t)) * x0) / np.sqrt(1 - abar(t))
+    sigma = eta * np.sqrt((1 - abar(t_next)) / (1 - abar(t)) * (1 - abar(t) / abar(t_next)))
+    x = (np.sqrt(abar(t_next)) * x0 + np.sqrt(1 - abar(t_next) - sigma**2) * eps
+         + sigma * noises[k])
+  return x
+
+
+@pytest.mark.parametrize("family,eta", [("ddim", 0.0), ("ddpm", 1.0), ("ggdm", 0.0),
+                                        ("vars", 1.0)])
+def test_clipped_samplers_match_numpy(family, eta):
+  shape = (64, 3)
+  key = jax.random.PRNGKey(3)
+  x_T = 2.0 * jax.random.normal(jax.random.PRNGKey(4), shape)
+  sampler = samplers.make(family, SCHED, 6, stride="linear", clip_x0=1.0,
+                          eta=None if family == "ddpm" else eta)
+  assert sampler.clip_x0 == 1.0
+  got = sampler.sample(sampler.init(), analytic_eps, key, shape, x_T=x_T)
+  times = samplers.stride_timesteps("linear", SCHED, 6)
+  noises = step_noises(key, 6, shape)
+  want = numpy_clipped_ddim(x_T, times, eta, noises, 1.0)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  assert np.max(np.abs(got)) <= 1.0 + 1e-5  # the last step outputs the clipped prediction
+  unclipped = numpy_ddim(x_T, times, eta, noises)
+  assert np.max(np.abs(unclipped - want)) > 0.1  # clipping did act
+
+
+def test_clip_x0_zero_or_none_is_no_clipping():
+  for off in (None, 0, 0.0):
+    assert samplers.make("ddim", SCHED, 4, clip_x0=off).clip_x0 is None
+  shape = (8, 3)
+  x_T = 2.0 * jax.random.normal(jax.random.PRNGKey(4), shape)
+  key = jax.random.PRNGKey(0)
+  plain = samplers.make("ddim", SCHED, 4).sample({}, analytic_eps, key, shape, x_T=x_T)
+  off = samplers.make("ddim", SCHED, 4, clip_x0=0.0).sample({}, analytic_eps, key, shape,
+                                                           x_T=x_T)
+  np.testing.assert_array_equal(plain, off)
+
+
+@pytest.mark.parametrize("family", ["ggdm+pred+time", "vars", "dpm-solver++2m+time"])
+def test_clipped_adjoint_gradient_equals_checkpoint_autodiff(family):
+  """The reverse pass masks the cotangent where a prediction was clipped: it must equal plain
+  autodiff of the clipped recurrence (gradient="checkpoint")."""
+  shape = (16, 3)
+  keys = jax.random.split(jax.random.PRNGKey(11), 6)
+  weights = {"w1": jax.random.normal(keys[0], (3, 8)), "wt": jax.random.normal(keys[1], (4, 8)),
+             "w2": 0.3 * jax.random.normal(keys[2], (8, 3)), "freqs": jnp.arange(1.0, 5.0)}
+  x_T = 1.5 * jax.random.normal(keys[4], shape)
+  target = jax.random.normal(keys[3], shape)
+  grads = {}
+  for gradient, clip in (("adjoint", 0.8), ("checkpoint", 0.8), ("adjoint", None)):
+    sampler = samplers.make(family, SCHED, 4, stride="linear", gradient=gradient, clip_x0=clip)
+    params = perturbed(sampler.init(), keys[5], scale=0.02)
+
+    def loss(params, x_T):
+      eps_fn = functools.partial(conv_eps_model, weights)
+      x0 = sampler.sample(params, eps_fn, keys[5], shape, x_T=x_T)
+      return jnp.sum((x0 - target) ** 2) + jnp.sum(jnp.sin(x0))
+
+    grads[gradient, clip] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x_T)
+  got, want, unclipped = grads["adjoint", 0.8], grads["checkpoint", 0.8], grads["adjoint", None]
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  for name in got[1][0]:
+    np.testing.assert_allclose(got[1][0][name], want[1][0][name], rtol=1e-4, atol=1e-5,
+                               err_msg=f"d loss / d {name}")
+  np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-4, atol=1e-5, err_msg="d / d x_T")
+  # Clipping changed the gradient (so the mask was exercised).
+  assert np.max(np.abs(got[1][1] - unclipped[1][1])) > 1e-2
+
+
+def _diffusers_or_skip():
+  torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[parity]'")
+  diffusers = pytest.importorskip("diffusers",
+                                  reason="parity needs diffusers: pip install -e '.[parity]'")
+  return torch, diffusers
+
+
+def _our_states(sampler, key, x_T):
+  """[K + 1, B, ...] the states of sampler on analytic_eps from x_T: x_T first, x_0 last."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from ddss_jax import recurrence
+  opts = recurrence._Options(stochastic=sampler.stochastic, markov=True, unroll=1,
+                             canonical_convs=False, clip_x0=sampler.clip_x0)
+  noise_key = jax.random.split(key)[1]  # as Sampler.sample splits its key
+  _, states = recurrence._forward(lambda x, t: analytic_eps(x, t), opts,
+                                  sampler.coefficients({}), x_T, noise_key, (),
+                                  keep_history=True)
+  return np.asarray(states)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("family", ["ddim", "ddpm"])
+def test_clipped_ddim_and_ddpm_match_diffusers_step_for_step(family, monkeypatch):
+  """DDIMScheduler(clip_sample=True).step(..., use_clipped_model_output=True) and
+  DDPMScheduler(clip_sample=True) (its per-step noise replaced by ours) on the same model."""
+  torch, diffusers = _diffusers_or_skip()
+  num_steps, shape = 10, (32, 3)
+  key = jax.random.PRNGKey(5)
+  x_T = 2.0 * jax.random.normal(jax.random.PRNGKey(6), shape)
+  sampler = samplers.make(family, SCHED, num_steps, stride="linear", clip_x0=1.0)
+  ours = _our_states(sampler, key, x_T)
+  common = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
+                beta_end=0.02, clip_sample=True, clip_sample_range=1.0,
+                timestep_spacing="leading", steps_offset=0)
+  if family == "ddim":
+    scheduler = diffusers.DDIMScheduler(set_alpha_to_one=True, **common)
+    step = lambda eps, t, x, i: scheduler.step(eps, t, x, eta=0.0,
+                                               use_clipped_model_output=True).prev_sample
+  else:
+    scheduler = diffusers.DDPMScheduler(variance_type="fixed_small", **common)
+    noises = step_noises(key, num_steps, shape)
+    module = diffusers.schedulers.scheduling_ddpm
+    current = {}
+    monkeypatch.setattr(module, "randn_tensor", lambda *a, **k: torch.from_numpy(
+        noises[current["i"]].astype(np.float32)))
+
+    def step(eps, t, x, i):
+      current["i"] = i
+      return scheduler.step(eps, t, x).prev_sample
+
+  scheduler.set_timesteps(num_steps)
+  np.testing.assert_array_equal(scheduler.timesteps.numpy(), sampler.timesteps({}))
+  x = torch.from_numpy(np.array(x_T))
+  clipped_steps = 0
+  for i, t in enumerate(scheduler.timesteps):
+    eps = analytic_eps(x, torch.full((shape[0],), float(t)), xp=torch)
+    x0 = scheduler.step(eps, t, x).pred_original_sample if family == "ddim" else None
+    clipped_steps += int(x0 is not None and bool((x0.abs() == 1.0).any()))
+    x = step(eps, t, x, i)
+    np.testing.assert_allclose(ours[i + 1], x.numpy(), rtol=1e-4, atol=1e-4,
+                               err_msg=f"step {i} (t = {int(t)})")
+  if family == "ddim":
+    assert clipped_steps >= 3  # the clipping was active, not a no-op

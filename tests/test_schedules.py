@@ -56,3 +56,41 @@ def test_bad_schedule_arguments_name_the_choices():
     schedules.linear_beta(1)
   with pytest.raises(ValueError, match="beta_start"):
     schedules.linear_beta(1000, beta_start=0.1, beta_end=0.01)
+
+
+@pytest.mark.parametrize("name,num_timesteps", [
+    ("linear", 2), ("linear", 1000), ("linear", 10_000), ("cosine", 2), ("cosine", 1000),
+    ("cosine", 100_000)])
+def test_every_named_schedule_passes_validation(name, num_timesteps):
+  """The cosine schedule's betas clipped at max_beta = 0.999 included: still strictly inside."""
+  schedule = schedules.make(name, num_timesteps)
+  assert 0 < schedule.alpha_bars[-1] < schedule.alpha_bars[0] < 1
+  assert np.all(np.diff(schedule.alpha_bars) < 0)
+
+
+@pytest.mark.parametrize("alpha_bars,match", [
+    ([1.0, 0.5, 0.1], r"alpha_bar\[0\] = 1.0 is not inside \(0, 1\)"),
+    ([0.9, 0.5, 0.0], r"alpha_bar\[2\] = 0.0 is not inside \(0, 1\)"),
+    ([0.9, -0.5, 0.1], r"alpha_bar\[1\] = -0.5 is not inside"),
+    ([0.9, 1.5, 0.1], r"alpha_bar\[1\] = 1.5 is not inside"),
+    ([0.9, 0.5, float("nan"), 0.1], r"alpha_bar\[2\] = nan is not inside"),
+    ([0.9, 0.5, 0.6, 0.1], r"alpha_bar\[2\] = 0.6 is not below alpha_bar\[1\] = 0.5"),
+    ([0.9, 0.5, 0.5], r"alpha_bar\[2\] = 0.5 is not below alpha_bar\[1\] = 0.5"),
+    ([0.5], r"alpha_bars must be a 1-D array of T >= 2 values, got shape \(1,\)"),
+    ([[0.9, 0.5]], r"alpha_bars must be a 1-D array of T >= 2 values, got shape \(1, 2\)"),
+])
+def test_bad_alpha_bars_name_the_first_bad_index_and_value(alpha_bars, match):
+  with pytest.raises(ValueError, match=r"schedule 'mine': " + match):
+    schedules.Schedule("mine", np.asarray(alpha_bars))
+
+
+def test_a_schedule_whose_alpha_bar_underflows_is_refused():
+  # Ho et al.'s betas over 100000 steps drive alpha_bar below the smallest float64.
+  with pytest.raises(ValueError, match=r"schedule 'linear': alpha_bar\[\d+\] = .* is not below"):
+    schedules.linear_beta(100_000)
+
+
+def test_a_schedule_keeps_float64_alpha_bars():
+  schedule = schedules.Schedule("mine", [0.9, 0.5, 0.1])
+  assert schedule.alpha_bars.dtype == np.float64
+  np.testing.assert_array_equal(schedule.alpha_bars, [0.9, 0.5, 0.1])

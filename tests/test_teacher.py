@@ -53,6 +53,11 @@ def test_pool_is_the_teacher_run_from_its_noise_and_is_cached(toy, tmp_path):
   other = problem.__class__(**{**problem.__dict__, "model_params": jax.tree.map(
       lambda a: a + 1.0, problem.model_params)})
   assert teacher.pool_path(cfg, other, str(tmp_path), seed=3) != path
+  # A teacher that clips x0 predictions draws another pool, under another name.
+  clipped = teacher.make(cfg, schedule, clip_x0=1.0)
+  assert clipped.clip_x0 == 1.0
+  clipped_path = teacher.pool_path(cfg, problem, str(tmp_path), seed=3, clip_x0=1.0)
+  assert clipped_path == path.replace("_seed3_", "_seed3_clip1_")
 
 
 def test_batches_draw_distinct_pairs_and_split_by_rows():

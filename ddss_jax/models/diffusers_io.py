@@ -159,11 +159,8 @@ def _read_weights(weights_path: str, data: bytes) -> dict[str, np.ndarray]:
   return torch_checkpoint.load_state_dict(weights_path, data=data)
 
 
-def load_schedule(path: str) -> tuple[schedules.Schedule, str]:
-  """(schedule, prediction) from scheduler_config.json in `path`, its scheduler/ or parent folder.
-
-  prediction is "eps", "x0" or "v" (ddss_jax.diffusion.as_eps_fn's names).
-  """
+def _scheduler_config(path: str) -> tuple[str, dict[str, Any]]:
+  """(file, contents) of scheduler_config.json in `path`, its scheduler/ or parent folder."""
   candidates = [os.path.join(d, SCHEDULER_CONFIG_NAME)
                 for d in (path, os.path.join(path, "scheduler"), os.path.dirname(path.rstrip("/")),
                           os.path.join(os.path.dirname(path.rstrip("/")), "scheduler"))]
@@ -171,9 +168,26 @@ def load_schedule(path: str) -> tuple[schedules.Schedule, str]:
   if not found:
     raise FileNotFoundError(f"no {SCHEDULER_CONFIG_NAME} found; looked at {candidates}")
   with open(found[0], encoding="utf-8") as f:
-    config = json.load(f)
+    return found[0], json.load(f)
+
+
+def load_clip_x0(path: str) -> float | None:
+  """The x0 clipping scheduler_config.json asks for: clip_sample_range (default 1) where
+  clip_sample is true, 0.0 where it is false, None where the file does not say."""
+  _, config = _scheduler_config(path)
+  if "clip_sample" not in config:
+    return None
+  return float(config.get("clip_sample_range", 1.0)) if config["clip_sample"] else 0.0
+
+
+def load_schedule(path: str) -> tuple[schedules.Schedule, str]:
+  """(schedule, prediction) from scheduler_config.json in `path`, its scheduler/ or parent folder.
+
+  prediction is "eps", "x0" or "v" (ddss_jax.diffusion.as_eps_fn's names).
+  """
+  found, config = _scheduler_config(path)
   if config.get("trained_betas") is not None:
-    raise ValueError(f"{found[0]}: trained_betas are not supported; use a named beta_schedule")
+    raise ValueError(f"{found}: trained_betas are not supported; use a named beta_schedule")
   num = int(config.get("num_train_timesteps", 1000))
   kind = config.get("beta_schedule", "linear")
   if kind == "linear":
@@ -182,11 +196,11 @@ def load_schedule(path: str) -> tuple[schedules.Schedule, str]:
   elif kind == "squaredcos_cap_v2":  # diffusers' name for Nichol & Dhariwal's cosine
     schedule = schedules.cosine(num)
   else:
-    raise ValueError(f"{found[0]}: beta_schedule {kind!r} is not supported; valid choices: "
+    raise ValueError(f"{found}: beta_schedule {kind!r} is not supported; valid choices: "
                      "['linear', 'squaredcos_cap_v2']")
   prediction = config.get("prediction_type", "epsilon")
   if prediction not in _PREDICTIONS:
-    raise ValueError(f"{found[0]}: prediction_type {prediction!r} is not supported; valid choices:"
+    raise ValueError(f"{found}: prediction_type {prediction!r} is not supported; valid choices:"
                      f" {list(_PREDICTIONS)}")
   return schedule, _PREDICTIONS[prediction]
 

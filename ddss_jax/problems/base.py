@@ -62,6 +62,9 @@ class Problem:
       evaluation's); None where the problem cannot carve one.
     model_info: the frozen model as sampler.json records it (source, sha256, what the network
       predicts), so that a sampler learned on this problem names what it runs with.
+    model_clip_x0: the x0 clipping the model's own sampler settings ask for (a checkpoint's
+      scheduler_config.json clip_sample: its range, or 0.0 for clip_sample=False); None where
+      they say nothing. learn_sampler logs a line where config.sampler.clip_x0 differs.
   """
   name: str
   schedule: Schedule
@@ -78,6 +81,7 @@ class Problem:
   weights: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
   split_validation: Callable[[int], tuple[Callable[..., Any], np.ndarray]] | None = None
   model_info: ModelInfo = ModelInfo()
+  model_clip_x0: float | None = None
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:

@@ -325,4 +325,5 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
       weights={"model": {"path": checkpoint.weights_path, "sha256": checkpoint.sha256},
                "features": {"path": weights_path, "sha256": sha256_of(weights_path)}},
       evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
-                                                     cfg=cfg, seed=seed + 3, mesh=mesh))
+                                                     cfg=cfg, seed=seed + 3, mesh=mesh),
+      model_clip_x0=diffusers_io.load_clip_x0(model_dir))
