@@ -233,6 +233,8 @@ class TrainConfig(Group):
                              "last update.", choice(LR_SCHEDULES))
   warmup_steps: int = setting(0, "Updates of linear warm-up from 0 to the peak learning rate.",
                               integer(0))
+  time_lr_scale: float = setting(1.0, "The learning rate of the +TIME logits relative to the "
+                                 "other parameters' (no effect without +time).", real(above=0))
   ema_decay: float = setting(0.0, "Decay of the exponential moving average of the sampler "
                              "parameters that is saved and evaluated (0: the last iterate).",
                              real(0, below=1))

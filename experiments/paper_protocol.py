@@ -53,6 +53,8 @@ LEVERS = {
     "select_start": ("start from the fixed sampler (stride; DDIM or DDPM) with the best FID on "
                      "500 carved digits (docs/method.md, section 7)",
                      {"sampler.start": "select"}),
+    "time_lr": ("the +TIME logits at 5x the learning rate (at 1x the learned times barely "
+                "moved from the start's)", {"train.time_lr_scale": 5.0}),
 }
 
 # The DDSS protocol of every learned row of the paper tables: overrides on configs/mnist.py,

@@ -224,3 +224,20 @@ def test_progress_says_when_compiling_and_leaves_it_out_of_the_time_left(tmp_pat
   assert [r[0] for r in reports] == [1, 2, 3, 4, 5]
   assert reports[0][2] == pytest.approx(1 / 60)
   assert [r[2] for r in reports[1:]] == pytest.approx([0.5] * 4)
+
+
+def test_time_lr_scale_scales_only_the_time_logits_steps():
+  params = {"mu": jnp.ones(3), "time_logits": jnp.zeros(4)}
+  grads = {"mu": jnp.asarray([0.5, -1.0, 2.0]), "time_logits": jnp.asarray([1.0, -3.0, 0.2, 4.0])}
+
+  def first_update(scale):
+    optimizer = train.create_optimizer(TrainConfig(time_lr_scale=scale, grad_clip=0.0))
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    return updates
+
+  base, scaled = first_update(1.0), first_update(5.0)
+  np.testing.assert_array_equal(scaled["mu"], base["mu"])
+  np.testing.assert_allclose(scaled["time_logits"], 5.0 * base["time_logits"], rtol=1e-6)
+  # Adam's first step is -lr * g / (|g| + eps): the learning rate times the sign.
+  np.testing.assert_allclose(base["time_logits"], -5e-3 * np.sign(grads["time_logits"]),
+                             rtol=1e-5)
