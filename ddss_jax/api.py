@@ -409,14 +409,16 @@ class ValidationScore:
 def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
   """The fixed samplers that `sampler`'s family represents at its initial parameters: DDIM
   (eta 0) and ancestral DDPM (eta 1) at each stride for VARS and the GGDM families, the solver
-  at each stride for the solvers with learned times (strides that repeat a time are skipped)."""
+  at each stride for the solvers with learned times (strides that repeat a time are skipped);
+  each clips x0 predictions as `sampler` does."""
   candidates = []
   for stride in samplers.STRIDES:
     for eta in ((0.0,) if sampler.solver else (0.0, 1.0)):
       family = sampler.solver or ("ddpm" if eta == 1.0 else "ddim")
       try:
         candidates.append(samplers.make(family, sampler.schedule, sampler.num_steps,
-                                        stride=stride, eta=None if family == "ddpm" else eta))
+                                        stride=stride, eta=None if family == "ddpm" else eta,
+                                        clip_x0=sampler.clip_x0))
       except ValueError:  # the solvers need distinct times
         continue
   return candidates

@@ -249,6 +249,8 @@ def test_start_candidates_are_the_fixed_samplers_each_family_represents():
   assert len(kinds("vars", 5)) == 6
   # The quadratic stride repeats t = 0 at K = 30, which the solvers cannot take.
   assert kinds("unipc+time", 30) == [("unipc", "linear", 0.0), ("unipc", "logsnr", 0.0)]
+  clipping = samplers.make("ggdm", schedule, 5, clip_x0=1.0)
+  assert {c.clip_x0 for c in api.start_candidates(clipping)} == {1.0}
 
 
 class _FakeScore:
