@@ -262,7 +262,6 @@ def to_spec(sampler: Sampler, params: Params, *,
   every per-step coefficient they imply (execution order, noisiest first), and the model it was
   learned for (None: unspecified)."""
   as_array = lambda a: np.asarray(a, np.float64)
-  clip_x0 = getattr(sampler, "clip_x0", None)  # Sampler.clip_x0: None or 0 is off
   return sampler_file.SamplerSpec(
       version=sampler_file.VERSION, family=sampler.family, num_steps=sampler.num_steps,
       stride=sampler.stride, eta=sampler.eta, schedule_name=sampler.schedule.name,
@@ -272,7 +271,8 @@ def to_spec(sampler: Sampler, params: Params, *,
       params={name: as_array(value) for name, value in params.items()},
       coefficients={name: as_array(value)
                     for name, value in sampler.coefficients(params)._asdict().items()},
-      clip_x0=float(clip_x0) if clip_x0 else None, model=model or sampler_file.ModelInfo())
+      clip_x0=float(sampler.clip_x0) if sampler.clip_x0 else None,
+      model=model or sampler_file.ModelInfo())
 
 
 def to_json(sampler: Sampler, params: Params, *,
