@@ -72,13 +72,15 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
                    ema_decay: float = 0.999, warmup_steps: int = 0,
                    grad_clip: float | None = None, seed: int = 0,
                    log_every: int = 500, checkpoint_dir: str | None = None,
-                   checkpoint_every: int = 1000) -> Any:
+                   checkpoint_every: int = 1000, stop_after: int | None = None) -> Any:
   """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...]; returns EMA params.
 
   Adam with linear warm-up then cosine decay to 10% of `learning_rate`, gradients clipped to
   global norm `grad_clip` (None: no clipping). With `checkpoint_dir`,
   the state is saved by orbax every `checkpoint_every` steps and a rerun resumes from the last
   one; batches and keys derive from the step, so a resumed run equals an uninterrupted one.
+  `stop_after` ends this run after that step (checkpointed), the schedule still spanning
+  `num_steps`: a later run may resume from it with other settings (batch size, num_steps).
   """
   if warmup_steps > 0:
     lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, num_steps,
@@ -102,10 +104,11 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
   step_fn = make_denoise_step(apply_fn, schedule, optimizer, ema_decay=ema_decay)
   base_key = jax.random.PRNGKey(seed)
   clock = logs.StepClock(int(state.step))
-  if clock.first_step < num_steps:
+  last_step = num_steps if stop_after is None else min(stop_after, num_steps)
+  if clock.first_step < last_step:
     logging.info("denoiser step %d: compiling the training step; the first step includes it",
                  clock.first_step + 1)
-  for step in range(clock.first_step, num_steps):
+  for step in range(clock.first_step, last_step):
     state, loss = step_fn(state, batch_fn(step), base_key)
     done = step + 1
     if done == clock.first_step + 1:
@@ -115,7 +118,7 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
       rate = clock.rate(done)
       logging.info("denoiser step %d/%d: loss %.4f, %.2f steps/s, about %.0f min left", done,
                    num_steps, float(loss), rate, logs.minutes_left(done, num_steps, rate))
-    if manager is not None and (done % checkpoint_every == 0 or done == num_steps):
+    if manager is not None and (done % checkpoint_every == 0 or done == last_step):
       manager.save(done, args=ocp.args.StandardSave(state))
   if manager is not None:
     manager.wait_until_finished()

@@ -46,3 +46,28 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
                                     checkpoint_dir=str(tmp_path / "killed"), **kwargs)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_stop_after_then_resume_equals_one_run_and_stage_settings_apply(tmp_path):
+  """stop_after checkpoints and ends a run mid-schedule; resuming with the same settings equals
+  one uninterrupted run, and resuming with another batch (the shipped UNet's second stage)
+  gives other weights from the same first stage."""
+  model = MLPEpsModel(width=16, depth=1)
+  apply_fn = lambda p, x, t: model.apply({"params": p}, x, t)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)), jnp.zeros((1,)))["params"]
+  batch_of = lambda size: lambda step: jax.random.normal(
+      jax.random.fold_in(jax.random.PRNGKey(5), step), (size, 2))
+  kwargs = dict(schedule=schedules.linear_beta(), num_steps=6, learning_rate=1e-2,
+                warmup_steps=2, checkpoint_every=100)
+  straight = denoiser_training.train_denoiser(apply_fn, params, batch_of(32), **kwargs)
+  for name in ("same", "bigger"):
+    stage1 = denoiser_training.train_denoiser(apply_fn, params, batch_of(32), stop_after=4,
+                                              checkpoint_dir=str(tmp_path / name), **kwargs)
+    assert not np.array_equal(jax.tree.leaves(stage1)[0], jax.tree.leaves(straight)[0])
+  same = denoiser_training.train_denoiser(apply_fn, params, batch_of(32),
+                                          checkpoint_dir=str(tmp_path / "same"), **kwargs)
+  bigger = denoiser_training.train_denoiser(apply_fn, params, batch_of(64),
+                                            checkpoint_dir=str(tmp_path / "bigger"), **kwargs)
+  for a, b, c in zip(jax.tree.leaves(straight), jax.tree.leaves(same), jax.tree.leaves(bigger)):
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
