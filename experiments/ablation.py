@@ -17,7 +17,7 @@ import time
 import jax
 from absl import app, flags, logging
 
-from configs import mnist
+from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, plots
 from experiments import evaluate_samplers
 from experiments.paper_protocol import (LEVERS, PROTOCOL, SEED2_COLUMNS, apply_overrides,
@@ -35,6 +35,9 @@ VARIANTS = {
     "all": ("bank + cosine + ema + validation (the bank of the 3500 digits left to train on)",
             {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1],
              **LEVERS["ema"][1], **LEVERS["validation"][1]}),
+    "all_select": ("all + select_start (the start chosen on the same 500 carved digits)",
+                   {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
+                    **LEVERS["validation"][1], **LEVERS["select_start"][1]}),
 }
 COLUMNS = ("variant", "num_steps", "fid", "kid", "kid_std", "precision", "recall", "best_step",
            "train_minutes") + SEED2_COLUMNS  # the second seed's: empty in older files

@@ -5,6 +5,7 @@ MNIST classifier's feature space: KID (mean and std over subsets), FID, and the 
 the classifier labels with confidence > 0.9. Run time: experiments/README.md.
 
 Run: python -m experiments.mnist_base_model [--num_samples=1000] [--ddpm_steps=250]
+     [--unet_weights=path.msgpack]  (default: the shipped UNet)
 """
 
 import time
@@ -12,19 +13,22 @@ import time
 import jax
 from absl import app, flags, logging
 
-from configs import mnist
+from ddss_jax.configs import mnist
 from ddss_jax import experiment, logs, samplers, sampling, schedules
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_samples", 1000, "Samples per sampler.")
 flags.DEFINE_integer("ddpm_steps", 250, "Steps of the ancestral (DDPM, linear stride) reference.")
 flags.DEFINE_list("ddim_steps", ["5", "10", "25"], "K of the DDIM (quadratic stride) rows.")
+flags.DEFINE_string("unet_weights", None, "A UNet msgpack of the shipped architecture to measure "
+                    "instead of the shipped one (config.mnist.unet_weights).")
 
 
 def main(argv):
   del argv
   logs.quiet_library_logs()
   config = mnist.get_config()
+  config.mnist.unet_weights = FLAGS.unet_weights
   schedule = schedules.linear_beta(1000)
   problem = experiment.build_problem(config, schedule, workdir="/tmp")
   rows = [("ddpm", FLAGS.ddpm_steps, "linear")] + [("ddim", int(k), "quadratic")

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from configs import mnist
+from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, samplers, schedules
 from experiments import evaluate_samplers, paper_report
 from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,

@@ -11,7 +11,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from configs import toy2d
+from ddss_jax.configs import toy2d
 from ddss_jax import experiment
 
 FLAGS = flags.FLAGS
