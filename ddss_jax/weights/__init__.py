@@ -43,8 +43,15 @@ class ShippedWeights:
 SHIPPED: dict[str, ShippedWeights] = {
     "mnist_unet": ShippedWeights(
         filename="mnist_unet.msgpack",
-        sha256="d62524c82b59c4eef8b44eb581e23a144eab65db7d01beac5d693f4dee76c4e8",
-        command="python -m ddss_jax.tools.train_unet --out=ddss_jax/weights/mnist_unet.msgpack"),
+        sha256="948f82acf08180d95855361c21ab4263bc9eb1fcfa5830d7772f42136b1e292a",
+        # Two runs in one workdir: stopped after 10000 of 25000 steps at batch 256, then
+        # resumed to 16000 steps at batch 512 (ddss_jax/tools/train_unet.py).
+        command="python -m ddss_jax.tools.train_unet --workdir=/tmp/ddss_mnist_unet "
+                "--out=/tmp/mnist_unet_stage1.msgpack --num_steps=25000 --batch_size=256 "
+                "--warmup_steps=500 --ema_decay=0.9995 --checkpoint_every=5000 --stop_after=10000"
+                " && python -m ddss_jax.tools.train_unet --workdir=/tmp/ddss_mnist_unet "
+                "--out=ddss_jax/weights/mnist_unet.msgpack --num_steps=16000 --batch_size=512 "
+                "--warmup_steps=500 --ema_decay=0.9995 --checkpoint_every=4000"),
     "mnist_classifier": ShippedWeights(
         filename="mnist_classifier.msgpack",
         sha256="fd0eb9d77371b0f616d145ab554a8af8bbd0b7cc36a4a8c7e203295fcc52f6dc",
