@@ -30,7 +30,7 @@ from clu import parameter_overview
 from jax.sharding import Mesh
 
 from ddss_jax import (evaluate, files, logs, metrics, model_forms, parallel, plots, samplers,
-                      sampling, schedules, teacher)
+                      sampling, schedules, solvers, teacher)
 from ddss_jax import train as train_lib
 from ddss_jax.data.source import ArraySource
 from ddss_jax.errors import ConfigError
@@ -277,7 +277,7 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     select = cfg.start == "select"
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
                             eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
-                            clip_x0=cfg.clip_x0)
+                            clip_x0=cfg.clip_x0, start_solver=cfg.start_solver)
   check_learnable(sampler.family, train.num_train_steps)
   _note_clipping(problem, sampler)
   mesh = mesh or parallel.make_mesh()
@@ -408,25 +408,37 @@ class ValidationScore:
 
 def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
   """The fixed samplers that `sampler`'s family represents at its initial parameters: DDIM
-  (eta 0) and ancestral DDPM (eta 1) at each stride for VARS and the GGDM families, the solver
-  at each stride for the solvers with learned times (strides that repeat a time are skipped);
-  each clips x0 predictions as `sampler` does."""
+  (eta 0) and ancestral DDPM (eta 1) at each stride for VARS and the GGDM families, and for the
+  GGDM families also DPM-Solver++(2M) and UniPC at each stride (a multistep solver is a GGDM);
+  the solver at each stride for the solvers with learned times. Strides that repeat a time are
+  skipped for the solvers; each candidate clips x0 predictions as `sampler` does."""
+  if sampler.solver:
+    kinds = [sampler.solver]
+  else:
+    kinds = ["ddim", "ddpm"] + (list(solvers.SOLVERS) if sampler.family.startswith("ggdm")
+                                else [])
   candidates = []
   for stride in samplers.STRIDES:
-    for eta in ((0.0,) if sampler.solver else (0.0, 1.0)):
-      family = sampler.solver or ("ddpm" if eta == 1.0 else "ddim")
+    for family in kinds:
       try:
         candidates.append(samplers.make(family, sampler.schedule, sampler.num_steps,
-                                        stride=stride, eta=None if family == "ddpm" else eta,
-                                        clip_x0=sampler.clip_x0))
+                                        stride=stride, clip_x0=sampler.clip_x0))
       except ValueError:  # the solvers need distinct times
         continue
   return candidates
 
 
+def _start_of(sampler: samplers.Sampler, candidate: samplers.Sampler) -> dict:
+  """What `sampler` takes from its start candidate: the stride, eta and (GGDM) start_solver."""
+  ggdm_solver = sampler.family.startswith("ggdm") and candidate.family in solvers.SOLVERS
+  return {"stride": candidate.stride, "eta": candidate.eta,
+          "start_solver": candidate.family if ggdm_solver else None}
+
+
 START_RULE = ("each fixed sampler the family represents (start_candidates) is scored on the "
               "validation split (ValidationScore, before any DDSS step); the lowest select_on "
-              "value wins, the first in STRIDES order (eta 0 before 1) on a tie")
+              "value wins, the first in STRIDES order (then DDIM, DDPM, DPM-Solver++(2M), "
+              "UniPC) on a tie")
 
 
 def select_start(sampler: samplers.Sampler, problem: Problem, score: ValidationScore,
@@ -441,16 +453,17 @@ def select_start(sampler: samplers.Sampler, problem: Problem, score: ValidationS
     with open(path, encoding="utf-8") as f:
       chosen = json.load(f)["chosen"]
     logging.info("start: %s (read back from %s)", chosen, path)
-    return dataclasses.replace(sampler, stride=chosen["stride"], eta=chosen["eta"])
+    # start.json files written before the solver starts have no start_solver: DDIM(eta).
+    return dataclasses.replace(sampler, stride=chosen["stride"], eta=chosen["eta"],
+                               start_solver=chosen.get("start_solver"))
   rows = []
   for candidate in start_candidates(sampler):
     values = score(candidate, candidate.init())
-    rows.append({"family": candidate.family, "stride": candidate.stride, "eta": candidate.eta,
-                 **values})
+    rows.append({"family": candidate.family, **_start_of(sampler, candidate), **values})
     logging.info("start candidate %s, %s stride: validation KID %.5f, FID %.4f",
                  candidate.family, candidate.stride, values["kid"], values["fid"])
   best = min(rows, key=lambda row: row[score.select_on])  # min keeps the first of equals
-  chosen = {"stride": best["stride"], "eta": best["eta"]}
+  chosen = {key: best[key] for key in ("stride", "eta", "start_solver")}
   if path is not None and jax.process_index() == 0:
     files.write_json(path, {"family": sampler.family, "num_steps": sampler.num_steps,
                             "rule": START_RULE, "select_on": score.select_on,

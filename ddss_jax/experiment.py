@@ -71,7 +71,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
                           gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
-                          clip_x0=sampler_cfg.clip_x0)
+                          clip_x0=sampler_cfg.clip_x0, start_solver=sampler_cfg.start_solver)
   # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
                            stride=sampler_cfg.stride,

@@ -32,7 +32,8 @@ Parameterisations (the project's choices; docs/method.md, section 7):
          softmax(time_logits), so times stay strictly decreasing inside (0, T - 1). A gap of zero
          in the initial stride (t = 0 is part of both strides) is floored at MIN_TIME_GAP of the
          range, which moves that time by about 1e-3 model time units.
-Every learnable family at init reproduces DDIM(eta) (eta = 0 by default; eta = 1 is DDPM).
+Every learnable family at init reproduces DDIM(eta) (eta = 0 by default; eta = 1 is DDPM), or,
+for the GGDM families made with start_solver, DPM-Solver++(2M) or UniPC at the stride.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class Sampler:
   unroll: int = 1
   canonical_convs: bool = True
   clip_x0: float | None = None  # r: every x0 prediction clipped to [-r, r]; None: no clipping
+  # A GGDM family's start: this training-free solver's coefficients at the stride (GGDM runs
+  # them exactly: a multistep solver is a GGDM); None: DDIM(eta).
+  start_solver: str | None = None
 
   @property
   def learns_pred(self) -> bool:
@@ -132,13 +136,14 @@ class Sampler:
     if self.solver is not None:  # "+time": the times are all there is to learn
       return {"time_logits": _time_logits(self.initial_timesteps, self.schedule.num_timesteps)}
     t = jnp.asarray(self.initial_timesteps, jnp.float32)
-    ddim = _ddim_coefficients(self.schedule, t, eta=self.eta)
     if self.family == "vars":
       return {"noise_angle": _noise_angle(self.schedule, t, eta=self.eta)}
-    params = {"mu": ddim.mu, "nu": ddim.nu, "sigma": ddim.sigma}
+    start = (_ddim_coefficients(self.schedule, t, eta=self.eta) if self.start_solver is None
+             else solvers.coefficients(self.start_solver, self.schedule, t))
+    params = {"mu": start.mu, "nu": start.nu, "sigma": start.sigma}
     if self.learns_pred:
-      params["log_b"] = jnp.log(ddim.b)
-      params["log_c"] = jnp.log(ddim.c)
+      params["log_b"] = jnp.log(start.b)
+      params["log_c"] = jnp.log(start.c)
     if self.learns_time:
       params["time_logits"] = _time_logits(self.initial_timesteps, self.schedule.num_timesteps)
     return params
@@ -197,7 +202,8 @@ class Sampler:
 
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
          eta: float | None = None, gradient: str = "adjoint", unroll: int = 1,
-         canonical_convs: bool | None = None, clip_x0: float | None = None) -> Sampler:
+         canonical_convs: bool | None = None, clip_x0: float | None = None,
+         start_solver: str | None = None) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -216,6 +222,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     clip_x0: None or 0: no clipping; r > 0: the x0 prediction of every step is clipped to
       [-r, r] (the public DDPM checkpoints' clip_sample, r = 1 for data in [-1, 1]); the update
       then reads the eps that the clipped prediction implies (ddss_jax.recurrence).
+    start_solver: GGDM families only: start from this solver (one of solvers.SOLVERS) at the
+      stride instead of DDIM(eta); the stride must then give distinct times and eta be 0.
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -234,12 +242,20 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     if eta not in (None, 1, 1.0):
       raise ValueError(f"family 'ddpm' is DDIM with eta = 1; got eta={eta!r} (use 'ddim')")
     eta = 1.0
-  if family.removesuffix("+time") in solvers.SOLVERS:
+  if start_solver is not None:
+    if not family.startswith("ggdm"):
+      raise ValueError(f"start_solver={start_solver!r}: only the GGDM families start from a "
+                       f"solver; family {family!r} starts from DDIM(eta)")
+    if start_solver not in solvers.SOLVERS:
+      raise ValueError(f"unknown start_solver {start_solver!r}; valid choices: "
+                       f"{list(solvers.SOLVERS)} or None (DDIM(eta))")
+  if family.removesuffix("+time") in solvers.SOLVERS or start_solver is not None:
+    name = f"family {family!r}" if start_solver is None else f"start_solver {start_solver!r}"
     if eta not in (None, 0, 0.0):
-      raise ValueError(f"family {family!r} is deterministic; got eta={eta!r}")
+      raise ValueError(f"{name} is deterministic; got eta={eta!r}")
     times = stride_timesteps(stride, schedule, num_steps)
     if len(set(times.tolist())) < len(times):
-      raise ValueError(f"family {family!r} needs distinct times; the {stride!r} stride "
+      raise ValueError(f"{name} needs distinct times; the {stride!r} stride "
                        f"repeats one at num_steps={num_steps} (use stride='linear' or 'logsnr')")
   eta = 0.0 if eta is None else float(eta)
   if not 0.0 <= eta <= 1.0:
@@ -253,7 +269,7 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
                  eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)),
                  canonical_convs=bool(canonical_convs),
-                 clip_x0=recurrence.check_clip_x0(clip_x0))
+                 clip_x0=recurrence.check_clip_x0(clip_x0), start_solver=start_solver)
 
 
 def to_spec(sampler: Sampler, params: Params, *,

@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import ml_collections
 
-from ddss_jax import recurrence, samplers, schedules
+from ddss_jax import recurrence, samplers, schedules, solvers
 from ddss_jax.errors import ConfigError
 
 Check = Callable[[str, Any], None]
@@ -142,12 +142,12 @@ class ScheduleConfig(Group):
                                integer(2, 100_000))
 
 
-START_RULES = ("configured", "select")
+START_RULES = ("configured", "select") + solvers.SOLVERS
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(Group):
-  """The sampler DDSS learns (every learnable family starts as DDIM(eta) at the stride)."""
+  """The sampler DDSS learns and where it starts (DDIM(eta) at the stride unless `start` says)."""
   GROUP: ClassVar[str] = "sampler"
   family: str = setting(
       "ggdm+pred+time", "vars, ggdm, ggdm+pred, ggdm+time, ggdm+pred+time, dpm-solver++2m+time, "
@@ -158,17 +158,23 @@ class SamplerConfig(Group):
                         "or logsnr (uniform in log-SNR from T - 1 to 0).",
                         choice(samplers.STRIDES))
   eta: float = setting(0.0, "The DDIM(eta) it starts from: 0 is DDIM, 1 is DDPM.", real(0, 1))
-  start: str = setting("configured", "configured: start from DDIM(eta) at the stride; select: "
-                       "from the fixed sampler the family represents (each stride; eta 0 and "
-                       "1) that scores best on the validation split (train.validation_size, "
-                       "validation_samples, select_on), recorded in start.json.",
-                       choice(START_RULES))
+  start: str = setting("configured", "configured: start from DDIM(eta) at the stride; "
+                       "dpm-solver++2m or unipc (GGDM families): from that solver at the "
+                       "stride; select: from the fixed sampler the family represents (each "
+                       "stride; DDIM and DDPM, and for GGDM the two solvers) that scores best "
+                       "on the validation split (train.validation_size, validation_samples, "
+                       "select_on), recorded in start.json.", choice(START_RULES))
   gradient: str = setting("adjoint", "adjoint (O(K |x|) memory) or checkpoint (scan + remat, "
                           "O(K^2 |x|); a reference).", choice(recurrence.GRADIENTS))
   unroll: int = setting(1, "Model calls per compiled loop iteration, 1 to K: same results; "
                         "compile time and memory grow with it.", integer(1))
   clip_x0: float = setting(0.0, "r > 0 clips every step's x0 prediction to [-r, r] (the public "
                            "DDPM checkpoints' clip_sample: r = 1); 0 is off.", real(low=0))
+
+  @property
+  def start_solver(self) -> str | None:
+    """The solver a GGDM family starts from (samplers.make's start_solver); None otherwise."""
+    return self.start if self.start in solvers.SOLVERS else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,8 +248,8 @@ class TrainConfig(Group):
                                   "(optax.MultiSteps); num_train_steps counts batches.",
                                   integer(1))
   validate_every_steps: int = setting(0, "Evaluate the (averaged) parameters on the validation "
-                                      "split every this many steps and keep the best (0: keep "
-                                      "the last).", integer(0))
+                                      "split at the start, every this many steps and at the "
+                                      "end, and keep the best (0: keep the last).", integer(0))
   validation_size: int = setting(500, "Training examples carved out as the validation split "
                                  "(with validate_every_steps > 0 or sampler.start select; the "
                                  "loss never sees them).", integer(2))

@@ -205,8 +205,9 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
   checkpoint written is the last good state), or skips the update (cfg.nonfinite "skip") and
   raises after cfg.max_consecutive_skips in a row. Every logged step calls progress(step,
   cfg.num_train_steps, steps per second), the speed leaving out the first step, which compiles;
-  say(line) announces that compilation and how long it took. Every cfg.validate_every_steps
-  steps (and the last), validate(step, state) gives metric lines of their own.
+  say(line) announces that compilation and how long it took. Before the first step (a run that
+  starts at step 0), every cfg.validate_every_steps steps and after the last, validate(step,
+  state) gives metric lines of their own.
   """
   batch_fn = batch_fn or problem.real_batch
   directory = manager = None
@@ -217,6 +218,9 @@ def run_training(state: TrainState, train_step: Callable, problem: Problem,
   base_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
   learning_rate = learning_rate_schedule(cfg)
   clock = logs.StepClock(int(state.step))
+  if validate is not None and clock.first_step == 0:
+    # The start is a candidate too: the parameters kept are never worse on validation than it.
+    writer.write(0, validate(0, state))
   if clock.first_step < cfg.num_train_steps:
     say(f"DDSS step {clock.first_step + 1}/{cfg.num_train_steps}: compiling the training step "
         "(sampler and its gradient); the first step includes it")

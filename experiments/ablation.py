@@ -138,7 +138,7 @@ def report(rows: list[dict], path: str) -> None:
         md.append(f"| {name} | {float(r['fid']):.3f} | {ratio} | {fid_2} | "
                   f"{float(r['kid']):.4f} +- "
                   f"{float(r['kid_std']):.4f} | {float(r['recall']):.3f} | "
-                  f"{r['best_step'] or '-'} | {r['train_minutes']} |")
+                  f"{'-' if r['best_step'] in ('', None) else r['best_step']} | {r['train_minutes']} |")
   files.write_text(path, "\n".join(md) + "\n")
 
 

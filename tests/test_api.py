@@ -189,7 +189,7 @@ def test_validation_keeps_the_best_parameters_and_a_resumed_run_keeps_them_too(t
   settings = dict(sampler=ddss_jax.SamplerConfig(num_steps=3), progress=False)
   straight = ddss_jax.learn_sampler(problem, train=train(6), **settings)
   val = [line for line in straight.history if "val/kid" in line]
-  assert [line["step"] for line in val] == [2, 4, 6]
+  assert [line["step"] for line in val] == [0, 2, 4, 6]  # the start is a candidate too
   best = min(val, key=lambda line: line["val/kid"])
   assert straight.best_step == best["step"] == val[-1]["val/best_step"]
   workdir = str(tmp_path / "run")
@@ -207,7 +207,7 @@ def test_the_command_line_with_validation_writes_the_curves(tmp_path):
   config.train.validate_every_steps = 2
   config.train.validation_samples = 32
   results = experiment.train_and_evaluate(config, str(tmp_path))
-  assert results["best_step"] in (2, 4)
+  assert results["best_step"] in (0, 2, 4)
   assert (tmp_path / "curves.png").stat().st_size > 0
   assert (tmp_path / "sampler_best.json").exists()
 
@@ -243,10 +243,18 @@ def test_start_candidates_are_the_fixed_samplers_each_family_represents():
   schedule = schedules.linear_beta()
   kinds = lambda family, k: [(c.family, c.stride, c.eta) for c in api.start_candidates(
       samplers.make(family, schedule, k, stride="linear"))]
+  # GGDM represents the multistep solvers too (their coefficients are a GGDM's).
   assert kinds("ggdm+pred+time", 10) == [
-      ("ddim", "linear", 0.0), ("ddpm", "linear", 1.0), ("ddim", "quadratic", 0.0),
-      ("ddpm", "quadratic", 1.0), ("ddim", "logsnr", 0.0), ("ddpm", "logsnr", 1.0)]
-  assert len(kinds("vars", 5)) == 6
+      (family, stride, 1.0 if family == "ddpm" else 0.0)
+      for stride in ("linear", "quadratic", "logsnr")
+      for family in ("ddim", "ddpm", "dpm-solver++2m", "unipc")]
+  assert kinds("vars", 5) == [(family, stride, 1.0 if family == "ddpm" else 0.0)
+                              for stride in ("linear", "quadratic", "logsnr")
+                              for family in ("ddim", "ddpm")]
+  assert [k[:2] for k in kinds("ggdm", 30)] == [  # the solvers skip the repeating stride
+      ("ddim", "linear"), ("ddpm", "linear"), ("dpm-solver++2m", "linear"), ("unipc", "linear"),
+      ("ddim", "quadratic"), ("ddpm", "quadratic"), ("ddim", "logsnr"), ("ddpm", "logsnr"),
+      ("dpm-solver++2m", "logsnr"), ("unipc", "logsnr")]
   # The quadratic stride repeats t = 0 at K = 30, which the solvers cannot take.
   assert kinds("unipc+time", 30) == [("unipc", "linear", 0.0), ("unipc", "logsnr", 0.0)]
   clipping = samplers.make("ggdm", schedule, 5, clip_x0=1.0)
@@ -254,7 +262,7 @@ def test_start_candidates_are_the_fixed_samplers_each_family_represents():
 
 
 class _FakeScore:
-  """Scores by (stride, eta) from a table; counts its calls."""
+  """Scores by (family, stride) from a table (9.0 where it has none); counts its calls."""
   select_on = "fid"
 
   def __init__(self, table):
@@ -262,21 +270,22 @@ class _FakeScore:
 
   def __call__(self, sampler, params):
     self.calls += 1
-    fid = self.table[(sampler.stride, sampler.eta)]
+    fid = self.table.get((sampler.family, sampler.stride), 9.0)
     return {"fid": fid, "kid": fid / 100}
 
 
 def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_path):
   sampler = samplers.make("ggdm", schedules.linear_beta(), 10)
-  table = {("linear", 0.0): 3.0, ("linear", 1.0): 1.5, ("quadratic", 0.0): 2.0,
-           ("quadratic", 1.0): 4.0, ("logsnr", 0.0): 1.5, ("logsnr", 1.0): 9.0}
+  table = {("ddim", "linear"): 3.0, ("ddpm", "linear"): 1.5, ("ddim", "quadratic"): 2.0,
+           ("ddpm", "quadratic"): 4.0, ("ddim", "logsnr"): 1.5}
   score = _FakeScore(table)
   chosen = api.select_start(sampler, None, score, str(tmp_path))
-  assert (chosen.family, chosen.stride, chosen.eta) == ("ggdm", "linear", 1.0)
-  assert score.calls == 6
+  assert (chosen.family, chosen.stride, chosen.eta, chosen.start_solver) == (
+      "ggdm", "linear", 1.0, None)
+  assert score.calls == 12
   record = json.loads((tmp_path / "start.json").read_text())
-  assert record["chosen"] == {"stride": "linear", "eta": 1.0}
-  assert [row["fid"] for row in record["candidates"]] == [3.0, 1.5, 2.0, 4.0, 1.5, 9.0]
+  assert record["chosen"] == {"stride": "linear", "eta": 1.0, "start_solver": None}
+  assert [row["fid"] for row in record["candidates"]][:6] == [3.0, 1.5, 9.0, 9.0, 2.0, 4.0]
   # A rerun in the workdir reads the choice back without scoring again.
   again = api.select_start(sampler, None, _FakeScore({}), str(tmp_path))
   assert (again.stride, again.eta) == ("linear", 1.0)
@@ -285,6 +294,27 @@ def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_
   for name in ("mu", "sigma"):
     np.testing.assert_allclose(chosen.coefficients(chosen.init())._asdict()[name],
                                ddpm.coefficients({})._asdict()[name], rtol=1e-5, atol=1e-6)
+
+
+def test_select_start_can_choose_a_solver_and_ggdm_then_runs_it_exactly(tmp_path):
+  schedule = schedules.linear_beta()
+  sampler = samplers.make("ggdm+pred+time", schedule, 6)
+  score = _FakeScore({("unipc", "logsnr"): 0.5, ("dpm-solver++2m", "linear"): 0.7})
+  chosen = api.select_start(sampler, None, score, str(tmp_path))
+  assert (chosen.stride, chosen.eta, chosen.start_solver) == ("logsnr", 0.0, "unipc")
+  again = api.select_start(sampler, None, _FakeScore({}), str(tmp_path))
+  assert again.start_solver == "unipc"
+  # A start.json of the time before solver starts (no start_solver) means DDIM(eta).
+  old = tmp_path / "old"
+  old.mkdir()
+  (old / "start.json").write_text(json.dumps({"chosen": {"stride": "linear", "eta": 1.0}}))
+  assert api.select_start(chosen, None, _FakeScore({}), str(old)).start_solver is None
+  # GGDM+PRED+TIME at init draws UniPC's samples (sigma is 0; times decode to the stride's).
+  eps_fn = lambda x, t: 0.3 * x + 0.01 * t[:, None]
+  key = jax.random.PRNGKey(0)
+  unipc = samplers.make("unipc", schedule, 6, stride="logsnr")
+  np.testing.assert_allclose(chosen.sample(chosen.init(), eps_fn, key, (64, 2)),
+                             unipc.sample({}, eps_fn, key, (64, 2)), rtol=1e-4, atol=1e-4)
 
 
 def test_learn_sampler_with_start_select_scores_on_the_validation_split(tmp_path):
@@ -297,8 +327,10 @@ def test_learn_sampler_with_start_select_scores_on_the_validation_split(tmp_path
       progress=False)
   record = json.loads((tmp_path / "run" / "start.json").read_text())
   best = min(record["candidates"], key=lambda row: row["fid"])
-  assert (learned.sampler.stride, learned.sampler.eta) == (best["stride"], best["eta"])
-  assert len(record["candidates"]) == 6 and len({row["fid"] for row in record["candidates"]}) == 6
+  assert (learned.sampler.stride, learned.sampler.eta, learned.sampler.start_solver) == (
+      best["stride"], best["eta"], best["start_solver"])
+  fids = [row["fid"] for row in record["candidates"]]
+  assert len(fids) == 12 and len(set(fids)) == 12
   # Scored independently: the learned sampler at its start gives the winner's validation FID.
   _, held_out = problem.split_validation(64)
   score = api.ValidationScore(problem, held_out, ddss_jax.TrainConfig(

@@ -185,3 +185,13 @@ def test_a_workdir_recorded_before_a_field_existed_resumes_if_the_field_is_at_it
   with pytest.raises(ConfigError, match=r"config.sampler.start: 'configured' there, 'select' "
                      "now"):
     config_lib.check_workdir(config, str(tmp_path))
+
+
+def test_a_solver_start_for_a_family_that_cannot_take_it_is_named():
+  config = tiny.get_config()
+  config.sampler.family, config.sampler.start = "vars", "unipc"
+  with pytest.raises(ConfigError, match=r"sampler.family, .num_steps, .stride, .eta, .start do "
+                     r"not make a sampler: start_solver='unipc': only the GGDM families"):
+    config_lib.validate(config)
+  config.sampler.family = "ggdm+pred+time"
+  config_lib.validate(config)

@@ -554,3 +554,32 @@ def test_clipped_ddim_and_ddpm_match_diffusers_step_for_step(family, monkeypatch
                                err_msg=f"step {i} (t = {int(t)})")
   if family == "ddim":
     assert clipped_steps >= 3  # the clipping was active, not a no-op
+
+
+@pytest.mark.parametrize("solver", ["dpm-solver++2m", "unipc"])
+def test_ggdm_started_from_a_solver_draws_its_samples(solver):
+  """A multistep solver is a GGDM: GGDM and GGDM+PRED made with start_solver reproduce it."""
+  schedule = schedules.linear_beta()
+  eps_fn = lambda x, t: 0.3 * x + 0.01 * t[:, None]
+  key = jax.random.PRNGKey(3)
+  want = samplers.make(solver, schedule, 7, stride="linear").sample({}, eps_fn, key, (32, 2))
+  for family in ("ggdm", "ggdm+pred"):
+    ggdm = samplers.make(family, schedule, 7, stride="linear", start_solver=solver)
+    np.testing.assert_allclose(ggdm.sample(ggdm.init(), eps_fn, key, (32, 2)), want,
+                               rtol=1e-5, atol=1e-5)
+  ddim = samplers.make("ddim", schedule, 7, stride="linear").sample({}, eps_fn, key, (32, 2))
+  assert np.abs(np.asarray(want) - np.asarray(ddim)).max() > 1e-3  # a different start
+
+
+def test_start_solver_is_refused_where_it_cannot_apply():
+  schedule = schedules.linear_beta()
+  with pytest.raises(ValueError, match="only the GGDM families start from a solver; family "
+                     "'vars'"):
+    samplers.make("vars", schedule, 5, start_solver="unipc")
+  with pytest.raises(ValueError, match=r"unknown start_solver 'heun'; valid choices: "
+                     r"\['dpm-solver\+\+2m', 'unipc'\]"):
+    samplers.make("ggdm", schedule, 5, start_solver="heun")
+  with pytest.raises(ValueError, match="start_solver 'unipc' is deterministic; got eta=1.0"):
+    samplers.make("ggdm", schedule, 5, start_solver="unipc", eta=1.0)
+  with pytest.raises(ValueError, match="start_solver 'unipc' needs distinct times"):
+    samplers.make("ggdm", schedule, 30, stride="quadratic", start_solver="unipc")
