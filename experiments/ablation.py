@@ -38,6 +38,10 @@ VARIANTS = {
     "all_select": ("all + select_start (the start chosen on the same 500 carved digits)",
                    {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
                     **LEVERS["validation"][1], **LEVERS["select_start"][1]}),
+    "all_select_slow": ("all_select at learning rate 1e-3",
+                        {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
+                         **LEVERS["validation"][1], **LEVERS["select_start"][1],
+                         **LEVERS["slow"][1]}),
 }
 COLUMNS = ("variant", "num_steps", "fid", "kid", "kid_std", "precision", "recall", "best_step",
            "train_minutes") + SEED2_COLUMNS  # the second seed's: empty in older files
