@@ -5,6 +5,7 @@ the 1000 held-out digits (FID, KID, recall), with each run's training and valida
 Run (resumable: rerun the same command after a kill; finished rows are kept):
   python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10,25
   python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10 --variants=paper,bank
+  [--fixed_results=experiments/ablation/fixed_results.csv]  (the best fixed sampler beside them)
 Writes --out (default experiments/ablation/): results.csv, RESULTS.md, curves_<variant>_K<k>.png.
 """
 
@@ -58,6 +59,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per row.")
   flags.DEFINE_integer("eval_seeds", 2, "Evaluation seeds of every row, 1 or 2 (the second: "
                        "results.csv's fid_2, kid_2).")
+  flags.DEFINE_string("fixed_results", None, "A results.csv of paper_tables.py holding fixed "
+                      "samplers' rows: RESULTS.md then names the best fixed sampler at each K "
+                      "and each variant's FID against it.")
 
 
 def row_config(variant: str, num_steps: int, num_samples: int, base=mnist.get_config):
@@ -118,8 +122,17 @@ def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples
   return row
 
 
-def report(rows: list[dict], path: str) -> None:
-  """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "paper"."""
+def best_fixed(fixed_rows: list[dict], num_steps: int) -> dict | None:
+  """The fixed sampler with the lowest first-seed FID at K = num_steps among paper_tables'
+  results.csv rows (loss "none"), or None where none ran at that K."""
+  at_k = [r for r in fixed_rows if r["loss"] == "none" and int(r["num_steps"]) == num_steps]
+  return min(at_k, key=lambda r: float(r["fid"])) if at_k else None
+
+
+def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
+           fixed_source: str = "") -> None:
+  """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "paper" and,
+  given paper_tables' fixed rows (read from `fixed_source`), against the best fixed sampler."""
   md = ["# The DDSS optimisation's levers, on and off", "",
         "GGDM+PRED+TIME (KID loss) on the embedded MNIST model; held-out FID, KID (mean +- std "
         "over subsets) and recall of 1000 samples against the 1000 held-out digits (the FID of a "
@@ -131,18 +144,25 @@ def report(rows: list[dict], path: str) -> None:
   for k in sorted({int(r["num_steps"]) for r in rows}):
     at_k = {r["variant"]: r for r in rows if int(r["num_steps"]) == k}
     base = float(at_k["paper"]["fid"]) if "paper" in at_k else None
-    md += ["", f"## K = {k}", "",
-           "| variant | FID | FID / paper's | FID, second seed | KID | recall | best step | "
-           "train min |", "|---" * 8 + "|"]
+    fixed = best_fixed(fixed_rows or [], k)
+    md += ["", f"## K = {k}", ""]
+    if fixed is not None:
+      fid_2 = f", second seed {float(fixed['fid_2']):.3f}" if fixed.get("fid_2") else ""
+      md += [f"Best fixed sampler at K = {k} by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) "
+             f"and UniPC step choice in `{fixed_source}`): {fixed['sampler']}, FID "
+             f"{float(fixed['fid']):.3f}{fid_2}, recall {float(fixed['recall']):.3f}.", ""]
+    md += ["| variant | FID | FID / paper's | FID / best fixed | FID, second seed | KID | recall "
+           "| best step | train min |", "|---" * 9 + "|"]
     for name in VARIANTS:
       if name in at_k:
         r = at_k[name]
         ratio = f"{float(r['fid']) / base:.2f}" if base else "-"
+        to_fixed = f"{float(r['fid']) / float(fixed['fid']):.2f}" if fixed else "-"
         fid_2 = f"{float(r['fid_2']):.3f}" if r.get("fid_2") else "-"
-        md.append(f"| {name} | {float(r['fid']):.3f} | {ratio} | {fid_2} | "
-                  f"{float(r['kid']):.4f} +- "
-                  f"{float(r['kid_std']):.4f} | {float(r['recall']):.3f} | "
-                  f"{'-' if r['best_step'] in ('', None) else r['best_step']} | {r['train_minutes']} |")
+        best_step = "-" if r["best_step"] in ("", None) else r["best_step"]
+        md.append(f"| {name} | {float(r['fid']):.3f} | {ratio} | {to_fixed} | {fid_2} | "
+                  f"{float(r['kid']):.4f} +- {float(r['kid_std']):.4f} | "
+                  f"{float(r['recall']):.3f} | {best_step} | {r['train_minutes']} |")
   files.write_text(path, "\n".join(md) + "\n")
 
 
@@ -151,9 +171,15 @@ def main(argv):
   logs.quiet_library_logs()
   check_choices("variants", FLAGS.variants, VARIANTS)
   evaluate_samplers.eval_seeds(0, FLAGS.eval_seeds)  # 1 or 2, checked before anything runs
+  if FLAGS.fixed_results and not os.path.isfile(FLAGS.fixed_results):
+    raise FileNotFoundError(f"--fixed_results={FLAGS.fixed_results}: no such file (a "
+                            "results.csv that experiments/paper_tables.py wrote)")
   os.makedirs(FLAGS.out, exist_ok=True)
   csv_path = os.path.join(FLAGS.out, "results.csv")
   rows = read_rows(csv_path)
+  fixed_rows = read_rows(FLAGS.fixed_results) if FLAGS.fixed_results else None
+  write_report = lambda: report(rows, os.path.join(FLAGS.out, "RESULTS.md"), fixed_rows,
+                                FLAGS.fixed_results or "")
   for k in (int(s) for s in FLAGS.steps):
     for variant in FLAGS.variants:
       if any((r["variant"], int(r["num_steps"])) == (variant, k) for r in rows):
@@ -162,8 +188,8 @@ def main(argv):
       rows.append(run_row(variant, k, workdir=FLAGS.workdir, out=FLAGS.out,
                           num_samples=FLAGS.num_samples, eval_seeds=FLAGS.eval_seeds))
       write_rows(csv_path, rows)
-      report(rows, os.path.join(FLAGS.out, "RESULTS.md"))
-  report(rows, os.path.join(FLAGS.out, "RESULTS.md"))
+      write_report()
+  write_report()
 
 
 if __name__ == "__main__":

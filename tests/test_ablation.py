@@ -53,7 +53,27 @@ def test_old_results_without_the_second_seed_still_report(tmp_path):
   ablation.write_rows(path, [old])
   ablation.report(ablation.read_rows(path), str(tmp_path / "RESULTS.md"))
   text = open(tmp_path / "RESULTS.md").read()
-  assert "| paper | 2.000 | 1.00 | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
+  assert "| paper | 2.000 | 1.00 | - | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
+
+
+def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
+  row = {"variant": "paper", "num_steps": "10", "fid": "0.9", "kid": "0.01", "kid_std": "0.002",
+         "precision": "0.6", "recall": "0.9", "best_step": "0", "train_minutes": "3.0",
+         "fid_2": "0.95", "kid_2": "0.01"}
+  fixed = [{"sampler": name, "num_steps": k, "loss": loss, "fid": fid, "recall": "0.94",
+            "fid_2": "0.41"}
+           for name, k, loss, fid in (("unipc:linear", "10", "none", "0.45"),
+                                      ("ddpm:linear", "10", "none", "0.66"),
+                                      ("ggdm:quadratic", "10", "kid", "0.10"),  # learned: not one
+                                      ("ddim:linear", "25", "none", "0.30"))]
+  assert ablation.best_fixed(fixed, 10)["sampler"] == "unipc:linear"
+  assert ablation.best_fixed(fixed, 5) is None
+  ablation.report([row], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
+  text = open(tmp_path / "RESULTS.md").read()
+  assert ("Best fixed sampler at K = 10 by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) and "
+          "UniPC step choice in `fixed.csv`): unipc:linear, FID 0.450, second seed 0.410, recall "
+          "0.940.") in text
+  assert "| paper | 0.900 | 1.00 | 2.00 | 0.950 | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
 
 
 def test_unknown_variant_is_named():
