@@ -138,8 +138,9 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
         "over subsets) and recall of 1000 samples against the 1000 held-out digits (the FID of a "
         "second evaluation seed beside it, where run). Each learned sampler is in `samplers/` "
         "(re-evaluate: `python -m experiments.evaluate_samplers`). Generated "
-        f"by `python -m experiments.ablation` at commit {logs.code_commit()}; what each variant "
-        "changes:", ""]
+        f"by `python -m experiments.ablation` at commit {logs.code_commit()}. \"train min\" is "
+        "the wall time of the DDSS steps on the machine as it was: rows that shared the cores "
+        "with other runs took longer. What each variant changes:", ""]
   md += [f"- `{name}`: {what}" for name, (what, _) in VARIANTS.items()]
   for k in sorted({int(r["num_steps"]) for r in rows}):
     at_k = {r["variant"]: r for r in rows if int(r["num_steps"]) == k}

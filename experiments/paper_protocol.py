@@ -50,8 +50,9 @@ LEVERS = {
                    "carved digits)", {"train.validate_every_steps": 25}),
     "ddpm_start": ("start from ancestral DDPM, linear stride (GGDM represents it exactly)",
                    {"sampler.eta": 1.0, "sampler.stride": "linear"}),
-    "select_start": ("start from the fixed sampler (stride; DDIM or DDPM) with the best FID on "
-                     "500 carved digits (docs/method.md, section 7)",
+    "select_start": ("start from the fixed sampler the family represents (each stride; DDIM, "
+                     "DDPM and, for GGDM, DPM-Solver++(2M) and UniPC) with the best FID on 500 "
+                     "carved digits (docs/method.md, section 7)",
                      {"sampler.start": "select"}),
     "slow": ("learning rate 1e-3 instead of configs/mnist.py's 5e-3 (from UniPC at K = 10, "
              "5e-3 raised the validation KID at every validation)",
