@@ -24,7 +24,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from ddss_jax import files, problems, samplers, schedules, settings, solvers
+from ddss_jax import files, problems, samplers, schedules, settings
 from ddss_jax.errors import ConfigError
 
 CORE_GROUPS = (settings.ScheduleConfig, settings.SamplerConfig, settings.BaselineConfig,
@@ -112,10 +112,9 @@ def _check_across_groups(c: dict[str, Any]) -> None:
       ("loss", loss["teacher_family"], 0.0, loss["teacher_steps"], loss["teacher_stride"])):
     if group == "baseline" and family == "ddpm":
       eta = None  # DDPM is eta = 1 by definition; baseline.eta applies to DDIM only
-    start = sampler["start"] if group == "sampler" else None
+    start = settings.start_solver(sampler["start"]) if group == "sampler" else None
     try:
-      samplers.make(family, schedule, num_steps, stride=stride, eta=eta,
-                    start_solver=start if start in solvers.SOLVERS else None)
+      samplers.make(family, schedule, num_steps, stride=stride, eta=eta, start_solver=start)
     except ValueError as e:
       fields = dict(sampler="sampler.family, .num_steps, .stride, .eta, .start",
                     baseline="baseline.family, baseline.eta (at sampler.num_steps, .stride)",

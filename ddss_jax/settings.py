@@ -145,6 +145,11 @@ class ScheduleConfig(Group):
 START_RULES = ("configured", "select") + solvers.SOLVERS
 
 
+def start_solver(start: str) -> str | None:
+  """samplers.make's start_solver for a sampler.start value: the solver it names, else None."""
+  return start if start in solvers.SOLVERS else None
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(Group):
   """The sampler DDSS learns and where it starts (DDIM(eta) at the stride unless `start` says)."""
@@ -174,7 +179,7 @@ class SamplerConfig(Group):
   @property
   def start_solver(self) -> str | None:
     """The solver a GGDM family starts from (samplers.make's start_solver); None otherwise."""
-    return self.start if self.start in solvers.SOLVERS else None
+    return start_solver(self.start)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,20 +29,19 @@ from experiments.paper_protocol import (LEVERS, PROTOCOL, SEED2_COLUMNS, apply_o
 # (paper_protocol.LEVERS) on, "all" several. The validation split (500 of the 4000 training
 # digits) is carved only where a variant validates, so "paper" and the one-lever variants
 # without validation train on all 4000.
+# bank + cosine + ema + validation, the bank of the 3500 digits the validation split leaves.
+ALL = {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
+       **LEVERS["validation"][1]}
 VARIANTS = {
     "paper": ("the paper tables' protocol (paper_protocol.PROTOCOL: "
               f"{describe(PROTOCOL)})", PROTOCOL),
     **LEVERS,
     "all": ("bank + cosine + ema + validation (the bank of the 3500 digits left to train on)",
-            {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1],
-             **LEVERS["ema"][1], **LEVERS["validation"][1]}),
+            ALL),
     "all_select": ("all + select_start (the start chosen on the same 500 carved digits)",
-                   {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
-                    **LEVERS["validation"][1], **LEVERS["select_start"][1]}),
+                   {**ALL, **LEVERS["select_start"][1]}),
     "all_select_slow": ("all_select at learning rate 1e-3",
-                        {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
-                         **LEVERS["validation"][1], **LEVERS["select_start"][1],
-                         **LEVERS["slow"][1]}),
+                        {**ALL, **LEVERS["select_start"][1], **LEVERS["slow"][1]}),
 }
 COLUMNS = ("variant", "num_steps", "fid", "kid", "kid_std", "precision", "recall", "best_step",
            "train_minutes") + SEED2_COLUMNS  # the second seed's: empty in older files
