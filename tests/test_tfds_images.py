@@ -209,6 +209,27 @@ def test_batch_is_fixed_by_the_key():
   np.testing.assert_array_equal(a, full[idx])  # the same examples ArraySource would draw
 
 
+def test_a_carved_validation_split_is_never_drawn_again():
+  with mock_data():
+    source = TFDSImageSource("cifar10", "train", image_size=8)
+    full = all_images(source)
+    rest, held = source.carve(2, jax.random.PRNGKey(3))
+    rest_all = all_images(rest)
+    drawn = rest.batch(jax.random.PRNGKey(0), NUM_MOCK - 2)
+    again, held_again = rest.carve(1, jax.random.PRNGKey(4))  # a split of the rest
+    with pytest.raises(ValueError, match="a split of 7 from cifar10/train, which has 7"):
+      source.carve(NUM_MOCK, jax.random.PRNGKey(0))
+  chosen = np.sort(tfds_images.sample_indices(jax.random.PRNGKey(3), NUM_MOCK, 2))
+  np.testing.assert_array_equal(held, full[chosen])  # what sample_indices picks, in order
+  np.testing.assert_array_equal(rest_all, np.delete(full, chosen, axis=0))
+  assert (rest.num_examples, again.num_examples, source.num_examples) == (5, 4, NUM_MOCK)
+  key = lambda x: x.tobytes()
+  assert sorted(map(key, drawn)) == sorted(map(key, rest_all))  # the rest, every one once
+  assert not {key(x) for x in held} & {key(x) for x in np.concatenate([rest_all, held_again])}
+  assert sorted(map(key, np.concatenate([all_images(again), held_again]))) == sorted(
+      map(key, rest_all))
+
+
 def test_bad_arguments():
   with mock_data():
     with pytest.raises(ValueError, match="process_index"):

@@ -20,6 +20,7 @@ does it itself (`prepare`) for CIFAR-10 where TensorFlow and a network exist.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -164,6 +165,7 @@ class TFDSImageSource:
     if not 0 <= self.process_index < self.process_count:
       raise ValueError(f"process_index {self.process_index} outside [0, {self.process_count})")
     self.num_threads = max(1, num_threads)
+    self._positions = None  # the record indices this source reads (None: all); see split
     try:
       self._records = tfds.data_source(self.spec.tfds_name, split=self.split,
                                        data_dir=data_dir, download=False)
@@ -175,7 +177,7 @@ class TFDSImageSource:
 
   @property
   def num_examples(self) -> int:
-    return len(self._records)
+    return len(self._records) if self._positions is None else len(self._positions)
 
   @property
   def example_shape(self) -> tuple[int, int, int]:
@@ -184,7 +186,8 @@ class TFDSImageSource:
   def load(self, indices) -> np.ndarray:
     """float32 [len(indices), S, S, 3] in [-1, 1], the examples at these record indices."""
     def one(index):
-      image = self._records[int(index)]["image"]
+      record = int(index) if self._positions is None else int(self._positions[index])
+      image = self._records[record]["image"]
       return center_crop_and_resize(image, self.image_size, center_crop=self.spec.center_crop)
     indices = list(indices)
     if not indices:
@@ -199,6 +202,19 @@ class TFDSImageSource:
     if not 1 <= num <= self.num_examples:
       raise ValueError(f"batch of {num} from {self.name}, which has {self.num_examples} examples")
     return self.load(sample_indices(key, self.num_examples, num)[rows])
+
+  def carve(self, num: int, key: jax.Array) -> tuple["TFDSImageSource", np.ndarray]:
+    """(the rest, the `num` held-out examples [num, S, S, 3]): a validation split carved from
+    the examples by `key` (sample_indices), read once; the rest's batch and iterate never see
+    them."""
+    if not 1 <= num < self.num_examples:
+      raise ValueError(f"a split of {num} from {self.name}, which has {self.num_examples} "
+                       "examples (at least one must stay)")
+    held = np.sort(sample_indices(key, self.num_examples, num))
+    rest = copy.copy(self)
+    positions = np.arange(self.num_examples) if self._positions is None else self._positions
+    rest._positions = np.delete(positions, held)  # pylint: disable=protected-access
+    return rest, self.load(held)
 
   def iterate(self, batch_size: int, *, num_examples: int | None = None
               ) -> Iterator[np.ndarray]:

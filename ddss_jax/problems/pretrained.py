@@ -326,4 +326,12 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
                "features": {"path": weights_path, "sha256": sha256_of(weights_path)}},
       evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
                                                      cfg=cfg, seed=seed + 3, mesh=mesh),
-      model_clip_x0=diffusers_io.load_clip_x0(model_dir))
+      model_clip_x0=diffusers_io.load_clip_x0(model_dir),
+      split_validation=lambda n: _split(train_source, n, seed))
+
+
+def _split(source, num: int, seed: int):
+  """(real_batch of the training examples left, the `num` carved out): as the MNIST problem's
+  validation split, by PRNGKey(seed + 4)."""
+  rest, held = source.carve(num, jax.random.PRNGKey(seed + 4))
+  return rest.batch, held
