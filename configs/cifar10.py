@@ -15,6 +15,8 @@ is its own; the public checkpoint is Ho et al.'s, so compare orderings and ratio
 paper's DDSS learning rate, batch size and step count are not public: these are our choices.
 Every sampler clips its x0 predictions to [-1, 1] (config.sampler.clip_x0 = 1, as the checkpoint's
 scheduler_config.json asks); the derived church, bedroom and ImageNet 64 configs inherit it.
+The optimisation's levers are configs/mnist.py's (those that won experiments/ablation/RESULTS.md on
+MNIST), scaled to 5000 steps: they are not measured at this scale (no weights here).
 """
 
 from ddss_jax.configs import default
@@ -35,6 +37,14 @@ def get_config():
   config.train.num_train_steps = 5000
   config.train.batch_size = 128
   config.train.learning_rate = 5e-3
+  config.loss.kid_bank_size = 10000  # Inception features of 10000 training images, once
+  config.train.lr_schedule = "cosine"
+  config.train.warmup_steps = 250
+  config.train.ema_decay = 0.99  # averages about the last 100 of 5000 steps
+  config.train.validate_every_steps = 500
+  config.train.validation_size = 2000  # carved from the training images the loss sees
+  config.train.validation_samples = 2000
+  config.sampler.start = "select"
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 250
   config.eval.num_samples = 50000

@@ -19,6 +19,13 @@ def get_config():
   config = cifar10.get_config()  # the same schedule (linear, T = 1000), sampler and K = 10
   config.train.num_train_steps = 2000
   config.train.batch_size = 32
+  config.train.warmup_steps = 100
+  # 256px: a bank of 2000 images (1.6 GB in float32 while their features are computed), and a
+  # smaller validation: the start selection alone samples validation_samples x K x 12 calls.
+  config.loss.kid_bank_size = 2000
+  config.train.validate_every_steps = 250
+  config.train.validation_size = 500
+  config.train.validation_samples = 500
   config.train.log_every_steps = 25
   config.train.checkpoint_every_steps = 100
   config.eval.batch_size = 100

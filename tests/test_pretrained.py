@@ -71,7 +71,12 @@ def tiny_cifar10_flags(files, **extra):
       "pretrained.inception_weights": files["inception"], "pretrained.inception_width": WIDTH,
       "pretrained.stats_dir": files["stats_dir"], "pretrained.reference_num_examples": 60,
       "pretrained.feature_batch_size": 50, "pretrained.kid_sample_size": 100,
-      "pretrained.kid_subsets": 5, "pretrained.kid_subset_size": 50, **extra}
+      "pretrained.kid_subsets": 5, "pretrained.kid_subset_size": 50,
+      # The config's levers at test sizes: a bank and a carved validation split of the mock
+      # images, validated at every step; the start as configured (selection: 12 compiles).
+      "loss.kid_bank_size": 40, "train.warmup_steps": 1, "train.validate_every_steps": 1,
+      "train.validation_size": 20, "train.validation_samples": 16,
+      "sampler.start": "configured", **extra}
   return ([f"--config={os.path.join(ROOT, 'configs', 'cifar10.py')}",
            f"--workdir={files['workdir']}"]
           + [f"--config.{key}={value}" for key, value in overrides.items()])
@@ -112,6 +117,9 @@ def test_cifar10_config_runs_through_main_on_mock_data(files):
     assert entry["fid"] > 0 and 1.0 <= entry["is"] <= 1008
   lines = [json.loads(l) for l in open(os.path.join(files["workdir"], "metrics.jsonl"))]
   assert [l["step"] for l in lines if "train/kid" in l] == [1, 2]
+  # Validated at the start and after each step, on the 20 images carved from the mock train split.
+  assert [l["step"] for l in lines if "val/fid" in l] == [0, 1, 2]
+  assert all(np.isfinite(l["val/kid"]) for l in lines if "val/kid" in l)
   assert {"eval/fid@K=3", "eval/is@K=3", "eval/kid@K=3", "eval/ddim/fid@K=3"} <= set(lines[-1])
   assert os.path.exists(os.path.join(files["workdir"], "samples.png"))
 
