@@ -4,7 +4,7 @@ the 1000 held-out digits (FID, KID, recall), with each run's training and valida
 
 Run (resumable: rerun the same command after a kill; finished rows are kept):
   python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10,25
-  python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10 --variants=paper,bank
+  python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10 --variants=none,bank
   [--fixed_results=experiments/ablation/fixed_results.csv]  (the best fixed sampler beside them)
 Writes --out (default experiments/ablation/): results.csv, RESULTS.md, curves_<variant>_K<k>.png.
 """
@@ -21,27 +21,24 @@ from absl import app, flags, logging
 from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, plots
 from experiments import evaluate_samplers
-from experiments.paper_protocol import (LEVERS, PROTOCOL, SEED2_COLUMNS, apply_overrides,
-                                        check_choices, describe)
+from experiments.paper_protocol import (LEVERS, OFF, ON, SEED2_COLUMNS, apply_overrides,
+                                        check_choices)
 
-# name: (what it changes, config overrides on configs/mnist.py at the row's K). "paper" is the
-# protocol of experiments/paper_tables.py's learned rows; every other variant turns one lever
-# (paper_protocol.LEVERS) on, "all" several. The validation split (500 of the 4000 training
-# digits) is carved only where a variant validates, so "paper" and the one-lever variants
-# without validation train on all 4000.
-# bank + cosine + ema + validation, the bank of the 3500 digits the validation split leaves.
-ALL = {"loss.kid_bank_size": 3500, **LEVERS["cosine"][1], **LEVERS["ema"][1],
-       **LEVERS["validation"][1]}
+# name: (what it changes, config overrides). Every row starts from configs/mnist.py with its
+# levers off (paper_protocol.OFF); "none" adds nothing, every other variant turns one lever
+# (paper_protocol.LEVERS) on, "all" several, and "all_select" is configs/mnist.py's default (ON).
+# The validation split (500 of the 4000 training digits) is carved only where a variant
+# validates or selects, so the others train on all 4000.
+ALL = {field: value for field, value in ON.items() if field != "sampler.start"}
 VARIANTS = {
-    "paper": ("the paper tables' protocol (paper_protocol.PROTOCOL: "
-              f"{describe(PROTOCOL)})", PROTOCOL),
+    "none": ("every lever off (configs/mnist.py with levers=False: the protocol of the paper "
+             "tables committed before the levers)", {}),
     **LEVERS,
     "all": ("bank + cosine + ema + validation (the bank of the 3500 digits left to train on)",
             ALL),
-    "all_select": ("all + select_start (the start chosen on the same 500 carved digits)",
-                   {**ALL, **LEVERS["select_start"][1]}),
-    "all_select_slow": ("all_select at learning rate 1e-3",
-                        {**ALL, **LEVERS["select_start"][1], **LEVERS["slow"][1]}),
+    "all_select": ("all + select_start (the start chosen on the same 500 carved digits): "
+                   "configs/mnist.py's default", ON),
+    "all_select_slow": ("all_select at learning rate 1e-3", {**ON, **LEVERS["slow"][1]}),
 }
 COLUMNS = ("variant", "num_steps", "fid", "kid", "kid_std", "precision", "recall", "best_step",
            "train_minutes") + SEED2_COLUMNS  # the second seed's: empty in older files
@@ -64,11 +61,13 @@ def define_flags() -> None:
 
 
 def row_config(variant: str, num_steps: int, num_samples: int, base=mnist.get_config):
-  """configs/mnist.py (or `base`, for tests) at K = num_steps with the variant's overrides."""
+  """configs/mnist.py (or `base`, for tests) at K = num_steps, its levers off, with the
+  variant's overrides."""
   config = base()
   config.sampler.num_steps = num_steps
   config.eval.num_samples = num_samples
   config.train.checkpoint_every_steps = 25
+  apply_overrides(config, OFF, source="paper_protocol.OFF")
   apply_overrides(config, VARIANTS[variant][1], source=f"ablation variant {variant!r}")
   return config
 
@@ -130,7 +129,7 @@ def best_fixed(fixed_rows: list[dict], num_steps: int) -> dict | None:
 
 def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
            fixed_source: str = "") -> None:
-  """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "paper" and,
+  """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "none" and,
   given paper_tables' fixed rows (read from `fixed_source`), against the best fixed sampler."""
   md = ["# The DDSS optimisation's levers, on and off", "",
         "GGDM+PRED+TIME (KID loss) on the embedded MNIST model; held-out FID, KID (mean +- std "
@@ -143,7 +142,7 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
   md += [f"- `{name}`: {what}" for name, (what, _) in VARIANTS.items()]
   for k in sorted({int(r["num_steps"]) for r in rows}):
     at_k = {r["variant"]: r for r in rows if int(r["num_steps"]) == k}
-    base = float(at_k["paper"]["fid"]) if "paper" in at_k else None
+    base = float(at_k["none"]["fid"]) if "none" in at_k else None
     fixed = best_fixed(fixed_rows or [], k)
     md += ["", f"## K = {k}", ""]
     if fixed is not None:
@@ -151,7 +150,7 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
       md += [f"Best fixed sampler at K = {k} by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) "
              f"and UniPC step choice in `{fixed_source}`): {fixed['sampler']}, FID "
              f"{float(fixed['fid']):.3f}{fid_2}, recall {float(fixed['recall']):.3f}.", ""]
-    md += ["| variant | FID | FID / paper's | FID / best fixed | FID, second seed | KID | recall "
+    md += ["| variant | FID | FID / none's | FID / best fixed | FID, second seed | KID | recall "
            "| best step | train min |", "|---" * 9 + "|"]
     for name in VARIANTS:
       if name in at_k:

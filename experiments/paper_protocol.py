@@ -6,6 +6,7 @@ the results.csv columns.
 
 from __future__ import annotations
 
+from ddss_jax.configs import mnist
 from ddss_jax.errors import ConfigError
 
 TABLE_STEPS = (5, 10, 15, 20, 25)
@@ -63,9 +64,27 @@ LEVERS = {
 
 # The DDSS protocol of every learned row of the paper tables: overrides on configs/mnist.py,
 # applied after the row's family, K, stride and loss (so a lever may replace the stride or the
-# step count). {} is configs/mnist.py as is, the protocol of the committed results; e.g.
-# {**LEVERS["bank"][1], **LEVERS["cosine"][1]} turns two levers on.
+# step count). {} is configs/mnist.py as is, its levers on (ON below, the ablation's all_select);
+# results.csv files written before they were its default ran with them off (OFF below).
 PROTOCOL: dict = {}
+
+
+def fields_of(config) -> dict:
+  """The config's fields as {"group.key": value} (the keys of overrides)."""
+  return {f"{group}.{key}": value for group, fields in config.items() if hasattr(fields, "keys")
+          for key, value in fields.items()}
+
+
+def _lever_fields(levers: bool) -> dict:
+  """configs/mnist.py's lever fields ("group.key": value), with its levers on or off: the fields
+  whose values get_config(levers=True) and get_config(levers=False) disagree on."""
+  on, off = fields_of(mnist.get_config(levers=True)), fields_of(mnist.get_config(levers=False))
+  return {f: (on if levers else off)[f] for f in on if on[f] != off[f]}
+
+
+# configs/mnist.py's levers as overrides: ON is its default, OFF the protocol before them (the
+# ablation's variants start from OFF).
+ON, OFF = _lever_fields(True), _lever_fields(False)
 
 
 def apply_overrides(config, overrides: dict, *, source: str) -> None:

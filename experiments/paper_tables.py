@@ -28,8 +28,8 @@ from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, samplers, schedules
 from experiments import evaluate_samplers, paper_report
 from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,
-                                        LEARNED, PARTS, PROTOCOL, SEED2_COLUMNS, TEACHER_ROW,
-                                        apply_overrides, check_choices)
+                                        LEARNED, ON, PARTS, PROTOCOL, SEED2_COLUMNS, TEACHER_ROW,
+                                        apply_overrides, check_choices, fields_of)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,7 +41,8 @@ def define_flags() -> None:
                       "Checkpoints, learned samplers, teacher pool and grid samples.")
   flags.DEFINE_string("out", HERE, "Where results.csv, RESULTS.md and the pictures go.")
   flags.DEFINE_list("parts", list(PARTS), f"Any of {list(PARTS)}, run in the order given.")
-  flags.DEFINE_integer("train_steps", 100, "DDSS optimisation steps of each learned sampler.")
+  flags.DEFINE_integer("train_steps", mnist.get_config().train.num_train_steps,
+                       "DDSS optimisation steps of each learned sampler (configs/mnist.py's).")
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per sampler.")
   flags.DEFINE_list("fixed_steps", [str(k) for k in FIXED_STEPS], "K of the fixed samplers.")
   flags.DEFINE_integer("seed", 0, "Added to the training seed (0) and the evaluation seed (1234): "
@@ -107,8 +108,11 @@ class Runner:
     self.parts_path = os.path.join(out, "paper_tables_parts.json")
     self.rows = read_rows(self.csv_path)
     self.config = self.table_config("ddim", 5, "quadratic", "kid")
-    apply_overrides(self.table_config("ddim", 5, "quadratic", "kid"), self.protocol,
+    learned_config = self.table_config("ddim", 5, "quadratic", "kid")
+    apply_overrides(learned_config, self.protocol,
                     source="paper_protocol.PROTOCOL")  # a bad field fails before any row runs
+    # What the learned rows' levers are (configs/mnist.py's, after the protocol), for the report.
+    self.levers = {f: v for f, v in fields_of(learned_config).items() if f in ON}
     self.seeds = evaluate_samplers.eval_seeds(self.config.eval.seed, eval_seeds)
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
     self.commit = logs.code_commit()  # of the code that runs now, whatever happens to the checkout later
@@ -208,7 +212,8 @@ class Runner:
     self.tick()
     paper_report.render(self.out, self.workdir, self.rows, self.read_parts(),
                         seeds=(self.config.train.seed,) + self.seeds,
-                        protocol=self.protocol, compare=self.compare_rows)
+                        protocol=self.protocol, levers=self.levers,
+                        compare=self.compare_rows)
 
   def read_parts(self) -> dict:
     if not os.path.exists(self.parts_path):

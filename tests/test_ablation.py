@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from configs import mnist_tiny
+from configs import mnist, mnist_tiny
 from ddss_jax.errors import ConfigError
 from experiments import ablation, evaluate_samplers, paper_protocol
 
@@ -23,12 +23,12 @@ def test_rows_curves_and_report(tiny_rows, tmp_path):  # pylint: disable=unused-
   out, work = str(tmp_path / "out"), str(tmp_path / "work")
   row = ablation.run_row("validation", 2, workdir=work, out=out, num_samples=16,
                          base=mnist_tiny.get_config)
-  # The paper-protocol row as a copy with another FID: the report's ratio column is against it.
-  rows = [{**row, "variant": "paper", "fid": str(2 * float(row["fid"])), "best_step": ""}, row]
+  # The levers-off row as a copy with another FID: the report's ratio column is against it.
+  rows = [{**row, "variant": "none", "fid": str(2 * float(row["fid"])), "best_step": ""}, row]
   ablation.write_rows(os.path.join(out, "results.csv"), rows)
   ablation.report(rows, os.path.join(out, "RESULTS.md"))
   back = ablation.read_rows(os.path.join(out, "results.csv"))
-  assert [(r["variant"], r["num_steps"]) for r in back] == [("paper", "2"), ("validation", "2")]
+  assert [(r["variant"], r["num_steps"]) for r in back] == [("none", "2"), ("validation", "2")]
   assert back[1]["best_step"] in ("0", "1", "2") and float(back[1]["train_minutes"]) >= 0
   assert float(back[1]["fid_2"]) != float(back[1]["fid"]) > 0
   assert os.path.getsize(os.path.join(out, "curves_validation_K2.png")) > 0
@@ -47,17 +47,17 @@ def test_rows_curves_and_report(tiny_rows, tmp_path):  # pylint: disable=unused-
 
 
 def test_old_results_without_the_second_seed_still_report(tmp_path):
-  old = {"variant": "paper", "num_steps": "10", "fid": "2.0", "kid": "0.01", "kid_std": "0.002",
+  old = {"variant": "none", "num_steps": "10", "fid": "2.0", "kid": "0.01", "kid_std": "0.002",
          "precision": "0.6", "recall": "0.9", "best_step": "", "train_minutes": "3.0"}
   path = str(tmp_path / "results.csv")
   ablation.write_rows(path, [old])
   ablation.report(ablation.read_rows(path), str(tmp_path / "RESULTS.md"))
   text = open(tmp_path / "RESULTS.md").read()
-  assert "| paper | 2.000 | 1.00 | - | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
+  assert "| none | 2.000 | 1.00 | - | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
 
 
 def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
-  row = {"variant": "paper", "num_steps": "10", "fid": "0.9", "kid": "0.01", "kid_std": "0.002",
+  row = {"variant": "none", "num_steps": "10", "fid": "0.9", "kid": "0.01", "kid_std": "0.002",
          "precision": "0.6", "recall": "0.9", "best_step": "0", "train_minutes": "3.0",
          "fid_2": "0.95", "kid_2": "0.01"}
   fixed = [{"sampler": name, "num_steps": k, "loss": loss, "fid": fid, "recall": "0.94",
@@ -73,7 +73,7 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
   assert ("Best fixed sampler at K = 10 by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) and "
           "UniPC step choice in `fixed.csv`): unipc:linear, FID 0.450, second seed 0.410, recall "
           "0.940.") in text
-  assert "| paper | 0.900 | 1.00 | 2.00 | 0.950 | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
+  assert "| none | 0.900 | 1.00 | 2.00 | 0.950 | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
 
 
 def test_unknown_variant_is_named():
@@ -84,12 +84,17 @@ def test_unknown_variant_is_named():
       10, 3500, 0.95)
 
 
-def test_variants_are_the_protocol_and_its_levers(monkeypatch):
-  assert ablation.VARIANTS["paper"][1] is paper_protocol.PROTOCOL
+def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   for name, lever in paper_protocol.LEVERS.items():
     assert ablation.VARIANTS[name] is lever
   config = ablation.row_config("select_start", 5, 100)
   assert (config.sampler.start, config.eval.num_samples) == ("select", 100)
+  assert (config.loss.kid_bank_size, config.train.ema_decay) == (0, 0.0)  # the others stay off
+  # "none" is configs/mnist.py with levers=False, "all_select" its default, at the row's K.
+  for variant, levers in (("none", False), ("all_select", True)):
+    expected = mnist.get_config(levers=levers)
+    expected.sampler.num_steps, expected.train.checkpoint_every_steps = 10, 25
+    assert ablation.row_config(variant, 10, 1000).to_dict() == expected.to_dict()
   monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
   with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
     ablation.row_config("typo", 5, 100)

@@ -13,6 +13,7 @@ from experiments import evaluate_samplers, paper_protocol, paper_report, paper_t
 
 
 def shrink(config):
+  paper_protocol.apply_overrides(config, paper_protocol.OFF, source="test")  # levers: seconds
   config.train.update(batch_size=8, log_every_steps=1)
   config.eval.batch_size = 16
   config.mnist.update(kid_subsets=4, kid_subset_size=8)
@@ -95,8 +96,10 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   assert "Reference: DDIM, linear stride with K = 60 (the teacher of the teacher loss): FID" in text
   assert (tmp_path / "out" / "paper_tables" / "fid_vs_k.png").stat().st_size > 0
   assert "evaluation seed 1234 and 1334 for the second seed's columns" in text
-  assert ("overrides on configs/mnist.py): `train.ema_decay` = 0.5. Each learned sampler is in "
-          "`samplers/` beside this file" in text)
+  assert ("overrides on configs/mnist.py): `train.ema_decay` = 0.5; the optimisation's levers "
+          "then: `loss.kid_bank_size` = 0, `sampler.start` = 'configured', `train.ema_decay` = "
+          "0.5," in text and "Each learned sampler is in `samplers/` beside this file" in text)
+  assert "on the 4000 training digits (Adam" in text and "starts from the quadratic stride" in text
 
   # A rerun with another --seed moves both seeds, and its report sets its rows against another
   # results.csv (here this one's rows with every KID moved by 1.5 of its std).
@@ -110,7 +113,7 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   rerun.run_part("report")
   text = (tmp_path / "out" / "RESULTS.md").read_text()
   assert "evaluation seed 1235, training seed 1;" in text
-  assert "configs/mnist.py): none." in text
+  assert "configs/mnist.py): none; the optimisation's levers then: `loss.kid_bank_size` = 0" in text
   assert ("## Against there.csv\n\n8 rows in both. The KID change is within the stated std "
           "(there) for 0, within twice it for 8 (largest 1.50)" in text)
 
@@ -155,7 +158,7 @@ def test_old_results_csv_reads_without_the_second_seed(tmp_path):
       "ddim:quadratic,5,none,2.5,0.02,0.003,0.6,0.9,,"]
 
 
-def test_protocol_overrides_are_checked_and_applied():
+def test_protocol_overrides_are_checked_and_applied(tmp_path):
   config = paper_tables.mnist.get_config()
   paper_protocol.apply_overrides(config, {**paper_protocol.LEVERS["cosine"][1],
                                           "sampler.start": "select"}, source="test")
@@ -165,7 +168,10 @@ def test_protocol_overrides_are_checked_and_applied():
     paper_protocol.apply_overrides(config, {"train.nope": 1}, source="test")
   with pytest.raises(ConfigError, match="config.nope=1"):
     paper_protocol.apply_overrides(config, {"nope": 1}, source="test")
-  assert paper_protocol.PROTOCOL == {}  # the committed results' protocol: configs/mnist.py
+  assert paper_protocol.PROTOCOL == {}  # configs/mnist.py as it is: its levers on
+  runner = paper_tables.Runner(str(tmp_path / "out"), str(tmp_path / "work"), train_steps=2,
+                               num_samples=16)
+  assert runner.levers == paper_protocol.ON and runner.levers["sampler.start"] == "select"
   with pytest.raises(ValueError, match=r"--parts: unknown \['k7'\]; valid choices: \['fixed'"):
     paper_protocol.check_choices("parts", ["fixed", "k7"], paper_protocol.PARTS)
 
