@@ -415,7 +415,7 @@ def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
   if sampler.solver:
     kinds = [sampler.solver]
   else:
-    kinds = ["ddim", "ddpm"] + (list(solvers.SOLVERS) if sampler.family.startswith("ggdm")
+    kinds = ["ddim", "ddpm"] + (list(solvers.SOLVERS) if sampler.is_ggdm
                                 else [])
   candidates = []
   for stride in samplers.STRIDES:
@@ -430,7 +430,7 @@ def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
 
 def _start_of(sampler: samplers.Sampler, candidate: samplers.Sampler) -> dict:
   """What `sampler` takes from its start candidate: the stride, eta and (GGDM) start_solver."""
-  ggdm_solver = sampler.family.startswith("ggdm") and candidate.family in solvers.SOLVERS
+  ggdm_solver = sampler.is_ggdm and candidate.family in solvers.SOLVERS
   return {"stride": candidate.stride, "eta": candidate.eta,
           "start_solver": candidate.family if ggdm_solver else None}
 

@@ -98,6 +98,12 @@ class Sampler:
   start_solver: str | None = None
 
   @property
+  def is_ggdm(self) -> bool:
+    """Whether the family is GGDM (+PRED, +TIME): a non-Markovian step that represents DDIM,
+    DDPM and the multistep solvers exactly."""
+    return self.family.startswith("ggdm")
+
+  @property
   def learns_pred(self) -> bool:
     return "+pred" in self.family
 
@@ -114,13 +120,13 @@ class Sampler:
   @property
   def stochastic(self) -> bool:
     """Whether the sampler draws noise at each step (learnable noise counts)."""
-    return self.family in ("ddpm", "vars") or self.family.startswith("ggdm") or self.eta > 0
+    return self.family in ("ddpm", "vars") or self.is_ggdm or self.eta > 0
 
   @property
   def markov(self) -> bool:
     """Whether each step reads only the current state (nu diagonal): not so for GGDM and the
     multistep solvers."""
-    return not (self.family.startswith("ggdm") or self.solver is not None)
+    return not (self.is_ggdm or self.solver is not None)
 
   @property
   def initial_timesteps(self) -> np.ndarray:

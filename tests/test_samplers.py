@@ -146,6 +146,16 @@ def numpy_unipc(x_T, times):
 SOLVER_REFERENCES = {"dpm-solver++2m": numpy_dpm_solver_pp_2m, "unipc": numpy_unipc}
 
 
+def test_the_families_properties():
+  made = {f: samplers.make(f, SCHED, 4) for f in samplers.FAMILIES}
+  assert [f for f, s in made.items() if s.is_ggdm] == [
+      "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time"]
+  assert [f for f, s in made.items() if s.markov] == ["ddpm", "ddim", "vars"]
+  assert {f: s.solver for f, s in made.items() if s.solver} == {
+      "dpm-solver++2m": "dpm-solver++2m", "unipc": "unipc", "dpm-solver++2m+time":
+      "dpm-solver++2m", "unipc+time": "unipc"}
+
+
 @pytest.mark.parametrize("family", list(SOLVER_REFERENCES))
 @pytest.mark.parametrize("stride,num_steps", [("linear", 6), ("quadratic", 6), ("logsnr", 6),
                                               ("linear", 25), ("logsnr", 2)])
