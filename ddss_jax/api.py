@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 from ddss_jax import (evaluate, files, logs, metrics, model_forms, parallel, plots, samplers,
                       sampling, schedules, solvers, teacher)
 from ddss_jax import train as train_lib
-from ddss_jax.data.source import ArraySource
+from ddss_jax.data.source import ArraySource, carve_validation
 from ddss_jax.errors import ConfigError
 from ddss_jax.problems.base import Problem
 from ddss_jax.sampler_file import ModelInfo
@@ -121,12 +121,8 @@ def _real_batch(data, name: str, seed: int):
   or a batch iterator."""
   if isinstance(data, (np.ndarray, jax.Array)):
     source = ArraySource(name, np.asarray(data, np.float32))
-
-    def split(num):
-      rest, held = source.split(num, jax.random.PRNGKey(seed + 4))
-      return rest.batch, held.images
-
-    return source.batch, source.example_shape, split
+    return (source.batch, source.example_shape,
+            lambda num: carve_validation(source, num, seed))
   iterator = iter(data)
   buffered = [np.asarray(next(iterator), np.float32)]
   example_shape = tuple(buffered[0].shape[1:])

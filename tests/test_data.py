@@ -89,7 +89,8 @@ def test_check_images_passes_the_data_and_warns_on_0_1_scaling(caplog):
 
 
 def test_a_validation_split_is_a_random_partition_of_the_examples():
-  from ddss_jax.data.source import ArraySource  # pylint: disable=import-outside-toplevel
+  from ddss_jax.data.source import (  # pylint: disable=import-outside-toplevel
+      ArraySource, carve_validation)
   images = np.arange(20, dtype=np.float32).reshape(20, 1)
   rest, held = ArraySource("toy", images).split(6, jax.random.PRNGKey(0))
   assert (rest.num_examples, held.num_examples) == (14, 6) and held.name == "toy/validation"
@@ -97,3 +98,9 @@ def test_a_validation_split_is_a_random_partition_of_the_examples():
   assert held.images[:, 0].tolist() != list(range(6))  # random, not the first ones
   with pytest.raises(ValueError, match="a split of 20 from toy, which has 20 examples"):
     ArraySource("toy", images).split(20, jax.random.PRNGKey(0))
+  # What a problem's split_validation returns: the rest's batch and the carved images, by seed + 4.
+  rest, held = ArraySource("toy", images).split(6, jax.random.PRNGKey(4))
+  real_batch, carved = carve_validation(ArraySource("toy", images), 6, seed=0)
+  np.testing.assert_array_equal(carved, held.images)
+  assert sorted(real_batch(jax.random.PRNGKey(1), 14)[:, 0].tolist()) == sorted(
+      rest.images[:, 0].tolist())

@@ -52,12 +52,24 @@ class ArraySource:
                                            None if self.labels is None else self.labels[idx])
     return part(np.sort(order[num:]), ""), part(np.sort(order[:num]), "/validation")
 
+  def carve(self, num: int, key: jax.Array) -> tuple["ArraySource", np.ndarray]:
+    """(the rest, the `num` held-out images): split's, as TFDSImageSource.carve returns them."""
+    rest, held = self.split(num, key)
+    return rest, held.images
+
   def epoch(self, key: jax.Array, batch_size: int):
     """Yields (images, labels) batches of one shuffled pass; the last partial batch is dropped."""
     order = np.asarray(jax.random.permutation(key, self.num_examples))
     for start in range(0, self.num_examples - batch_size + 1, batch_size):
       idx = order[start:start + batch_size]
       yield self.images[idx], (None if self.labels is None else self.labels[idx])
+
+
+def carve_validation(source, num: int, seed: int):
+  """A problem's split_validation over its training `source` (ArraySource or TFDSImageSource):
+  (the rest's batch, the `num` examples [num, ...] carved out by PRNGKey(seed + 4))."""
+  rest, held = source.carve(num, jax.random.PRNGKey(seed + 4))
+  return rest.batch, held
 
 
 def check_images(x, *, name: str, size: int, channels: int) -> None:

@@ -165,7 +165,7 @@ class TFDSImageSource:
     if not 0 <= self.process_index < self.process_count:
       raise ValueError(f"process_index {self.process_index} outside [0, {self.process_count})")
     self.num_threads = max(1, num_threads)
-    self._positions = None  # the record indices this source reads (None: all); see split
+    self._positions = None  # the record indices this source reads (None: all); see carve
     try:
       self._records = tfds.data_source(self.spec.tfds_name, split=self.split,
                                        data_dir=data_dir, download=False)

@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 
 from ddss_jax import metrics, parallel, plots, weights
 from ddss_jax.data import mnist
-from ddss_jax.data.source import check_images
+from ddss_jax.data.source import carve_validation, check_images
 from ddss_jax.errors import ConfigError
 from ddss_jax.models import classifier, unet
 from ddss_jax.problems.base import Problem
@@ -38,11 +38,6 @@ class Config(Group):
   kid_subsets: int = setting(100, "KID mean and std over this many random subsets.", integer(1))
   kid_subset_size: int = setting(500, "Samples (and held-out digits) per KID subset.",
                                  integer(2, 1000))
-
-
-def _split(source, num: int, seed: int):
-  rest, held = source.split(num, jax.random.PRNGKey(seed + 4))
-  return rest.batch, held.images
 
 
 def missing_inputs(cfg: Config) -> list[str]:
@@ -117,7 +112,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
                  model_params=model_params, feature_apply=classifier.features_fn,
                  feature_params=feature_params, real_batch=train_source.batch,
                  evaluate=evaluate, plot=plots.image_grids,
-                 split_validation=lambda n: _split(train_source, n, seed),
+                 split_validation=lambda n: carve_validation(train_source, n, seed),
                  model_info=ModelInfo(source=cfg.unet_weights or os.path.basename(unet_path),
                                       sha256=unet_sha256, prediction="eps"),
                  weights={"model": {"path": unet_path, "sha256": unet_sha256},

@@ -20,7 +20,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from ddss_jax import diffusion, hub, metrics, parallel, plots
-from ddss_jax.data.source import check_images
+from ddss_jax.data.source import carve_validation, check_images
 from ddss_jax.errors import ConfigError
 from ddss_jax.models import diffusers_io, inception, unet
 from ddss_jax.problems.base import Problem
@@ -327,11 +327,4 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
       evaluator_factory=lambda n: InceptionEvaluator(n, features=features, reference=reference,
                                                      cfg=cfg, seed=seed + 3, mesh=mesh),
       model_clip_x0=diffusers_io.load_clip_x0(model_dir),
-      split_validation=lambda n: _split(train_source, n, seed))
-
-
-def _split(source, num: int, seed: int):
-  """(real_batch of the training examples left, the `num` carved out): as the MNIST problem's
-  validation split, by PRNGKey(seed + 4)."""
-  rest, held = source.carve(num, jax.random.PRNGKey(seed + 4))
-  return rest.batch, held
+      split_validation=lambda n: carve_validation(train_source, n, seed))
