@@ -12,6 +12,7 @@ Writes --out (default experiments/ablation/): results.csv, RESULTS.md, curves_<v
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import time
 
@@ -21,11 +22,10 @@ from absl import app, flags, logging
 from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, plots
 from experiments import evaluate_samplers
-from experiments.paper_protocol import (LEVERS, OFF, ON, SEED2_COLUMNS, apply_overrides,
-                                        check_choices)
+from experiments.paper_protocol import LEVERS, ON, SEED2_COLUMNS, apply_overrides, check_choices
 
 # name: (what it changes, config overrides). Every row starts from configs/mnist.py with its
-# levers off (paper_protocol.OFF); "none" adds nothing, every other variant turns one lever
+# levers off (LEVERS_OFF below); "none" adds nothing, every other variant turns one lever
 # (paper_protocol.LEVERS) on, "all" several, and "all_select" is configs/mnist.py's default (ON).
 # The validation split (500 of the 4000 training digits) is carved only where a variant
 # validates or selects, so the others train on all 4000.
@@ -46,6 +46,7 @@ VARIANTS = {
                          {**ON, "train.accumulate_steps": 16, "train.num_train_steps": 2400,
                           "train.validate_every_steps": 400}),
 }
+LEVERS_OFF = functools.partial(mnist.get_config, levers=False)  # every row's base config
 COLUMNS = ("variant", "num_steps", "fid", "kid", "kid_std", "precision", "recall", "best_step",
            "train_minutes") + SEED2_COLUMNS  # the second seed's: empty in older files
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,14 +67,13 @@ def define_flags() -> None:
                       "and each variant's FID against it.")
 
 
-def row_config(variant: str, num_steps: int, num_samples: int, base=mnist.get_config):
-  """configs/mnist.py (or `base`, for tests) at K = num_steps, its levers off, with the
+def row_config(variant: str, num_steps: int, num_samples: int, base=LEVERS_OFF):
+  """configs/mnist.py with its levers off (or `base`, for tests) at K = num_steps, with the
   variant's overrides."""
   config = base()
   config.sampler.num_steps = num_steps
   config.eval.num_samples = num_samples
   config.train.checkpoint_every_steps = 25
-  apply_overrides(config, OFF, source="paper_protocol.OFF")
   apply_overrides(config, VARIANTS[variant][1], source=f"ablation variant {variant!r}")
   return config
 
@@ -93,7 +93,7 @@ def write_rows(path: str, rows: list[dict]) -> None:
 
 
 def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples: int,
-            eval_seeds: int = 2, base=mnist.get_config) -> dict:
+            eval_seeds: int = 2, base=LEVERS_OFF) -> dict:
   """Learns the variant's sampler at K (resuming from workdir), evaluates it on each evaluation
   seed, writes its curves and the sampler (out/samplers/<variant>_K<k>.json)."""
   config = row_config(variant, num_steps, num_samples, base)
