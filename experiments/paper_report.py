@@ -210,13 +210,15 @@ def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
 
 def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
            seeds: tuple[int, ...] = (0, 1234), protocol: dict | None = None,
-           levers: dict | None = None, compare=None) -> str:
+           levers: dict | None = None, validation_size: int = 500, compare=None) -> str:
   """Writes out/RESULTS.md (and out/paper_tables/*.png); returns the Markdown.
 
   Args:
     seeds: (training seed, evaluation seed[, second evaluation seed]) of the rows.
     protocol: the learned rows' config overrides on configs/mnist.py (paper_protocol.PROTOCOL).
     levers: the learned rows' lever fields (paper_protocol.ON's) after them; None: all off.
+    validation_size: the digits carved from the 4000 training digits where the levers validate
+      or select (the learned config's train.validation_size).
     compare: None, or (path, rows) of another results.csv to set the rows against.
   """
   second = (f" and {seeds[2]} for the second seed's columns (results.csv's fid_2, kid_2; "
@@ -224,13 +226,13 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   levers = OFF if levers is None else levers
   if levers.get("sampler.start") == "select":
     start = ("every learned sampler starts from the fixed sampler it represents with the lowest "
-             "FID on the 500-digit validation split: docs/method.md, section 7")
+             f"FID on the {validation_size}-digit validation split: docs/method.md, section 7")
   else:
     start = ("every learned sampler starts from the quadratic stride: GGDM families as DDIM "
              "there, the learned-time solvers as their solver")
   carved = levers.get("train.validate_every_steps") or levers.get("sampler.start") == "select"
-  digits = ("the 3500 training digits a 500-digit validation split leaves" if carved
-            else "the 4000 training digits")
+  digits = (f"the {4000 - validation_size} training digits a {validation_size}-digit validation "
+            "split leaves" if carved else "the 4000 training digits")
   kept = (" Each learned sampler is in `samplers/` beside this file; `python -m "
           "experiments.evaluate_samplers --samplers=<file>` reproduces its row."
           if os.path.isdir(os.path.join(out, "samplers")) else "")

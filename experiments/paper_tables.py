@@ -113,6 +113,7 @@ class Runner:
                     source="paper_protocol.PROTOCOL")  # a bad field fails before any row runs
     # What the learned rows' levers are (configs/mnist.py's, after the protocol), for the report.
     self.levers = {f: v for f, v in fields_of(learned_config).items() if f in ON}
+    self.validation_size = learned_config.train.validation_size
     self.seeds = evaluate_samplers.eval_seeds(self.config.eval.seed, eval_seeds)
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
     self.commit = logs.code_commit()  # of the code that runs now, whatever happens to the checkout later
@@ -213,7 +214,7 @@ class Runner:
     paper_report.render(self.out, self.workdir, self.rows, self.read_parts(),
                         seeds=(self.config.train.seed,) + self.seeds,
                         protocol=self.protocol, levers=self.levers,
-                        compare=self.compare_rows)
+                        validation_size=self.validation_size, compare=self.compare_rows)
 
   def read_parts(self) -> dict:
     if not os.path.exists(self.parts_path):
