@@ -103,7 +103,8 @@ def gradient_section(run: dict[str, Any]) -> list[str]:
       f"DDSS step = sampling ({cfg['family']}, {cfg['stride']} stride) + classifier features of "
       f"the generated and the real batch + KID + the gradient into the sampler parameters, batch "
       f"{cfg['batch']}; sampling = the K-step sampler alone. Designs: `loop` (the default: one "
-      "compiled loop, convolutions in canonical order, `ddss_jax/conv_layout.py`), `loop_as_traced` "
+      "compiled loop, convolutions in canonical order, `ddss_jax/conv_layout.py`), "
+      "`loop_as_traced` "
       "(the same loop, convolutions as JAX traced them: `samplers.make(..., canonical_convs="
       "False)`), `unrolled` (K copies of the step in straight-line code, "
       "`config.sampler.unroll = K`).", "",

@@ -48,7 +48,8 @@ def image_grids(panels: dict[str, np.ndarray], path: str, *, max_images: int = 6
 
 
 def grid(images: np.ndarray, *, pad: int = 1) -> np.ndarray:
-  """[rows * (H + pad), cols * (W + pad)(, C)] tiling of images [N, H, W, C] in [-1, 1] -> [0, 1]."""
+  """[rows * (H + pad), cols * (W + pad)(, C)] tiling of images [N, H, W, C] in [-1, 1] ->
+  [0, 1]."""
   num, height, width, channels = images.shape
   cols = int(np.ceil(np.sqrt(num)))
   rows = int(np.ceil(num / cols))

@@ -79,7 +79,8 @@ def averaged_params(opt_state: optax.OptState) -> Any | None:
 
 def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   """Adam with global-norm gradient clipping (clip <= 0 disables it) on the learning-rate
-  schedule, the time logits' steps scaled by cfg.time_lr_scale; with cfg.ema_decay > 0, a moving average of the parameters (parameter_average);
+  schedule, the time logits' steps scaled by cfg.time_lr_scale; with cfg.ema_decay > 0, a
+  moving average of the parameters (parameter_average);
   with cfg.accumulate_steps > 1, gradients averaged over that many batches per update
   (optax.MultiSteps). With cfg.nonfinite "skip", wrapped in optax.apply_if_finite: an update
   whose gradients hold a NaN or Inf is not applied (run_training stops after

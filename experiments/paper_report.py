@@ -14,7 +14,8 @@ import numpy as np
 from ddss_jax import files, plots
 from experiments.paper_protocol import GRID_STEPS, OFF, PARTS, TABLE_STEPS, describe
 
-PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}  # CIFAR-10, docs/paper_results.md, section 4
+# CIFAR-10, docs/paper_results.md, section 4
+PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}
 BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
 SOLVERS = ("dpm-solver++2m:linear", "dpm-solver++2m:logsnr", "dpm-solver++2m:quadratic",
            "unipc:linear", "unipc:logsnr", "unipc:quadratic")

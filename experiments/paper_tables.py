@@ -116,7 +116,8 @@ class Runner:
     self.validation_size = learned_config.train.validation_size
     self.seeds = evaluate_samplers.eval_seeds(self.config.eval.seed, eval_seeds)
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
-    self.commit = logs.code_commit()  # of the code that runs now, whatever happens to the checkout later
+    # Of the code that runs now, whatever happens to the checkout later.
+    self.commit = logs.code_commit()
     self._problem = None
 
   def table_config(self, family: str, num_steps: int, stride: str, loss: str):

@@ -26,7 +26,8 @@ def main(argv):
   for seed in map(int, FLAGS.seeds):
     config = toy2d.get_config()
     config.train.seed = seed
-    per_seed.append(experiment.train_and_evaluate(config, os.path.join(FLAGS.workdir, f"seed{seed}")))
+    workdir = os.path.join(FLAGS.workdir, f"seed{seed}")
+    per_seed.append(experiment.train_and_evaluate(config, workdir))
   roles = ["baseline", "learned", "reference", "data"]
   metrics = ["mmd", "log_density"]
   print(f"\nheld-out metrics, mean (min, max) over seeds {FLAGS.seeds}:")

@@ -1,4 +1,5 @@
-"""Frechet distance against scipy's matrix square root (the pytorch-fid formula) and closed forms."""
+"""Frechet distance against scipy's matrix square root (the pytorch-fid formula) and closed
+forms."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Trains the embedded default's base model: the MNIST UNet (eps-prediction, linear betas, T = 1000).
+"""Trains the embedded default's base model: the MNIST UNet (eps-prediction, linear betas,
+T = 1000).
 
 Run (from the repository root; resumable: rerun the same command after an interruption):
   python -m ddss_jax.tools.train_unet --out=/tmp/mnist_unet.msgpack --workdir=/tmp/ddss_mnist_unet
