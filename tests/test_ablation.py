@@ -65,7 +65,8 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
            for name, k, loss, fid in (("unipc:linear", "10", "none", "0.45"),
                                       ("ddpm:linear", "10", "none", "0.66"),
                                       ("ggdm:quadratic", "10", "kid", "0.10"),  # learned: not one
-                                      ("ddim:linear", "25", "none", "0.30"))]
+                                      ("ddim:linear", "25", "none", "0.30"),
+                                      ("ddpm:linear", "20", "none", "0.92"))]
   assert ablation.best_fixed(fixed, 10)["sampler"] == "unipc:linear"
   assert ablation.best_fixed(fixed, 5) is None
   ablation.report([row], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
@@ -74,6 +75,13 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
           "UniPC step choice in `fixed.csv`): unipc:linear, FID 0.450, second seed 0.410, recall "
           "0.940.") in text
   assert "| none | 0.900 | 1.00 | 2.00 | 0.950 | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
+  # At 2K = 20: below on the first seed (0.90 < 0.92) but not on the second (0.95 > 0.41).
+  assert ("Best fixed sampler at 2K = 20: ddpm:linear, FID 0.920, second seed 0.410. Variants "
+          "below it on every seed: no variant.") in text
+  fixed[-1]["fid_2"] = "0.96"
+  ablation.report([row], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
+  assert "second seed 0.960. Variants below it on every seed: `none`." in (
+      open(tmp_path / "RESULTS.md").read())
 
 
 def test_unknown_variant_is_named():
