@@ -133,6 +133,12 @@ def best_fixed(fixed_rows: list[dict], num_steps: int) -> dict | None:
   return min(at_k, key=lambda r: float(r["fid"])) if at_k else None
 
 
+def fids(row: dict) -> str:
+  """A results.csv row's FID text: "FID 0.440" and, where run, ", second seed 0.439"."""
+  fid_2 = f", second seed {float(row['fid_2']):.3f}" if row.get("fid_2") else ""
+  return f"FID {float(row['fid']):.3f}{fid_2}"
+
+
 def beats_2k(at_k: dict[str, dict], fixed: dict, steps: int) -> str:
   """The sentence naming the best fixed sampler at 2K (`steps`) and the variants at K whose FID
   is below its on every evaluation seed both were evaluated on."""
@@ -140,10 +146,9 @@ def beats_2k(at_k: dict[str, dict], fixed: dict, steps: int) -> str:
     pairs = [(r["fid"], fixed["fid"])] + ([(r["fid_2"], fixed["fid_2"])]
                                           if r.get("fid_2") and fixed.get("fid_2") else [])
     return all(float(a) < float(b) for a, b in pairs)
-  fid_2 = f", second seed {float(fixed['fid_2']):.3f}" if fixed.get("fid_2") else ""
   winners = [name for name in VARIANTS if name in at_k and below(at_k[name])]
-  return (f"Best fixed sampler at 2K = {steps}: {fixed['sampler']}, FID "
-          f"{float(fixed['fid']):.3f}{fid_2}. Variants below it on every seed: "
+  return (f"Best fixed sampler at 2K = {steps}: {fixed['sampler']}, {fids(fixed)}. Variants "
+          "below it on every seed: "
           f"{', '.join(f'`{w}`' for w in winners) or 'no variant'}.")
 
 
@@ -166,10 +171,9 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
     fixed = best_fixed(fixed_rows or [], k)
     md += ["", f"## K = {k}", ""]
     if fixed is not None:
-      fid_2 = f", second seed {float(fixed['fid_2']):.3f}" if fixed.get("fid_2") else ""
       md += [f"Best fixed sampler at K = {k} by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) "
-             f"and UniPC step choice in `{fixed_source}`): {fixed['sampler']}, FID "
-             f"{float(fixed['fid']):.3f}{fid_2}, recall {float(fixed['recall']):.3f}.", ""]
+             f"and UniPC step choice in `{fixed_source}`): {fixed['sampler']}, {fids(fixed)}, "
+             f"recall {float(fixed['recall']):.3f}.", ""]
     at_2k = best_fixed(fixed_rows or [], 2 * k)
     if at_2k is not None:
       md += [beats_2k(at_k, at_2k, 2 * k), ""]
