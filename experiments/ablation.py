@@ -21,7 +21,7 @@ from absl import app, flags, logging
 
 from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, plots
-from experiments import evaluate_samplers
+from experiments import evaluate_samplers, paper_report
 from experiments.paper_protocol import LEVERS, ON, SEED2_COLUMNS, apply_overrides, check_choices
 
 # name: (what it changes, config overrides). Every row starts from configs/mnist.py with its
@@ -152,6 +152,15 @@ def beats_2k(at_k: dict[str, dict], fixed: dict, steps: int) -> str:
           f"{', '.join(f'`{w}`' for w in winners) or 'no variant'}.")
 
 
+def beats_by_seed_difference(row: dict, fixed: dict | None) -> str:
+  """"yes" where `row` (a results.csv row) is below the best fixed sampler by more than the seed
+  difference on each seed (paper_report.seed_check: the issue's first target), "no", or "-"
+  without a fixed row or a second seed."""
+  def floats(r):
+    return {"fid": float(r["fid"]), "fid_2": float(r["fid_2"]) if r.get("fid_2") else None}
+  return paper_report.seed_check(floats(row), fixed and floats(fixed))[2]
+
+
 def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
            fixed_source: str = "") -> None:
   """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "none" and,
@@ -163,7 +172,9 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
         "(re-evaluate: `python -m experiments.evaluate_samplers`). Generated "
         f"by `python -m experiments.ablation` at commit {logs.code_commit()}. \"train min\" is "
         "the wall time of the DDSS steps on the machine as it was: rows that shared the cores "
-        "with other runs took longer. What each variant changes:", ""]
+        "with other runs took longer. \"beats by > seed diff.\": below the best fixed sampler "
+        "at K on each seed by more than the larger change between the seeds of the two rows. "
+        "What each variant changes:", ""]
   md += [f"- `{name}`: {what}" for name, (what, _) in VARIANTS.items()]
   for k in sorted({int(r["num_steps"]) for r in rows}):
     at_k = {r["variant"]: r for r in rows if int(r["num_steps"]) == k}
@@ -177,8 +188,8 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
     at_2k = best_fixed(fixed_rows or [], 2 * k)
     if at_2k is not None:
       md += [beats_2k(at_k, at_2k, 2 * k), ""]
-    md += ["| variant | FID | FID / none's | FID / best fixed | FID, second seed | KID | recall "
-           "| best step | train min |", "|---" * 9 + "|"]
+    md += ["| variant | FID | FID / none's | FID / best fixed | FID, second seed | beats by > "
+           "seed diff. | KID | recall | best step | train min |", "|---" * 10 + "|"]
     for name in VARIANTS:
       if name in at_k:
         r = at_k[name]
@@ -187,6 +198,7 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
         fid_2 = f"{float(r['fid_2']):.3f}" if r.get("fid_2") else "-"
         best_step = "-" if r["best_step"] in ("", None) else r["best_step"]
         md.append(f"| {name} | {float(r['fid']):.3f} | {ratio} | {to_fixed} | {fid_2} | "
+                  f"{beats_by_seed_difference(r, fixed)} | "
                   f"{float(r['kid']):.4f} +- {float(r['kid_std']):.4f} | "
                   f"{float(r['recall']):.3f} | {best_step} | {r['train_minutes']} |")
   files.write_text(path, "\n".join(md) + "\n")

@@ -53,7 +53,7 @@ def test_old_results_without_the_second_seed_still_report(tmp_path):
   ablation.write_rows(path, [old])
   ablation.report(ablation.read_rows(path), str(tmp_path / "RESULTS.md"))
   text = open(tmp_path / "RESULTS.md").read()
-  assert "| none | 2.000 | 1.00 | - | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
+  assert "| none | 2.000 | 1.00 | - | - | - | 0.0100 +- 0.0020 | 0.900 | - | 3.0 |" in text
 
 
 def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
@@ -74,10 +74,18 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
   assert ("Best fixed sampler at K = 10 by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) and "
           "UniPC step choice in `fixed.csv`): unipc:linear, FID 0.450, second seed 0.410, recall "
           "0.940.") in text
-  assert "| none | 0.900 | 1.00 | 2.00 | 0.950 | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
+  assert "| none | 0.900 | 1.00 | 2.00 | 0.950 | no | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
   # At 2K = 20: below on the first seed (0.90 < 0.92) but not on the second (0.95 > 0.41).
   assert ("Best fixed sampler at 2K = 20: ddpm:linear, FID 0.920, second seed 0.410. Variants "
           "below it on every seed: no variant.") in text
+  # Below the best fixed at K (0.45, 0.41; seed difference 0.04) by 0.11 and 0.07: "yes". With
+  # 0.39 on the second seed the margin there, 0.02, is below this row's own difference, 0.05.
+  better = dict(row, fid="0.34", fid_2="0.34")
+  ablation.report([better], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
+  assert "| none | 0.340 | 1.00 | 0.76 | 0.340 | yes |" in open(tmp_path / "RESULTS.md").read()
+  better = dict(row, fid="0.34", fid_2="0.39")
+  ablation.report([better], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
+  assert "| none | 0.340 | 1.00 | 0.76 | 0.390 | no |" in open(tmp_path / "RESULTS.md").read()
   fixed[-1]["fid_2"] = "0.96"
   ablation.report([row], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
   assert "second seed 0.960. Variants below it on every seed: `none`." in (
