@@ -17,6 +17,7 @@ import os
 import time
 
 import jax
+import numpy as np
 from absl import app, flags, logging
 
 from ddss_jax.configs import mnist
@@ -152,6 +153,19 @@ def beats_2k(at_k: dict[str, dict], fixed: dict, steps: int) -> str:
           f"{', '.join(f'`{w}`' for w in winners) or 'no variant'}.")
 
 
+def seed_spread(fixed_rows: list[dict], num_steps: int) -> str:
+  """The sentence on the evaluation noise at K: the median and the largest |FID(seed 1) -
+  FID(seed 2)| of the fixed samplers evaluated on both seeds, or "" where none was."""
+  diffs = sorted((abs(float(r["fid"]) - float(r["fid_2"])), r["sampler"]) for r in fixed_rows
+                 if r["loss"] == "none" and int(r["num_steps"]) == num_steps and r.get("fid_2"))
+  if not diffs:
+    return ""
+  median = float(np.median([d for d, _ in diffs]))
+  return (f"Evaluation noise at K = {num_steps}: the {len(diffs)} fixed samplers' FIDs change "
+          f"between the two seeds by {median:.3f} in the median and by at most "
+          f"{diffs[-1][0]:.3f} ({diffs[-1][1]}).")
+
+
 def beats_by_seed_difference(row: dict, fixed: dict | None) -> str:
   """"yes" where `row` (a results.csv row) is below the best fixed sampler by more than the seed
   difference on each seed (paper_report.seed_check: the issue's first target), "no", or "-"
@@ -185,6 +199,8 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
       md += [f"Best fixed sampler at K = {k} by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) "
              f"and UniPC step choice in `{fixed_source}`): {fixed['sampler']}, {fids(fixed)}, "
              f"recall {float(fixed['recall']):.3f}.", ""]
+    if seed_spread(fixed_rows or [], k):
+      md += [seed_spread(fixed_rows, k), ""]
     at_2k = best_fixed(fixed_rows or [], 2 * k)
     if at_2k is not None:
       md += [beats_2k(at_k, at_2k, 2 * k), ""]

@@ -74,6 +74,11 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
   assert ("Best fixed sampler at K = 10 by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) and "
           "UniPC step choice in `fixed.csv`): unipc:linear, FID 0.450, second seed 0.410, recall "
           "0.940.") in text
+  # Seed differences at K = 10: 0.04 (unipc:linear) and 0.25 (ddpm:linear); the median of two
+  # is their mean.
+  assert ("Evaluation noise at K = 10: the 2 fixed samplers' FIDs change between the two seeds by "
+          "0.145 in the median and by at most 0.250 (ddpm:linear).") in text
+  assert "Evaluation noise at K = 5" not in text
   assert "| none | 0.900 | 1.00 | 2.00 | 0.950 | no | 0.0100 +- 0.0020 | 0.900 | 0 | 3.0 |" in text
   # At 2K = 20: below on the first seed (0.90 < 0.92) but not on the second (0.95 > 0.41).
   assert ("Best fixed sampler at 2K = 20: ddpm:linear, FID 0.920, second seed 0.410. Variants "
