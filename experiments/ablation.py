@@ -199,8 +199,8 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
       md += [f"Best fixed sampler at K = {k} by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) "
              f"and UniPC step choice in `{fixed_source}`): {fixed['sampler']}, {fids(fixed)}, "
              f"recall {float(fixed['recall']):.3f}.", ""]
-    if seed_spread(fixed_rows or [], k):
-      md += [seed_spread(fixed_rows, k), ""]
+    if spread := seed_spread(fixed_rows or [], k):
+      md += [spread, ""]
     at_2k = best_fixed(fixed_rows or [], 2 * k)
     if at_2k is not None:
       md += [beats_2k(at_k, at_2k, 2 * k), ""]
