@@ -267,10 +267,10 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   """
   train = train or TrainConfig()
   loss = loss or LossConfig()
-  select = False
+  select = None  # the sampler.start rule that chooses the start, if one does
   if not isinstance(sampler, samplers.Sampler):
     cfg = sampler or SamplerConfig()
-    select = cfg.start == "select"
+    select = cfg.start if cfg.selects_start else None
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
                             eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
                             clip_x0=cfg.clip_x0, start_solver=cfg.start_solver)
@@ -296,7 +296,7 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     if problem.split_validation is None:
       field, value, remedy = (("train.validate_every_steps", train.validate_every_steps,
                                "set it to 0") if train.validate_every_steps > 0 else
-                              ("sampler.start", "select", "use 'configured'"))
+                              ("sampler.start", select, "use 'configured'"))
       raise ConfigError(field, value, f"problem {problem.name!r} cannot carve a validation "
                         f"split from its training data (data given as an iterator?); {remedy}")
     try:
@@ -307,7 +307,8 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   problem = place(problem, mesh)
   score = None if held_out is None else ValidationScore(problem, held_out, train)
   if select:
-    sampler = select_start(sampler, problem, score, workdir)
+    sampler = select_start(sampler, problem, score, workdir,
+                           noise_free=select == "select_noise_free")
   optimizer = train_lib.create_optimizer(train)
   initial_params = sampler.init()
   state = jax.device_put(train_lib.create_train_state(initial_params, optimizer),
@@ -402,12 +403,14 @@ class ValidationScore:
             "fid": metrics.fid_from_features(feats, self._reference)}
 
 
-def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
+def start_candidates(sampler: samplers.Sampler, *,
+                     noise_free: bool = False) -> list[samplers.Sampler]:
   """The fixed samplers that `sampler`'s family represents at its initial parameters: DDIM
   (eta 0) and ancestral DDPM (eta 1) at each stride for VARS and the GGDM families, and for the
   GGDM families also DPM-Solver++(2M) and UniPC at each stride (a multistep solver is a GGDM);
   the solver at each stride for the solvers with learned times. Strides that repeat a time are
-  skipped for the solvers; each candidate clips x0 predictions as `sampler` does."""
+  skipped for the solvers; each candidate clips x0 predictions as `sampler` does. With
+  noise_free, only those that draw no noise (DDPM left out)."""
   if sampler.solver:
     kinds = [sampler.solver]
   else:
@@ -421,7 +424,7 @@ def start_candidates(sampler: samplers.Sampler) -> list[samplers.Sampler]:
                                         stride=stride, clip_x0=sampler.clip_x0))
       except ValueError:  # the solvers need distinct times
         continue
-  return candidates
+  return [c for c in candidates if not (noise_free and c.stochastic)]
 
 
 def _start_of(sampler: samplers.Sampler, candidate: samplers.Sampler) -> dict:
@@ -434,11 +437,12 @@ def _start_of(sampler: samplers.Sampler, candidate: samplers.Sampler) -> dict:
 START_RULE = ("each fixed sampler the family represents (start_candidates) is scored on the "
               "validation split (ValidationScore, before any DDSS step); the lowest select_on "
               "value wins, the first in STRIDES order (then DDIM, DDPM, DPM-Solver++(2M), "
-              "UniPC) on a tie")
+              "UniPC) on a tie; select_noise_free leaves out the candidates that draw noise "
+              "(DDPM)")
 
 
 def select_start(sampler: samplers.Sampler, problem: Problem, score: ValidationScore,
-                 workdir: str | None) -> samplers.Sampler:
+                 workdir: str | None, *, noise_free: bool = False) -> samplers.Sampler:
   """`sampler` starting from the best of start_candidates on the validation split (START_RULE).
 
   The choice and every candidate's scores go to workdir/start.json; a rerun in the same workdir
@@ -453,7 +457,7 @@ def select_start(sampler: samplers.Sampler, problem: Problem, score: ValidationS
     return dataclasses.replace(sampler, stride=chosen["stride"], eta=chosen["eta"],
                                start_solver=chosen.get("start_solver"))
   rows = []
-  for candidate in start_candidates(sampler):
+  for candidate in start_candidates(sampler, noise_free=noise_free):
     values = score(candidate, candidate.init())
     rows.append({"family": candidate.family, **_start_of(sampler, candidate), **values})
     logging.info("start candidate %s, %s stride: validation KID %.5f, FID %.4f",
@@ -462,7 +466,8 @@ def select_start(sampler: samplers.Sampler, problem: Problem, score: ValidationS
   chosen = {key: best[key] for key in ("stride", "eta", "start_solver")}
   if path is not None and jax.process_index() == 0:
     files.write_json(path, {"family": sampler.family, "num_steps": sampler.num_steps,
-                            "rule": START_RULE, "select_on": score.select_on,
+                            "rule": START_RULE, "noise_free": noise_free,
+                            "select_on": score.select_on,
                             "candidates": rows, "chosen": chosen})
   logging.info("start: %s %s stride (eta %g), the best validation %s", best["family"],
                best["stride"], best["eta"], score.select_on)

@@ -91,8 +91,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
 
 def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> api.LearnedSampler:
   """DDSS as `run` (from `setup`) says, checkpointed in its workdir (and resumed from it)."""
-  # With start "select" learn_sampler makes the sampler itself, from the stride it chooses.
-  sampler = run.sampler_cfg if run.sampler_cfg.start == "select" else run.sampler
+  # With a selected start learn_sampler makes the sampler itself, from the stride it chooses.
+  sampler = run.sampler_cfg if run.sampler_cfg.selects_start else run.sampler
   return api.learn_sampler(problem, sampler=sampler, train=run.train_cfg, loss=run.loss_cfg,
                            workdir=run.workdir, mesh=run.mesh,
                            pool_batch_size=run.eval_cfg.batch_size, progress=False,

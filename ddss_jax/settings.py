@@ -142,7 +142,8 @@ class ScheduleConfig(Group):
                                integer(2, 100_000))
 
 
-START_RULES = ("configured", "select") + solvers.SOLVERS
+SELECT_RULES = ("select", "select_noise_free")  # the starts chosen on the validation split
+START_RULES = ("configured",) + SELECT_RULES + solvers.SOLVERS
 
 
 def start_solver(start: str) -> str | None:
@@ -168,7 +169,8 @@ class SamplerConfig(Group):
                        "stride; select: from the fixed sampler the family represents (each "
                        "stride; DDIM and DDPM, and for GGDM the two solvers) that scores best "
                        "on the validation split (train.validation_size, validation_samples, "
-                       "select_on), recorded in start.json.", choice(START_RULES))
+                       "select_on), recorded in start.json; select_noise_free: the same among "
+                       "the candidates that draw no noise (all but DDPM).", choice(START_RULES))
   gradient: str = setting("adjoint", "adjoint (O(K |x|) memory) or checkpoint (scan + remat, "
                           "O(K^2 |x|); a reference).", choice(recurrence.GRADIENTS))
   unroll: int = setting(1, "Model calls per compiled loop iteration, 1 to K: same results; "
@@ -180,6 +182,11 @@ class SamplerConfig(Group):
   def start_solver(self) -> str | None:
     """The solver a GGDM family starts from (samplers.make's start_solver); None otherwise."""
     return start_solver(self.start)
+
+  @property
+  def selects_start(self) -> bool:
+    """Whether the start is chosen on the validation split (api.select_start)."""
+    return self.start in SELECT_RULES
 
 
 @dataclasses.dataclass(frozen=True)

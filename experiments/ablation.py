@@ -40,12 +40,16 @@ VARIANTS = {
     "all_select": ("all + select_start (the start chosen on the same 500 carved digits): "
                    "configs/mnist.py's default", ON),
     "all_select_slow": ("all_select at learning rate 1e-3", {**ON, **LEVERS["slow"][1]}),
-    # A deterministic learned sampler: from K = 15 on, the learned GGDM's FID changes between
-    # evaluation seeds as much as an ancestral row's, more than its gain over the best fixed
-    # sampler (a UniPC, whose seed differences are a fifth of that); this learns UniPC's times.
+    # Starts without noise: from K = 15 on all_select starts from ancestral DDPM, and the learned
+    # GGDM's FID changes between evaluation seeds by more than its gain over the best fixed
+    # sampler (a UniPC, whose seed differences are about a fifth of an ancestral row's). These
+    # two keep the noise out: UniPC with its times learned, GGDM from a noise-free start.
     "all_select_unipc_time": ("all_select with the family unipc+time: UniPC (the stride chosen "
                               "on the carved digits) with its K + 1 times learned, no noise",
                               {**ON, "sampler.family": "unipc+time"}),
+    "all_noise_free": ("all, the start chosen on the same 500 carved digits among the fixed "
+                       "samplers without noise (DDIM, DPM-Solver++(2M), UniPC; DDPM left out)",
+                       {**ALL, "sampler.start": "select_noise_free"}),
     # From K = 15 on, the training KID of 64 samples sits at its noise floor from the start
     # (experiments/ablation/RESULTS.md): 16x the samples per update cut its std 4x. A GPU run.
     "all_select_large": ("all_select with 16 batches of 64 per update (2400 batches, 150 "

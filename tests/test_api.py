@@ -296,6 +296,23 @@ def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_
                                ddpm.coefficients({})._asdict()[name], rtol=1e-5, atol=1e-6)
 
 
+def test_select_noise_free_leaves_ddpm_out_and_takes_the_best_of_the_rest(tmp_path):
+  sampler = samplers.make("ggdm", schedules.linear_beta(), 10)
+  assert [c.family for c in api.start_candidates(sampler, noise_free=True)] == [
+      "ddim", "dpm-solver++2m", "unipc"] * 3
+  # The same table as above: DDPM linear (1.5) ties DDIM logsnr and comes first; left out, the
+  # best noise-free candidate is DDIM logsnr.
+  table = {("ddim", "linear"): 3.0, ("ddpm", "linear"): 1.5, ("ddim", "quadratic"): 2.0,
+           ("ddpm", "quadratic"): 4.0, ("ddim", "logsnr"): 1.5}
+  score = _FakeScore(table)
+  chosen = api.select_start(sampler, None, score, str(tmp_path), noise_free=True)
+  assert (chosen.stride, chosen.eta, chosen.start_solver) == ("logsnr", 0.0, None)
+  assert score.calls == 9
+  record = json.loads((tmp_path / "start.json").read_text())
+  assert record["noise_free"] is True and {r["family"] for r in record["candidates"]} == {
+      "ddim", "dpm-solver++2m", "unipc"}
+
+
 def test_select_start_can_choose_a_solver_and_ggdm_then_runs_it_exactly(tmp_path):
   schedule = schedules.linear_beta()
   sampler = samplers.make("ggdm+pred+time", schedule, 6)
