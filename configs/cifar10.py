@@ -44,7 +44,7 @@ def get_config():
   config.train.validate_every_steps = 500
   config.train.validation_size = 2000  # carved from the training images the loss sees
   config.train.validation_samples = 2000
-  config.sampler.start = "select"
+  config.sampler.start = "select_noise_free"  # configs/mnist.py's rule (its ablation)
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 250
   config.eval.num_samples = 50000

@@ -27,34 +27,38 @@ from experiments.paper_protocol import LEVERS, ON, SEED2_COLUMNS, apply_override
 
 # name: (what it changes, config overrides). Every row starts from configs/mnist.py with its
 # levers off (LEVERS_OFF below); "none" adds nothing, every other variant turns one lever
-# (paper_protocol.LEVERS) on, "all" several, and "all_select" is configs/mnist.py's default (ON).
+# (paper_protocol.LEVERS) on, "all" several, and "all_noise_free" is configs/mnist.py's default
+# (ON).
 # The validation split (500 of the 4000 training digits) is carved only where a variant
 # validates or selects, so the others train on all 4000.
 ALL = {field: value for field, value in ON.items() if field != "sampler.start"}
+SELECT = {**ALL, **LEVERS["select_start"][1]}  # all + the start chosen among every candidate
 VARIANTS = {
     "none": ("every lever off (configs/mnist.py with levers=False: the protocol of the paper "
              "tables committed before the levers)", {}),
     **LEVERS,
     "all": ("bank + cosine + ema + validation (the bank of the 3500 digits left to train on)",
             ALL),
-    "all_select": ("all + select_start (the start chosen on the same 500 carved digits): "
-                   "configs/mnist.py's default", ON),
-    "all_select_slow": ("all_select at learning rate 1e-3", {**ON, **LEVERS["slow"][1]}),
+    "all_select": ("all + select_start (the start chosen on the same 500 carved digits; "
+                   "configs/mnist.py's default until 2026-12-01)",
+                   SELECT),
+    "all_select_slow": ("all_select at learning rate 1e-3",
+                        {**SELECT, **LEVERS["slow"][1]}),
     # Starts without noise: from K = 15 on all_select starts from ancestral DDPM, and the learned
     # GGDM's FID changes between evaluation seeds by more than its gain over the best fixed
     # sampler (a UniPC, whose seed differences are about a fifth of an ancestral row's). These
     # two keep the noise out: UniPC with its times learned, GGDM from a noise-free start.
     "all_select_unipc_time": ("all_select with the family unipc+time: UniPC (the stride chosen "
                               "on the carved digits) with its K + 1 times learned, no noise",
-                              {**ON, "sampler.family": "unipc+time"}),
+                              {**SELECT, "sampler.family": "unipc+time"}),
     "all_noise_free": ("all, the start chosen on the same 500 carved digits among the fixed "
-                       "samplers without noise (DDIM, DPM-Solver++(2M), UniPC; DDPM left out)",
-                       {**ALL, "sampler.start": "select_noise_free"}),
+                       "samplers without noise (DDIM, DPM-Solver++(2M), UniPC; DDPM left out): "
+                       "configs/mnist.py's default", ON),
     # From K = 15 on, the training KID of 64 samples sits at its noise floor from the start
     # (experiments/ablation/RESULTS.md): 16x the samples per update cut its std 4x. A GPU run.
     "all_select_large": ("all_select with 16 batches of 64 per update (2400 batches, 150 "
                          "updates; validation every 25 updates)",
-                         {**ON, "train.accumulate_steps": 16, "train.num_train_steps": 2400,
+                         {**SELECT, "train.accumulate_steps": 16, "train.num_train_steps": 2400,
                           "train.validate_every_steps": 400}),
 }
 LEVERS_OFF = functools.partial(mnist.get_config, levers=False)  # every row's base config
@@ -196,7 +200,7 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
         "(re-evaluate: `python -m experiments.evaluate_samplers`). Generated "
         f"by `python -m experiments.ablation` at commit {logs.code_commit()}. \"train min\" is "
         "the wall time of the DDSS steps on the machine as it was: rows that shared the cores "
-        "with other runs took longer. \"beats by > seed diff.\": below the best fixed sampler "
+        "with other runs took longer, and a resumed row counts only the run that finished it. \"beats by > seed diff.\": below the best fixed sampler "
         "at K on each seed by more than the larger change between the seeds of the two rows. "
         "What each variant changes:", ""]
   md += [f"- `{name}`: {what}" for name, (what, _) in VARIANTS.items()]

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ddss_jax import files, plots
+from ddss_jax.settings import SELECT_RULES
 from experiments.paper_protocol import GRID_STEPS, OFF, PARTS, TABLE_STEPS, describe
 
 # CIFAR-10, docs/paper_results.md, section 4
@@ -225,13 +226,16 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   second = (f" and {seeds[2]} for the second seed's columns (results.csv's fid_2, kid_2; "
             f"\"seed 2\" below)" if len(seeds) > 2 else "")
   levers = OFF if levers is None else levers
-  if levers.get("sampler.start") == "select":
-    start = ("every learned sampler starts from the fixed sampler it represents with the lowest "
-             f"FID on the {validation_size}-digit validation split: docs/method.md, section 7")
+  selects = levers.get("sampler.start") in SELECT_RULES
+  if selects:
+    which = ("without noise " if levers["sampler.start"] == "select_noise_free" else "")
+    start = (f"every learned sampler starts from the fixed sampler {which}it represents with the "
+             f"lowest FID on the {validation_size}-digit validation split: docs/method.md, "
+             "section 7")
   else:
     start = ("every learned sampler starts from the quadratic stride: GGDM families as DDIM "
              "there, the learned-time solvers as their solver")
-  carved = levers.get("train.validate_every_steps") or levers.get("sampler.start") == "select"
+  carved = levers.get("train.validate_every_steps") or selects
   digits = (f"the {4000 - validation_size} training digits a {validation_size}-digit validation "
             "split leaves" if carved else "the 4000 training digits")
   kept = (" Each learned sampler is in `samplers/` beside this file; `python -m "

@@ -111,8 +111,10 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   config = ablation.row_config("select_start", 5, 100)
   assert (config.sampler.start, config.eval.num_samples) == ("select", 100)
   assert (config.loss.kid_bank_size, config.train.ema_decay) == (0, 0.0)  # the others stay off
-  # "none" is configs/mnist.py with levers=False, "all_select" its default, at the row's K.
-  for variant, levers in (("none", False), ("all_select", True)):
+  # "none" is configs/mnist.py with levers=False, "all_noise_free" its default, at the row's K;
+  # all_select differs from the default only in its start rule.
+  assert ablation.row_config("all_select", 10, 1000).sampler.start == "select"
+  for variant, levers in (("none", False), ("all_noise_free", True)):
     expected = mnist.get_config(levers=levers)
     expected.sampler.num_steps, expected.train.checkpoint_every_steps = 10, 25
     assert ablation.row_config(variant, 10, 1000).to_dict() == expected.to_dict()

@@ -171,12 +171,14 @@ def test_protocol_overrides_are_checked_and_applied(tmp_path):
   assert paper_protocol.PROTOCOL == {}  # configs/mnist.py as it is: its levers on
   runner = paper_tables.Runner(str(tmp_path / "out"), str(tmp_path / "work"), train_steps=2,
                                num_samples=16)
-  assert runner.levers == paper_protocol.ON and runner.levers["sampler.start"] == "select"
+  assert (runner.levers == paper_protocol.ON
+          and runner.levers["sampler.start"] == "select_noise_free")
   # The report's protocol names the digits from the validation size, not configs/mnist.py's 500.
   text = paper_report.render(str(tmp_path / "out"), str(tmp_path / "work"), [], {},
                              levers=runner.levers, validation_size=300)
   assert ("on the 3700 training digits a 300-digit validation split leaves" in text
-          and "the lowest FID on the 300-digit validation split" in text)
+          and "the fixed sampler without noise it represents with the lowest FID on the "
+          "300-digit validation split" in text)
   with pytest.raises(ValueError, match=r"--parts: unknown \['k7'\]; valid choices: \['fixed'"):
     paper_protocol.check_choices("parts", ["fixed", "k7"], paper_protocol.PARTS)
 
