@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from ddss_jax.configs import mnist
-from ddss_jax import experiment, files, logs, samplers, schedules
+from ddss_jax import experiment, files, logs, samplers, sampling, schedules
 from experiments import evaluate_samplers, paper_report
 from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,
                                         LEARNED, ON, PARTS, PROTOCOL, SEED2_COLUMNS, TEACHER_ROW,
@@ -153,11 +153,7 @@ class Runner:
         batch_size=self.config.eval.batch_size, seeds=self.seeds, label=label, keep=GRID_IMAGES)
     metrics = results[0]
     if sampler.num_steps in GRID_STEPS:
-      os.makedirs(os.path.join(self.workdir, "grids"), exist_ok=True)
-      grid = os.path.join(self.workdir, "grids",
-                          paper_report.grid_file(name, loss, sampler.num_steps))
-      with files.atomic_write(grid, "wb") as f:
-        np.save(f, np.round((np.clip(kept, -1, 1) + 1) * 127.5).astype(np.uint8))
+      self.save_grid(name, loss, sampler.num_steps, kept)
     row = {"sampler": name, "num_steps": sampler.num_steps, "loss": loss,
            **{c: metrics[c] for c in COLUMNS[3:]},
            "fid_2": results[1]["fid"] if len(results) > 1 else None,
@@ -171,6 +167,41 @@ class Runner:
     write_rows(self.csv_path, self.rows)
     self.tick(row_done=True)
     logging.info("%s: FID %.4g, KID %.4g", label, metrics["fid"], metrics["kid"])
+
+  def grid_path(self, name: str, loss: str, num_steps: int) -> str:
+    return os.path.join(self.workdir, "grids", paper_report.grid_file(name, loss, num_steps))
+
+  def save_grid(self, name: str, loss: str, num_steps: int, images: np.ndarray) -> None:
+    """images [GRID_IMAGES, H, W, C] in [-1, 1], as uint8 in the workdir's grids/."""
+    path = self.grid_path(name, loss, num_steps)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with files.atomic_write(path, "wb") as f:
+      np.save(f, np.round((np.clip(images, -1, 1) + 1) * 127.5).astype(np.uint8))
+
+  def draw_missing_grids(self) -> None:
+    """Draws the grid of every row at GRID_STEPS that has none in the workdir: rows finished in
+    another workdir (an earlier session's, or the ablation's fixed rows) still get their picture.
+    The grid is the row's own first samples: the first evaluation seed and batch size, so the
+    same noise as its evaluation (sampling.sample_batches: batch b from fold_in(seed, b)). A
+    learned row's sampler is read from <out>/samplers/; a row without one is skipped."""
+    for row in self.rows:
+      name, loss, num_steps = row["sampler"], row["loss"], row["num_steps"]
+      if num_steps not in GRID_STEPS or os.path.exists(self.grid_path(name, loss, num_steps)):
+        continue
+      if loss == "none":
+        family, _, stride = name.partition(":")
+        sampler, params = samplers.make(family, self.schedule, num_steps, stride=stride), {}
+      else:
+        path = os.path.join(self.out, "samplers", f"{name}_{loss}_K{num_steps}.json")
+        if not os.path.exists(path):
+          logging.warning("no grid for %s (%s) K=%d: %s is missing", name, loss, num_steps, path)
+          continue
+        sampler, params = samplers.load(path)
+      logging.info("drawing the grid of %s (%s) K=%d", name, loss, num_steps)
+      images = sampling.draw_samples(sampler, params, self.problem,
+                                     num_samples=min(GRID_IMAGES, self.num_samples),
+                                     batch_size=self.config.eval.batch_size, seed=self.seeds[0])
+      self.save_grid(name, loss, num_steps, images)
 
   def fixed(self) -> None:
     for num_steps in self.fixed_steps:
@@ -211,6 +242,8 @@ class Runner:
       self.fixed()
     elif part != "report":
       self.learned(int(part[1:]))
+    else:
+      self.draw_missing_grids()
     self.tick()
     paper_report.render(self.out, self.workdir, self.rows, self.read_parts(),
                         seeds=(self.config.train.seed,) + self.seeds,

@@ -1,7 +1,7 @@
 """experiments/paper_tables.py at toy sizes: rows land in results.csv as they finish (two
 evaluation seeds), each learned sampler in <out>/samplers/ and evaluate_samplers reproduces its
-row from there, a rerun resumes without recomputing, the report renders every table from the
-rows (older results.csv files without the second seed too)."""
+row from there, a rerun resumes without recomputing, the report redraws lost sample grids and
+renders every table from the rows (older results.csv files without the second seed too)."""
 
 import csv
 import json
@@ -24,6 +24,7 @@ def shrink(config):
 def runner_factory(tmp_path, monkeypatch):
   monkeypatch.setattr(paper_tables, "FIXED", (("ddim", "quadratic"), ("unipc", "logsnr")))
   monkeypatch.setattr(paper_tables, "TEACHER_ROW", ("ddim", "linear", 60))
+  monkeypatch.setattr(paper_tables, "GRID_STEPS", (2,))
   monkeypatch.setattr(paper_tables, "LEARNED", (("ggdm+pred+time", "kid", "quadratic"),
                                                 ("ggdm+pred+time", "teacher", "quadratic"),
                                                 ("unipc+time", "kid", "logsnr")))
@@ -88,6 +89,18 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   assert [run["rows"] for run in parts["k2"]["runs"]] == [3, 0] and parts["k2"]["seconds"] > 0
   assert parts["k2"]["runs"][0]["protocol"] == {"train.ema_decay": 0.5}
   assert parts["k2"]["runs"][0]["eval_seeds"] == [1234, 1334]
+
+  # Each row at a grid K kept its first samples; where the workdir lost them (another session's
+  # rows), the report part draws them again from the row's sampler: the same images.
+  grids = tmp_path / "work" / "grids"
+  kept = {p.name: p.read_bytes() for p in grids.iterdir()}
+  assert sorted(kept) == sorted(paper_report.grid_file(s, l, 2) for s, l in [
+      ("ddim:quadratic", "none"), ("unipc:logsnr", "none"), ("ggdm+pred+time", "kid"),
+      ("ggdm+pred+time", "teacher"), ("unipc+time", "kid")])
+  for p in grids.iterdir():
+    p.unlink()
+  again.run_part("report")
+  assert {p.name: p.read_bytes() for p in grids.iterdir()} == kept
 
   text = (tmp_path / "out" / "RESULTS.md").read_text()
   assert "| DDIM, quadratic stride | " in text and "| UniPC +TIME (learned) | " in text
