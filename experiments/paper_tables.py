@@ -8,7 +8,7 @@ experiments/README.md. Run (all parts, or some):
   python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables --parts=fixed,k5,report
 An independent rerun (other training and evaluation noise) set against the committed rows:
   python -m experiments.paper_tables --seed=1 --workdir=/tmp/ddss_rerun \
-    --out=experiments/rerun_seed1 --parts=fixed,k5,report --fixed_steps=5,10 \
+    --out=/tmp/rerun_seed1 --parts=fixed,k5,report --fixed_steps=5,10 \
     --compare_to=experiments/results.csv
 """
 
