@@ -13,14 +13,14 @@ import numpy as np
 
 from ddss_jax import files, plots
 from ddss_jax.settings import SELECT_RULES
-from experiments.paper_protocol import GRID_STEPS, OFF, PARTS, TABLE_STEPS, describe
+from experiments.paper_protocol import (ALL_LEARNED_STEPS, GRID_STEPS, HEADLINE, OFF, PARTS,
+                                        TABLE_STEPS, describe)
 
 # CIFAR-10, docs/paper_results.md, section 4
 PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}
 BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
 SOLVERS = ("dpm-solver++2m:linear", "dpm-solver++2m:logsnr", "dpm-solver++2m:quadratic",
            "unipc:linear", "unipc:logsnr", "unipc:quadratic")
-HEADLINE = ("ggdm+pred+time", "kid")
 LABELS = {
     "ddpm:linear": "DDPM, linear stride", "ddpm:quadratic": "DDPM, quadratic stride",
     "ddim:linear": "DDIM, linear stride", "ddim:quadratic": "DDIM, quadratic stride",
@@ -260,7 +260,9 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
         "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs. DDSS protocol "
         "of the learned rows (experiments/paper_protocol.py's PROTOCOL, overrides on "
         f"configs/mnist.py): {describe(protocol or {})}; the optimisation's levers then: "
-        f"{describe(levers)}." + kept, "",
+        f"{describe(levers)}. Every learned sampler runs at K = "
+        f"{' and '.join(map(str, ALL_LEARNED_STEPS))}; at the other K, GGDM +PRED +TIME with the "
+        "KID loss alone." + kept, "",
         "## Parts", "", "Wall time summed over the invocations of a part (a killed invocation "
         "loses only its unfinished row's time).", "",
         "| part | wall time | invocations (commit, backend, device, CPUs, DDSS steps, samples, "

@@ -27,9 +27,10 @@ from absl import app, flags, logging
 from ddss_jax.configs import mnist
 from ddss_jax import experiment, files, logs, samplers, sampling, schedules
 from experiments import evaluate_samplers, paper_report
-from experiments.paper_protocol import (COLUMNS, FIXED, FIXED_STEPS, GRID_IMAGES, GRID_STEPS,
-                                        LEARNED, ON, PARTS, PROTOCOL, SEED2_COLUMNS, TEACHER_ROW,
-                                        apply_overrides, check_choices, fields_of)
+from experiments.paper_protocol import (ALL_LEARNED_STEPS, COLUMNS, FIXED, FIXED_STEPS,
+                                        GRID_IMAGES, GRID_STEPS, LEARNED, ON, PARTS, PROTOCOL,
+                                        SEED2_COLUMNS, TEACHER_ROW, apply_overrides,
+                                        check_choices, fields_of, learned_at)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -222,7 +223,7 @@ class Runner:
                     self.problem)
 
   def learned(self, num_steps: int) -> None:
-    for family, loss, stride in LEARNED:
+    for family, loss, stride in learned_at(num_steps, LEARNED, ALL_LEARNED_STEPS):
       if self.done(family, num_steps, loss):
         continue
       config = self.table_config(family, num_steps, stride, loss)

@@ -25,6 +25,7 @@ def runner_factory(tmp_path, monkeypatch):
   monkeypatch.setattr(paper_tables, "FIXED", (("ddim", "quadratic"), ("unipc", "logsnr")))
   monkeypatch.setattr(paper_tables, "TEACHER_ROW", ("ddim", "linear", 60))
   monkeypatch.setattr(paper_tables, "GRID_STEPS", (2,))
+  monkeypatch.setattr(paper_tables, "ALL_LEARNED_STEPS", (2,))
   monkeypatch.setattr(paper_tables, "LEARNED", (("ggdm+pred+time", "kid", "quadratic"),
                                                 ("ggdm+pred+time", "teacher", "quadratic"),
                                                 ("unipc+time", "kid", "logsnr")))
@@ -217,3 +218,10 @@ def test_rerun_table_measures_the_change_in_stds():
                      "by 10.0% at most.")
   assert paper_report.rerun_table(here[2:], there) == (
       [], "No row of this run is in the compared file.")
+
+
+def test_every_family_at_k5_and_10_the_headline_alone_elsewhere():
+  every = paper_protocol.learned_at(5)
+  assert every == paper_protocol.learned_at(10) == paper_protocol.LEARNED and len(every) == 8
+  for k in (15, 20, 25):
+    assert paper_protocol.learned_at(k) == (("ggdm+pred+time", "kid", "quadratic"),)
