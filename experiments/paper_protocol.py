@@ -7,6 +7,7 @@ the results.csv columns.
 from __future__ import annotations
 
 from ddss_jax.configs import mnist
+from ddss_jax.data.mnist import SPLIT_SIZES
 from ddss_jax.errors import ConfigError
 
 TABLE_STEPS = (5, 10, 15, 20, 25)
@@ -45,8 +46,8 @@ GRID_IMAGES = 64
 # name: (what it changes, overrides). The ablation turns each on alone; PROTOCOL below picks those
 # the paper tables' learned rows use.
 LEVERS = {
-    "bank": ("KID against all 4000 training digits' features, computed once",
-             {"loss.kid_bank_size": 4000}),
+    "bank": (f"KID against all {SPLIT_SIZES['train']} training digits' features, computed once",
+             {"loss.kid_bank_size": SPLIT_SIZES["train"]}),
     "cosine": ("cosine learning rate to 0, 10 warm-up updates",
                {"train.lr_schedule": "cosine", "train.warmup_steps": 10}),
     "ema": ("EMA of the iterates (decay 0.95) saved and evaluated", {"train.ema_decay": 0.95}),

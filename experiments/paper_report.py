@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ddss_jax import files, plots
+from ddss_jax.data.mnist import SPLIT_SIZES
 from ddss_jax.settings import SELECT_RULES
 from experiments.paper_protocol import (ALL_LEARNED_STEPS, GRID_STEPS, HEADLINE, OFF, PARTS,
                                         TABLE_STEPS, describe)
@@ -236,8 +237,9 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
     start = ("every learned sampler starts from the quadratic stride: GGDM families as DDIM "
              "there, the learned-time solvers as their solver")
   carved = levers.get("train.validate_every_steps") or selects
-  digits = (f"the {4000 - validation_size} training digits a {validation_size}-digit validation "
-            "split leaves" if carved else "the 4000 training digits")
+  train = SPLIT_SIZES["train"]
+  digits = (f"the {train - validation_size} training digits a {validation_size}-digit validation "
+            "split leaves" if carved else f"the {train} training digits")
   kept = (" Each learned sampler is in `samplers/` beside this file; `python -m "
           "experiments.evaluate_samplers --samplers=<file>` reproduces its row."
           if os.path.isdir(os.path.join(out, "samplers")) else "")

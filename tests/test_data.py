@@ -16,6 +16,7 @@ from ddss_jax.data.source import check_images
 def test_split_is_fixed_balanced_and_disjoint():
   train, test = mnist.split_indices("train"), mnist.split_indices("test")
   assert len(train) == 4000 and len(test) == 1000
+  assert mnist.SPLIT_SIZES == {"train": len(train), "test": len(test)}
   assert not set(train) & set(test)
   # Fixed: the held-out set is every 5th digit of each class (500 per class, sorted by label).
   np.testing.assert_array_equal(test[:3], [4, 9, 14])

