@@ -55,8 +55,8 @@ VARIANTS = {
                        "samplers without noise (DDIM, DPM-Solver++(2M), UniPC; DDPM left out): "
                        "configs/mnist.py's default", ON),
     # At K = 25 the noise-free start's walk at 5e-3 rose before it fell and no validation beat
-    # the start; with every coefficient moving about the learning rate per update, a smaller
-    # step keeps the noise of the 64-sample loss from carrying the sampler off.
+    # the start. Tried on the guess that, with Adam moving every coefficient by about the
+    # learning rate per update, a smaller step lets the 64-sample loss's noise carry it less far.
     "all_noise_free_slow": ("all_noise_free at learning rate 1e-3",
                             {**ON, **LEVERS["slow"][1]}),
     # From K = 15 on, the training KID of 64 samples sits at its noise floor from the start
