@@ -118,6 +118,16 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
     expected = mnist.get_config(levers=levers)
     expected.sampler.num_steps, expected.train.checkpoint_every_steps = 10, 25
     assert ablation.row_config(variant, 10, 1000).to_dict() == expected.to_dict()
+  # The learning rate that falls as 1/K: the default's at K = 5, all_noise_free_slow's at 25.
+  by_k = {k: ablation.row_config("all_noise_free_lr_by_k", k, 1000).to_dict() for k in (5, 15, 25)}
+  assert by_k[5] == ablation.row_config("all_noise_free", 5, 1000).to_dict()
+  assert by_k[25] == ablation.row_config("all_noise_free_slow", 25, 1000).to_dict()
+  assert by_k[15]["train"]["learning_rate"] == pytest.approx(5e-3 / 3, rel=1e-12)
+  assert by_k[15]["sampler"]["start"] == "select_noise_free"
+  seed1 = ablation.row_config("all_noise_free_seed1", 15, 1000).to_dict()
+  assert seed1["train"].pop("seed") == 1
+  default = ablation.row_config("all_noise_free", 15, 1000).to_dict()
+  assert default["train"].pop("seed") == 0 and seed1 == default
   monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
   with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
     ablation.row_config("typo", 5, 100)
