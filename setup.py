@@ -30,8 +30,10 @@ setup(
         "safetensors>=0.4",  # diffusers checkpoints, read and written with NumPy alone
     ],
     extras_require={
+        # filelock: JAX's lock on the tests' shared compilation cache (tests/conftest.py).
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "chex>=0.1.86",
-                 "tensorflow-datasets>=4.9.10", "array_record", "pillow", "huggingface_hub>=0.23"],
+                 "tensorflow-datasets>=4.9.10", "array_record", "pillow", "huggingface_hub>=0.23",
+                 "filelock>=3"],
         # Real datasets (cifar10, imagenet64, LSUN) read with tfds.data_source; no TensorFlow.
         "tfds": ["tensorflow-datasets>=4.9.10", "array_record", "pillow"],
         # Independent PyTorch implementations that the parity tests compare against. On machines

@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # reads these variables when it is first imported, here or in a test's subprocess, which
 # inherits them, as do the pytest-xdist workers, started after this module runs in the
 # controller. An entry is keyed on the program, the jax/XLA versions and the devices, and holds
-# the executable a fresh compile makes; a size limit turns on JAX's file lock, so the workers
-# share it safely. A cache the user set is used as it is; this one lives for the session.
+# the executable a fresh compile makes; a size limit turns on JAX's file lock (the filelock
+# package, in the test extra; without it JAX refuses to compile), so the workers share it
+# safely. A cache the user set is used as it is; this one lives for the session.
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _OWN_CACHE = tempfile.mkdtemp(prefix="ddss_jax_tests_xla_cache_")
