@@ -73,6 +73,11 @@ VARIANTS = {
                              "optimisation's noise, the validation split and its samples; the "
                              "evaluation's samples unchanged (its KID subsets follow the seed)",
                              {**ON, "train.seed": 1}),
+    # Written before either seed-1 row at K = 25 was seen: with all_noise_free_seed1 there, the
+    # 2 x 2 {5e-3, 1e-3} x {seed 0, seed 1} that says whether 1e-3's gain at K = 25 exceeds
+    # the training seed's own spread.
+    "all_noise_free_slow_seed1": ("all_noise_free_slow with training seed 1",
+                                  {**ON, **LEVERS["slow"][1], "train.seed": 1}),
     # From K = 15 on, the training KID of 64 samples sits at its noise floor from the start
     # (experiments/ablation/RESULTS.md): 16x the samples per update cut its std 4x. A GPU run.
     "all_select_large": ("all_select with 16 batches of 64 per update (2400 batches, 150 "

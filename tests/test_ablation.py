@@ -128,6 +128,10 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   assert seed1["train"].pop("seed") == 1
   default = ablation.row_config("all_noise_free", 15, 1000).to_dict()
   assert default["train"].pop("seed") == 0 and seed1 == default
+  slow_seed1 = ablation.row_config("all_noise_free_slow_seed1", 25, 1000).to_dict()
+  assert slow_seed1["train"].pop("seed") == 1
+  slow = ablation.row_config("all_noise_free_slow", 25, 1000).to_dict()
+  assert slow["train"].pop("seed") == 0 and slow_seed1 == slow
   monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
   with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
     ablation.row_config("typo", 5, 100)
