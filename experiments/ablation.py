@@ -207,6 +207,25 @@ def seed_spread(fixed_rows: list[dict], num_steps: int) -> str:
           f"{diffs[-1][0]:.3f} ({diffs[-1][1]}).")
 
 
+def training_seed_spread(at_k: dict[str, dict]) -> list[str]:
+  """One sentence per variant run with training seeds 0 and 1 at this K (`<v>` and `<v>_seed1`
+  in `at_k`, a K's results.csv rows by variant): each evaluation seed's FID for both training
+  seeds, their change and their mean; [] where no variant has its seed-1 twin."""
+  lines = []
+  for name in VARIANTS:
+    twin = at_k.get(f"{name}_seed1")
+    if name not in at_k or twin is None:
+      continue
+    per_seed = []
+    for column in ("fid", "fid_2"):
+      if at_k[name].get(column) and twin.get(column):
+        a, b = float(at_k[name][column]), float(twin[column])
+        per_seed.append(f"{a:.3f} / {b:.3f} (change {abs(a - b):.3f}, mean {(a + b) / 2:.3f})")
+    lines.append(f"Training seed 0 / 1 of `{name}`: FID " + "; second evaluation seed ".join(
+        per_seed) + ".")
+  return lines
+
+
 def beats_by_seed_difference(row: dict, fixed: dict | None) -> str:
   """"yes" where `row` (a results.csv row) is below the best fixed sampler by more than the seed
   difference on each seed (paper_report.seed_check: the issue's first target), "no", or "-"
@@ -242,6 +261,8 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
              f"recall {float(fixed['recall']):.3f}.", ""]
     if spread := seed_spread(fixed_rows or [], k):
       md += [spread, ""]
+    if seeds := training_seed_spread(at_k):
+      md += ["\n".join(f"- {line}" for line in seeds), ""]
     at_2k = best_fixed(fixed_rows or [], 2 * k)
     if at_2k is not None:
       md += [beats_2k(at_k, at_2k, 2 * k), ""]

@@ -97,6 +97,19 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
       open(tmp_path / "RESULTS.md").read())
 
 
+def test_the_report_sets_training_seeds_side_by_side(tmp_path):
+  row = {"variant": "all_noise_free", "num_steps": "15", "fid": "0.246", "kid": "0.001",
+         "kid_std": "0.002", "precision": "0.6", "recall": "0.95", "best_step": "150",
+         "train_minutes": "30.0", "fid_2": "0.264", "kid_2": "0.001"}
+  rows = [row, dict(row, variant="all_noise_free_seed1", fid="0.284", fid_2="0.286"),
+          dict(row, variant="all_noise_free_slow", num_steps="25")]  # no twin at K = 25
+  ablation.report(rows, str(tmp_path / "RESULTS.md"))
+  text = open(tmp_path / "RESULTS.md").read()
+  assert ("- Training seed 0 / 1 of `all_noise_free`: FID 0.246 / 0.284 (change 0.038, mean "
+          "0.265); second evaluation seed 0.264 / 0.286 (change 0.022, mean 0.275).") in text
+  assert text.count("Training seed 0 / 1") == 1
+
+
 def test_unknown_variant_is_named():
   with pytest.raises(KeyError):
     ablation.row_config("nope", 10, 1000)
