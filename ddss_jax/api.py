@@ -378,11 +378,14 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
 
 class ValidationScore:
   """score(sampler, params) -> {"kid", "fid"}: train.validation_samples fresh samples (the same
-  noise every time: seed train.seed + 5) against the validation split, in the problem's feature
-  space. What the start selection and the validations during training compare."""
+  noise every time: seed train.seed + 5, or noise_seed) against the validation split, in the
+  problem's feature space. What the start selection and the validations during training
+  compare."""
 
-  def __init__(self, problem: Problem, held_out: np.ndarray, cfg: TrainConfig):
+  def __init__(self, problem: Problem, held_out: np.ndarray, cfg: TrainConfig,
+               noise_seed: int | None = None):
     self._problem, self._cfg = problem, cfg
+    self._noise_seed = cfg.seed + 5 if noise_seed is None else noise_seed
     features_of = jax.jit(problem.feature_apply)
     self._features = lambda x: parallel.padded_apply(
         lambda b: features_of(problem.feature_params, b), np.asarray(x, np.float32), 500)
@@ -397,10 +400,29 @@ class ValidationScore:
     samples = sampling.draw_samples(sampler, params, self._problem,
                                     num_samples=cfg.validation_samples,
                                     batch_size=min(cfg.batch_size, cfg.validation_samples),
-                                    seed=cfg.seed + 5)
+                                    seed=self._noise_seed)
     feats = self._features(samples)
     return {"kid": float(metrics.kid(feats, self._reference)),
             "fid": metrics.fid_from_features(feats, self._reference)}
+
+
+def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem, *,
+                        train: TrainConfig | None = None, noise_seed: int | None = None,
+                        mesh: Mesh | None = None) -> dict[str, float]:
+  """{"fid", "kid"} of (sampler, params) on the validation split that learn_sampler carves with
+  `train` (train.validation_size training examples; train.validation_samples samples from seed
+  train.seed + 5): the score its validations keep the best parameters by. Runs learned with
+  other settings (another learning rate, say) are chosen between on it without touching held-out
+  data. The split follows the seed the problem was built with, so build it as the run's was
+  (experiment.build_problem does, from the run's config). Another noise_seed draws other
+  samples against the same split: how much the score moves with them is its noise."""
+  train = train or TrainConfig()
+  if problem.split_validation is None:
+    raise ValueError(f"problem {problem.name!r} cannot carve a validation split from its "
+                     "training data (data given as an iterator?)")
+  _, held_out = problem.split_validation(train.validation_size)
+  problem = place(problem, mesh or parallel.make_mesh())  # as learn_sampler scores it
+  return ValidationScore(problem, held_out, train, noise_seed)(sampler, params)
 
 
 def start_candidates(sampler: samplers.Sampler, *,

@@ -202,6 +202,35 @@ def test_validation_keeps_the_best_parameters_and_a_resumed_run_keeps_them_too(t
     np.testing.assert_array_equal(np.asarray(value), np.asarray(saved[name]))
 
 
+def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_path):
+  config = tiny.get_config()
+  train = ddss_jax.TrainConfig(num_train_steps=4, batch_size=16, log_every_steps=2,
+                               validate_every_steps=2, validation_size=100,
+                               validation_samples=64)
+  learned = ddss_jax.learn_sampler(_toy_problem(config, str(tmp_path / "model")),
+                                   sampler=ddss_jax.SamplerConfig(num_steps=3), train=train,
+                                   progress=False)
+  logged = {line["step"]: line["val/fid"] for line in learned.history if "val/fid" in line}
+  assert len(set(logged.values())) == 3  # steps 0, 2, 4 score differently
+  # A freshly built problem and the saved sampler file, as a later command would score them.
+  path = str(tmp_path / "sampler.json")
+  learned.save(path)
+  sampler, params = samplers.load(path)
+  scored = api.score_on_validation(sampler, params, _toy_problem(config, str(tmp_path / "m2")),
+                                   train=train)
+  np.testing.assert_allclose(scored["fid"], logged[learned.best_step], rtol=1e-5)
+  other = api.score_on_validation(sampler, learned.last_params,
+                                  _toy_problem(config, str(tmp_path / "m2")), train=train)
+  np.testing.assert_allclose(other["fid"], logged[4], rtol=1e-5)
+  # The run's own noise is seed train.seed + 5; another noise seed draws other samples.
+  problem = _toy_problem(config, str(tmp_path / "m2"))
+  own = api.score_on_validation(sampler, params, problem, train=train, noise_seed=train.seed + 5)
+  redrawn = api.score_on_validation(sampler, params, problem, train=train,
+                                    noise_seed=train.seed + 1005)
+  np.testing.assert_allclose(own["fid"], scored["fid"], rtol=1e-6)
+  assert abs(redrawn["fid"] - scored["fid"]) > 1e-4 * scored["fid"]
+
+
 def test_the_command_line_with_validation_writes_the_curves(tmp_path):
   config = tiny.get_config()
   config.train.validate_every_steps = 2
