@@ -128,11 +128,12 @@ CONFIG_RECORD = "config.json"
 RETIRED_FIELDS = ("sampler.canonical_convs",)  # now ddss_jax.conv_layout.backend_default()
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{"train.seed": 0, ...}: a nested config dict's leaves by their dotted field names."""
   flat = {}
   for key, value in values.items():
     if isinstance(value, dict):
-      flat.update(_flat(value, f"{prefix}{key}."))
+      flat.update(flatten(value, f"{prefix}{key}."))
     else:
       flat[f"{prefix}{key}"] = value
   return flat
@@ -144,13 +145,13 @@ def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
   records this config there otherwise (process 0, atomically). allow_change: warn instead."""
   path = os.path.join(workdir, CONFIG_RECORD)
   record = json.loads(json.dumps(as_dict(config)))  # as the file will hold it
-  now = _flat(record)
+  now = flatten(record)
   resumable = resumable_fields()
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
-      before = _flat(json.load(f))
+      before = flatten(json.load(f))
     # A field the record lacks was added after that run, which behaved as its default did.
-    defaults = _flat(json.loads(json.dumps(as_dict(default_config()))))
+    defaults = flatten(json.loads(json.dumps(as_dict(default_config()))))
     before = {**{k: defaults[k] for k in set(now) - set(before) if k in defaults}, **before}
     changed = sorted(k for k in set(now) | set(before) if now.get(k, "<absent>") !=
                      before.get(k, "<absent>") and k not in resumable and k not in RETIRED_FIELDS)

@@ -30,6 +30,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from ddss_jax import api, experiment, files, logs, samplers
+from ddss_jax import config as config_lib
 from ddss_jax.settings import TrainConfig, from_group
 from experiments import paper_tables
 from experiments.paper_protocol import FIXED, TABLE_STEPS
@@ -72,16 +73,6 @@ def pairs(root: str = HERE) -> list[tuple[int, int, tuple[str, str]]]:
   return sorted(out)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def record_of(path: str) -> dict:
   """The sampler file's "evaluation" entry (its config, seeds and held-out row)."""
   with open(path, encoding="utf-8") as f:
@@ -95,7 +86,7 @@ def record_of(path: str) -> dict:
 def check_pair(paths: tuple[str, str]) -> None:
   """ValueError naming both files and the fields where their runs' configs differ in more than
   the learning rate (and the NOT_LEARNING fields)."""
-  a, b = (_flat(record_of(p)["config"]) for p in paths)
+  a, b = (config_lib.flatten(record_of(p)["config"]) for p in paths)
   differ = sorted(f for f in set(a) | set(b)
                   if a.get(f) != b.get(f) and f not in NOT_LEARNING + ("train.learning_rate",))
   if differ:

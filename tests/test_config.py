@@ -195,3 +195,10 @@ def test_a_solver_start_for_a_family_that_cannot_take_it_is_named():
     config_lib.validate(config)
   config.sampler.family = "ggdm+pred+time"
   config_lib.validate(config)
+
+
+def test_flatten_names_every_leaf_by_its_dotted_field():
+  flat = config_lib.flatten(DEFAULTS)
+  assert set(flat) == set(FIELDS)
+  assert flat["train.seed"] == DEFAULTS["train"]["seed"]
+  assert config_lib.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
