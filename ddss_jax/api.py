@@ -376,10 +376,15 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
   return None, problem.real_batch, reference
 
 
+# The noise seed of validation draw i is the first draw's + i * VALIDATION_DRAW_OFFSET.
+VALIDATION_DRAW_OFFSET = 1000
+
+
 class ValidationScore:
   """score(sampler, params) -> {"kid", "fid"}: train.validation_samples fresh samples (the same
   noise every time: seed train.seed + 5, or noise_seed) against the validation split, in the
-  problem's feature space. What the start selection and the validations during training
+  problem's feature space; with train.validation_draws > 1 the means over that many draws (seeds
+  + VALIDATION_DRAW_OFFSET each). What the start selection and the validations during training
   compare."""
 
   def __init__(self, problem: Problem, held_out: np.ndarray, cfg: TrainConfig,
@@ -397,13 +402,17 @@ class ValidationScore:
 
   def __call__(self, sampler: samplers.Sampler, params: Any) -> dict[str, float]:
     cfg = self._cfg
-    samples = sampling.draw_samples(sampler, params, self._problem,
-                                    num_samples=cfg.validation_samples,
-                                    batch_size=min(cfg.batch_size, cfg.validation_samples),
-                                    seed=self._noise_seed)
-    feats = self._features(samples)
-    return {"kid": float(metrics.kid(feats, self._reference)),
-            "fid": metrics.fid_from_features(feats, self._reference)}
+    kids, fids = [], []
+    for draw in range(cfg.validation_draws):
+      samples = sampling.draw_samples(
+          sampler, params, self._problem, num_samples=cfg.validation_samples,
+          batch_size=min(cfg.batch_size, cfg.validation_samples),
+          seed=self._noise_seed + VALIDATION_DRAW_OFFSET * draw)
+      feats = self._features(samples)
+      kids.append(float(metrics.kid(feats, self._reference)))
+      fids.append(float(metrics.fid_from_features(feats, self._reference)))
+    # One draw's mean is that draw's score, to the bit.
+    return {"kid": float(np.mean(kids)), "fid": float(np.mean(fids))}
 
 
 def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem, *,
@@ -415,7 +424,9 @@ def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem
   other settings (another learning rate, say) are chosen between on it without touching held-out
   data. The split follows the seed the problem was built with, so build it as the run's was
   (experiment.build_problem does, from the run's config). Another noise_seed draws other
-  samples against the same split: how much the score moves with them is its noise."""
+  samples against the same split: how much the score moves with them is its noise. With
+  train.validation_draws > 1, the mean over the draws (noise seeds + VALIDATION_DRAW_OFFSET
+  each), as the run's validations took it."""
   train = train or TrainConfig()
   if problem.split_validation is None:
     raise ValueError(f"problem {problem.name!r} cannot carve a validation split from its "

@@ -267,6 +267,10 @@ class TrainConfig(Group):
                                  "loss never sees them).", integer(2))
   validation_samples: int = setting(500, "Fresh samples per validation, the same noise each "
                                     "time.", integer(2))
+  validation_draws: int = setting(1, "Draws of validation_samples samples per validation, "
+                                  "each with its own fixed noise (seed train.seed + 5 + 1000 "
+                                  "i); the scores are their means, so the best step is kept on "
+                                  "less sampling noise.", integer(1))
   select_on: str = setting("fid", "The validation metric the best parameters minimise.",
                            choice(SELECT_ON))
   grad_clip: float = setting(1.0, "Global-norm gradient clipping; <= 0 turns it off.", real())

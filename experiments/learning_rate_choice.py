@@ -31,7 +31,7 @@ from absl import app, flags, logging
 
 from ddss_jax import api, experiment, files, logs, samplers
 from ddss_jax import config as config_lib
-from ddss_jax.settings import TrainConfig, from_group
+from ddss_jax.settings import TrainConfig, as_config_dict, from_group
 from experiments import paper_tables
 from experiments.paper_protocol import FIXED, TABLE_STEPS
 
@@ -41,8 +41,6 @@ RATES = ("5e-3", "1e-3")
 # loss's pool folder, unused by the KID loss): a pair may differ in them too.
 NOT_LEARNING = ("train.checkpoint_every_steps", "loss.teacher_dir")
 SCORE_COLUMNS = ("path", "sha256", "val_fid", "val_kid", "redraw_fids", "seconds")
-# The validation noise of the redraws: the run's own (train.seed + 5) plus multiples of this.
-REDRAW_OFFSET = 1000
 
 FLAGS = flags.FLAGS
 
@@ -86,7 +84,9 @@ def record_of(path: str) -> dict:
 def check_pair(paths: tuple[str, str]) -> None:
   """ValueError naming both files and the fields where their runs' configs differ in more than
   the learning rate (and the NOT_LEARNING fields)."""
-  a, b = (config_lib.flatten(record_of(p)["config"]) for p in paths)
+  # A field a record lacks was added after its run, which behaved as the default does.
+  defaults = config_lib.flatten(config_lib.default_config().to_dict())
+  a, b = ({**defaults, **config_lib.flatten(record_of(p)["config"])} for p in paths)
   differ = sorted(f for f in set(a) | set(b)
                   if a.get(f) != b.get(f) and f not in NOT_LEARNING + ("train.learning_rate",))
   if differ:
@@ -102,13 +102,17 @@ def sha256(path: str) -> str:
 def score(path: str, workdir: str, redraws: int = 0) -> list[dict[str, float]]:
   """[{"fid", "kid"}] of the sampler file on its run's validation split (its config rebuilds
   the problem with the run's training seed, hence the same carve): first with the validation
-  noise the run used (train.seed + 5), then `redraws` other draws (+ REDRAW_OFFSET each)."""
+  noise the run used (train.seed + 5), then `redraws` other draws (+ api.VALIDATION_DRAW_OFFSET
+  each: the draws a run with train.validation_draws > 1 averages)."""
   config = ml_collections.ConfigDict(record_of(path)["config"])
   sampler, params = samplers.load(path)
   problem = experiment.build_problem(config, sampler.schedule, workdir)
-  train = from_group(TrainConfig, config.train)
+  # One draw per score (the redraws are scored one by one); a record older than a TrainConfig
+  # field has that field's default, which is how its run behaved.
+  train = from_group(TrainConfig, {**as_config_dict(TrainConfig).to_dict(),
+                                   **config.train.to_dict(), "validation_draws": 1})
   return [api.score_on_validation(sampler, params, problem, train=train,
-                                  noise_seed=train.seed + 5 + REDRAW_OFFSET * i)
+                                  noise_seed=train.seed + 5 + api.VALIDATION_DRAW_OFFSET * i)
           for i in range(redraws + 1)]
 
 

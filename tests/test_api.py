@@ -229,6 +229,11 @@ def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_pa
                                     noise_seed=train.seed + 1005)
   np.testing.assert_allclose(own["fid"], scored["fid"], rtol=1e-6)
   assert abs(redrawn["fid"] - scored["fid"]) > 1e-4 * scored["fid"]
+  # train.validation_draws = 2: the mean of those two draws, as a run's validations take it.
+  two = api.score_on_validation(sampler, params, problem,
+                                train=dataclasses.replace(train, validation_draws=2))
+  for metric in ("fid", "kid"):
+    np.testing.assert_allclose(two[metric], (own[metric] + redrawn[metric]) / 2, rtol=1e-6)
 
 
 def test_the_command_line_with_validation_writes_the_curves(tmp_path):

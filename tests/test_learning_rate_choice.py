@@ -3,6 +3,7 @@ logged (problem rebuilt from the record, training seed 1), pairs must differ in 
 rate alone, the rule, the targets' arithmetic, and the committed pairs and scores."""
 
 import csv
+import json
 import os
 
 import pytest
@@ -53,6 +54,17 @@ def test_a_pair_differs_in_the_learning_rate_alone(tmp_path):
   config.train.seed = 1
   _record(paths[2], config, run.sampler, params)
   with pytest.raises(ValueError, match=r"differ in \['train.seed'\], not in the learning rate"):
+    lrc.check_pair((paths[0], paths[2]))
+  # A record older than a field has its default; another value is another run.
+  with open(paths[1], encoding="utf-8") as f:
+    record = json.load(f)
+  del record["evaluation"]["config"]["train"]["validation_draws"]
+  with open(paths[1], "w", encoding="utf-8") as f:
+    json.dump(record, f)
+  lrc.check_pair((paths[0], paths[1]))
+  config.train.seed, config.train.validation_draws = 0, 4
+  _record(paths[2], config, run.sampler, params)
+  with pytest.raises(ValueError, match=r"\['train.validation_draws'\]"):
     lrc.check_pair((paths[0], paths[2]))
 
 
