@@ -382,15 +382,16 @@ VALIDATION_DRAW_OFFSET = 1000
 
 class ValidationScore:
   """score(sampler, params) -> {"kid", "fid"}: train.validation_samples fresh samples (the same
-  noise every time: seed train.seed + 5, or noise_seed) against the validation split, in the
-  problem's feature space; with train.validation_draws > 1 the means over that many draws (seeds
-  + VALIDATION_DRAW_OFFSET each). What the start selection and the validations during training
-  compare."""
+  noise every time: seed train.seed + 5) against the validation split, in the problem's feature
+  space; with train.validation_draws > 1 the means over that many draws (seeds
+  + VALIDATION_DRAW_OFFSET each). first_draw > 0 starts at a later draw (seed + first_draw *
+  VALIDATION_DRAW_OFFSET): other samples against the same split. What the start selection and
+  the validations during training compare."""
 
   def __init__(self, problem: Problem, held_out: np.ndarray, cfg: TrainConfig,
-               noise_seed: int | None = None):
+               first_draw: int = 0):
     self._problem, self._cfg = problem, cfg
-    self._noise_seed = cfg.seed + 5 if noise_seed is None else noise_seed
+    self._first_draw = first_draw
     features_of = jax.jit(problem.feature_apply)
     self._features = lambda x: parallel.padded_apply(
         lambda b: features_of(problem.feature_params, b), np.asarray(x, np.float32), 500)
@@ -403,11 +404,11 @@ class ValidationScore:
   def __call__(self, sampler: samplers.Sampler, params: Any) -> dict[str, float]:
     cfg = self._cfg
     kids, fids = [], []
-    for draw in range(cfg.validation_draws):
+    for draw in range(self._first_draw, self._first_draw + cfg.validation_draws):
       samples = sampling.draw_samples(
           sampler, params, self._problem, num_samples=cfg.validation_samples,
           batch_size=min(cfg.batch_size, cfg.validation_samples),
-          seed=self._noise_seed + VALIDATION_DRAW_OFFSET * draw)
+          seed=cfg.seed + 5 + VALIDATION_DRAW_OFFSET * draw)
       feats = self._features(samples)
       kids.append(float(metrics.kid(feats, self._reference)))
       fids.append(float(metrics.fid_from_features(feats, self._reference)))
@@ -416,24 +417,24 @@ class ValidationScore:
 
 
 def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem, *,
-                        train: TrainConfig | None = None, noise_seed: int | None = None,
+                        train: TrainConfig | None = None, first_draw: int = 0,
                         mesh: Mesh | None = None) -> dict[str, float]:
   """{"fid", "kid"} of (sampler, params) on the validation split that learn_sampler carves with
   `train` (train.validation_size training examples; train.validation_samples samples from seed
   train.seed + 5): the score its validations keep the best parameters by. Runs learned with
   other settings (another learning rate, say) are chosen between on it without touching held-out
   data. The split follows the seed the problem was built with, so build it as the run's was
-  (experiment.build_problem does, from the run's config). Another noise_seed draws other
-  samples against the same split: how much the score moves with them is its noise. With
-  train.validation_draws > 1, the mean over the draws (noise seeds + VALIDATION_DRAW_OFFSET
-  each), as the run's validations took it."""
+  (experiment.build_problem does, from the run's config). With train.validation_draws > 1, the
+  mean over the draws (noise seeds + VALIDATION_DRAW_OFFSET each), as the run's validations took
+  it. first_draw > 0 draws other samples against the same split (seed + first_draw *
+  VALIDATION_DRAW_OFFSET on): how much the score moves with them is its noise."""
   train = train or TrainConfig()
   if problem.split_validation is None:
     raise ValueError(f"problem {problem.name!r} cannot carve a validation split from its "
                      "training data (data given as an iterator?)")
   _, held_out = problem.split_validation(train.validation_size)
   problem = place(problem, mesh or parallel.make_mesh())  # as learn_sampler scores it
-  return ValidationScore(problem, held_out, train, noise_seed)(sampler, params)
+  return ValidationScore(problem, held_out, train, first_draw)(sampler, params)
 
 
 def start_candidates(sampler: samplers.Sampler, *,

@@ -139,6 +139,16 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def with_defaults(values: dict[str, Any]) -> dict[str, Any]:
+  """A nested config dict (a run's record, say) with every field it lacks at its default: a
+  field added after the record was written, which its run behaved as."""
+  def merge(defaults, given):
+    return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict)
+                           and isinstance(defaults.get(k), dict) else v
+                           for k, v in given.items()}}
+  return merge(json.loads(json.dumps(as_dict(default_config()))), values)
+
+
 def check_workdir(config: ml_collections.ConfigDict | dict, workdir: str, *,
                   allow_change: bool = False) -> None:
   """Refuses (ConfigError) a workdir whose config.json records a run this config cannot resume;

@@ -31,9 +31,9 @@ from absl import app, flags, logging
 
 from ddss_jax import api, experiment, files, logs, samplers
 from ddss_jax import config as config_lib
-from ddss_jax.settings import TrainConfig, as_config_dict, from_group
-from experiments import paper_tables
-from experiments.paper_protocol import FIXED, TABLE_STEPS
+from ddss_jax.settings import TrainConfig, from_group
+from experiments import ablation, paper_report, paper_tables
+from experiments.paper_protocol import TABLE_STEPS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RATES = ("5e-3", "1e-3")
@@ -81,12 +81,15 @@ def record_of(path: str) -> dict:
   return record
 
 
+def config_of(path: str) -> dict:
+  """The run's config from the sampler file's record, fields added since at their defaults."""
+  return config_lib.with_defaults(record_of(path)["config"])
+
+
 def check_pair(paths: tuple[str, str]) -> None:
   """ValueError naming both files and the fields where their runs' configs differ in more than
   the learning rate (and the NOT_LEARNING fields)."""
-  # A field a record lacks was added after its run, which behaved as the default does.
-  defaults = config_lib.flatten(config_lib.default_config().to_dict())
-  a, b = ({**defaults, **config_lib.flatten(record_of(p)["config"])} for p in paths)
+  a, b = (config_lib.flatten(config_of(p)) for p in paths)
   differ = sorted(f for f in set(a) | set(b)
                   if a.get(f) != b.get(f) and f not in NOT_LEARNING + ("train.learning_rate",))
   if differ:
@@ -102,17 +105,14 @@ def sha256(path: str) -> str:
 def score(path: str, workdir: str, redraws: int = 0) -> list[dict[str, float]]:
   """[{"fid", "kid"}] of the sampler file on its run's validation split (its config rebuilds
   the problem with the run's training seed, hence the same carve): first with the validation
-  noise the run used (train.seed + 5), then `redraws` other draws (+ api.VALIDATION_DRAW_OFFSET
-  each: the draws a run with train.validation_draws > 1 averages)."""
-  config = ml_collections.ConfigDict(record_of(path)["config"])
+  noise the run used (draw 0), then `redraws` other draws (1, 2, ...: the draws a run with
+  train.validation_draws > 1 averages)."""
+  config = ml_collections.ConfigDict(config_of(path))
   sampler, params = samplers.load(path)
   problem = experiment.build_problem(config, sampler.schedule, workdir)
-  # One draw per score (the redraws are scored one by one); a record older than a TrainConfig
-  # field has that field's default, which is how its run behaved.
-  train = from_group(TrainConfig, {**as_config_dict(TrainConfig).to_dict(),
-                                   **config.train.to_dict(), "validation_draws": 1})
-  return [api.score_on_validation(sampler, params, problem, train=train,
-                                  noise_seed=train.seed + 5 + api.VALIDATION_DRAW_OFFSET * i)
+  # One draw per score: the redraws are scored one by one.
+  train = from_group(TrainConfig, {**config.train.to_dict(), "validation_draws": 1})
+  return [api.score_on_validation(sampler, params, problem, train=train, first_draw=i)
           for i in range(redraws + 1)]
 
 
@@ -147,16 +147,15 @@ def choose_by_mean(draws: tuple[list[float], list[float]]) -> int:
   return choose((float(np.mean(draws[0])), float(np.mean(draws[1]))))
 
 
+def held_out_fid(record: dict) -> float:
+  """A sampler file's held-out FID averaged over its two evaluation seeds."""
+  return (record["row"]["fid"] + record["row"]["fid_2"]) / 2
+
+
 def held_out_better(records: list[dict]) -> int:
-  """The index of the run with the lower held-out FID averaged over the two evaluation seeds
-  (what the rules try to guess without seeing it), 0 on a tie."""
-  return choose(tuple((r["row"]["fid"] + r["row"]["fid_2"]) / 2 for r in records))
-
-
-def _fixed(rows: list[dict], num_steps: int) -> dict | None:
-  names = {paper_tables.row_name(f, s) for f, s in FIXED}
-  at_k = [r for r in rows if r["sampler"] in names and r["num_steps"] == num_steps]
-  return min(at_k, key=lambda r: r["fid"]) if at_k else None
+  """The index of the run with the lower held_out_fid (what the rules try to guess without
+  seeing it), 0 on a tie."""
+  return choose(tuple(map(held_out_fid, records)))
 
 
 def verdicts(row: dict, fixed: dict | None, fixed_2k: dict | None, *, num_samples: int,
@@ -168,12 +167,12 @@ def verdicts(row: dict, fixed: dict | None, fixed_2k: dict | None, *, num_sample
   best fixed sampler at 2K on each seed."""
   if fixed is None:
     return dict.fromkeys(("beats", "gap", "recall", "beats_2k"), "-")
-  spread = max(abs(row["fid"] - row["fid_2"]), abs(fixed["fid"] - fixed["fid_2"]))
+  _, spread, beats = paper_report.seed_check(row, fixed)  # the paper tables' verdict
   margin = min(fixed["fid"] - row["fid"], fixed["fid_2"] - row["fid_2"])
   gaps = [(fixed[c] - row[c]) / (fixed[c] - full_quality_fid) for c in ("fid", "fid_2")]
   two_std = 2 * math.sqrt(fixed["recall"] * (1 - fixed["recall"]) / num_samples)
   below_2k = fixed_2k is not None and all(row[c] < fixed_2k[c] for c in ("fid", "fid_2"))
-  return {"beats": f"{'yes' if margin > spread else 'no'} ({margin:+.3f} vs {spread:.3f})",
+  return {"beats": f"{beats} ({margin:+.3f} vs {spread})",
           "gap": " / ".join(f"{100 * g:.0f}%" for g in gaps),
           "recall": (f"{'yes' if row['recall'] >= fixed['recall'] - two_std else 'no'} "
                      f"({row['recall']:.3f} vs {fixed['recall']:.3f} - {two_std:.3f})"),
@@ -181,13 +180,14 @@ def verdicts(row: dict, fixed: dict | None, fixed_2k: dict | None, *, num_sample
 
 
 def report(lines_in: list[dict], fixed_rows: list[dict], path: str, *,
-           full_quality_fid: float, missing: list[str]) -> None:
-  """RESULTS.md: one table line per pair scored (`lines_in`: K, seed, the two scores, the two
-  runs' redraws, the two records), the rule, and the files not there yet."""
+           full_quality_fid: float, missing: list[str]) -> str:
+  """RESULTS.md, written and returned: one table line per pair scored (`lines_in`: K, seed,
+  the two scores, the two runs' redraws, the two records), the rules, each rule's run against
+  the targets, and the files not there yet."""
   head = ("| K | training seed | validation FID, 5e-3 / 1e-3 | chosen | validation FID over "
           "the run's draw and the redraws, mean +- std, 5e-3 / 1e-3 | 5e-3 - 1e-3 on the same "
-          "draw, mean +- std | choice on each redraw | chosen by the mean of the draws | held-out better (FID 5e-3 / 1e-3, mean of the "
-          "seeds) |")
+          "draw, mean +- std | choice on each redraw | chosen by the mean of the draws | "
+          "held-out better (FID 5e-3 / 1e-3, mean of the seeds) |")
   table = [head, "|---" * 9 + "|"]
   targets = ["| K | training seed | rule | chosen | held-out FID, seed 1 / 2 | recall | best fixed "
              "at K: FID seed 1 / 2 | below it by > seed diff. (margin vs diff.) | gap to 1000 "
@@ -195,7 +195,7 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, *,
              "|---" * 11 + "|"]
   for line in lines_in:
     k = line["num_steps"]
-    fixed, fixed_2k = _fixed(fixed_rows, k), _fixed(fixed_rows, 2 * k)
+    fixed, fixed_2k = ablation.best_fixed(fixed_rows, k), ablation.best_fixed(fixed_rows, 2 * k)
     fixed_text = "-" if fixed is None else (f"{fixed['sampler']} {fixed['fid']:.3f} / "
                                             f"{fixed['fid_2']:.3f}")
     draws = [[line["val_fids"][i], *line["redraws"][i]] for i in (0, 1)]
@@ -204,7 +204,7 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, *,
     diffs = np.subtract(*draws)
     paired = f"{np.mean(diffs):+.3f} +- {np.std(diffs, ddof=1) if len(diffs) > 1 else 0:.3f}"
     flips = " ".join(RATES[choose(pair)] for pair in zip(*line["redraws"])) or "-"
-    held = [(r["row"]["fid"] + r["row"]["fid_2"]) / 2 for r in line["records"]]
+    held = [held_out_fid(r) for r in line["records"]]
     better = (f"{RATES[held_out_better(line['records'])]} ({held[0]:.3f} / {held[1]:.3f})")
     by_mean = choose_by_mean(draws)
     table.append(f"| {k} | {line['seed']} | {line['val_fids'][0]:.3f} / "
@@ -250,8 +250,10 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, *,
   if missing:
     text += ["Not scored yet (sampler files missing): " + ", ".join(f"`{m}`" for m in missing)
              + ".", ""]
+  body = "\n".join(text)
   with files.atomic_write(path) as f:
-    f.write("\n".join(text))
+    f.write(body)
+  return body
 
 
 def main(argv):
@@ -292,10 +294,9 @@ def main(argv):
     lines.append({"num_steps": k, "seed": seed, "val_fids": val_fids,
                   "redraws": tuple(redraws_of(row) for row in kept),
                   "chosen": choose(val_fids), "records": [record_of(p) for p in paths]})
-  report(lines, paper_tables.read_rows(FLAGS.fixed_results),
-         os.path.join(FLAGS.out, "RESULTS.md"), full_quality_fid=FLAGS.full_quality_fid,
-         missing=missing)
-  print(open(os.path.join(FLAGS.out, "RESULTS.md"), encoding="utf-8").read())
+  print(report(lines, paper_tables.read_rows(FLAGS.fixed_results),
+               os.path.join(FLAGS.out, "RESULTS.md"), full_quality_fid=FLAGS.full_quality_fid,
+               missing=missing))
 
 
 if __name__ == "__main__":

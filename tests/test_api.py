@@ -222,11 +222,10 @@ def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_pa
   other = api.score_on_validation(sampler, learned.last_params,
                                   _toy_problem(config, str(tmp_path / "m2")), train=train)
   np.testing.assert_allclose(other["fid"], logged[4], rtol=1e-5)
-  # The run's own noise is seed train.seed + 5; another noise seed draws other samples.
+  # Draw 0 is the run's own noise (seed train.seed + 5); draw 1 other samples (seed + 1005).
   problem = _toy_problem(config, str(tmp_path / "m2"))
-  own = api.score_on_validation(sampler, params, problem, train=train, noise_seed=train.seed + 5)
-  redrawn = api.score_on_validation(sampler, params, problem, train=train,
-                                    noise_seed=train.seed + 1005)
+  own = api.score_on_validation(sampler, params, problem, train=train, first_draw=0)
+  redrawn = api.score_on_validation(sampler, params, problem, train=train, first_draw=1)
   np.testing.assert_allclose(own["fid"], scored["fid"], rtol=1e-6)
   assert abs(redrawn["fid"] - scored["fid"]) > 1e-4 * scored["fid"]
   # train.validation_draws = 2: the mean of those two draws, as a run's validations take it.

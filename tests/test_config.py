@@ -202,3 +202,13 @@ def test_flatten_names_every_leaf_by_its_dotted_field():
   assert set(flat) == set(FIELDS)
   assert flat["train.seed"] == DEFAULTS["train"]["seed"]
   assert config_lib.flatten({"a": {"b": {"c": 1}}, "d": 2}) == {"a.b.c": 1, "d": 2}
+
+
+def test_with_defaults_fills_only_the_fields_a_record_lacks():
+  record = json.loads(json.dumps(DEFAULTS))
+  record["train"]["seed"] = 3
+  del record["train"]["validation_draws"]
+  filled = config_lib.with_defaults(record)
+  assert filled["train"]["seed"] == 3
+  assert filled["train"]["validation_draws"] == default.get_config().train.validation_draws == 1
+  assert set(config_lib.flatten(filled)) >= set(FIELDS)
