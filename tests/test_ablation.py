@@ -145,6 +145,14 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   assert slow_seed1["train"].pop("seed") == 1
   slow = ablation.row_config("all_noise_free_slow", 25, 1000).to_dict()
   assert slow["train"].pop("seed") == 0 and slow_seed1 == slow
+  draws4 = ablation.row_config("all_noise_free_draws4", 5, 1000).to_dict()
+  assert draws4["train"].pop("validation_draws") == 4
+  default5 = ablation.row_config("all_noise_free", 5, 1000).to_dict()
+  assert default5["train"].pop("validation_draws") == 1 and draws4 == default5
+  draws4_seed1 = ablation.row_config("all_noise_free_draws4_seed1", 5, 1000).to_dict()
+  assert draws4_seed1["train"].pop("seed") == 1
+  assert draws4_seed1["train"].pop("validation_draws") == 4
+  assert default5["train"].pop("seed") == 0 and draws4_seed1 == default5
   monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
   with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
     ablation.row_config("typo", 5, 100)
