@@ -118,6 +118,16 @@ def test_unknown_variant_is_named():
       10, 3500, 0.95)
 
 
+def assert_differs_only_in(variant, base, num_steps, **train_fields):
+  """The variant's config is the base's but for train_fields: {field: (variant's, base's)}."""
+  got = ablation.row_config(variant, num_steps, 1000).to_dict()
+  want = ablation.row_config(base, num_steps, 1000).to_dict()
+  for field, (variant_value, base_value) in train_fields.items():
+    assert got["train"].pop(field) == variant_value
+    assert want["train"].pop(field) == base_value
+  assert got == want
+
+
 def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   for name, lever in paper_protocol.LEVERS.items():
     assert ablation.VARIANTS[name] is lever
@@ -137,22 +147,11 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   assert by_k[25] == ablation.row_config("all_noise_free_slow", 25, 1000).to_dict()
   assert by_k[15]["train"]["learning_rate"] == pytest.approx(5e-3 / 3, rel=1e-12)
   assert by_k[15]["sampler"]["start"] == "select_noise_free"
-  seed1 = ablation.row_config("all_noise_free_seed1", 15, 1000).to_dict()
-  assert seed1["train"].pop("seed") == 1
-  default = ablation.row_config("all_noise_free", 15, 1000).to_dict()
-  assert default["train"].pop("seed") == 0 and seed1 == default
-  slow_seed1 = ablation.row_config("all_noise_free_slow_seed1", 25, 1000).to_dict()
-  assert slow_seed1["train"].pop("seed") == 1
-  slow = ablation.row_config("all_noise_free_slow", 25, 1000).to_dict()
-  assert slow["train"].pop("seed") == 0 and slow_seed1 == slow
-  draws4 = ablation.row_config("all_noise_free_draws4", 5, 1000).to_dict()
-  assert draws4["train"].pop("validation_draws") == 4
-  default5 = ablation.row_config("all_noise_free", 5, 1000).to_dict()
-  assert default5["train"].pop("validation_draws") == 1 and draws4 == default5
-  draws4_seed1 = ablation.row_config("all_noise_free_draws4_seed1", 5, 1000).to_dict()
-  assert draws4_seed1["train"].pop("seed") == 1
-  assert draws4_seed1["train"].pop("validation_draws") == 4
-  assert default5["train"].pop("seed") == 0 and draws4_seed1 == default5
+  assert_differs_only_in("all_noise_free_seed1", "all_noise_free", 15, seed=(1, 0))
+  assert_differs_only_in("all_noise_free_slow_seed1", "all_noise_free_slow", 25, seed=(1, 0))
+  assert_differs_only_in("all_noise_free_draws4", "all_noise_free", 5, validation_draws=(4, 1))
+  assert_differs_only_in("all_noise_free_draws4_seed1", "all_noise_free", 5,
+                         validation_draws=(4, 1), seed=(1, 0))
   monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
   with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
     ablation.row_config("typo", 5, 100)
