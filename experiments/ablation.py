@@ -258,7 +258,8 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
         "(re-evaluate: `python -m experiments.evaluate_samplers`). Generated "
         f"by `python -m experiments.ablation` at commit {logs.code_commit()}. \"train min\" is "
         "the wall time of the DDSS steps on the machine as it was: rows that shared the cores "
-        "with other runs took longer, and a resumed row counts only the run that finished it. \"beats by > seed diff.\": below the best fixed sampler "
+        "with other runs took longer, and a resumed row counts only the run that finished it. "
+        "\"beats by > seed diff.\": below the best fixed sampler "
         "at K on each seed by more than the larger change between the seeds of the two rows. "
         "What each variant changes:", ""]
   md += [f"- `{name}`: {what}" for name, (what, _) in VARIANTS.items()]
