@@ -34,7 +34,8 @@ def coefficients(name: str, schedule: Schedule, t: jnp.ndarray) -> recurrence.Co
                D_i = (1 + 1 / (2 r_i)) x0_i - x0_{i-1} / (2 r_i)  (D_0 = x0_0),
   which is DPM-Solver++(2M) and also UniPC's predictor UniP-2 with bh2. xc_i = x_i for
   DPM-Solver++; UniPC's corrector (1 <= i <= K - 2) replaces the state the model saw by
-    xc_i = (s_i / s_{i-1}) xc_{i-1} + a_i (1 - e^{-h}) (x0_{i-1} + rho_0 D + rho_1 (x0_i - x0_{i-1})),
+    xc_i = (s_i / s_{i-1}) xc_{i-1}
+           + a_i (1 - e^{-h}) (x0_{i-1} + rho_0 D + rho_1 (x0_i - x0_{i-1})),
   h = lambda_i - lambda_{i-1}, D = (x0_{i-2} - x0_{i-1}) / r_k, r_k = (lambda_{i-2} - lambda_{i-1})
   / h, and (rho_0, rho_1) solving [[1, 1], [r_k, 1]] rho = (b_1, b_2), UniPC's right-hand side
   for B(h) = e^h - 1 (`_unic`); the first correction (i = 1) is first order, rho_1 = 1/2. The

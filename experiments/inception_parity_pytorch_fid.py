@@ -54,7 +54,8 @@ def main(argv):
   from pytorch_fid import inception as pf  # pylint: disable=import-outside-toplevel
 
   # pytorch-fid's own constructor of the FID network's torchvision skeleton (same state-dict keys).
-  skeleton = pf._inception_v3(num_classes=1008, aux_logits=False, weights=None)  # pylint: disable=protected-access
+  skeleton = pf._inception_v3(  # pylint: disable=protected-access
+      num_classes=1008, aux_logits=False, weights=None)
   state = random_state_dict(torch, skeleton)
   pf.load_state_dict_from_url = lambda *args, **kwargs: state  # instead of the download
   reference = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,

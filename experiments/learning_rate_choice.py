@@ -208,8 +208,8 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, *,
     better = (f"{RATES[held_out_better(line['records'])]} ({held[0]:.3f} / {held[1]:.3f})")
     by_mean = choose_by_mean(draws)
     table.append(f"| {k} | {line['seed']} | {line['val_fids'][0]:.3f} / "
-                 f"{line['val_fids'][1]:.3f} | {RATES[line['chosen']]} | {spread} | {paired} | {flips} | "
-                 f"{RATES[by_mean]} | {better} |")
+                 f"{line['val_fids'][1]:.3f} | {RATES[line['chosen']]} | {spread} | {paired} | "
+                 f"{flips} | {RATES[by_mean]} | {better} |")
     for rule, chosen in (("the run's draw", line["chosen"]), ("the mean of the draws", by_mean)):
       record = line["records"][chosen]
       row = record["row"]

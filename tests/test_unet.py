@@ -50,7 +50,8 @@ def test_diffusers_key_mapping():
   assert (unet.diffusers_key(("mid_block", "attentions_0", "to_out_0", "bias"))
           == "mid_block.attentions.0.to_out.0.bias")
   assert unet.diffusers_key(("conv_norm_out", "scale")) == "conv_norm_out.weight"
-  assert unet.diffusers_key(("time_embedding", "linear_1", "kernel")) == "time_embedding.linear_1.weight"
+  assert (unet.diffusers_key(("time_embedding", "linear_1", "kernel"))
+          == "time_embedding.linear_1.weight")
 
 
 @pytest.mark.parity
