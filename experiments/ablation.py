@@ -90,6 +90,16 @@ VARIANTS = {
     # this: the same config with the optimisation's other seed, so one run is not read alone.
     "all_noise_free_draws4_seed1": ("all_noise_free_draws4 with training seed 1",
                                     {**ON, "train.validation_draws": 4, "train.seed": 1}),
+    # Written after all_noise_free_draws4_seed1 was seen and before any run of these: the
+    # draws4 run at K = 5 started from DDIM, linear stride (on validation a near-tie with
+    # UniPC, quadratic stride, the default's start there) and reached 0.544 where the UniPC
+    # start reached 0.888 and 0.843. Is the best fixed sampler the best start for learning,
+    # or does GGDM learn further from its own DDIM? The start fixed, not chosen.
+    "all_ddim_linear": ("all, starting from DDIM on the linear stride (no start choice)",
+                        {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0}),
+    "all_ddim_linear_seed1": ("all_ddim_linear with training seed 1",
+                              {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0,
+                               "train.seed": 1}),
     # From K = 15 on, the training KID of 64 samples sits at its noise floor from the start
     # (experiments/ablation/RESULTS.md): 16x the samples per update cut its std 4x. A GPU run.
     "all_select_large": ("all_select with 16 batches of 64 per update (2400 batches, 150 "

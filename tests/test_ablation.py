@@ -152,6 +152,12 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
   assert_differs_only_in("all_noise_free_draws4", "all_noise_free", 5, validation_draws=(4, 1))
   assert_differs_only_in("all_noise_free_draws4_seed1", "all_noise_free", 5,
                          validation_draws=(4, 1), seed=(1, 0))
+  assert_differs_only_in("all_ddim_linear_seed1", "all_ddim_linear", 10, seed=(1, 0))
+  # all_ddim_linear is the default but for its start: DDIM on the linear stride, not chosen.
+  ddim, default = (ablation.row_config(v, 5, 1000) for v in ("all_ddim_linear", "all_noise_free"))
+  assert (ddim.sampler.start, ddim.sampler.stride, ddim.sampler.eta) == ("configured", "linear", 0)
+  ddim.sampler.start, ddim.sampler.stride = default.sampler.start, default.sampler.stride
+  assert ddim.to_dict() == default.to_dict()
   monkeypatch.setitem(ablation.VARIANTS, "typo", ("a misspelt field", {"train.ema_decy": 0.9}))
   with pytest.raises(ConfigError, match="config.train.ema_decy=0.9: .*ablation variant 'typo'"):
     ablation.row_config("typo", 5, 100)
