@@ -1,139 +1,15 @@
-"""experiments/learning_rate_choice.py: a rescored run gives the validation FID its training
-logged (problem rebuilt from the record, training seed 1), pairs must differ in the learning
-rate alone, the rule, the targets' arithmetic, and the committed pairs and scores."""
+"""experiments/learning_rate_choice.py: its committed pairs differ in the learning rate alone,
+every file of theirs is scored as committed, and RESULTS.md is what those scores make (the
+machinery's own tests: tests/test_run_choice.py)."""
 
-import csv
-import json
 import os
 
-import pytest
-
-from configs import mnist_tiny
-from ddss_jax import experiment, logs
-from experiments import evaluate_samplers, learning_rate_choice as lrc
-
-ROW = {"fid": 1.0, "kid": 0.0, "kid_std": 0.0, "precision": 0.5, "recall": 0.5, "fid_2": 1.0,
-       "kid_2": 0.0}
+from experiments import learning_rate_choice, run_choice
 
 
-def _record(path, config, sampler, params):
-  evaluate_samplers.write_record(path, sampler, params, config=config, num_samples=16,
-                                 batch_size=8, seeds=(7, 107), row=ROW)
-
-
-def test_a_rescored_run_gives_the_validation_fid_its_training_logged(tmp_path):
-  config = mnist_tiny.get_config()
-  config.train.seed = 1  # the carve and the validation noise follow it
-  config.train.validate_every_steps = 1
-  config.train.validation_size = 64
-  config.train.validation_samples = 16
-  run = experiment.setup(config, str(tmp_path / "run"))
-  writer = logs.MetricWriter(run.workdir)
-  learned = experiment.learn(run, experiment.build_problem(config, run.schedule, run.workdir),
-                             writer)
-  writer.close()
-  logged = {line["step"]: line["val/fid"] for line in learned.history if "val/fid" in line}
-  assert sorted(logged) == [0, 1, 2] and len(set(logged.values())) == 3
-  path = str(tmp_path / "sampler.json")
-  _record(path, config, learned.sampler, learned.params)
-  own, other = lrc.score(path, str(tmp_path / "scratch"), redraws=1)
-  assert own["fid"] == pytest.approx(logged[learned.best_step], rel=1e-5)
-  assert abs(other["fid"] - own["fid"]) > 1e-3  # another draw of samples, the same split
-
-
-def test_a_pair_differs_in_the_learning_rate_alone(tmp_path):
-  config = mnist_tiny.get_config()
-  run = experiment.setup(config, str(tmp_path / "run"))
-  params = run.sampler.init()
-  paths = [str(tmp_path / f"{n}.json") for n in ("a", "b", "c")]
-  _record(paths[0], config, run.sampler, params)
-  config.train.learning_rate = 1e-3
-  config.train.checkpoint_every_steps = 25  # does not change what is learned
-  _record(paths[1], config, run.sampler, params)
-  lrc.check_pair((paths[0], paths[1]))
-  config.train.seed = 1
-  _record(paths[2], config, run.sampler, params)
-  with pytest.raises(ValueError, match=r"differ in \['train.seed'\], not in the learning rate"):
-    lrc.check_pair((paths[0], paths[2]))
-  # A record older than a field has its default; another value is another run.
-  with open(paths[1], encoding="utf-8") as f:
-    record = json.load(f)
-  del record["evaluation"]["config"]["train"]["validation_draws"]
-  with open(paths[1], "w", encoding="utf-8") as f:
-    json.dump(record, f)
-  lrc.check_pair((paths[0], paths[1]))
-  config.train.seed, config.train.validation_draws = 0, 4
-  _record(paths[2], config, run.sampler, params)
-  with pytest.raises(ValueError, match=r"\['train.validation_draws'\]"):
-    lrc.check_pair((paths[0], paths[2]))
-
-
-def test_the_rule_keeps_the_lower_validation_fid_and_the_default_on_a_tie():
-  assert lrc.choose((0.363, 0.331)) == 1
-  assert lrc.choose((0.331, 0.363)) == 0
-  assert lrc.choose((0.35, 0.35)) == 0
-  # The second rule: the mean over the draws (0.35 / 0.34 here), 5e-3 on a tie.
-  assert lrc.choose_by_mean(([0.36, 0.34], [0.30, 0.38])) == 1
-  assert lrc.choose_by_mean(([0.30, 0.36], [0.32, 0.34])) == 0
-  # Held-out: the lower mean of the two evaluation seeds' FIDs (0.245 against 0.217).
-  runs = [{"row": {"fid": 0.240, "fid_2": 0.250}}, {"row": {"fid": 0.225, "fid_2": 0.209}}]
-  assert lrc.held_out_better(runs) == 1 and lrc.held_out_better(runs[::-1]) == 0
-
-
-def test_the_targets_arithmetic():
-  row = {"fid": 0.20, "fid_2": 0.22, "recall": 0.94}
-  fixed = {"sampler": "unipc:logsnr", "fid": 0.30, "fid_2": 0.28, "recall": 0.95}
-  cells = lrc.verdicts(row, fixed, {"fid": 0.21, "fid_2": 0.25}, num_samples=1000,
-                       full_quality_fid=0.19)
-  # margin min(0.10, 0.06) against the larger seed change 0.02; gaps 0.10 / 0.11 and
-  # 0.06 / 0.09; two binomial stds 2 sqrt(0.95 0.05 / 1000) = 0.0138.
-  assert cells == {"beats": "yes (+0.060 vs 0.020)", "gap": "91% / 67%",
-                   "recall": "yes (0.940 vs 0.950 - 0.014)", "beats_2k": "yes"}
-  cells = lrc.verdicts({**row, "recall": 0.93}, fixed, {"fid": 0.19, "fid_2": 0.25},
-                       num_samples=1000, full_quality_fid=0.19)
-  assert cells["recall"].startswith("no") and cells["beats_2k"] == "no"
-  assert lrc.verdicts(row, {**fixed, "fid": 0.21}, None, num_samples=1000,
-                      full_quality_fid=0.19)["beats"].startswith("no")
-  assert set(lrc.verdicts(row, None, None, num_samples=1000,
-                          full_quality_fid=0.19).values()) == {"-"}
-
-
-def test_the_report_names_the_choice_and_what_is_missing(tmp_path):
-  record = {"num_samples": 1000, "row": {"fid": 0.225, "fid_2": 0.209, "recall": 0.956}}
-  other = {"num_samples": 1000, "row": {"fid": 0.200, "fid_2": 0.250, "recall": 0.9}}
-  fixed = [{"sampler": "unipc:logsnr", "num_steps": 25, "loss": "none", "fid": 0.296,
-            "fid_2": 0.263, "recall": 0.952}]
-  path = str(tmp_path / "RESULTS.md")
-  lrc.report([{"num_steps": 25, "seed": 0, "val_fids": (0.363, 0.331), "chosen": 1,
-               "redraws": ([0.34, 0.35], [0.36, 0.40]), "records": [other, record]}], fixed,
-             path, full_quality_fid=0.192, missing=["experiments/x.json"])
-  text = open(path, encoding="utf-8").read()
-  # Means 0.351 and 0.364, sample stds 0.0115 and 0.0345; the redraws choose 5e-3 twice, the
-  # mean 5e-3 too; held-out means 0.225 and 0.217: 1e-3 better; the chosen run is 1e-3's.
-  # Differences on the same draw +0.032, -0.020, -0.050: mean -0.0127, std 0.0415 (rounds to 0.041).
-  assert ("| 25 | 0 | 0.363 / 0.331 | 1e-3 | 0.351 +- 0.012 / 0.364 +- 0.035 | -0.013 +- 0.041 "
-          "| 5e-3 5e-3 | "
-          "5e-3 | 1e-3 (0.225 / 0.217) |") in text
-  # The targets of each rule's run: 1e-3's record for the run's draw, 5e-3's for the mean.
-  assert ("| 25 | 0 | the run's draw | 1e-3 | 0.225 / 0.209 | 0.956 | unipc:logsnr 0.296 / "
-          "0.263 | yes (+0.054 vs 0.033) | 68% / 76% |") in text
-  assert ("| 25 | 0 | the mean of the draws | 5e-3 | 0.200 / 0.250 | 0.900 | unipc:logsnr "
-          "0.296 / 0.263 | no (+0.013 vs 0.050) | 92% / 18% | no (0.900 vs 0.952 - 0.014) |"
-          ) in text
-  assert "Not scored yet (sampler files missing): `experiments/x.json`." in text
-
-
-def test_the_committed_pairs_and_scores():
-  repo = os.path.dirname(lrc.HERE)
-  present = [paths for _, _, paths in lrc.pairs() if all(map(os.path.isfile, paths))]
-  assert present  # the committed K = 5, 10 and 25 pairs at least
-  for paths in present:
-    lrc.check_pair(paths)
-  scores_path = os.path.join(lrc.HERE, "learning_rate_choice", "scores.csv")
-  with open(scores_path, newline="", encoding="utf-8") as f:
-    scores = list(csv.DictReader(f))
-  assert {row["path"] for row in scores} == {
-      os.path.relpath(p, repo) for paths in present for p in paths}
-  for row in scores:  # each score is of the file as committed, with the default redraws
-    assert lrc.sha256(os.path.join(repo, row["path"])) == row["sha256"], row["path"]
-    assert len(lrc.redraws_of(row)) == 3, row["path"]
+def test_the_committed_pairs_scores_and_results(tmp_path):
+  pairs = learning_rate_choice.pairs()
+  assert [(k, seed) for k, seed, _ in pairs] == [(5, 0), (10, 0), (15, 0), (15, 1), (20, 0),
+                                                (25, 0), (25, 1)]
+  assert all(os.path.isfile(p) for _, _, paths in pairs for p in paths)
+  run_choice.check_committed(learning_rate_choice.CHOICE, str(tmp_path))
