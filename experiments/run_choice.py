@@ -24,7 +24,7 @@ from typing import Callable
 
 import ml_collections
 import numpy as np
-from absl import flags, logging
+from absl import app, flags, logging
 
 from ddss_jax import api, config as config_lib, experiment, files, logs, samplers
 from ddss_jax.settings import TrainConfig, from_group
@@ -297,6 +297,17 @@ def run(choice: Choice, *, out: str, workdir: str, fixed_results: str, redraws: 
                   "chosen": choose(val_fids), "records": [record_of(p) for p in paths]})
   return report(lines, paper_tables.read_rows(fixed_results), os.path.join(out, "RESULTS.md"),
                 choice, full_quality_fid=full_quality_fid, missing=missing)
+
+
+def cli(choice: Choice) -> None:
+  """The choice's command: its flags, then run() on them, RESULTS.md printed."""
+  define_flags(choice.name)
+
+  def main(argv):
+    del argv
+    print(run(choice, **flag_values()))
+
+  app.run(main)
 
 
 def check_committed(choice: Choice, scratch: str) -> None:

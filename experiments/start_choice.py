@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 
-from absl import app
-
 from experiments import run_choice
 from experiments.paper_protocol import TABLE_STEPS
 
@@ -56,11 +54,5 @@ CHOICE = run_choice.Choice(
                "DDIM-linear runs at K = 20 and 25 had ended."))
 
 
-def main(argv):
-  del argv
-  print(run_choice.run(CHOICE, **run_choice.flag_values()))
-
-
 if __name__ == "__main__":
-  run_choice.define_flags(CHOICE.name)
-  app.run(main)
+  run_choice.cli(CHOICE)
