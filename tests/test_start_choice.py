@@ -1,0 +1,18 @@
+"""experiments/start_choice.py: its committed pairs differ in the start alone, every file of
+theirs is scored as committed, and RESULTS.md is what those scores make (the machinery's own
+tests: tests/test_run_choice.py)."""
+
+import os
+
+from experiments import run_choice, start_choice
+
+
+def test_the_committed_pairs_scores_and_results(tmp_path):
+  pairs = start_choice.pairs()
+  assert [(k, seed) for k, seed, _ in pairs] == [(5, 0), (5, 1), (10, 0), (10, 1), (15, 0),
+                                                (20, 0), (25, 0)]
+  # The default's runs are the paper tables' rows and the ablation's; DDIM linear's at K = 5,
+  # 10 and 15 at least.
+  present = [k for k, _, paths in pairs if all(map(os.path.isfile, paths))]
+  assert {5, 10, 15} <= set(present)
+  run_choice.check_committed(start_choice.CHOICE, str(tmp_path))
