@@ -38,7 +38,7 @@ def pairs(root: str = HERE) -> list[tuple[int, int, tuple[str, str]]]:
 
 CHOICE = run_choice.Choice(
     name="learning_rate_choice", labels=("5e-3", "1e-3"), varied=("train.learning_rate",),
-    what="the learning rate", pairs=pairs,
+    what="the learning rate", groups=pairs,
     title="The learning rate chosen on the validation split",
     runs=("GGDM+PRED+TIME (KID loss), configs/mnist.py's levers, at 5e-3 (configs/mnist.py's "
           "rate: the paper tables' row) and at 1e-3 (the ablation's `all_noise_free_slow`; at "

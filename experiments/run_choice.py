@@ -1,14 +1,15 @@
-"""A choice between two committed DDSS runs, made on the validation split alone.
+"""A choice between two (or more) committed DDSS runs, made on the validation split alone.
 
-Each pair is two committed sampler files (with their "evaluation" records) whose runs differ in
-the fields a Choice names and nothing else that changes what is learned. Each file is scored on
-its own run's validation split (ddss_jax.api.score_on_validation: the carved training digits and
-the noise the run's validations used, never the held-out digits), and on `redraws` other draws
-of validation samples (the same split) for the score's own noise. Two rules choose: the lower
-validation FID on the run's own draw, and the lower mean over all the draws, the first run of the
-pair (the default) on a tie. The chosen run's held-out row (its record) is set against the best
-fixed sampler at K and at 2K. learning_rate_choice.py and start_choice.py are the two choices;
-run(choice) is their main.
+Each group is two or more committed sampler files (with their "evaluation" records) whose runs
+differ from the first's in the fields a Choice names and nothing else that changes what is
+learned; a group of two is a pair. Each file is scored on its own run's validation split
+(ddss_jax.api.score_on_validation: the carved training digits and the noise the run's
+validations used, never the held-out digits), and on `redraws` other draws of validation samples
+(the same split) for the score's own noise. Two rules choose: the lowest validation FID on the
+run's own draw, and the lowest mean over all the draws, the first run of the group (the default)
+on a tie. The chosen run's held-out row (its record) is set against the best fixed sampler at K
+and at 2K. learning_rate_choice.py, start_choice.py (pairs) and rate_and_start_choice.py (groups
+of three) are the choices; run(choice) is their main.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from experiments import ablation, paper_report, paper_tables
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Config fields that do not change what a run learns (how often it checkpoints; the teacher
-# loss's pool folder, unused by the KID loss): a pair may differ in them too.
+# loss's pool folder, unused by the KID loss): the runs of a group may differ in them too.
 NOT_LEARNING = ("train.checkpoint_every_steps", "loss.teacher_dir")
 SCORE_COLUMNS = ("path", "sha256", "val_fid", "val_kid", "redraw_fids", "seconds")
 
@@ -41,17 +42,17 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-  """What is chosen between: `labels` name the pair's two runs (the first is the default, kept
-  on a tie); `varied` the config fields the two may differ in, `what` those in words; `pairs`
-  gives (K, training seed, (first file, second file)) of every pair; RESULTS.md opens with
-  `title`, then `runs` (what the two runs of a pair are), the rules, then `blindness` (what had
-  been seen when each rule was written down); `name` is the module and its output folder under
-  experiments/."""
+  """What is chosen between: `labels` name a group's runs (the first is the default, kept on a
+  tie); `varied` the config fields the others may differ in from the first, `what` those in
+  words; `groups` gives (K, training seed, (the first's file, the others' ...)) of every group,
+  each with one file per label; RESULTS.md opens with `title`, then `runs` (what the runs of a
+  group are), the rules, then `blindness` (what had been seen when each rule was written down);
+  `name` is the module and its output folder under experiments/."""
   name: str
-  labels: tuple[str, str]
+  labels: tuple[str, ...]
   varied: tuple[str, ...]
   what: str
-  pairs: Callable[[], list[tuple[int, int, tuple[str, str]]]]
+  groups: Callable[[], list[tuple[int, int, tuple[str, ...]]]]
   title: str
   runs: str
   blindness: str
@@ -85,16 +86,22 @@ def config_of(path: str) -> dict:
   return config_lib.with_defaults(record_of(path)["config"])
 
 
-def check_pair(paths: tuple[str, str], choice: Choice) -> None:
-  """ValueError naming both files and the fields where their runs' configs differ in more than
-  choice.varied (and the NOT_LEARNING fields)."""
-  a, b = (config_lib.flatten(config_of(p)) for p in paths)
-  differ = sorted(f for f in set(a) | set(b)
-                  if a.get(f) != b.get(f) and f not in NOT_LEARNING + choice.varied)
-  if differ:
-    raise ValueError(f"{paths[0]} and {paths[1]}: the runs differ in {differ}, not in "
-                     f"{choice.what} alone; a pair must differ in {', '.join(choice.varied)} "
-                     "only")
+def check_group(paths: tuple[str, ...], choice: Choice) -> None:
+  """ValueError unless the group has one file per label; else naming the first file and another
+  whose runs' configs differ in more than choice.varied (and the NOT_LEARNING fields)."""
+  if len(paths) != len(choice.labels):
+    raise ValueError(f"{choice.name}: a group of {len(paths)} files {list(paths)}, not one per "
+                     f"label {list(choice.labels)}")
+  a = config_lib.flatten(config_of(paths[0]))
+  kind = "pair" if len(paths) == 2 else "group"
+  for other in paths[1:]:
+    b = config_lib.flatten(config_of(other))
+    differ = sorted(f for f in set(a) | set(b)
+                    if a.get(f) != b.get(f) and f not in NOT_LEARNING + choice.varied)
+    if differ:
+      raise ValueError(f"{paths[0]} and {other}: the runs differ in {differ}, not in "
+                       f"{choice.what} alone; a {kind} must differ in "
+                       f"{', '.join(choice.varied)} only")
 
 
 def sha256(path: str) -> str:
@@ -136,15 +143,16 @@ def write_scores(path: str, scores: dict[str, dict]) -> None:
     writer.writerows(scores[p] for p in sorted(scores))
 
 
-def choose(val_fids: tuple[float, float]) -> int:
-  """The rule: the index of the lower validation FID, 0 (the default) on a tie."""
-  return 1 if val_fids[1] < val_fids[0] else 0
+def choose(val_fids: tuple[float, ...]) -> int:
+  """The rule: the index of the lowest validation FID, the first such (0, the default, on a
+  tie with it)."""
+  return int(np.argmin(val_fids))
 
 
-def choose_by_mean(draws: tuple[list[float], list[float]]) -> int:
-  """The second rule: the index of the lower mean validation FID over all draws, 0 (the
-  default) on a tie."""
-  return choose((float(np.mean(draws[0])), float(np.mean(draws[1]))))
+def choose_by_mean(draws: tuple[list[float], ...]) -> int:
+  """The second rule: the index of the lowest mean validation FID over all draws, the first
+  such on a tie."""
+  return choose(tuple(float(np.mean(d)) for d in draws))
 
 
 def held_out_fid(record: dict) -> float:
@@ -153,8 +161,8 @@ def held_out_fid(record: dict) -> float:
 
 
 def held_out_better(records: list[dict]) -> int:
-  """The index of the run with the lower held_out_fid (what the rules try to guess without
-  seeing it), 0 on a tie."""
+  """The index of the run with the lowest held_out_fid (what the rules try to guess without
+  seeing it), the first such on a tie."""
   return choose(tuple(map(held_out_fid, records)))
 
 
@@ -181,14 +189,20 @@ def verdicts(row: dict, fixed: dict | None, fixed_2k: dict | None, *, num_sample
 
 def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choice, *,
            full_quality_fid: float, missing: list[str]) -> str:
-  """RESULTS.md, written and returned: one table line per pair scored (`lines_in`: K, seed,
-  the two scores, the two runs' redraws, the two records), the rules, each rule's run against
-  the targets, and the files not there yet."""
-  a, b = labels = choice.labels
-  head = (f"| K | training seed | validation FID, {a} / {b} | chosen | validation FID over "
-          f"the run's draw and the redraws, mean +- std, {a} / {b} | {a} - {b} on the same "
+  """RESULTS.md, written and returned: one table line per group scored (`lines_in`: K, seed,
+  the runs' scores, redraws and records, in the order of choice.labels), the rules, each
+  rule's run against the targets, and the files not there yet. Each run after the first is
+  compared with the first on the same draws."""
+  labels = choice.labels
+  a, others, names = labels[0], labels[1:], " / ".join(labels)
+  # The words for a pair stay the two-run words the committed pairwise RESULTS.md hold.
+  lower, kind, every = ("lower", "a pair", "both") if len(labels) == 2 else (
+      "lowest", "a group", "all")
+  minus = " / ".join(f"{a} - {b}" for b in others)
+  head = (f"| K | training seed | validation FID, {names} | chosen | validation FID over "
+          f"the run's draw and the redraws, mean +- std, {names} | {minus} on the same "
           "draw, mean +- std | choice on each redraw | chosen by the mean of the draws | "
-          f"held-out better (FID {a} / {b}, mean of the seeds) |")
+          f"held-out better (FID {names}, mean of the seeds) |")
   table = [head, "|---" * 9 + "|"]
   targets = ["| K | training seed | rule | chosen | held-out FID, seed 1 / 2 | recall | best fixed "
              "at K: FID seed 1 / 2 | below it by > seed diff. (margin vs diff.) | gap to 1000 "
@@ -199,17 +213,16 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
     fixed, fixed_2k = ablation.best_fixed(fixed_rows, k), ablation.best_fixed(fixed_rows, 2 * k)
     fixed_text = "-" if fixed is None else (f"{fixed['sampler']} {fixed['fid']:.3f} / "
                                             f"{fixed['fid_2']:.3f}")
-    draws = [[line["val_fids"][i], *line["redraws"][i]] for i in (0, 1)]
+    draws = [[line["val_fids"][i], *line["redraws"][i]] for i in range(len(labels))]
     spread = " / ".join(f"{np.mean(d):.3f} +- {np.std(d, ddof=1) if len(d) > 1 else 0:.3f}"
                         for d in draws)
-    diffs = np.subtract(*draws)
-    paired = f"{np.mean(diffs):+.3f} +- {np.std(diffs, ddof=1) if len(diffs) > 1 else 0:.3f}"
-    flips = " ".join(labels[choose(pair)] for pair in zip(*line["redraws"])) or "-"
-    held = [held_out_fid(r) for r in line["records"]]
-    better = f"{labels[held_out_better(line['records'])]} ({held[0]:.3f} / {held[1]:.3f})"
+    paired = " / ".join(_mean_std(np.subtract(draws[0], d)) for d in draws[1:])
+    flips = " ".join(labels[choose(scores)] for scores in zip(*line["redraws"])) or "-"
+    held = " / ".join(f"{held_out_fid(r):.3f}" for r in line["records"])
+    better = f"{labels[held_out_better(line['records'])]} ({held})"
     by_mean = choose_by_mean(draws)
-    table.append(f"| {k} | {line['seed']} | {line['val_fids'][0]:.3f} / "
-                 f"{line['val_fids'][1]:.3f} | {labels[line['chosen']]} | {spread} | "
+    val_fids = " / ".join(f"{v:.3f}" for v in line["val_fids"])
+    table.append(f"| {k} | {line['seed']} | {val_fids} | {labels[line['chosen']]} | {spread} | "
                  f"{paired} | {flips} | {labels[by_mean]} | {better} |")
     for rule, chosen in (("the run's draw", line["chosen"]), ("the mean of the draws", by_mean)):
       record = line["records"][chosen]
@@ -224,13 +237,13 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
       f"# {choice.title}", "",
       f"{choice.runs} Each run's committed sampler is scored on its own validation split (500 "
       "samples against the 500 training digits carved off, the noise its validations used). "
-      f"The first rule keeps the lower validation FID, {a} on a tie. Each file is also scored "
+      f"The first rule keeps the {lower} validation FID, {a} on a tie. Each file is also scored "
       "on other draws of validation samples (the same split; noise seeds the run's + 1000, "
       "+ 2000, ...): their spread is the validation score's own noise, and the choice on each "
       "redraw says whether the first rule's choice survives it; the draws are shared (the same "
-      "noise seeds for both files of a pair), so the difference on the same draw is the "
+      f"noise seeds for {every} files of {kind}), so the difference on the same draw is the "
       "comparison's own noise. The second rule, reported beside the first without replacing "
-      f"it, keeps the lower mean validation FID over all the draws. {choice.blindness} The "
+      f"it, keeps the {lower} mean validation FID over all the draws. {choice.blindness} The "
       "held-out better run has the lower held-out FID averaged over the two evaluation seeds: "
       "what the rules try to guess without seeing it. Held-out FID and recall are the chosen "
       "run's record (1000 samples against the 1000 held-out digits, evaluation seeds 1234 and "
@@ -248,6 +261,11 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
   return body
 
 
+def _mean_std(values: np.ndarray) -> str:
+  """"+0.012 +- 0.034": the mean and the sample std (0 for one value)."""
+  return f"{np.mean(values):+.3f} +- {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+
 def flag_values() -> dict:
   """run()'s keyword arguments from the flags define_flags defined."""
   return {name: getattr(FLAGS, name)
@@ -256,9 +274,9 @@ def flag_values() -> dict:
 
 def run(choice: Choice, *, out: str, workdir: str, fixed_results: str, redraws: int,
         full_quality_fid: float) -> str:
-  """Scores every pair whose files are there (a file is scored again only where it changed
+  """Scores every group whose files are there (a file is scored again only where it changed
   since, or where the number of redraws did), writes out/scores.csv after each file and
-  out/RESULTS.md at the end; returns RESULTS.md. Every pair is checked before anything is
+  out/RESULTS.md at the end; returns RESULTS.md. Every group is checked before anything is
   scored. The arguments are define_flags' flags."""
   logs.quiet_library_logs()
   if not os.path.isfile(fixed_results):
@@ -266,12 +284,12 @@ def run(choice: Choice, *, out: str, workdir: str, fixed_results: str, redraws: 
                             "results.csv experiments/paper_tables.py writes)")
   repo = os.path.dirname(HERE)
   todo, missing = [], []
-  for k, seed, paths in choice.pairs():
+  for k, seed, paths in choice.groups():
     absent = [os.path.relpath(p, repo) for p in paths if not os.path.isfile(p)]
     if absent:
       missing += absent
       continue
-    check_pair(paths, choice)
+    check_group(paths, choice)
     todo.append((k, seed, paths))
   os.makedirs(out, exist_ok=True)
   scores_path = os.path.join(out, "scores.csv")
@@ -312,20 +330,20 @@ def cli(choice: Choice) -> None:
 
 def check_committed(choice: Choice, scratch: str) -> None:
   """ValueError unless the committed experiments/<choice.name>/ holds a score of every file of
-  every pair that is there (the file as committed, with define_flags' 3 redraws) and nothing
-  else, every such pair differs in choice.varied alone, and RESULTS.md is what run() makes of
+  every group that is there (the file as committed, with define_flags' 3 redraws) and nothing
+  else, every such group differs in choice.varied alone, and RESULTS.md is what run() makes of
   those scores (rerun into `scratch`, a folder of its own, with nothing to score)."""
   repo, folder = os.path.dirname(HERE), os.path.join(HERE, choice.name)
-  present = [paths for _, _, paths in choice.pairs() if all(map(os.path.isfile, paths))]
+  present = [paths for _, _, paths in choice.groups() if all(map(os.path.isfile, paths))]
   if not present:
-    raise ValueError(f"{choice.name}: no pair's files are committed")
+    raise ValueError(f"{choice.name}: no group's files are committed")
   for paths in present:
-    check_pair(paths, choice)
+    check_group(paths, choice)
   scores = read_scores(os.path.join(folder, "scores.csv"))
   wanted = {os.path.relpath(p, repo) for paths in present for p in paths}
   if set(scores) != wanted:
     raise ValueError(f"{folder}/scores.csv scores {sorted(set(scores) - wanted)} beyond the "
-                     f"pairs' files and lacks {sorted(wanted - set(scores))}")
+                     f"groups' files and lacks {sorted(wanted - set(scores))}")
   for name, row in scores.items():
     if sha256(os.path.join(repo, name)) != row["sha256"] or len(redraws_of(row)) != 3:
       raise ValueError(f"{folder}/scores.csv: {name} changed since it was scored, or was "

@@ -39,7 +39,7 @@ def pairs(root: str = HERE) -> list[tuple[int, int, tuple[str, str]]]:
 
 CHOICE = run_choice.Choice(
     name="start_choice", labels=("selected", "DDIM linear"),
-    varied=("sampler.start", "sampler.stride", "sampler.eta"), what="the start", pairs=pairs,
+    varied=("sampler.start", "sampler.stride", "sampler.eta"), what="the start", groups=pairs,
     title="The start chosen on the validation split, after learning from it",
     runs=("GGDM+PRED+TIME (KID loss), configs/mnist.py's levers, from the start configs/mnist.py "
           "selects on the validation digits among the fixed samplers without noise (\"selected\": "

@@ -1,6 +1,7 @@
 """experiments/run_choice.py: a rescored run gives the validation FID its training logged
 (problem rebuilt from the record, training seed 1), a pair must differ in its choice's fields
-alone, the rules, the targets' arithmetic, and the report in each choice's words."""
+alone, the rules, the targets' arithmetic, the report in each choice's words, and a group of
+three checked, chosen and reported against its first run."""
 
 import json
 
@@ -10,6 +11,7 @@ from configs import mnist_tiny
 from ddss_jax import experiment, logs
 from experiments import evaluate_samplers, run_choice
 from experiments.learning_rate_choice import CHOICE as RATE
+from experiments.rate_and_start_choice import CHOICE as BOTH
 from experiments.start_choice import CHOICE as START
 
 ROW = {"fid": 1.0, "kid": 0.0, "kid_std": 0.0, "precision": 0.5, "recall": 0.5, "fid_2": 1.0,
@@ -50,35 +52,35 @@ def test_a_pair_differs_in_its_choice_s_fields_alone(tmp_path):
   config.train.learning_rate = 1e-3
   config.train.checkpoint_every_steps = 25  # does not change what is learned
   _record(paths[1], config, run.sampler, params)
-  run_choice.check_pair((paths[0], paths[1]), RATE)
+  run_choice.check_group((paths[0], paths[1]), RATE)
   config.train.seed = 1
   _record(paths[2], config, run.sampler, params)
   with pytest.raises(ValueError, match=r"differ in \['train.seed'\], not in the learning rate"):
-    run_choice.check_pair((paths[0], paths[2]), RATE)
+    run_choice.check_group((paths[0], paths[2]), RATE)
   # A record older than a field has its default; another value is another run.
   with open(paths[1], encoding="utf-8") as f:
     record = json.load(f)
   del record["evaluation"]["config"]["train"]["validation_draws"]
   with open(paths[1], "w", encoding="utf-8") as f:
     json.dump(record, f)
-  run_choice.check_pair((paths[0], paths[1]), RATE)
+  run_choice.check_group((paths[0], paths[1]), RATE)
   config.train.seed, config.train.validation_draws = 0, 4
   _record(paths[2], config, run.sampler, params)
   with pytest.raises(ValueError, match=r"\['train.validation_draws'\]"):
-    run_choice.check_pair((paths[0], paths[2]), RATE)
+    run_choice.check_group((paths[0], paths[2]), RATE)
   # The start's fields: another stride and start are the start choice's pair, not the rate's.
   config.train.validation_draws = 1
   config.sampler.stride, config.sampler.start = "linear", "select_noise_free"
   _record(paths[2], config, run.sampler, params)
   config.train.learning_rate = mnist_tiny.get_config().train.learning_rate
   _record(paths[1], config, run.sampler, params)
-  run_choice.check_pair((paths[0], paths[1]), START)
+  run_choice.check_group((paths[0], paths[1]), START)
   with pytest.raises(ValueError, match=r"\['train.learning_rate'\], not in the start alone; a "
                      r"pair must differ in sampler.start, sampler.stride, sampler.eta only"):
-    run_choice.check_pair((paths[0], paths[2]), START)
+    run_choice.check_group((paths[0], paths[2]), START)
   with pytest.raises(ValueError, match=r"\['sampler.start', 'sampler.stride'\], not in the "
                      "learning rate"):
-    run_choice.check_pair((paths[0], paths[1]), RATE)
+    run_choice.check_group((paths[0], paths[1]), RATE)
 
 
 def test_the_rule_keeps_the_lower_validation_fid_and_the_default_on_a_tie():
@@ -142,3 +144,54 @@ def test_the_report_names_the_choice_and_what_is_missing(tmp_path):
   assert "validation FID, selected / DDIM linear" in text and "Not scored yet" not in text
   assert text.startswith("# The start chosen on the validation split, after learning from it")
   assert "`python -m experiments.start_choice`" in text
+
+
+def test_a_group_of_three_is_checked_chosen_and_reported_against_its_first(tmp_path):
+  config = mnist_tiny.get_config()
+  run = experiment.setup(config, str(tmp_path / "run"))
+  params = run.sampler.init()
+  paths = [str(tmp_path / f"{n}.json") for n in ("a", "b", "c")]
+  _record(paths[0], config, run.sampler, params)
+  config.train.learning_rate = 1e-3
+  _record(paths[1], config, run.sampler, params)
+  config.train.learning_rate = mnist_tiny.get_config().train.learning_rate
+  config.sampler.stride, config.sampler.start = "linear", "select_noise_free"
+  _record(paths[2], config, run.sampler, params)
+  run_choice.check_group(tuple(paths), BOTH)
+  # Each differs from the first in one of the fields; the third is not the second's pair in
+  # the rate's choice, and a group has one file per label.
+  with pytest.raises(ValueError, match=r"differ in \['sampler.start', 'sampler.stride'\]"):
+    run_choice.check_group((paths[1], paths[2]), RATE)
+  with pytest.raises(ValueError, match=r"a group of 2 files .* not one per label "
+                     r"\['default', '1e-3', 'DDIM linear'\]"):
+    run_choice.check_group(tuple(paths[:2]), BOTH)
+  # The lowest, the first of equals.
+  assert run_choice.choose((0.40, 0.35, 0.37)) == 1
+  assert run_choice.choose((0.35, 0.36, 0.35)) == 0
+  assert run_choice.choose((0.40, 0.35, 0.35)) == 1
+  # Means 0.35, 0.37, 0.34.
+  assert run_choice.choose_by_mean(([0.30, 0.40], [0.36, 0.38], [0.33, 0.35])) == 2
+  runs = [{"row": {"fid": f, "fid_2": f}} for f in (0.30, 0.20, 0.25)]
+  assert run_choice.held_out_better(runs) == 1
+  fixed = [{"sampler": "unipc:logsnr", "num_steps": 25, "loss": "none", "fid": 0.296,
+            "fid_2": 0.263, "recall": 0.952}]
+  records = [{"num_samples": 1000, "row": {"fid": f, "fid_2": f2, "recall": 0.95}}
+             for f, f2 in ((0.296, 0.263), (0.225, 0.209), (0.392, 0.341))]
+  line = {"num_steps": 25, "seed": 0, "val_fids": (0.363, 0.331, 0.364), "chosen": 1,
+          "redraws": ([0.40, 0.38], [0.35, 0.33], [0.30, 0.45]), "records": records}
+  text = run_choice.report([line], fixed, str(tmp_path / "RESULTS.md"), BOTH,
+                           full_quality_fid=0.192, missing=[])
+  # Draws (0.363, 0.40, 0.38), (0.331, 0.35, 0.33), (0.364, 0.30, 0.45): means 0.381, 0.337,
+  # 0.371; default - 1e-3 per draw +0.032, +0.05, +0.05 (mean +0.044, std 0.0104); default -
+  # DDIM linear -0.001, +0.10, -0.07 (mean +0.010, std 0.0855). Redraws choose DDIM linear
+  # (0.30 lowest), then 1e-3 (0.33). Held-out means 0.2795 (the float
+  # just below: 0.279), 0.217, 0.3665.
+  assert ("| 25 | 0 | 0.363 / 0.331 / 0.364 | 1e-3 | 0.381 +- 0.019 / 0.337 +- 0.011 / 0.371 "
+          "+- 0.075 | +0.044 +- 0.010 / +0.010 +- 0.086 | DDIM linear 1e-3 | 1e-3 | 1e-3 "
+          "(0.279 / 0.217 / 0.367) |") in text
+  assert "validation FID, default / 1e-3 / DDIM linear | chosen" in text
+  assert "default - 1e-3 / default - DDIM linear on the same draw" in text
+  assert "keeps the lowest validation FID, default on a tie" in text
+  assert "the same noise seeds for all files of a group" in text
+  assert ("| 25 | 0 | the run's draw | 1e-3 | 0.225 / 0.209 | 0.950 | unipc:logsnr 0.296 / "
+          "0.263 | yes (+0.054 vs 0.033) |") in text
