@@ -244,7 +244,7 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
       f"noise seeds for {every} files of {kind}), so the difference on the same draw is the "
       "comparison's own noise. The second rule, reported beside the first without replacing "
       f"it, keeps the {lower} mean validation FID over all the draws. {choice.blindness} The "
-      "held-out better run has the lower held-out FID averaged over the two evaluation seeds: "
+      f"held-out better run has the {lower} held-out FID averaged over the two evaluation seeds: "
       "what the rules try to guess without seeing it. Held-out FID and recall are the chosen "
       "run's record (1000 samples against the 1000 held-out digits, evaluation seeds 1234 and "
       "1334). The gap closed is (best fixed - chosen) / (best fixed - "
