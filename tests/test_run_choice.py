@@ -23,6 +23,17 @@ def _record(path, config, sampler, params):
                                  batch_size=8, seeds=(7, 107), row=ROW)
 
 
+def _three_files(tmp_path):
+  """mnist_tiny's config, run and initial parameters, and three file paths, the first
+  recorded with that config."""
+  config = mnist_tiny.get_config()
+  run = experiment.setup(config, str(tmp_path / "run"))
+  params = run.sampler.init()
+  paths = [str(tmp_path / f"{n}.json") for n in ("a", "b", "c")]
+  _record(paths[0], config, run.sampler, params)
+  return config, run, params, paths
+
+
 def test_a_rescored_run_gives_the_validation_fid_its_training_logged(tmp_path):
   config = mnist_tiny.get_config()
   config.train.seed = 1  # the carve and the validation noise follow it
@@ -44,11 +55,7 @@ def test_a_rescored_run_gives_the_validation_fid_its_training_logged(tmp_path):
 
 
 def test_a_pair_differs_in_its_choice_s_fields_alone(tmp_path):
-  config = mnist_tiny.get_config()
-  run = experiment.setup(config, str(tmp_path / "run"))
-  params = run.sampler.init()
-  paths = [str(tmp_path / f"{n}.json") for n in ("a", "b", "c")]
-  _record(paths[0], config, run.sampler, params)
+  config, run, params, paths = _three_files(tmp_path)
   config.train.learning_rate = 1e-3
   config.train.checkpoint_every_steps = 25  # does not change what is learned
   _record(paths[1], config, run.sampler, params)
@@ -147,11 +154,7 @@ def test_the_report_names_the_choice_and_what_is_missing(tmp_path):
 
 
 def test_a_group_of_three_is_checked_chosen_and_reported_against_its_first(tmp_path):
-  config = mnist_tiny.get_config()
-  run = experiment.setup(config, str(tmp_path / "run"))
-  params = run.sampler.init()
-  paths = [str(tmp_path / f"{n}.json") for n in ("a", "b", "c")]
-  _record(paths[0], config, run.sampler, params)
+  config, run, params, paths = _three_files(tmp_path)
   config.train.learning_rate = 1e-3
   _record(paths[1], config, run.sampler, params)
   config.train.learning_rate = mnist_tiny.get_config().train.learning_rate
