@@ -17,8 +17,6 @@ there yet is named as missing.
 
 from __future__ import annotations
 
-import os
-
 from experiments import run_choice
 from experiments.paper_protocol import TABLE_STEPS
 
@@ -27,13 +25,10 @@ HERE = run_choice.HERE
 
 def pairs(root: str = HERE) -> list[tuple[int, int, tuple[str, str]]]:
   """(K, training seed, (the 5e-3 run's sampler file, the 1e-3 run's)) of every pair."""
-  out = [(k, 0, (os.path.join(root, "samplers", f"ggdm+pred+time_kid_K{k}.json"),
-                 os.path.join(root, "ablation", "samplers", f"all_noise_free_slow_K{k}.json")))
-         for k in TABLE_STEPS]
-  out += [(k, 1, tuple(os.path.join(root, "ablation", "samplers", f"{v}_K{k}.json")
-                       for v in ("all_noise_free_seed1", "all_noise_free_slow_seed1")))
-          for k in (15, 25)]
-  return sorted(out)
+  return sorted(run_choice.groups_at((run_choice.HEADLINE, "all_noise_free_slow"), TABLE_STEPS,
+                                     0, root)
+                + run_choice.groups_at(("all_noise_free_seed1", "all_noise_free_slow_seed1"),
+                                       (15, 25), 1, root))
 
 
 CHOICE = run_choice.Choice(

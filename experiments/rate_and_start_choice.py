@@ -18,8 +18,6 @@ there yet is named as missing.
 
 from __future__ import annotations
 
-import os
-
 from experiments import run_choice
 from experiments.paper_protocol import TABLE_STEPS
 
@@ -30,15 +28,10 @@ def groups(root: str = HERE) -> list[tuple[int, int, tuple[str, str, str]]]:
   """(K, training seed, (configs/mnist.py's run's sampler file, the 1e-3 run's, the
   DDIM-linear run's)) at every K of the paper tables with training seed 0, and at K = 15 and 25
   with training seed 1 (the ablation's `*_seed1` variants)."""
-  learned = os.path.join(root, "ablation", "samplers")
-  out = [(k, 0, (os.path.join(root, "samplers", f"ggdm+pred+time_kid_K{k}.json"),
-                 os.path.join(learned, f"all_noise_free_slow_K{k}.json"),
-                 os.path.join(learned, f"all_ddim_linear_K{k}.json")))
-         for k in TABLE_STEPS]
-  out += [(k, 1, tuple(os.path.join(learned, f"{v}_seed1_K{k}.json")
-                       for v in ("all_noise_free", "all_noise_free_slow", "all_ddim_linear")))
-          for k in (15, 25)]
-  return sorted(out)
+  seed0 = (run_choice.HEADLINE, "all_noise_free_slow", "all_ddim_linear")
+  seed1 = ("all_noise_free_seed1", "all_noise_free_slow_seed1", "all_ddim_linear_seed1")
+  return sorted(run_choice.groups_at(seed0, TABLE_STEPS, 0, root)
+                + run_choice.groups_at(seed1, (15, 25), 1, root))
 
 
 CHOICE = run_choice.Choice(

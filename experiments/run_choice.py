@@ -71,6 +71,25 @@ def define_flags(name: str) -> None:
                      "--ddpm_steps=1000), the far end of the gap the targets measure.")
 
 
+# The name sampler_file gives the paper tables' headline row (GGDM+PRED+TIME, KID loss).
+HEADLINE = "headline"
+
+
+def sampler_file(name: str, k: int, root: str = HERE) -> str:
+  """The committed sampler file of run `name` at K: HEADLINE is the paper tables' row
+  (experiments/samplers/), any other name an ablation variant (experiments/ablation/samplers/)."""
+  if name == HEADLINE:
+    return os.path.join(root, "samplers", f"ggdm+pred+time_kid_K{k}.json")
+  return os.path.join(root, "ablation", "samplers", f"{name}_K{k}.json")
+
+
+def groups_at(names: tuple[str, ...], steps: tuple[int, ...], seed: int,
+              root: str = HERE) -> list[tuple[int, int, tuple[str, ...]]]:
+  """(K, seed, the sampler_file of each name at K) for every K in `steps`: a Choice's groups
+  with one training seed."""
+  return [(k, seed, tuple(sampler_file(n, k, root) for n in names)) for k in steps]
+
+
 def record_of(path: str) -> dict:
   """The sampler file's "evaluation" entry (its config, seeds and held-out row)."""
   with open(path, encoding="utf-8") as f:
@@ -214,9 +233,8 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
     fixed_text = "-" if fixed is None else (f"{fixed['sampler']} {fixed['fid']:.3f} / "
                                             f"{fixed['fid_2']:.3f}")
     draws = [[line["val_fids"][i], *line["redraws"][i]] for i in range(len(labels))]
-    spread = " / ".join(f"{np.mean(d):.3f} +- {np.std(d, ddof=1) if len(d) > 1 else 0:.3f}"
-                        for d in draws)
-    paired = " / ".join(_mean_std(np.subtract(draws[0], d)) for d in draws[1:])
+    spread = " / ".join(_mean_std(d) for d in draws)
+    paired = " / ".join(_mean_std(np.subtract(draws[0], d), sign="+") for d in draws[1:])
     flips = " ".join(labels[choose(scores)] for scores in zip(*line["redraws"])) or "-"
     held = " / ".join(f"{held_out_fid(r):.3f}" for r in line["records"])
     better = f"{labels[held_out_better(line['records'])]} ({held})"
@@ -261,9 +279,11 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
   return body
 
 
-def _mean_std(values: np.ndarray) -> str:
-  """"+0.012 +- 0.034": the mean and the sample std (0 for one value)."""
-  return f"{np.mean(values):+.3f} +- {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+def _mean_std(values, sign: str = "") -> str:
+  """"0.012 +- 0.034" ("+0.012 +- 0.034" with sign="+"): the mean and the sample std (0 for one
+  value)."""
+  std = np.std(values, ddof=1) if len(values) > 1 else 0
+  return f"{np.mean(values):{sign}.3f} +- {std:.3f}"
 
 
 def flag_values() -> dict:

@@ -16,8 +16,6 @@ is named as missing.
 
 from __future__ import annotations
 
-import os
-
 from experiments import run_choice
 from experiments.paper_protocol import TABLE_STEPS
 
@@ -27,14 +25,10 @@ HERE = run_choice.HERE
 def pairs(root: str = HERE) -> list[tuple[int, int, tuple[str, str]]]:
   """(K, training seed, (the default's run's sampler file, the DDIM-linear run's)) of every
   pair."""
-  learned = os.path.join(root, "ablation", "samplers")
-  out = [(k, 0, (os.path.join(root, "samplers", f"ggdm+pred+time_kid_K{k}.json"),
-                 os.path.join(learned, f"all_ddim_linear_K{k}.json")))
-         for k in TABLE_STEPS]
-  out += [(k, 1, (os.path.join(learned, f"all_noise_free_seed1_K{k}.json"),
-                  os.path.join(learned, f"all_ddim_linear_seed1_K{k}.json")))
-          for k in (5, 10, 15)]
-  return sorted(out)
+  return sorted(run_choice.groups_at((run_choice.HEADLINE, "all_ddim_linear"), TABLE_STEPS, 0,
+                                     root)
+                + run_choice.groups_at(("all_noise_free_seed1", "all_ddim_linear_seed1"),
+                                       (5, 10, 15), 1, root))
 
 
 CHOICE = run_choice.Choice(
