@@ -1,14 +1,15 @@
 """ddss_jax: Differentiable Diffusion Sampler Search (Watson et al., ICLR 2022) in JAX/Flax.
 
 The Python API (ddss_jax.api) is importable from here: make_problem, learn_sampler,
-evaluate_samplers, LearnedSampler, ModelInfo, and the settings groups SamplerConfig, TrainConfig,
-LossConfig, EvalConfig (ddss_jax.settings). They load on first use, so that `import ddss_jax`
-stays cheap.
+choose_on_validation, evaluate_samplers, LearnedSampler, ModelInfo, and the settings groups
+SamplerConfig, TrainConfig, LossConfig, EvalConfig (ddss_jax.settings). They load on first use,
+so that `import ddss_jax` stays cheap.
 """
 
 __version__ = "0.1.0"
 
-_API = ("make_problem", "learn_sampler", "evaluate_samplers", "LearnedSampler", "ModelInfo")
+_API = ("make_problem", "learn_sampler", "choose_on_validation", "evaluate_samplers",
+        "LearnedSampler", "ModelInfo")
 _SETTINGS = ("SamplerConfig", "TrainConfig", "LossConfig", "EvalConfig", "ScheduleConfig")
 __all__ = [*_API, *_SETTINGS]
 

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -435,6 +435,43 @@ def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem
   _, held_out = problem.split_validation(train.validation_size)
   problem = place(problem, mesh or parallel.make_mesh())  # as learn_sampler scores it
   return ValidationScore(problem, held_out, train, first_draw)(sampler, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationChoice:
+  """What choose_on_validation found: `fids[i][d]`, run i's validation FID on draw d; `kept`,
+  the run with the lowest mean (the first such on a tie)."""
+  fids: tuple[tuple[float, ...], ...]
+  kept: int
+
+  @property
+  def means(self) -> tuple[float, ...]:
+    return tuple(float(np.mean(f)) for f in self.fids)
+
+
+def choose_on_validation(runs: Sequence[LearnedSampler], problem: Problem, *,
+                         train: TrainConfig | Sequence[TrainConfig] | None = None,
+                         draws: int = 4, mesh: Mesh | None = None) -> ValidationChoice:
+  """Keeps one of several runs learned for the same problem (other learning rates, starts,
+  families) on the validation split alone: each is scored by score_on_validation on `draws`
+  draws of samples (draw 0 is the noise its validations used), and the lowest mean FID wins,
+  the first run on a tie (put the default first). One draw's FID moves with its noise by about
+  as much as good settings differ; the draws are the same for every run, so the comparison is
+  fairer than the spread suggests. `train` is each run's TrainConfig (one for all, or one per
+  run): its seed and validation_size carve the split, which must be the same for every run."""
+  trains = [train or TrainConfig()] * len(runs) if not isinstance(train, Sequence) else train
+  if len(trains) != len(runs) or not runs:
+    raise ValueError(f"{len(runs)} runs and {len(trains)} TrainConfigs: give one per run, or one")
+  split = {(t.seed, t.validation_size, t.validation_samples) for t in trains}
+  if len(split) > 1:
+    raise ValueError(f"the runs' train.seed, validation_size, validation_samples differ "
+                     f"({sorted(split)}): their validation splits or samples would differ")
+  fids = tuple(tuple(score_on_validation(
+      run.sampler, run.params, problem, mesh=mesh, first_draw=d,
+      train=dataclasses.replace(t, validation_draws=1))["fid"] for d in range(draws))
+                for run, t in zip(runs, trains))
+  means = [float(np.mean(f)) for f in fids]
+  return ValidationChoice(fids=fids, kept=int(np.argmin(means)))
 
 
 def start_candidates(sampler: samplers.Sampler, *,

@@ -15,6 +15,8 @@ resumable (how long to train, how often to log and checkpoint, how to evaluate).
 
 from __future__ import annotations
 
+import ast
+import copy
 import dataclasses
 import json
 import os
@@ -28,7 +30,8 @@ from ddss_jax import files, problems, samplers, schedules, settings
 from ddss_jax.errors import ConfigError
 
 CORE_GROUPS = (settings.ScheduleConfig, settings.SamplerConfig, settings.BaselineConfig,
-               settings.LossConfig, settings.TrainConfig, settings.EvalConfig)
+               settings.LossConfig, settings.TrainConfig, settings.EvalConfig,
+               settings.ChoiceConfig)
 
 
 def groups() -> dict[str, type[settings.Group]]:
@@ -103,6 +106,7 @@ def _check_across_groups(c: dict[str, Any]) -> None:
                       f"{loss['teacher_pool']}: each batch takes distinct pairs of the pool")
   for module in problems.PROBLEMS.values():
     module.check_across_groups(c)
+  choice_runs(c)  # each alternative of a choice is a valid config of its own
   # What samplers.make refuses (repeated times at large K, noise in a solver) names the group.
   schedule = schedules.make(c["schedule"]["name"], steps)
   for group, family, eta, num_steps, stride in (
@@ -121,6 +125,65 @@ def _check_across_groups(c: dict[str, Any]) -> None:
                     loss="loss.teacher_family, .teacher_steps, .teacher_stride")[group]
       raise ConfigError(group, f"{family} K={num_steps} {stride} eta={eta}",
                         f"{fields} do not make a sampler: {e}") from e
+
+
+# What every run of a choice shares: the model and its data, K, the validation split (train.seed
+# carves it), the evaluation and the choice itself. Their validation scores compare only so.
+CHOICE_SHARED = ("problem", "schedule.", "sampler.num_steps", "train.seed",
+                 "train.validation_size", "train.validation_samples", "baseline.", "eval.",
+                 "choice.")
+
+
+def parse_overrides(text: str, values: dict[str, Any]) -> dict[str, Any]:
+  """{"train.learning_rate": 0.001, ...} of one choice.among entry ("train.learning_rate=1e-3
+  ..."): each value a Python literal (an int where the field holds a float becomes a float), or
+  the string as written where it is not one."""
+  flat, parsed = flatten(values), {}
+  for token in text.split():
+    field, value = settings.OVERRIDE.fullmatch(token).groups()
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a name: "linear", "configured"
+    if isinstance(flat.get(field), float) and type(value) is int:  # pylint: disable=unidiomatic-typecheck
+      value = float(value)
+    parsed[field] = value
+  return parsed
+
+
+def choice_runs(values: ml_collections.ConfigDict | dict) -> list[dict[str, Any]]:
+  """The nested config dicts of a choice's runs: the configured run, then one per
+  choice.among entry with its overrides applied; each with choice.among emptied. Raises
+  ConfigError (config.choice.among, naming the entry) for an entry that names no field, changes
+  a field every run must share (CHOICE_SHARED, a problem's group), changes nothing, repeats
+  another, or makes an invalid config."""
+  base = json.loads(json.dumps(as_dict(values)))
+  among = base["choice"]["among"]
+  base["choice"]["among"] = []
+  runs, fields = [base], flatten(base)
+  problem_groups = tuple(f"{name}." for name, cls in groups().items() if cls not in CORE_GROUPS)
+  for i, text in enumerate(among):
+    def refuse(why, text=text, i=i):
+      return ConfigError("choice.among", text, f"entry {i} {why}")
+    run = copy.deepcopy(base)
+    for field, value in parse_overrides(text, base).items():
+      if field not in fields:
+        raise refuse(f"names {field}, not a config field (docs/config.md lists them)")
+      if field.startswith(CHOICE_SHARED + problem_groups):
+        raise refuse(f"changes {field}: every run of a choice shares the model, K, train.seed, "
+                     "the validation split and the evaluation")
+      group, key = field.split(".")
+      run[group][key] = value
+    if flatten(run) == fields:
+      raise refuse("changes nothing")
+    if run in runs[1:]:
+      raise refuse(f"repeats entry {runs.index(run) - 1}")
+    try:
+      validate(run)
+    except ConfigError as e:
+      raise refuse(f"makes an invalid config: {e}") from e
+    runs.append(run)
+  return runs
 
 
 CONFIG_RECORD = "config.json"

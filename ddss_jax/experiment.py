@@ -11,11 +11,12 @@ from typing import Any
 
 import jax
 import ml_collections
+from absl import logging
 from jax.sharding import Mesh
 
 from ddss_jax import api, config as config_lib, evaluate, files, logs, parallel, plots, problems
 from ddss_jax import samplers, schedules
-from ddss_jax.errors import MissingInputs
+from ddss_jax.errors import ConfigError, MissingInputs
 from ddss_jax.problems.base import Problem
 from ddss_jax.settings import (BaselineConfig, EvalConfig, LossConfig, SamplerConfig, TrainConfig,
                                from_group)
@@ -99,19 +100,62 @@ def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> api.Learne
                            writer=writer)
 
 
+def learn_choice(config: ml_collections.ConfigDict, run: Setup, problem: Problem,
+                 learned: api.LearnedSampler) -> tuple[api.LearnedSampler, dict[str, Any]]:
+  """The runs config.choice.among adds to the configured one (`learned`): each learned in
+  workdir/choice/<i>/ (resumed from there; its sampler.json and curves.png written there), then
+  all scored on the validation split (api.choose_on_validation, config.choice.draws draws).
+  Returns the run kept and the record of the choice, also written to workdir/choice.json."""
+  runs, trains = [learned], [run.train_cfg]
+  for i, values in enumerate(config_lib.choice_runs(config)[1:]):
+    other = setup(ml_collections.ConfigDict(values), os.path.join(run.workdir, "choice", str(i)))
+    writer = logs.MetricWriter(other.workdir)
+    runs.append(learn(other, problem, writer))
+    writer.close()
+    trains.append(other.train_cfg)
+    if jax.process_index() == 0:
+      runs[-1].save(os.path.join(other.workdir, "sampler.json"))
+      if runs[-1].best_step is not None:
+        plots.training_curves(runs[-1].history, os.path.join(other.workdir, "curves.png"))
+  chosen = api.choose_on_validation(runs, problem, train=trains, draws=config.choice.draws,
+                                    mesh=run.mesh)
+  record = {"draws": config.choice.draws, "kept": chosen.kept, "runs": [
+      {"overrides": text, "val_fids": list(fids), "val_fid_mean": mean,
+       "train_steps": r.train_steps, "best_step": r.best_step}
+      for text, fids, mean, r in zip(("",) + tuple(config.choice.among), chosen.fids,
+                                     chosen.means, runs)]}
+  for i, entry in enumerate(record["runs"]):
+    logging.info("choice: run %d (%s): validation FID %.4f over %d draws%s", i,
+                 entry["overrides"] or "as configured", entry["val_fid_mean"],
+                 config.choice.draws, ", kept" if i == chosen.kept else "")
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(run.workdir, "choice.json"), record)
+  return runs[chosen.kept], record
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_config_change: bool = False) -> dict[str, Any]:
   """Runs DDSS as configured, evaluates it against the baseline at the same K, writes results.
 
   Writes to workdir: config.json (the config it ran; a rerun must be compatible, see `setup`),
   checkpoints/ (orbax, resumed from automatically), metrics.jsonl (and tensorboard/ where
-  TensorFlow is installed), sampler.json (the learned sampler), results.json ({"baseline":
-  {...}, "learned": {...}, ...}), samples_<role>.png and samples.png. Returns the results dict.
+  TensorFlow is installed), curves.png (with validations), sampler.json (the learned sampler),
+  results.json ({"baseline": {...}, "learned": {...}, ...}), samples_<role>.png and
+  samples.png. With config.choice.among also choice/<i>/ (each other run's) and choice.json;
+  sampler.json and the "learned" row are then the run kept. Returns the results dict.
   """
   run = setup(config, workdir, allow_config_change=allow_config_change)
   writer = logs.MetricWriter(run.workdir)
   problem = build_problem(config, run.schedule, run.workdir, run.mesh)
+  if config.choice.among and problem.split_validation is None:
+    raise ConfigError("choice.among", tuple(config.choice.among), f"problem {problem.name!r} "
+                      "cannot carve a validation split to choose on; set it to ()")
   learned = learn(run, problem, writer)
+  if learned.best_step is not None and jax.process_index() == 0:
+    plots.training_curves(learned.history, os.path.join(run.workdir, "curves.png"))
+  choice = learn_choice(config, run, problem, learned) if config.choice.among else None
+  if choice is not None:
+    learned = choice[0]
   eval_cfg = run.eval_cfg
   roles = {"baseline": (run.baseline, run.baseline.init()),
            "learned": (learned.sampler, learned.params)}
@@ -121,6 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   results = {"problem": problem.name, "loss": run.loss_cfg.name,
              "train_steps": learned.train_steps,
              **({} if learned.best_step is None else {"best_step": learned.best_step}),
+             **({} if choice is None else {"choice": choice[1]}),
              **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
   # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
   # one line of eval metrics, not two.
@@ -129,8 +174,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   evaluate.write_eval_metrics(writer, learned.train_steps, results)
   writer.close()
   if jax.process_index() == 0:
-    if learned.best_step is not None:
-      plots.training_curves(learned.history, os.path.join(run.workdir, "curves.png"))
     learned.save(os.path.join(run.workdir, "sampler.json"))
     files.write_json(os.path.join(run.workdir, "results.json"), results)
     print(format_table(results))

@@ -300,3 +300,38 @@ class EvalConfig(Group):
   reference_steps: int = setting(1000, "Also evaluate ancestral DDPM with this many linear "
                                  "steps, the frozen model's own quality; 0 skips it.", integer(0),
                                  resumable=True)
+
+
+# One "group.key=value" of an alternative run (choice.among); the value is a Python literal, or
+# taken as a string where it is not one.
+OVERRIDE = re.compile(r"([a-z][a-z0-9_]*\.[a-z][a-z0-9_]*)=(\S+)")
+
+
+def overrides(field: str, value: Any) -> None:
+  """A tuple (or list) of strings, each one or more space-separated "group.key=value"."""
+  if not isinstance(value, (tuple, list)):
+    raise ConfigError(field, value, "must be a tuple of strings such as "
+                      "(\"train.learning_rate=1e-3\", \"sampler.start=configured "
+                      "sampler.stride=linear\"); () is one run")
+  for i, text_ in enumerate(value):
+    tokens = text_.split() if isinstance(text_, str) else []
+    bad = [t for t in tokens if not OVERRIDE.fullmatch(t)]
+    if not tokens or bad:
+      raise ConfigError(field, value, f"entry {i} ({text_!r}) must be one or more space-separated "
+                        f"\"group.key=value\"{f'; not {bad[0]!r}' if bad else ''}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceConfig(Group):
+  """Other runs learned beside the configured one; the validation split keeps one of them."""
+  GROUP: ClassVar[str] = "choice"
+  among: tuple = setting((), "Alternatives to the configured run, each a string of overrides "
+                         "(\"train.learning_rate=1e-3\"); every run is learned (workdir/"
+                         "choice/<i>/), scored on the validation split, and the lowest mean "
+                         "validation FID over `draws` draws is kept and evaluated (the "
+                         "configured run on a tie). They may not change the model, K, "
+                         "train.seed, the validation split or the evaluation. (): one run.",
+                         overrides)
+  draws: int = setting(4, "Draws of validation samples each run of a choice is scored on "
+                       "(train.validation_samples each, noise seeds as train.validation_draws'); "
+                       "the mean decides.", integer(1))

@@ -235,6 +235,35 @@ def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_pa
     np.testing.assert_allclose(two[metric], (own[metric] + redrawn[metric]) / 2, rtol=1e-6)
 
 
+def test_choose_on_validation_keeps_the_lowest_mean_over_the_draws(tmp_path):
+  config = tiny.get_config()
+  problem = _toy_problem(config, str(tmp_path / "model"))
+  train = ddss_jax.TrainConfig(num_train_steps=4, batch_size=16, log_every_steps=2,
+                               validation_size=100, validation_samples=64)
+  runs = [ddss_jax.learn_sampler(problem, sampler=ddss_jax.SamplerConfig(num_steps=3, stride=s),
+                                 train=train, progress=False) for s in ("quadratic", "linear")]
+  chosen = ddss_jax.choose_on_validation(runs, problem, train=train, draws=3)
+  # Each draw as score_on_validation gives it; the means as a run's 3-draw validation takes them.
+  for run, fids in zip(runs, chosen.fids):
+    for draw, fid in enumerate(fids):
+      np.testing.assert_allclose(fid, api.score_on_validation(
+          run.sampler, run.params, problem, train=train, first_draw=draw)["fid"], rtol=1e-6)
+  for run, mean in zip(runs, chosen.means):
+    np.testing.assert_allclose(mean, api.score_on_validation(
+        run.sampler, run.params, problem,
+        train=dataclasses.replace(train, validation_draws=3))["fid"], rtol=1e-6)
+  assert len(set(chosen.means)) == 2 and chosen.kept == int(np.argmin(chosen.means))
+  # In either order the same run wins; a tie keeps the first.
+  assert ddss_jax.choose_on_validation(runs[::-1], problem, train=train,
+                                       draws=3).kept == 1 - chosen.kept
+  assert ddss_jax.choose_on_validation([runs[1], runs[1]], problem, train=train,
+                                       draws=1).kept == 0
+  with pytest.raises(ValueError, match="validation splits or samples would differ"):
+    ddss_jax.choose_on_validation(runs, problem, train=[train, dataclasses.replace(train, seed=1)])
+  with pytest.raises(ValueError, match="2 runs and 3 TrainConfigs"):
+    ddss_jax.choose_on_validation(runs, problem, train=[train] * 3)
+
+
 def test_the_command_line_with_validation_writes_the_curves(tmp_path):
   config = tiny.get_config()
   config.train.validate_every_steps = 2

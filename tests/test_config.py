@@ -212,3 +212,43 @@ def test_with_defaults_fills_only_the_fields_a_record_lacks():
   assert filled["train"]["seed"] == 3
   assert filled["train"]["validation_draws"] == default.get_config().train.validation_draws == 1
   assert set(config_lib.flatten(filled)) >= set(FIELDS)
+
+
+def test_a_choice_expands_into_runs_that_differ_in_their_overrides_alone():
+  config = tiny.get_config()
+  config.choice.among = ("train.learning_rate=1e-3", "sampler.start=unipc sampler.stride=linear",
+                         "train.grad_clip=0")
+  config_lib.validate(config)
+  runs = [config_lib.flatten(r) for r in config_lib.choice_runs(config)]
+  base = {**config_lib.flatten(config.to_dict()), "choice.among": []}
+  assert runs[0] == base
+  for run, changed in zip(runs[1:], ({"train.learning_rate": 1e-3},
+                                     {"sampler.start": "unipc", "sampler.stride": "linear"},
+                                     {"train.grad_clip": 0.0})):
+    assert run == {**base, **changed}
+  assert type(runs[3]["train.grad_clip"]) is float  # "0" for a float field is 0.0
+
+
+@pytest.mark.parametrize("among, message", [
+    (("train.lr=1e-3",), r"entry 0 names train.lr, not a config field"),
+    (("train.learning_rate=1e-3", "sampler.num_steps=5"),
+     r"entry 1 changes sampler.num_steps: every run of a choice shares"),
+    (("toy2d.model_width=8",), r"entry 0 changes toy2d.model_width: every run"),
+    (("eval.seed=1",), r"entry 0 changes eval.seed"),
+    (("train.seed=1",), r"entry 0 changes train.seed"),
+    (("train.learning_rate=5e-3",), r"entry 0 changes nothing"),
+    (("train.learning_rate=1e-3", "train.learning_rate=0.001"), r"entry 1 repeats entry 0"),
+    (("train.learning_rate=-1",), r"entry 0 makes an invalid config: "
+     r"config.train.learning_rate=-1.0: must be a finite number > 0"),
+    (("sampler.stride=sideways",), r"entry 0 makes an invalid config: "
+     r"config.sampler.stride='sideways': valid choices"),
+    (("train.learning_rate 1e-3",), r"must be one or more space-separated \"group.key=value\"; "
+     r"not 'train.learning_rate'"),
+    ("train.learning_rate=1e-3", r"must be a tuple of strings"),
+])
+def test_a_bad_choice_is_named_before_anything_runs(among, message):
+  config = tiny.get_config().to_dict()
+  config["choice"]["among"] = among
+  with pytest.raises(ConfigError, match=message) as error:
+    config_lib.validate(config)
+  assert error.value.field == "choice.among"
