@@ -4,6 +4,8 @@ RESULTS.md is what those scores make (the machinery's own tests: tests/test_run_
 
 import os
 
+from configs import mnist_choice
+from ddss_jax import config as config_lib
 from experiments import rate_and_start_choice, run_choice
 
 
@@ -14,3 +16,19 @@ def test_the_committed_groups_scores_and_results(tmp_path):
   # Every group with training seed 0 is committed.
   assert all(all(map(os.path.isfile, paths)) for _, seed, paths in groups if seed == 0)
   run_choice.check_committed(rate_and_start_choice.CHOICE, str(tmp_path))
+
+
+def test_configs_mnist_choice_learns_each_seed0_groups_runs():
+  """configs/mnist_choice.py at each K learns the seed-0 group's three runs, in its order (up to
+  the fields that change nothing learned) and keeps one by the mean over four draws, the run's
+  own and three redraws: the second rule's row of RESULTS.md is what it gives."""
+  choice = mnist_choice.get_config()
+  assert choice.choice.draws == 4
+  for k, seed, paths in rate_and_start_choice.groups():
+    if seed == 0:
+      choice.sampler.num_steps = k
+      for path, run in zip(paths, config_lib.choice_runs(choice), strict=True):
+        recorded = config_lib.flatten(run_choice.config_of(path))
+        learned = config_lib.flatten(run)
+        assert {f for f in recorded if recorded[f] != learned[f]} <= set(
+            run_choice.NOT_LEARNING), path
