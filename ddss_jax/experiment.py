@@ -100,14 +100,20 @@ def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> api.Learne
                            writer=writer)
 
 
+def write_curves(learned: api.LearnedSampler, workdir: str) -> None:
+  """workdir/curves.png: the training and validation curves of a run that validated."""
+  if learned.best_step is not None and jax.process_index() == 0:
+    plots.training_curves(learned.history, os.path.join(workdir, "curves.png"))
+
+
 def learn_choice(config: ml_collections.ConfigDict, run: Setup, problem: Problem,
                  learned: api.LearnedSampler) -> tuple[api.LearnedSampler, dict[str, Any]]:
-  """The runs config.choice.among adds to the configured one (`learned`): each learned in
-  workdir/choice/<i>/ (resumed from there; its sampler.json and curves.png written there), then
-  all scored on the validation split (api.choose_on_validation, config.choice.draws draws).
+  """The runs config.choice.among adds to the configured one (`learned`, run 0): run i learned
+  in workdir/choice/<i>/ (resumed from there; its sampler.json and curves.png written there),
+  then all scored on the validation split (api.choose_on_validation, config.choice.draws draws).
   Returns the run kept and the record of the choice, also written to workdir/choice.json."""
   runs, trains = [learned], [run.train_cfg]
-  for i, values in enumerate(config_lib.choice_runs(config)[1:]):
+  for i, values in enumerate(config_lib.choice_runs(config)[1:], start=1):
     other = setup(ml_collections.ConfigDict(values), os.path.join(run.workdir, "choice", str(i)))
     writer = logs.MetricWriter(other.workdir)
     runs.append(learn(other, problem, writer))
@@ -115,8 +121,7 @@ def learn_choice(config: ml_collections.ConfigDict, run: Setup, problem: Problem
     trains.append(other.train_cfg)
     if jax.process_index() == 0:
       runs[-1].save(os.path.join(other.workdir, "sampler.json"))
-      if runs[-1].best_step is not None:
-        plots.training_curves(runs[-1].history, os.path.join(other.workdir, "curves.png"))
+    write_curves(runs[-1], other.workdir)
   chosen = api.choose_on_validation(runs, problem, train=trains, draws=config.choice.draws,
                                     mesh=run.mesh)
   record = {"draws": config.choice.draws, "kept": chosen.kept, "runs": [
@@ -141,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpoints/ (orbax, resumed from automatically), metrics.jsonl (and tensorboard/ where
   TensorFlow is installed), curves.png (with validations), sampler.json (the learned sampler),
   results.json ({"baseline": {...}, "learned": {...}, ...}), samples_<role>.png and
-  samples.png. With config.choice.among also choice/<i>/ (each other run's) and choice.json;
+  samples.png. With config.choice.among also choice/<i>/ (run i's, i >= 1) and choice.json;
   sampler.json and the "learned" row are then the run kept. Returns the results dict.
   """
   run = setup(config, workdir, allow_config_change=allow_config_change)
@@ -150,12 +155,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.choice.among and problem.split_validation is None:
     raise ConfigError("choice.among", tuple(config.choice.among), f"problem {problem.name!r} "
                       "cannot carve a validation split to choose on; set it to ()")
-  learned = learn(run, problem, writer)
-  if learned.best_step is not None and jax.process_index() == 0:
-    plots.training_curves(learned.history, os.path.join(run.workdir, "curves.png"))
-  choice = learn_choice(config, run, problem, learned) if config.choice.among else None
-  if choice is not None:
-    learned = choice[0]
+  learned, choice = learn(run, problem, writer), None
+  write_curves(learned, run.workdir)
+  if config.choice.among:
+    learned, choice = learn_choice(config, run, problem, learned)
   eval_cfg = run.eval_cfg
   roles = {"baseline": (run.baseline, run.baseline.init()),
            "learned": (learned.sampler, learned.params)}
@@ -165,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   results = {"problem": problem.name, "loss": run.loss_cfg.name,
              "train_steps": learned.train_steps,
              **({} if learned.best_step is None else {"best_step": learned.best_step}),
-             **({} if choice is None else {"choice": choice[1]}),
+             **({} if choice is None else {"choice": choice}),
              **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
   # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
   # one line of eval metrics, not two.

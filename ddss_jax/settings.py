@@ -325,11 +325,11 @@ def overrides(field: str, value: Any) -> None:
 class ChoiceConfig(Group):
   """Other runs learned beside the configured one; the validation split keeps one of them."""
   GROUP: ClassVar[str] = "choice"
-  among: tuple = setting((), "Alternatives to the configured run, each a string of overrides "
-                         "(\"train.learning_rate=1e-3\"); every run is learned (workdir/"
-                         "choice/<i>/), scored on the validation split, and the lowest mean "
-                         "validation FID over `draws` draws is kept and evaluated (the "
-                         "configured run on a tie). They may not change the model, K, "
+  among: tuple = setting((), "Alternatives to the configured run (run 0), each a string of "
+                         "overrides (\"train.learning_rate=1e-3\"); run i is learned in "
+                         "workdir/choice/<i>/, every run is scored on the validation split, "
+                         "and the lowest mean validation FID over `draws` draws is kept and "
+                         "evaluated (run 0 on a tie). They may not change the model, K, "
                          "train.seed, the validation split or the evaluation. (): one run.",
                          overrides)
   draws: int = setting(4, "Draws of validation samples each run of a choice is scored on "

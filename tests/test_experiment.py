@@ -54,7 +54,7 @@ def test_a_choice_keeps_the_lowest_mean_validation_fid_of_runs_learned_as_alone(
   other.train.learning_rate, other.sampler.stride = 0.05, "linear"
   experiment.train_and_evaluate(other, str(tmp_path / "other_alone"))
   configured = _params(tmp_path / "alone" / "sampler.json")
-  alternative = _params(tmp_path / "choice" / "choice" / "0" / "sampler.json")
+  alternative = _params(tmp_path / "choice" / "choice" / "1" / "sampler.json")
   _assert_same(alternative, _params(tmp_path / "other_alone" / "sampler.json"))
   # The run kept is the one sampler.json holds and the "learned" row evaluates.
   _assert_same(_params(tmp_path / "choice" / "sampler.json"),
