@@ -449,6 +449,12 @@ class ValidationChoice:
     return tuple(float(np.mean(f)) for f in self.fids)
 
 
+def lowest_mean(draws: Sequence[Sequence[float]]) -> int:
+  """The index of the run whose scores over the draws have the lowest mean, the first such
+  on a tie: choose_on_validation's rule (experiments/run_choice.py's second rule too)."""
+  return int(np.argmin([float(np.mean(d)) for d in draws]))
+
+
 def choose_on_validation(runs: Sequence[LearnedSampler], problem: Problem, *,
                          train: TrainConfig | Sequence[TrainConfig] | None = None,
                          draws: int = 4, mesh: Mesh | None = None) -> ValidationChoice:
@@ -470,8 +476,7 @@ def choose_on_validation(runs: Sequence[LearnedSampler], problem: Problem, *,
       run.sampler, run.params, problem, mesh=mesh, first_draw=d,
       train=dataclasses.replace(t, validation_draws=1))["fid"] for d in range(draws))
                 for run, t in zip(runs, trains))
-  means = [float(np.mean(f)) for f in fids]
-  return ValidationChoice(fids=fids, kept=int(np.argmin(means)))
+  return ValidationChoice(fids=fids, kept=lowest_mean(fids))
 
 
 def start_candidates(sampler: samplers.Sampler, *,

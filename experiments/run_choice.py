@@ -170,8 +170,8 @@ def choose(val_fids: tuple[float, ...]) -> int:
 
 def choose_by_mean(draws: tuple[list[float], ...]) -> int:
   """The second rule: the index of the lowest mean validation FID over all draws, the first
-  such on a tie."""
-  return choose(tuple(float(np.mean(d)) for d in draws))
+  such on a tie (api.lowest_mean, what config.choice keeps by)."""
+  return api.lowest_mean(draws)
 
 
 def held_out_fid(record: dict) -> float:
