@@ -401,19 +401,35 @@ class ValidationScore:
   def select_on(self) -> str:
     return self._cfg.select_on
 
-  def __call__(self, sampler: samplers.Sampler, params: Any) -> dict[str, float]:
+  def per_draw(self, sampler: samplers.Sampler, params: Any) -> list[dict[str, float]]:
+    """[{"kid", "fid"}] of each draw alone, in draw order."""
     cfg = self._cfg
-    kids, fids = [], []
+    scores = []
     for draw in range(self._first_draw, self._first_draw + cfg.validation_draws):
       samples = sampling.draw_samples(
           sampler, params, self._problem, num_samples=cfg.validation_samples,
           batch_size=min(cfg.batch_size, cfg.validation_samples),
           seed=cfg.seed + 5 + VALIDATION_DRAW_OFFSET * draw)
       feats = self._features(samples)
-      kids.append(float(metrics.kid(feats, self._reference)))
-      fids.append(float(metrics.fid_from_features(feats, self._reference)))
+      scores.append({"kid": float(metrics.kid(feats, self._reference)),
+                     "fid": float(metrics.fid_from_features(feats, self._reference))})
+    return scores
+
+  def __call__(self, sampler: samplers.Sampler, params: Any) -> dict[str, float]:
+    scores = self.per_draw(sampler, params)
     # One draw's mean is that draw's score, to the bit.
-    return {"kid": float(np.mean(kids)), "fid": float(np.mean(fids))}
+    return {key: float(np.mean([s[key] for s in scores])) for key in ("kid", "fid")}
+
+
+def _validation_score(problem: Problem, train: TrainConfig, first_draw: int,
+                      mesh: Mesh | None) -> ValidationScore:
+  """The ValidationScore that learn_sampler's validations use, for the split `train` carves."""
+  if problem.split_validation is None:
+    raise ValueError(f"problem {problem.name!r} cannot carve a validation split from its "
+                     "training data (data given as an iterator?)")
+  _, held_out = problem.split_validation(train.validation_size)
+  problem = place(problem, mesh or parallel.make_mesh())  # as learn_sampler scores it
+  return ValidationScore(problem, held_out, train, first_draw)
 
 
 def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem, *,
@@ -428,13 +444,18 @@ def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem
   mean over the draws (noise seeds + VALIDATION_DRAW_OFFSET each), as the run's validations took
   it. first_draw > 0 draws other samples against the same split (seed + first_draw *
   VALIDATION_DRAW_OFFSET on): how much the score moves with them is its noise."""
-  train = train or TrainConfig()
-  if problem.split_validation is None:
-    raise ValueError(f"problem {problem.name!r} cannot carve a validation split from its "
-                     "training data (data given as an iterator?)")
-  _, held_out = problem.split_validation(train.validation_size)
-  problem = place(problem, mesh or parallel.make_mesh())  # as learn_sampler scores it
-  return ValidationScore(problem, held_out, train, first_draw)(sampler, params)
+  return _validation_score(problem, train or TrainConfig(), first_draw, mesh)(sampler, params)
+
+
+def score_draws_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem, *,
+                              train: TrainConfig | None = None, draws: int = 1,
+                              mesh: Mesh | None = None) -> list[dict[str, float]]:
+  """[{"fid", "kid"}] of (sampler, params) on the validation split, one per draw of samples
+  (draws 0 .. draws - 1, whatever train.validation_draws says): entry d is what
+  score_on_validation gives with first_draw=d and one draw. Draw 0 is the noise the run's
+  validations used; how the others move is the score's noise."""
+  train = dataclasses.replace(train or TrainConfig(), validation_draws=draws)
+  return _validation_score(problem, train, 0, mesh).per_draw(sampler, params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,9 +493,8 @@ def choose_on_validation(runs: Sequence[LearnedSampler], problem: Problem, *,
   if len(split) > 1:
     raise ValueError(f"the runs' train.seed, validation_size, validation_samples differ "
                      f"({sorted(split)}): their validation splits or samples would differ")
-  fids = tuple(tuple(score_on_validation(
-      run.sampler, run.params, problem, mesh=mesh, first_draw=d,
-      train=dataclasses.replace(t, validation_draws=1))["fid"] for d in range(draws))
+  fids = tuple(tuple(s["fid"] for s in score_draws_on_validation(
+      run.sampler, run.params, problem, train=t, draws=draws, mesh=mesh))
                 for run, t in zip(runs, trains))
   return ValidationChoice(fids=fids, kept=lowest_mean(fids))
 

@@ -136,10 +136,9 @@ def score(path: str, workdir: str, redraws: int = 0) -> list[dict[str, float]]:
   config = ml_collections.ConfigDict(config_of(path))
   sampler, params = samplers.load(path)
   problem = experiment.build_problem(config, sampler.schedule, workdir)
-  # One draw per score: the redraws are scored one by one.
-  train = from_group(TrainConfig, {**config.train.to_dict(), "validation_draws": 1})
-  return [api.score_on_validation(sampler, params, problem, train=train, first_draw=i)
-          for i in range(redraws + 1)]
+  train = from_group(TrainConfig, config.train.to_dict())
+  return api.score_draws_on_validation(sampler, params, problem, train=train,
+                                       draws=redraws + 1)
 
 
 def read_scores(path: str) -> dict[str, dict]:

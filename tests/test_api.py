@@ -233,6 +233,13 @@ def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_pa
                                 train=dataclasses.replace(train, validation_draws=2))
   for metric in ("fid", "kid"):
     np.testing.assert_allclose(two[metric], (own[metric] + redrawn[metric]) / 2, rtol=1e-6)
+  # Each draw alone, whatever train.validation_draws says.
+  per_draw = api.score_draws_on_validation(
+      sampler, params, problem, train=dataclasses.replace(train, validation_draws=3), draws=2)
+  assert len(per_draw) == 2
+  for got, want in zip(per_draw, (own, redrawn)):
+    for metric in ("fid", "kid"):
+      np.testing.assert_allclose(got[metric], want[metric], rtol=1e-6)
 
 
 def test_choose_on_validation_keeps_the_lowest_mean_over_the_draws(tmp_path):
