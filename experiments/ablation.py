@@ -100,6 +100,16 @@ VARIANTS = {
     "all_ddim_linear_seed1": ("all_ddim_linear with training seed 1",
                               {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0,
                                "train.seed": 1}),
+    # Written after the seed-1 groups of experiments/rate_and_start_choice.py held at every K
+    # and before any run of these: a third training seed for the learn-from-three protocol's
+    # group at K = 10, the K where the three runs' held-out FIDs lie closest (within 0.015 on
+    # both seeds 0 and 1) and the two rules disagreed with seed 1.
+    "all_noise_free_seed2": ("all_noise_free with training seed 2", {**ON, "train.seed": 2}),
+    "all_noise_free_slow_seed2": ("all_noise_free_slow with training seed 2",
+                                  {**ON, **LEVERS["slow"][1], "train.seed": 2}),
+    "all_ddim_linear_seed2": ("all_ddim_linear with training seed 2",
+                              {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0,
+                               "train.seed": 2}),
     # From K = 15 on, the training KID of 64 samples sits at its noise floor from the start
     # (experiments/ablation/RESULTS.md): 16x the samples per update cut its std 4x. A GPU run.
     "all_select_large": ("all_select with 16 batches of 64 per update (2400 batches, 150 "
