@@ -454,6 +454,8 @@ def score_draws_on_validation(sampler: samplers.Sampler, params: Any, problem: P
   (draws 0 .. draws - 1, whatever train.validation_draws says): entry d is what
   score_on_validation gives with first_draw=d and one draw. Draw 0 is the noise the run's
   validations used; how the others move is the score's noise."""
+  if draws < 1:
+    raise ValueError(f"draws={draws}: score at least one draw of samples (draws >= 1)")
   train = dataclasses.replace(train or TrainConfig(), validation_draws=draws)
   return _validation_score(problem, train, 0, mesh).per_draw(sampler, params)
 

@@ -269,6 +269,8 @@ def test_choose_on_validation_keeps_the_lowest_mean_over_the_draws(tmp_path):
     ddss_jax.choose_on_validation(runs, problem, train=[train, dataclasses.replace(train, seed=1)])
   with pytest.raises(ValueError, match="2 runs and 3 TrainConfigs"):
     ddss_jax.choose_on_validation(runs, problem, train=[train] * 3)
+  with pytest.raises(ValueError, match=r"draws=0: score at least one draw"):
+    ddss_jax.choose_on_validation(runs, problem, train=train, draws=0)
 
 
 def test_the_command_line_with_validation_writes_the_curves(tmp_path):
