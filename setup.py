@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="ddss_jax",
-    version="0.1.0",
+    version="0.2.0",
     description="Differentiable Diffusion Sampler Search (Watson et al., ICLR 2022) in JAX/Flax",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -44,7 +44,8 @@ setup(
         # Checkpoints named by Hugging Face Hub id (configs/cifar10.py, lsun_*.py), fetched
         # into its cache by the run.
         "hub": ["huggingface_hub>=0.23"],
-        # A learned sampler run by diffusers (ddss_jax.diffusers_scheduler, docs/deploy.md).
+        # A learned sampler run by diffusers (ddss_jax.samplers.diffusers_scheduler,
+        # docs/deploy.md).
         "diffusers": ["torch>=2.1", "diffusers>=0.30"],
         # TensorBoard event files through clu.metric_writers (about 1.4 GB with TensorFlow).
         "tensorboard": ["tensorflow-cpu", "tensorboard"],

@@ -1,8 +1,9 @@
 """Bytes exchanged between devices against FLOPs, per DDSS step, as the device count grows.
 
-Compiles (does not run) the data-parallel DDSS gradient step (ddss_jax.train.make_loss_fn on a
-mesh) for D simulated CPU devices at a fixed per-device batch, with the sampler's K steps unrolled
-so that XLA's static counts are the dynamic ones, and reads from the compiled per-device program:
+Compiles (does not run) the data-parallel DDSS gradient step (ddss_jax.learn.kid_loss.make_loss_fn
+on a mesh) for D simulated CPU devices at a fixed per-device batch, with the sampler's K steps
+unrolled so that XLA's static counts are the dynamic ones, and reads from the compiled per-device
+program:
   - FLOPs (XLA's cost analysis),
   - every collective (all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute) and
     its result size; the bytes a device sends are estimated for ring algorithms: all-gather
@@ -35,9 +36,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ddss_jax import parallel, samplers, schedules, train  # noqa: E402
-from ddss_jax.problems.base import Problem  # noqa: E402
+from ddss_jax import samplers  # noqa: E402
+from ddss_jax.learn import kid_loss  # noqa: E402
 from ddss_jax.models import inception, unet  # noqa: E402
+from ddss_jax.problems.base import Problem  # noqa: E402
+from ddss_jax.samplers import schedules  # noqa: E402
+from ddss_jax.util import parallel  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("devices", ["2", "4", "8"], "Device counts D (simulated CPU devices).")
@@ -101,7 +105,7 @@ def main(argv):
   for devices in [int(d) for d in FLAGS.devices]:
     mesh = parallel.make_mesh(jax.devices()[:devices])
     batch = FLAGS.per_device_batch * devices
-    loss = train.make_loss_fn(sampler, prob, batch, mesh)
+    loss = kid_loss.make_loss_fn(sampler, prob, batch, mesh)
     rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     step = jax.jit(jax.value_and_grad(loss), in_shardings=(rep, rep, rep, split, rep))
     real = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.float32)

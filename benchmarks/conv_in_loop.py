@@ -5,8 +5,8 @@
 Times `steps` iterations of "convolution, then its gradient with respect to the input" (3x3,
 SAME, NHWC) in four forms, side by side: unrolled; inside `lax.fori_loop` as JAX traces it (the
 gradient's kernel labelled [spatial, out, in]); inside the loop after
-`ddss_jax.conv_layout.canonical_convolutions`; and the forward convolution alone in the loop. Prints
-each form's median time and the `dim_labels` of its compiled convolutions.
+`ddss_jax.samplers.conv_layout.canonical_convolutions`; and the forward convolution alone in the
+loop. Prints each form's median time and the `dim_labels` of its compiled convolutions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from absl import app, flags
 from jax import lax
 
 from benchmarks import costs
-from ddss_jax import conv_layout
+from ddss_jax.samplers import conv_layout
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 64, "Batch.")

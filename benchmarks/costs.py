@@ -18,9 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import mnist
-from ddss_jax import conv_layout, metrics, samplers, sampling, schedules, train
-from ddss_jax.problems.base import Problem
+from ddss_jax import samplers
+from ddss_jax.evaluation import drawing, metrics
+from ddss_jax.learn import kid_loss, loop
 from ddss_jax.problems import mnist as mnist_problem
+from ddss_jax.problems.base import Problem
+from ddss_jax.samplers import conv_layout, schedules
 from ddss_jax.settings import TrainConfig, from_group
 
 FAMILY = "ggdm+pred+time"
@@ -106,11 +109,11 @@ def _flops(compiled) -> float | None:
 
 def ddss_step_fn(bench: Bench, sampler: samplers.Sampler) -> Callable:
   """(sampler params, model params, feature params, real, key) -> (KID, gradient)."""
-  return jax.value_and_grad(train.make_loss_fn(sampler, bench.problem, bench.batch_size))
+  return jax.value_and_grad(kid_loss.make_loss_fn(sampler, bench.problem, bench.batch_size))
 
 
 def sample_fn(bench: Bench, sampler: samplers.Sampler) -> Callable:
-  return lambda params, model_params, key: sampling.generate(
+  return lambda params, model_params, key: drawing.generate(
       sampler, bench.problem, params, model_params, key, bench.batch_size)
 
 
@@ -189,7 +192,7 @@ def memory(bench: Bench, num_steps: list[int], gradients: list[str]) -> list[dic
 
 def compile_count(bench: Bench, num_steps: int, num_train_steps: int) -> dict[str, Any]:
   """XLA compilations while running `num_train_steps` optimisation steps (the train step of
-  train.make_train_step, its state donated and replaced each step): should be 1."""
+  loop.make_train_step, its state donated and replaced each step): should be 1."""
   compiles = []
 
   def listener(event, duration, **kwargs):
@@ -198,9 +201,9 @@ def compile_count(bench: Bench, num_steps: int, num_train_steps: int) -> dict[st
       compiles.append(event)
 
   sampler = make_sampler(bench, num_steps)
-  optimizer = train.create_optimizer(from_group(TrainConfig, mnist.get_config().train))
-  step_fn = train.make_train_step(sampler, bench.problem, optimizer, bench.batch_size)
-  state = train.create_train_state(sampler.init(), optimizer)
+  optimizer = loop.create_optimizer(from_group(TrainConfig, mnist.get_config().train))
+  step_fn = loop.make_train_step(sampler, bench.problem, optimizer, bench.batch_size)
+  state = loop.create_train_state(sampler.init(), optimizer)
   key, p = jax.random.PRNGKey(0), bench.problem
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
@@ -225,7 +228,7 @@ def overhead(bench: Bench, num_steps: int, families: list[str],
   call = timed(p.eps_apply, p.model_params, x, t, repeats=repeats)
   bare = lambda params, x, t: jax.lax.fori_loop(0, num_steps,
                                                 lambda i, x: p.eps_apply(params, x, t), x)
-  loop = timed(bare, p.model_params, x, t, repeats=repeats)
+  bare_loop = timed(bare, p.model_params, x, t, repeats=repeats)
   rows = []
   for family in families:
     sampler = make_sampler(bench, num_steps, family=family)
@@ -233,7 +236,8 @@ def overhead(bench: Bench, num_steps: int, families: list[str],
                    jax.random.PRNGKey(0), repeats=repeats)
     rows.append(dict(family=family, k=num_steps, sample_s=sample.seconds, call_s=call.seconds,
                      ratio=sample.seconds / (num_steps * call.seconds),
-                     bare_loop_s=loop.seconds, ratio_bare_loop=sample.seconds / loop.seconds))
+                     bare_loop_s=bare_loop.seconds,
+                     ratio_bare_loop=sample.seconds / bare_loop.seconds))
     print(f"  overhead: {rows[-1]}", flush=True)
   return rows
 

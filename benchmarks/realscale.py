@@ -26,8 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from ddss_jax import files, metrics, samplers, schedules
+from ddss_jax import samplers
+from ddss_jax.evaluation import metrics
 from ddss_jax.models import inception, unet
+from ddss_jax.samplers import schedules
+from ddss_jax.util import files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("num_steps", ["5", "10", "20"], "Values of K for the training step.")

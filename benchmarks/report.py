@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from absl import app, flags
 
-from ddss_jax import files
+from ddss_jax.util import files
 
 # Peak dense FLOP/s of known accelerators (NVIDIA datasheets, SXM parts): (float32 on CUDA
 # cores, TF32 on tensor cores). XLA runs float32 convolutions and matmuls on GPUs at its default
@@ -103,7 +103,7 @@ def gradient_section(run: dict[str, Any]) -> list[str]:
       f"DDSS step = sampling ({cfg['family']}, {cfg['stride']} stride) + classifier features of "
       f"the generated and the real batch + KID + the gradient into the sampler parameters, batch "
       f"{cfg['batch']}; sampling = the K-step sampler alone. Designs: `loop` (the default: one "
-      "compiled loop, convolutions in canonical order, `ddss_jax/conv_layout.py`), "
+      "compiled loop, convolutions in canonical order, `ddss_jax/samplers/conv_layout.py`), "
       "`loop_as_traced` "
       "(the same loop, convolutions as JAX traced them: `samplers.make(..., canonical_convs="
       "False)`), `unrolled` (K copies of the step in straight-line code, "

@@ -31,7 +31,7 @@ import jax
 from absl import app, flags
 
 from benchmarks import costs, report, vs_diffusers
-from ddss_jax import files, logs
+from ddss_jax.util import files, logs
 
 FLAGS = flags.FLAGS
 SECTIONS = ("gradient", "memory", "compile", "overhead", "diffusers", "features")

@@ -26,8 +26,10 @@ import jax
 import ml_collections
 from absl import logging
 
-from ddss_jax import files, problems, samplers, schedules, settings
-from ddss_jax.errors import ConfigError
+from ddss_jax import problems, samplers, settings
+from ddss_jax.samplers import schedules
+from ddss_jax.util import files
+from ddss_jax.util.errors import ConfigError
 
 CORE_GROUPS = (settings.ScheduleConfig, settings.SamplerConfig, settings.BaselineConfig,
                settings.LossConfig, settings.TrainConfig, settings.EvalConfig,
@@ -188,7 +190,7 @@ def choice_runs(values: ml_collections.ConfigDict | dict) -> list[dict[str, Any]
 
 CONFIG_RECORD = "config.json"
 # Fields earlier versions recorded that no longer exist; a workdir holding one still resumes.
-RETIRED_FIELDS = ("sampler.canonical_convs",)  # now ddss_jax.conv_layout.backend_default()
+RETIRED_FIELDS = ("sampler.canonical_convs",)  # now ddss_jax.samplers.conv_layout.backend_default()
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

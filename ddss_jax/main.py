@@ -19,9 +19,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddss_jax import configs as shipped_configs
-from ddss_jax import experiment, logs
-from ddss_jax.errors import ConfigError
+from ddss_jax import configs as shipped_configs, run as run_lib
+from ddss_jax.util import logs
+from ddss_jax.util.errors import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A config file's path (configs/*.py, or your own) "
@@ -102,9 +102,9 @@ def main(argv):
                jax.local_devices())
   try:
     if FLAGS.mode == "evaluate":
-      experiment.evaluate_workdir(FLAGS.config, workdir)
+      run_lib.evaluate_workdir(FLAGS.config, workdir)
     else:
-      experiment.train_and_evaluate(FLAGS.config, workdir,
+      run_lib.train_and_evaluate(FLAGS.config, workdir,
                                allow_config_change=FLAGS.allow_config_change)
   except (ConfigError, FloatingPointError) as e:  # the message says it all: no traceback
     raise SystemExit(f"ddss_jax: {type(e).__name__}: {e}") from e

@@ -17,8 +17,9 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import ml_collections
 
-from ddss_jax import recurrence, samplers, schedules, solvers
-from ddss_jax.errors import ConfigError
+from ddss_jax import samplers
+from ddss_jax.samplers import recurrence, schedules, solvers
+from ddss_jax.util.errors import ConfigError
 
 Check = Callable[[str, Any], None]
 T = TypeVar("T", bound="Group")
@@ -185,7 +186,7 @@ class SamplerConfig(Group):
 
   @property
   def selects_start(self) -> bool:
-    """Whether the start is chosen on the validation split (api.select_start)."""
+    """Whether the start is chosen on the validation split (ddss_jax.learn.select.select_start)."""
     return self.start in SELECT_RULES
 
 

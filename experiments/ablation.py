@@ -20,8 +20,9 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from ddss_jax import run as run_lib
 from ddss_jax.configs import mnist
-from ddss_jax import experiment, files, logs, plots
+from ddss_jax.util import files, logs, plots
 from experiments import evaluate_samplers, paper_report
 from experiments.paper_protocol import LEVERS, ON, SEED2_COLUMNS, apply_overrides, check_choices
 
@@ -171,11 +172,11 @@ def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples
   """Learns the variant's sampler at K (resuming from workdir), evaluates it on each evaluation
   seed, writes its curves and the sampler (out/samplers/<variant>_K<k>.json)."""
   config = row_config(variant, num_steps, num_samples, base)
-  run = experiment.setup(config, os.path.join(workdir, f"{variant}_K{num_steps}"))
+  run = run_lib.setup(config, os.path.join(workdir, f"{variant}_K{num_steps}"))
   writer = logs.MetricWriter(run.workdir)
-  problem = experiment.build_problem(config, run.schedule, run.workdir, run.mesh)
+  problem = run_lib.build_problem(config, run.schedule, run.workdir, run.mesh)
   start = time.perf_counter()
-  learned = experiment.learn(run, problem, writer)
+  learned = run_lib.learn(run, problem, writer)
   minutes = (time.perf_counter() - start) / 60
   writer.close()
   learned.save(os.path.join(run.workdir, "sampler.json"))

@@ -21,7 +21,9 @@ import os
 import ml_collections
 from absl import app, flags, logging
 
-from ddss_jax import evaluate, experiment, files, logs, samplers, sampling
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.evaluation import drawing, held_out
+from ddss_jax.util import files, logs
 from experiments.paper_protocol import SECOND_SEED_OFFSET
 
 METRICS = ("fid", "kid", "kid_std", "precision", "recall")
@@ -49,9 +51,9 @@ def evaluate_on_seeds(sampler: samplers.Sampler, params, problem, *, num_samples
   """([metrics of each seed], the first `keep` samples [keep, H, W, C] of the first seed)."""
   results, kept = [], None
   for i, seed in enumerate(seeds):
-    batches = sampling.sample_batches(sampler, params, problem, num_samples=num_samples,
+    batches = drawing.sample_batches(sampler, params, problem, num_samples=num_samples,
                                       batch_size=batch_size, seed=seed)
-    metrics, samples = evaluate.stream(batches, problem, num_samples=num_samples,
+    metrics, samples = held_out.stream(batches, problem, num_samples=num_samples,
                                        label=f"{label} seed {seed}", keep=keep if i == 0 else 0)
     results.append({c: float(metrics[c]) for c in METRICS})
     kept = samples if i == 0 else kept
@@ -81,7 +83,7 @@ def evaluate_record(path: str, *, workdir: str, num_samples: int | None = None,
                      "that paper_tables.py and ablation.py write to <out>/samplers/")
   sampler, params = samplers.load(path)
   config = ml_collections.ConfigDict(record["config"])
-  problem = experiment.build_problem(config, sampler.schedule, workdir)
+  problem = run_lib.build_problem(config, sampler.schedule, workdir)
   [metrics], _ = evaluate_on_seeds(
       sampler, params, problem, num_samples=num_samples or record["num_samples"],
       batch_size=record["batch_size"],

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from ddss_jax.models import inception
+from ddss_jax.models import inception, inception_weights
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["32", "64", "299", "512"], "Square input sizes to compare at.")
@@ -60,7 +60,7 @@ def main(argv):
   pf.load_state_dict_from_url = lambda *args, **kwargs: state  # instead of the download
   reference = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
                              normalize_input=True, use_fid_inception=True).eval()
-  variables = inception.from_torch_state_dict({k: v.numpy() for k, v in state.items()
+  variables = inception_weights.from_torch_state_dict({k: v.numpy() for k, v in state.items()
                                                if not k.endswith("num_batches_tracked")})
   ours = inception.features_fn(variables, preprocess="pytorch_fid")
   rng = np.random.default_rng(0)

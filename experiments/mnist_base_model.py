@@ -13,8 +13,11 @@ import time
 import jax
 from absl import app, flags, logging
 
+from ddss_jax import run as run_lib, samplers
 from ddss_jax.configs import mnist
-from ddss_jax import experiment, logs, samplers, sampling, schedules
+from ddss_jax.evaluation import drawing
+from ddss_jax.samplers import schedules
+from ddss_jax.util import logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_samples", 1000, "Samples per sampler.")
@@ -30,7 +33,7 @@ def main(argv):
   config = mnist.get_config()
   config.mnist.unet_weights = FLAGS.unet_weights
   schedule = schedules.linear_beta(1000)
-  problem = experiment.build_problem(config, schedule, workdir="/tmp")
+  problem = run_lib.build_problem(config, schedule, workdir="/tmp")
   rows = [("ddpm", FLAGS.ddpm_steps, "linear")] + [("ddim", int(k), "quadratic")
                                                    for k in FLAGS.ddim_steps]
   print("| sampler | K | KID | KID std | FID | confident share | seconds |")
@@ -38,7 +41,7 @@ def main(argv):
   for family, num_steps, stride in rows:
     sampler = samplers.make(family, schedule, num_steps, stride=stride)
     start = time.perf_counter()
-    samples = sampling.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
+    samples = drawing.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
                                  batch_size=250, seed=config.eval.seed)
     seconds = time.perf_counter() - start
     m = problem.evaluate(samples)

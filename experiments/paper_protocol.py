@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ddss_jax.configs import mnist
 from ddss_jax.data.mnist import SPLIT_SIZES
-from ddss_jax.errors import ConfigError
+from ddss_jax.util.errors import ConfigError
 
 TABLE_STEPS = (5, 10, 15, 20, 25)
 FIXED_STEPS = TABLE_STEPS + (30, 40, 50)
@@ -29,8 +29,8 @@ LEARNED = (("vars", "kid", "quadratic"), ("ggdm", "kid", "quadratic"),
 # grows with K, and the families are compared at K = 5 and 10 (as the paper's tables do).
 ALL_LEARNED_STEPS = (5, 10)
 HEADLINE = ("ggdm+pred+time", "kid")
-# The teacher of the teacher loss (ddss_jax.teacher's default), evaluated as a row: its quality
-# bounds what matching it can reach.
+# The teacher of the teacher loss (ddss_jax.learn.teacher's default), evaluated as a row: its
+# quality bounds what matching it can reach.
 TEACHER_ROW = ("ddim", "linear", 200)
 PARTS = ("fixed",) + tuple(f"k{k}" for k in TABLE_STEPS) + ("report",)
 # The first seed's columns, then the second evaluation seed's (empty in older files).

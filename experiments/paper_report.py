@@ -11,11 +11,18 @@ import os
 
 import numpy as np
 
-from ddss_jax import files, plots
 from ddss_jax.data.mnist import SPLIT_SIZES
 from ddss_jax.settings import SELECT_RULES
-from experiments.paper_protocol import (ALL_LEARNED_STEPS, GRID_STEPS, HEADLINE, OFF, PARTS,
-                                        TABLE_STEPS, describe)
+from ddss_jax.util import files, plots
+from experiments.paper_protocol import (
+  ALL_LEARNED_STEPS,
+  GRID_STEPS,
+  HEADLINE,
+  OFF,
+  PARTS,
+  TABLE_STEPS,
+  describe,
+)
 
 # CIFAR-10, docs/paper_results.md, section 4
 PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}

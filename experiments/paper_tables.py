@@ -24,13 +24,30 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from ddss_jax import run as run_lib, samplers
 from ddss_jax.configs import mnist
-from ddss_jax import experiment, files, logs, samplers, sampling, schedules
+from ddss_jax.evaluation import drawing
+from ddss_jax.samplers import schedules
+from ddss_jax.util import files, logs
 from experiments import evaluate_samplers, paper_report
-from experiments.paper_protocol import (ALL_LEARNED_STEPS, COLUMNS, FIXED, FIXED_STEPS,
-                                        GRID_IMAGES, GRID_STEPS, LEARNED, ON, PARTS, PROTOCOL,
-                                        SEED2_COLUMNS, TEACHER_ROW, apply_overrides,
-                                        check_choices, fields_of, learned_at)
+from experiments.paper_protocol import (
+  ALL_LEARNED_STEPS,
+  COLUMNS,
+  FIXED,
+  FIXED_STEPS,
+  GRID_IMAGES,
+  GRID_STEPS,
+  LEARNED,
+  ON,
+  PARTS,
+  PROTOCOL,
+  SEED2_COLUMNS,
+  TEACHER_ROW,
+  apply_overrides,
+  check_choices,
+  fields_of,
+  learned_at,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -136,7 +153,7 @@ class Runner:
   @property
   def problem(self):
     if self._problem is None:
-      self._problem = experiment.build_problem(self.config, self.schedule, self.workdir)
+      self._problem = run_lib.build_problem(self.config, self.schedule, self.workdir)
     return self._problem
 
   def done(self, sampler: str, num_steps: int, loss: str) -> bool:
@@ -183,7 +200,7 @@ class Runner:
     """Draws the grid of every row at GRID_STEPS that has none in the workdir: rows finished in
     another workdir (an earlier session's, or the ablation's fixed rows) still get their picture.
     The grid is the row's own first samples: the first evaluation seed and batch size, so the
-    same noise as its evaluation (sampling.sample_batches: batch b from fold_in(seed, b)). A
+    same noise as its evaluation (drawing.sample_batches: batch b from fold_in(seed, b)). A
     learned row's sampler is read from <out>/samplers/; a row without one is skipped."""
     for row in self.rows:
       name, loss, num_steps = row["sampler"], row["loss"], row["num_steps"]
@@ -199,7 +216,7 @@ class Runner:
           continue
         sampler, params = samplers.load(path)
       logging.info("drawing the grid of %s (%s) K=%d", name, loss, num_steps)
-      images = sampling.draw_samples(sampler, params, self.problem,
+      images = drawing.draw_samples(sampler, params, self.problem,
                                      num_samples=min(GRID_IMAGES, self.num_samples),
                                      batch_size=self.config.eval.batch_size, seed=self.seeds[0])
       self.save_grid(name, loss, num_steps, images)
@@ -228,11 +245,11 @@ class Runner:
         continue
       config = self.table_config(family, num_steps, stride, loss)
       apply_overrides(config, self.protocol, source="paper_protocol.PROTOCOL")
-      run = experiment.setup(config, os.path.join(self.workdir, "runs",
+      run = run_lib.setup(config, os.path.join(self.workdir, "runs",
                                                   f"{family}_{loss}_K{num_steps}"))
       writer = logs.MetricWriter(run.workdir)
-      problem = experiment.build_problem(config, run.schedule, run.workdir, run.mesh)
-      learned = experiment.learn(run, problem, writer)
+      problem = run_lib.build_problem(config, run.schedule, run.workdir, run.mesh)
+      learned = run_lib.learn(run, problem, writer)
       writer.close()
       learned.save(os.path.join(run.workdir, "sampler.json"))
       self.evaluate(family, loss, learned.sampler, learned.params, problem, config)

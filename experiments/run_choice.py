@@ -3,7 +3,7 @@
 Each group is two or more committed sampler files (with their "evaluation" records) whose runs
 differ from the first's in the fields a Choice names and nothing else that changes what is
 learned; a group of two is a pair. Each file is scored on its own run's validation split
-(ddss_jax.api.score_on_validation: the carved training digits and the noise the run's
+(ddss_jax.score_on_validation: the carved training digits and the noise the run's
 validations used, never the held-out digits), and on `redraws` other draws of validation samples
 (the same split) for the score's own noise. Two rules choose: the lowest validation FID on the
 run's own draw, and the lowest mean over all the draws, the first run of the group (the default)
@@ -27,8 +27,11 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from ddss_jax import api, config as config_lib, experiment, files, logs, samplers
+import ddss_jax
+from ddss_jax import config as config_lib, run as run_lib, samplers
+from ddss_jax.learn import select
 from ddss_jax.settings import TrainConfig, from_group
+from ddss_jax.util import files, logs
 from experiments import ablation, paper_report, paper_tables
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,9 +138,9 @@ def score(path: str, workdir: str, redraws: int = 0) -> list[dict[str, float]]:
   train.validation_draws > 1 averages)."""
   config = ml_collections.ConfigDict(config_of(path))
   sampler, params = samplers.load(path)
-  problem = experiment.build_problem(config, sampler.schedule, workdir)
+  problem = run_lib.build_problem(config, sampler.schedule, workdir)
   train = from_group(TrainConfig, config.train.to_dict())
-  return api.score_draws_on_validation(sampler, params, problem, train=train,
+  return ddss_jax.score_draws_on_validation(sampler, params, problem, train=train,
                                        draws=redraws + 1)
 
 
@@ -169,8 +172,8 @@ def choose(val_fids: tuple[float, ...]) -> int:
 
 def choose_by_mean(draws: tuple[list[float], ...]) -> int:
   """The second rule: the index of the lowest mean validation FID over all draws, the first
-  such on a tie (api.lowest_mean, what config.choice keeps by)."""
-  return api.lowest_mean(draws)
+  such on a tie (select.lowest_mean, what config.choice keeps by)."""
+  return select.lowest_mean(draws)
 
 
 def held_out_fid(record: dict) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 from absl import app, flags
 
 from ddss_jax.configs import toy2d
-from ddss_jax import experiment
+from ddss_jax import run as run_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Parent directory; one subdirectory per seed.")
@@ -27,7 +27,7 @@ def main(argv):
     config = toy2d.get_config()
     config.train.seed = seed
     workdir = os.path.join(FLAGS.workdir, f"seed{seed}")
-    per_seed.append(experiment.train_and_evaluate(config, workdir))
+    per_seed.append(run_lib.train_and_evaluate(config, workdir))
   roles = ["baseline", "learned", "reference", "data"]
   metrics = ["mmd", "log_density"]
   print(f"\nheld-out metrics, mean (min, max) over seeds {FLAGS.seeds}:")
@@ -37,7 +37,7 @@ def main(argv):
     for metric in metrics:
       values = np.array([r[role][metric] for r in per_seed])
       cells.append(f"{values.mean():.4g} ({values.min():.4g}, {values.max():.4g})")
-    print(f"| {experiment.row_label(role, per_seed[0][role])} | " + " | ".join(cells) + " |")
+    print(f"| {run_lib.row_label(role, per_seed[0][role])} | " + " | ".join(cells) + " |")
   ratio = [r["learned"]["mmd"] / r["baseline"]["mmd"] for r in per_seed]
   print(f"\nMMD ratio learned / DDIM per seed: {np.round(ratio, 3).tolist()}")
 

@@ -12,10 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import parallel, samplers, schedules, train
-from ddss_jax.problems.base import Problem
-from ddss_jax.settings import TrainConfig
+from ddss_jax import samplers
+from ddss_jax.learn import kid_loss, loop
 from ddss_jax.models import unet
+from ddss_jax.problems.base import Problem
+from ddss_jax.samplers import schedules
+from ddss_jax.settings import TrainConfig
+from ddss_jax.util import parallel
 
 BATCH = 16
 CFG = unet.UNetConfig(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8),
@@ -49,13 +52,13 @@ def run(mesh):
   cfg = TrainConfig(num_train_steps=1, batch_size=BATCH, learning_rate=1e-2, grad_clip=1.0,
                     b1=0.9, b2=0.99, seed=0, log_every_steps=1, checkpoint_every_steps=1,
                     nonfinite="stop", max_consecutive_skips=10)
-  optimizer = train.create_optimizer(cfg)
+  optimizer = loop.create_optimizer(cfg)
   real = np.asarray(problem.real_batch(jax.random.PRNGKey(3), BATCH))
   key = jax.random.PRNGKey(4)
-  loss_fn = train.make_loss_fn(sampler, problem, BATCH, mesh)
+  loss_fn = kid_loss.make_loss_fn(sampler, problem, BATCH, mesh)
   grad_fn = jax.jit(jax.value_and_grad(loss_fn))
-  state = train.create_train_state(sampler.init(), optimizer)
-  step = train.make_train_step(sampler, problem, optimizer, BATCH, mesh)
+  state = loop.create_train_state(sampler.init(), optimizer)
+  step = loop.make_train_step(sampler, problem, optimizer, BATCH, mesh)
   if mesh is not None:
     real = parallel.shard_batch(real[parallel.process_rows(BATCH)], mesh, BATCH)
     state = jax.device_put(state, parallel.replicated(mesh))

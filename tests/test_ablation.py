@@ -8,7 +8,7 @@ import os
 import pytest
 
 from configs import mnist, mnist_tiny
-from ddss_jax.errors import ConfigError
+from ddss_jax.util.errors import ConfigError
 from experiments import ablation, evaluate_samplers, paper_protocol
 
 

@@ -1,4 +1,4 @@
-"""ddss_jax.api: the README's Python example runs as written; the API learns exactly what the
+"""The Python API: the README's Python example runs as written; the API learns exactly what the
 command line learns; data as an iterator; settings checked when built; workdir resume."""
 
 import dataclasses
@@ -12,10 +12,12 @@ import pytest
 
 import ddss_jax
 from configs import tiny
-from ddss_jax import api, experiment, samplers, schedules
-from ddss_jax.errors import ConfigError
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.learn import ddss, select, validation
 from ddss_jax.problems import toy2d as toy2d_problem
+from ddss_jax.samplers import schedules
 from ddss_jax.settings import from_group
+from ddss_jax.util.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +85,7 @@ def _toy_problem(config, workdir):
 
 def test_the_api_learns_what_the_command_line_learns(tmp_path):
   config = tiny.get_config()
-  experiment.train_and_evaluate(config, str(tmp_path / "cli"))
+  run_lib.train_and_evaluate(config, str(tmp_path / "cli"))
   cli_sampler, cli_params = samplers.load(str(tmp_path / "cli" / "sampler.json"))
   learned = ddss_jax.learn_sampler(
       _toy_problem(config, str(tmp_path / "api")),
@@ -151,7 +153,7 @@ def test_bad_input_is_named_before_anything_runs():
   with pytest.raises(ConfigError, match="config.sampler.family='ddim': has nothing to learn"):
     ddss_jax.learn_sampler(problem, sampler=ddss_jax.SamplerConfig(family="ddim"))
   with pytest.raises(ValueError, match="has no held-out evaluation: pass eval_data"):
-    api.evaluate_samplers({}, problem)
+    ddss_jax.evaluate_samplers({}, problem)
   with pytest.raises(ConfigError, match="config.loss.teacher_dir=None: the teacher loss caches"):
     ddss_jax.learn_sampler(problem, loss=ddss_jax.LossConfig(name="teacher"))
   assert jax.device_count() >= 1
@@ -216,25 +218,25 @@ def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_pa
   path = str(tmp_path / "sampler.json")
   learned.save(path)
   sampler, params = samplers.load(path)
-  scored = api.score_on_validation(sampler, params, _toy_problem(config, str(tmp_path / "m2")),
+  scored = ddss_jax.score_on_validation(sampler, params, _toy_problem(config, str(tmp_path / "m2")),
                                    train=train)
   np.testing.assert_allclose(scored["fid"], logged[learned.best_step], rtol=1e-5)
-  other = api.score_on_validation(sampler, learned.last_params,
+  other = ddss_jax.score_on_validation(sampler, learned.last_params,
                                   _toy_problem(config, str(tmp_path / "m2")), train=train)
   np.testing.assert_allclose(other["fid"], logged[4], rtol=1e-5)
   # Draw 0 is the run's own noise (seed train.seed + 5); draw 1 other samples (seed + 1005).
   problem = _toy_problem(config, str(tmp_path / "m2"))
-  own = api.score_on_validation(sampler, params, problem, train=train, first_draw=0)
-  redrawn = api.score_on_validation(sampler, params, problem, train=train, first_draw=1)
+  own = ddss_jax.score_on_validation(sampler, params, problem, train=train, first_draw=0)
+  redrawn = ddss_jax.score_on_validation(sampler, params, problem, train=train, first_draw=1)
   np.testing.assert_allclose(own["fid"], scored["fid"], rtol=1e-6)
   assert abs(redrawn["fid"] - scored["fid"]) > 1e-4 * scored["fid"]
   # train.validation_draws = 2: the mean of those two draws, as a run's validations take it.
-  two = api.score_on_validation(sampler, params, problem,
+  two = ddss_jax.score_on_validation(sampler, params, problem,
                                 train=dataclasses.replace(train, validation_draws=2))
   for metric in ("fid", "kid"):
     np.testing.assert_allclose(two[metric], (own[metric] + redrawn[metric]) / 2, rtol=1e-6)
   # Each draw alone, whatever train.validation_draws says.
-  per_draw = api.score_draws_on_validation(
+  per_draw = ddss_jax.score_draws_on_validation(
       sampler, params, problem, train=dataclasses.replace(train, validation_draws=3), draws=2)
   assert len(per_draw) == 2
   for got, want in zip(per_draw, (own, redrawn)):
@@ -253,10 +255,10 @@ def test_choose_on_validation_keeps_the_lowest_mean_over_the_draws(tmp_path):
   # Each draw as score_on_validation gives it; the means as a run's 3-draw validation takes them.
   for run, fids in zip(runs, chosen.fids):
     for draw, fid in enumerate(fids):
-      np.testing.assert_allclose(fid, api.score_on_validation(
+      np.testing.assert_allclose(fid, ddss_jax.score_on_validation(
           run.sampler, run.params, problem, train=train, first_draw=draw)["fid"], rtol=1e-6)
   for run, mean in zip(runs, chosen.means):
-    np.testing.assert_allclose(mean, api.score_on_validation(
+    np.testing.assert_allclose(mean, ddss_jax.score_on_validation(
         run.sampler, run.params, problem,
         train=dataclasses.replace(train, validation_draws=3))["fid"], rtol=1e-6)
   assert len(set(chosen.means)) == 2 and chosen.kept == int(np.argmin(chosen.means))
@@ -277,7 +279,7 @@ def test_the_command_line_with_validation_writes_the_curves(tmp_path):
   config = tiny.get_config()
   config.train.validate_every_steps = 2
   config.train.validation_samples = 32
-  results = experiment.train_and_evaluate(config, str(tmp_path))
+  results = run_lib.train_and_evaluate(config, str(tmp_path))
   assert results["best_step"] in (0, 2, 4)
   assert (tmp_path / "curves.png").stat().st_size > 0
   assert (tmp_path / "sampler_best.json").exists()
@@ -312,7 +314,7 @@ def test_a_bank_or_a_split_larger_than_the_data_is_named():
 
 def test_start_candidates_are_the_fixed_samplers_each_family_represents():
   schedule = schedules.linear_beta()
-  kinds = lambda family, k: [(c.family, c.stride, c.eta) for c in api.start_candidates(
+  kinds = lambda family, k: [(c.family, c.stride, c.eta) for c in select.start_candidates(
       samplers.make(family, schedule, k, stride="linear"))]
   # GGDM represents the multistep solvers too (their coefficients are a GGDM's).
   assert kinds("ggdm+pred+time", 10) == [
@@ -329,7 +331,7 @@ def test_start_candidates_are_the_fixed_samplers_each_family_represents():
   # The quadratic stride repeats t = 0 at K = 30, which the solvers cannot take.
   assert kinds("unipc+time", 30) == [("unipc", "linear", 0.0), ("unipc", "logsnr", 0.0)]
   clipping = samplers.make("ggdm", schedule, 5, clip_x0=1.0)
-  assert {c.clip_x0 for c in api.start_candidates(clipping)} == {1.0}
+  assert {c.clip_x0 for c in select.start_candidates(clipping)} == {1.0}
 
 
 class _FakeScore:
@@ -350,7 +352,7 @@ def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_
   table = {("ddim", "linear"): 3.0, ("ddpm", "linear"): 1.5, ("ddim", "quadratic"): 2.0,
            ("ddpm", "quadratic"): 4.0, ("ddim", "logsnr"): 1.5}
   score = _FakeScore(table)
-  chosen = api.select_start(sampler, None, score, str(tmp_path))
+  chosen = select.select_start(sampler, None, score, str(tmp_path))
   assert (chosen.family, chosen.stride, chosen.eta, chosen.start_solver) == (
       "ggdm", "linear", 1.0, None)
   assert score.calls == 12
@@ -358,7 +360,7 @@ def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_
   assert record["chosen"] == {"stride": "linear", "eta": 1.0, "start_solver": None}
   assert [row["fid"] for row in record["candidates"]][:6] == [3.0, 1.5, 9.0, 9.0, 2.0, 4.0]
   # A rerun in the workdir reads the choice back without scoring again.
-  again = api.select_start(sampler, None, _FakeScore({}), str(tmp_path))
+  again = select.select_start(sampler, None, _FakeScore({}), str(tmp_path))
   assert (again.stride, again.eta) == ("linear", 1.0)
   # The chosen start is the candidate itself: GGDM at init is DDPM at that stride.
   ddpm = samplers.make("ddpm", sampler.schedule, 10, stride="linear")
@@ -369,14 +371,14 @@ def test_select_start_takes_the_lowest_score_the_first_of_ties_and_keeps_it(tmp_
 
 def test_select_noise_free_leaves_ddpm_out_and_takes_the_best_of_the_rest(tmp_path):
   sampler = samplers.make("ggdm", schedules.linear_beta(), 10)
-  assert [c.family for c in api.start_candidates(sampler, noise_free=True)] == [
+  assert [c.family for c in select.start_candidates(sampler, noise_free=True)] == [
       "ddim", "dpm-solver++2m", "unipc"] * 3
   # The same table as above: DDPM linear (1.5) ties DDIM logsnr and comes first; left out, the
   # best noise-free candidate is DDIM logsnr.
   table = {("ddim", "linear"): 3.0, ("ddpm", "linear"): 1.5, ("ddim", "quadratic"): 2.0,
            ("ddpm", "quadratic"): 4.0, ("ddim", "logsnr"): 1.5}
   score = _FakeScore(table)
-  chosen = api.select_start(sampler, None, score, str(tmp_path), noise_free=True)
+  chosen = select.select_start(sampler, None, score, str(tmp_path), noise_free=True)
   assert (chosen.stride, chosen.eta, chosen.start_solver) == ("logsnr", 0.0, None)
   assert score.calls == 9
   record = json.loads((tmp_path / "start.json").read_text())
@@ -388,15 +390,15 @@ def test_select_start_can_choose_a_solver_and_ggdm_then_runs_it_exactly(tmp_path
   schedule = schedules.linear_beta()
   sampler = samplers.make("ggdm+pred+time", schedule, 6)
   score = _FakeScore({("unipc", "logsnr"): 0.5, ("dpm-solver++2m", "linear"): 0.7})
-  chosen = api.select_start(sampler, None, score, str(tmp_path))
+  chosen = select.select_start(sampler, None, score, str(tmp_path))
   assert (chosen.stride, chosen.eta, chosen.start_solver) == ("logsnr", 0.0, "unipc")
-  again = api.select_start(sampler, None, _FakeScore({}), str(tmp_path))
+  again = select.select_start(sampler, None, _FakeScore({}), str(tmp_path))
   assert again.start_solver == "unipc"
   # A start.json of the time before solver starts (no start_solver) means DDIM(eta).
   old = tmp_path / "old"
   old.mkdir()
   (old / "start.json").write_text(json.dumps({"chosen": {"stride": "linear", "eta": 1.0}}))
-  assert api.select_start(chosen, None, _FakeScore({}), str(old)).start_solver is None
+  assert select.select_start(chosen, None, _FakeScore({}), str(old)).start_solver is None
   # GGDM+PRED+TIME at init draws UniPC's samples (sigma is 0; times decode to the stride's).
   eps_fn = lambda x, t: 0.3 * x + 0.01 * t[:, None]
   key = jax.random.PRNGKey(0)
@@ -421,7 +423,7 @@ def test_learn_sampler_with_start_select_scores_on_the_validation_split(tmp_path
   assert len(fids) == 12 and len(set(fids)) == 12
   # Scored independently: the learned sampler at its start gives the winner's validation FID.
   _, held_out = problem.split_validation(64)
-  score = api.ValidationScore(problem, held_out, ddss_jax.TrainConfig(
+  score = validation.ValidationScore(problem, held_out, ddss_jax.TrainConfig(
       batch_size=16, validation_size=64, validation_samples=64))
   np.testing.assert_allclose(score(learned.sampler, learned.params)["fid"], best["fid"],
                              rtol=1e-3)
@@ -443,7 +445,7 @@ def test_a_clipping_mismatch_with_the_model_is_logged(caplog):
                                   data=np.zeros((4, 2), np.float32), features=lambda p, x: x)
   schedule = problem.schedule
   asks = lambda clip: dataclasses.replace(problem, model_clip_x0=clip)
-  note = api._note_clipping  # pylint: disable=protected-access
+  note = ddss.note_clipping
   with caplog.at_level("WARNING"):
     note(asks(1.0), samplers.make("ddim", schedule, 4))
   assert ("scheduler_config.json says clip_sample=True (range 1), but the sampler does not clip "

@@ -12,12 +12,11 @@ import tempfile
 import ml_collections
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from configs import default, tiny
-from ddss_jax import config as config_lib, experiment
-from ddss_jax.errors import ConfigError
+from ddss_jax import config as config_lib, run as run_lib
+from ddss_jax.util.errors import ConfigError
 
 DEFAULTS = tiny.get_config().to_dict()
 FIELDS = ["problem"] + [f"{group}.{key}" for group, values in DEFAULTS.items()
@@ -106,7 +105,7 @@ def test_a_config_either_runs_or_raises_config_error(edit):
   config = _mutated(field, value)
   with tempfile.TemporaryDirectory() as workdir:
     try:
-      results = experiment.train_and_evaluate(config, workdir)
+      results = run_lib.train_and_evaluate(config, workdir)
     except ConfigError as e:
       assert _schema_field(e) and str(e).startswith(f"config.{e.field}"), e
       assert os.listdir(workdir) == [], "a refused config wrote files"
@@ -121,7 +120,8 @@ def test_a_config_either_runs_or_raises_config_error(edit):
 
 
 def test_every_shipped_config_validates():
-  import glob, importlib  # pylint: disable=import-outside-toplevel,multiple-imports
+  import glob  # pylint: disable=import-outside-toplevel,multiple-imports
+  import importlib
   names = [os.path.basename(p)[:-3] for p in glob.glob(
       os.path.join(os.path.dirname(default.__file__), "*.py")) if not p.endswith("__init__.py")]
   assert len(names) >= 8

@@ -1,5 +1,5 @@
-"""ddss_jax.conv_layout: the canonical-convolution rewrite computes the same values and gradients,
-and leaves no non-canonical convolution inside the sampler's compiled reverse loop."""
+"""ddss_jax.samplers.conv_layout: the canonical-convolution rewrite computes the same values and
+gradients, and leaves no non-canonical convolution inside the sampler's compiled reverse loop."""
 
 import functools
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from ddss_jax import conv_layout, samplers, schedules
+from ddss_jax import samplers
 from ddss_jax.models import unet
+from ddss_jax.samplers import conv_layout, schedules
 
 # (dimension numbers, input shape, kernel shape, options): every spec order, strides, dilations,
 # grouped and transposed (lhs-dilated) convolutions.

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddss_jax import diffusion, denoiser_training, schedules
+from ddss_jax.models import denoiser_training
 from ddss_jax.models.mlp import MLPEpsModel
+from ddss_jax.samplers import diffusion, schedules
 
 
 def test_denoising_loss_of_the_bayes_optimal_model_on_gaussian_data():

@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from ddss_jax import schedules
 from ddss_jax.models import diffusers_io, unet
+from ddss_jax.samplers import schedules
 
 # google/ddpm-cifar10-32 with block_out_channels (128, 256, 256, 256) -> (32, 64, 64, 64).
 CIFAR10_CONFIG = {

@@ -12,9 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from ddss_jax import reference_sampler, sampler_file, samplers, schedules, weights
+from ddss_jax import samplers, weights
 from ddss_jax.models import diffusers_io, unet
-from ddss_jax.sampler_file import ModelInfo
+from ddss_jax.samplers import numpy_reference, sampler_json, schedules
+from ddss_jax.samplers.sampler_json import ModelInfo
 
 SHAPE = (4, 32, 32, 1)  # NHWC, as ddss_jax samples; diffusers runs NCHW
 SCHED = schedules.linear_beta(1000)
@@ -24,7 +25,7 @@ MNIST = ModelInfo(source="mnist_unet.msgpack", sha256=weights.SHIPPED["mnist_une
 def _libraries():
   torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[diffusers]'")
   pytest.importorskip("diffusers", reason="parity needs diffusers: pip install -e '.[diffusers]'")
-  from ddss_jax import diffusers_scheduler  # pylint: disable=import-outside-toplevel
+  from ddss_jax.samplers import diffusers_scheduler  # pylint: disable=import-outside-toplevel
   return torch, diffusers_scheduler
 
 
@@ -111,8 +112,8 @@ def test_ddpm_pipeline_runs_the_exported_scheduler(mnist, tmp_path, family):
   if sampler.stochastic:
     noises = [randn_tensor(nchw, generator=generator).numpy().transpose(0, 2, 3, 1)
               for _ in range(5)]
-    spec = reference_sampler.load(path)
-    x_0 = reference_sampler.sample(
+    spec = numpy_reference.load(path)
+    x_0 = numpy_reference.sample(
         spec, lambda x, t: np.asarray(eps_fn(np.float32(x), np.float32(t)), np.float64),
         x_T=x_T, noises=noises)
   else:
@@ -158,7 +159,7 @@ def test_x0_and_v_networks_are_converted_to_eps(tmp_path, prediction):
   rng = np.random.default_rng(0)
   x, eps = torch.tensor(rng.normal(size=(2, 1, 4, 4))), torch.tensor(rng.normal(size=(2, 1, 4, 4)))
   t = float(sampler.timesteps({})[0])
-  abar = float(reference_sampler.alpha_bar(reference_sampler.load(paths["eps"]), t))
+  abar = float(numpy_reference.alpha_bar(numpy_reference.load(paths["eps"]), t))
   a, s = abar ** 0.5, (1 - abar) ** 0.5
   x0 = (x - s * eps) / a
   output = x0 if prediction == "x0" else a * eps - s * x0
@@ -176,7 +177,7 @@ def test_x0_and_v_networks_are_converted_to_eps(tmp_path, prediction):
 @pytest.mark.parity
 def test_the_scheduler_imports_no_jax():
   _libraries()
-  code = ("import sys, ddss_jax.diffusers_scheduler; "
+  code = ("import sys, ddss_jax.samplers.diffusers_scheduler; "
           "assert 'jax' not in sys.modules, 'jax imported'")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
@@ -196,11 +197,11 @@ def test_the_scheduler_equals_the_numpy_reference(tmp_path, family, clip_x0):
             for name, v in sampler.init().items()}
   spec = dataclasses.replace(samplers.to_spec(sampler, params), clip_x0=clip_x0)
   path = str(tmp_path / "sampler.json")
-  sampler_file.save(path, spec)
+  sampler_json.save(path, spec)
   eps = lambda x, t: np.tanh(0.7 * x) + 0.2 * t.reshape(-1, 1, 1, 1) / 1000.0
   x_T = rng.normal(size=(2, 1, 4, 4)).astype(np.float32)
   noises = [rng.normal(size=x_T.shape).astype(np.float32) for _ in range(4)]
-  want = reference_sampler.sample(reference_sampler.load(path), eps, x_T=x_T, noises=noises)
+  want = numpy_reference.sample(numpy_reference.load(path), eps, x_T=x_T, noises=noises)
   scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
   scheduler.set_timesteps()
   x = torch.from_numpy(x_T)
@@ -210,6 +211,6 @@ def test_the_scheduler_equals_the_numpy_reference(tmp_path, family, clip_x0):
   assert np.max(np.abs(want)) > 0.1
   np.testing.assert_allclose(x.numpy(), want, atol=2e-5 * np.max(np.abs(want)), rtol=0)
   if clip_x0:  # the clip acted: unclipped, the sample differs
-    free = reference_sampler.sample(dataclasses.replace(spec, clip_x0=None), eps, x_T=x_T,
+    free = numpy_reference.sample(dataclasses.replace(spec, clip_x0=None), eps, x_T=x_T,
                                     noises=noises)
     assert np.max(np.abs(free - want)) > 1e-2

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddss_jax import diffusion, schedules
+from ddss_jax.samplers import diffusion, schedules
 
 
 @pytest.fixture

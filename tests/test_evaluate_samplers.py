@@ -6,7 +6,8 @@ import json
 import pytest
 
 from configs import mnist_tiny
-from ddss_jax import experiment, samplers, schedules
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.samplers import schedules
 from experiments import evaluate_samplers
 
 
@@ -22,7 +23,7 @@ def test_a_record_reevaluates_to_its_row(tmp_path):
   schedule = schedules.make("linear", 1000)
   sampler = samplers.make("ddim", schedule, 2, stride="quadratic")
   params = sampler.init()
-  problem = experiment.build_problem(config, schedule, str(tmp_path))
+  problem = run_lib.build_problem(config, schedule, str(tmp_path))
   results, kept = evaluate_samplers.evaluate_on_seeds(
       sampler, params, problem, num_samples=12, batch_size=8, seeds=(7, 107), label="t", keep=5)
   assert kept.shape == (5, 32, 32, 1) and results[0] != results[1]

@@ -1,7 +1,7 @@
-"""ddss_jax.experiment's choice (config.choice.among): its runs are the runs their configs give
+"""ddss_jax.run's choice (config.choice.among): its runs are the runs their configs give
 alone, the lowest mean validation FID is kept and evaluated, a rerun resumes every run, and a
 problem without a validation split is refused before anything learns. The rest of
-experiment.py runs in every test of the command line (test_main, test_reliability, test_api)."""
+ddss_jax/run.py runs in every test of the command line (test_main, test_reliability, test_api)."""
 
 import dataclasses
 import json
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ddss_jax import experiment, samplers
-from ddss_jax.errors import ConfigError
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.util.errors import ConfigError
 
 OTHER = "train.learning_rate=0.05 sampler.stride=linear"
 
@@ -39,7 +39,7 @@ def _assert_same(a, b):
 
 
 def test_a_choice_keeps_the_lowest_mean_validation_fid_of_runs_learned_as_alone(tmp_path):
-  results = experiment.train_and_evaluate(_config((OTHER,)), str(tmp_path / "choice"))
+  results = run_lib.train_and_evaluate(_config((OTHER,)), str(tmp_path / "choice"))
   record = results["choice"]
   with open(tmp_path / "choice" / "choice.json", encoding="utf-8") as f:
     assert json.load(f) == record
@@ -49,10 +49,10 @@ def test_a_choice_keeps_the_lowest_mean_validation_fid_of_runs_learned_as_alone(
   for entry in record["runs"]:
     assert len(entry["val_fids"]) == 2 and entry["val_fid_mean"] == np.mean(entry["val_fids"])
   # Each run of the choice is what its config learns alone.
-  experiment.train_and_evaluate(_config(), str(tmp_path / "alone"))
+  run_lib.train_and_evaluate(_config(), str(tmp_path / "alone"))
   other = _config()
   other.train.learning_rate, other.sampler.stride = 0.05, "linear"
-  experiment.train_and_evaluate(other, str(tmp_path / "other_alone"))
+  run_lib.train_and_evaluate(other, str(tmp_path / "other_alone"))
   configured = _params(tmp_path / "alone" / "sampler.json")
   alternative = _params(tmp_path / "choice" / "choice" / "1" / "sampler.json")
   _assert_same(alternative, _params(tmp_path / "other_alone" / "sampler.json"))
@@ -63,18 +63,18 @@ def test_a_choice_keeps_the_lowest_mean_validation_fid_of_runs_learned_as_alone(
             encoding="utf-8") as f:
     assert results["learned"] == json.load(f)["learned"]
   # A rerun resumes every run: nothing learns again, the same choice.
-  again = experiment.train_and_evaluate(_config((OTHER,)), str(tmp_path / "choice"))
+  again = run_lib.train_and_evaluate(_config((OTHER,)), str(tmp_path / "choice"))
   assert again["choice"] == record and again["learned"] == results["learned"]
 
 
 def test_a_choice_needs_a_validation_split(tmp_path, monkeypatch):
-  build = experiment.build_problem
-  monkeypatch.setattr(experiment, "build_problem", lambda *args: dataclasses.replace(
+  build = run_lib.build_problem
+  monkeypatch.setattr(run_lib, "build_problem", lambda *args: dataclasses.replace(
       build(*args), split_validation=None))
   learned = []
-  monkeypatch.setattr(experiment, "learn", lambda *args: learned.append(args))
+  monkeypatch.setattr(run_lib, "learn", lambda *args: learned.append(args))
   config = _config((OTHER,))
   config.train.validate_every_steps = 0
   with pytest.raises(ConfigError, match=r"config.choice.among=.*cannot carve a validation split"):
-    experiment.train_and_evaluate(config, str(tmp_path))
+    run_lib.train_and_evaluate(config, str(tmp_path))
   assert not learned and not os.path.exists(tmp_path / "checkpoints")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from ddss_jax import metrics
+from ddss_jax.evaluation import metrics
 
 
 def scipy_frechet(mu1, s1, mu2, s2):

@@ -1,4 +1,4 @@
-"""ddss_jax.files: atomic writes leave the old file or the new one, and no temporary file."""
+"""ddss_jax.util.files: atomic writes leave the old file or the new one, and no temporary file."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from ddss_jax import files
+from ddss_jax.util import files
 
 
 def test_writes_replace_the_file_and_leave_nothing_else(tmp_path):

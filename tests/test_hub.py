@@ -1,4 +1,4 @@
-"""ddss_jax.hub: hub ids told apart from folders, and checkpoints read from a huggingface_hub
+"""ddss_jax.util.hub: hub ids told apart from folders, and checkpoints read from a huggingface_hub
 cache in offline mode (a cache laid out by hand in tmp_path, as the hub writes it: models--owner--
 name/refs/main and snapshots/<revision>/); every failure's message names what to do. No network."""
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from ddss_jax import hub
 from ddss_jax.models import diffusers_io, unet
+from ddss_jax.util import hub
 
 TINY_UNET = unet.UNetConfig(
     sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),

@@ -24,7 +24,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from ddss_jax import weights
-from ddss_jax.models import inception
+from ddss_jax.models import inception, inception_weights
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZES = [(32, 32), (80, 64)]  # [H, W] of the parity inputs: both are resized to 299
@@ -61,7 +61,7 @@ def _random_state_dict(seed: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   state = {}
   for path, leaf in flatten_dict(inception.variables_template()).items():
-    key, shape = inception.torch_key(path), leaf.shape
+    key, shape = inception_weights.torch_key(path), leaf.shape
     if path[-1] == "kernel" and len(shape) == 4:  # HWIO -> OIHW
       fan_in = np.prod(shape[:3])
       value = rng.normal(size=(shape[3], shape[2], shape[0], shape[1])) / np.sqrt(fan_in)
@@ -117,7 +117,7 @@ def test_parity_with_torch_fidelity_on_random_weights(random_pth, tmp_path):
              torch)
   calibrated = tmp_path / "calibrated.pth"  # with num_batches_tracked, which the port ignores
   torch.save(reference.state_dict(), calibrated)
-  apply = inception.features_fn(inception.load_weights(str(calibrated), verify=False))
+  apply = inception.features_fn(inception_weights.load_weights(str(calibrated), verify=False))
   for hw in IMAGE_SIZES:
     pixels = rng.integers(0, 256, (3, 3, *hw), dtype=np.uint8)
     with torch.no_grad():
@@ -206,12 +206,12 @@ def test_convolutions_and_fc_run_in_full_float32():
 
 
 def test_torch_key_mapping():
-  assert (inception.torch_key(("params", "Mixed_5b", "branch1x1", "conv", "kernel"))
+  assert (inception_weights.torch_key(("params", "Mixed_5b", "branch1x1", "conv", "kernel"))
           == "Mixed_5b.branch1x1.conv.weight")
-  assert (inception.torch_key(("batch_stats", "Mixed_7c", "branch_pool", "bn", "mean"))
+  assert (inception_weights.torch_key(("batch_stats", "Mixed_7c", "branch_pool", "bn", "mean"))
           == "Mixed_7c.branch_pool.bn.running_mean")
-  assert inception.torch_key(("params", "fc", "kernel")) == "fc.weight"
-  assert (inception.torch_key(("params", "Conv2d_1a_3x3", "bn", "scale"))
+  assert inception_weights.torch_key(("params", "fc", "kernel")) == "fc.weight"
+  assert (inception_weights.torch_key(("params", "Conv2d_1a_3x3", "bn", "scale"))
           == "Conv2d_1a_3x3.bn.weight")
   assert len(flatten_dict(inception.variables_template())) == 472  # 94 BasicConv2d x 5 + fc x 2
 
@@ -226,31 +226,32 @@ def test_bad_preprocess_names_the_choices():
 
 def test_missing_weights_say_which_file_where_to_get_it_and_where_to_put_it(tmp_path,
                                                                            monkeypatch):
-  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
-  missing = str(tmp_path / "nowhere" / inception.WEIGHTS_FILENAME)
+  monkeypatch.setenv(inception_weights.CACHE_ENV_VAR, str(tmp_path / "cache"))
+  missing = str(tmp_path / "nowhere" / inception_weights.WEIGHTS_FILENAME)
   with pytest.raises(FileNotFoundError) as info:
-    inception.ensure_weights(missing)
+    inception_weights.ensure_weights(missing)
   message = str(info.value)
-  for part in (missing, inception.WEIGHTS_URL, str(tmp_path / "cache" / inception.WEIGHTS_FILENAME),
+  for part in (missing, inception_weights.WEIGHTS_URL,
+               str(tmp_path / "cache" / inception_weights.WEIGHTS_FILENAME),
                "inception_weights", "python -m ddss_jax.tools.convert_inception"):
     assert part in message, part
-  assert inception.missing_weights_message(missing) == message
+  assert inception_weights.missing_weights_message(missing) == message
   with pytest.raises(FileNotFoundError, match="nowhere"):
-    inception.load_weights(missing)
+    inception_weights.load_weights(missing)
 
   def no_internet(dst):
     raise urllib.error.URLError("no route to host")
-  monkeypatch.setattr(inception, "download_weights", no_internet)
+  monkeypatch.setattr(inception_weights, "download_weights", no_internet)
   with pytest.raises(FileNotFoundError, match="download failed.*no route to host") as info:
-    inception.ensure_weights(None)  # the cache's copy is missing too
-  assert inception.default_weights_path() in str(info.value)
+    inception_weights.ensure_weights(None)  # the cache's copy is missing too
+  assert inception_weights.default_weights_path() in str(info.value)
 
-  present = tmp_path / "cache" / inception.WEIGHTS_FILENAME
+  present = tmp_path / "cache" / inception_weights.WEIGHTS_FILENAME
   present.parent.mkdir()
   present.write_bytes(b"weights")
-  assert inception.missing_weights_message(None) is None
-  assert inception.ensure_weights(None) == str(present)
-  assert inception.ensure_weights(str(present)) == str(present)
+  assert inception_weights.missing_weights_message(None) is None
+  assert inception_weights.ensure_weights(None) == str(present)
+  assert inception_weights.ensure_weights(str(present)) == str(present)
 
 
 def test_wrong_files_fail_with_clear_errors(tmp_path):
@@ -258,31 +259,31 @@ def test_wrong_files_fail_with_clear_errors(tmp_path):
   pth.write_bytes(b"not the inception weights")
   with pytest.raises(ValueError, match=rf"sha256 {weights.sha256_of(str(pth))}, expected one "
                                        "starting with 6726825d"):
-    inception.load_weights(str(pth))
+    inception_weights.load_weights(str(pth))
   msgpack = tmp_path / "converted.msgpack"
   msgpack.write_bytes(b"also not")
   with pytest.raises(FileNotFoundError, match=r"converted.msgpack.sha256 .* does not exist"):
-    inception.load_weights(str(msgpack))
+    inception_weights.load_weights(str(msgpack))
   (tmp_path / "converted.msgpack.sha256").write_text("0" * 64 + "  converted.msgpack\n")
   with pytest.raises(ValueError, match="expected one starting with 0000"):
-    inception.load_weights(str(msgpack))
+    inception_weights.load_weights(str(msgpack))
   with pytest.raises(ValueError, match=r"missing keys \['Conv2d_1a_3x3.bn.bias'"):
-    inception.from_torch_state_dict({})
+    inception_weights.from_torch_state_dict({})
 
 
 def test_a_tampered_converted_file_is_refused_and_another_width_named(tmp_path):
   path = str(tmp_path / "inception_w0125.msgpack")
-  digest = inception.save_converted(inception.variables_template(width=0.125), path)
-  assert inception.load_weights(path, width=0.125)["params"]  # verified against the sidecar
+  digest = inception_weights.save_converted(inception.variables_template(width=0.125), path)
+  assert inception_weights.load_weights(path, width=0.125)["params"]  # verified against the sidecar
   with pytest.raises(ValueError, match=r"inception_w0125.msgpack does not hold the expected "
                                        r"network: batch_stats/Conv2d_1a_3x3/bn/mean has shape "
                                        r"\(4,\), expected \(8,\).*not the network of width 0.25"):
-    inception.load_weights(path, width=0.25)
+    inception_weights.load_weights(path, width=0.25)
   data = bytearray(open(path, "rb").read())
   data[len(data) // 2] ^= 0xFF
   open(path, "wb").write(bytes(data))
   with pytest.raises(ValueError) as error:
-    inception.load_weights(path, width=0.125)
+    inception_weights.load_weights(path, width=0.125)
   assert str(error.value).startswith(
       f"{path} has sha256 {weights.sha256_of(path)}, expected one starting with {digest}")
 
@@ -298,8 +299,8 @@ def test_msgpack_conversion_round_trip_equals_pth(random_pth, tmp_path):
   digest = weights.sha256_of(str(dst))
   assert f"sha256 {digest}" in result.stdout
   assert (tmp_path / "inception_fid.msgpack.sha256").read_text().split()[0] == digest
-  from_msgpack = flatten_dict(inception.load_weights(str(dst)))  # verified against the sidecar
-  from_pth = flatten_dict(inception.load_weights(random_pth, verify=False))
+  from_msgpack = flatten_dict(inception_weights.load_weights(str(dst)))  # checked by the sidecar
+  from_pth = flatten_dict(inception_weights.load_weights(random_pth, verify=False))
   assert from_msgpack.keys() == from_pth.keys()
   for key, value in from_pth.items():
     np.testing.assert_array_equal(from_msgpack[key], value, err_msg="/".join(key))
@@ -338,33 +339,34 @@ def test_the_weights_download_is_checked_and_atomic(server, tmp_path):
   server.files["/weights.pth"] = data
   digest = hashlib.sha256(data).hexdigest()
   dst = tmp_path / "cache" / "weights.pth"
-  assert inception.download_weights(str(dst), url=server.url + "/weights.pth",
+  assert inception_weights.download_weights(str(dst), url=server.url + "/weights.pth",
                                     sha256_prefix=digest[:8]) == str(dst)
   assert dst.read_bytes() == data
 
   other = tmp_path / "cache" / "other.pth"
   with pytest.raises(ValueError, match=rf"has sha256 {digest}, expected one starting with "
                                        "6726825d; the file is corrupt or not the one named"):
-    inception.download_weights(str(other), url=server.url + "/weights.pth")
+    inception_weights.download_weights(str(other), url=server.url + "/weights.pth")
   with pytest.raises(urllib.error.HTTPError, match="404"):
-    inception.download_weights(str(other), url=server.url + "/absent.pth")
+    inception_weights.download_weights(str(other), url=server.url + "/absent.pth")
   assert sorted(os.listdir(tmp_path / "cache")) == ["weights.pth"]  # no partial file left
 
 
 def test_a_failed_download_says_what_to_do(tmp_path, monkeypatch):
-  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
+  monkeypatch.setenv(inception_weights.CACHE_ENV_VAR, str(tmp_path / "cache"))
 
   def corrupt_download(dst):
     raise ValueError(f"{dst} has sha256 00, expected one starting with 6726825d")
 
-  monkeypatch.setattr(inception, "download_weights", corrupt_download)
+  monkeypatch.setattr(inception_weights, "download_weights", corrupt_download)
   with pytest.raises(FileNotFoundError) as error:
-    inception.ensure_weights(None)
+    inception_weights.ensure_weights(None)
   message = str(error.value)
-  target = tmp_path / "cache" / inception.WEIGHTS_FILENAME
+  target = tmp_path / "cache" / inception_weights.WEIGHTS_FILENAME
   assert message.endswith(f"(download failed: {target} has sha256 00, expected one starting "
                           "with 6726825d)")
-  assert f"curl -L -o {inception.default_weights_path()} {inception.WEIGHTS_URL}" in message
+  assert (f"curl -L -o {inception_weights.default_weights_path()} "
+          f"{inception_weights.WEIGHTS_URL}") in message
   with pytest.raises(FileNotFoundError) as error:
-    inception.ensure_weights(None, download=False)
+    inception_weights.ensure_weights(None, download=False)
   assert "download failed" not in str(error.value)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddss_jax import metrics
+from ddss_jax.evaluation import metrics
 
 
 def numpy_kid(a, b):

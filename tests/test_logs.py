@@ -2,7 +2,7 @@
 
 import pytest
 
-from ddss_jax import logs
+from ddss_jax.util import logs
 
 
 class FakeClock:

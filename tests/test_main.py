@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from configs import mnist_tiny
-from ddss_jax import experiment, main
+from ddss_jax import main, run as run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "golden", "mnist_tiny")
@@ -53,7 +53,7 @@ def _without_paths(results):
 
 def test_mnist_tiny_gives_the_golden_files(tmp_path):
   """Re-record these files from a run of the unchanged code only, never by hand."""
-  experiment.train_and_evaluate(mnist_tiny.get_config(), str(tmp_path))
+  run_lib.train_and_evaluate(mnist_tiny.get_config(), str(tmp_path))
   for name, read in (("sampler.json", json.load),
                      ("results.json", lambda f: _without_paths(json.load(f)))):
     with open(os.path.join(GOLDEN, name)) as f, open(tmp_path / name) as g:

@@ -13,10 +13,11 @@ import jax
 import pytest
 
 from configs import mnist_tiny
-from ddss_jax import experiment, samplers, schedules, weights
-from ddss_jax.problems import mnist as mnist_problem
-from ddss_jax.settings import from_group
+from ddss_jax import run as run_lib, samplers, weights
 from ddss_jax.models import unet
+from ddss_jax.problems import mnist as mnist_problem
+from ddss_jax.samplers import schedules
+from ddss_jax.settings import from_group
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,10 @@ def random_unet(tmp_path_factory):
 def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet):
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = random_unet
-  first = experiment.train_and_evaluate(config, str(tmp_path))
+  first = run_lib.train_and_evaluate(config, str(tmp_path))
   assert first["train_steps"] == 2
   config.train.num_train_steps = 3
-  resumed = experiment.train_and_evaluate(config, str(tmp_path))
+  resumed = run_lib.train_and_evaluate(config, str(tmp_path))
   assert resumed["train_steps"] == 3
   steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
   assert steps == [1, 2, 2, 3, 3]  # train lines, an eval line per run; the resume skips 1-2
@@ -83,7 +84,7 @@ def test_a_missing_weights_file_says_so(tmp_path):
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = str(tmp_path / "nope.msgpack")
   with pytest.raises(FileNotFoundError, match="nope.msgpack does not exist"):
-    experiment.train_and_evaluate(config, str(tmp_path))
+    run_lib.train_and_evaluate(config, str(tmp_path))
 
 
 def _mnist_cfg(**changes):

@@ -1,5 +1,5 @@
-"""ddss_jax.model_forms: one analytic model (Gaussian data), written by hand in every form, gives
-the same samples under the same sampler, equal to a float64 NumPy DDIM of the closed form; the
+"""ddss_jax.samplers.model_forms: one analytic model (Gaussian data), written by hand in every form,
+gives the same samples under the same sampler, equal to a float64 NumPy DDIM of the closed form; the
 time inversion is exact to float32; bad arguments are named."""
 
 import functools
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import ddss_jax
-from ddss_jax import model_forms, samplers, schedules
+from ddss_jax import samplers
+from ddss_jax.samplers import model_forms, schedules
 
 MEAN, STD = 0.3, 0.5  # the data: x0 ~ N(MEAN, STD^2 I)
 LOGSNR_MAX, LOGSNR_MIN, T = 10.0, -10.0, 1000
@@ -273,6 +274,7 @@ def test_make_problem_takes_a_wrapped_model():
   with pytest.raises(ValueError, match="carries its schedule; drop schedule='linear'"):
     ddss_jax.make_problem(model=model, model_params={}, data=data, features=lambda p, x: x,
                           schedule="linear")
-  with pytest.raises(ValueError, match="neither a flax.linen.Module nor a ddss_jax.model_forms"):
+  with pytest.raises(ValueError,
+                     match="neither a flax.linen.Module nor a ddss_jax.samplers.model_forms"):
     ddss_jax.make_problem(model=functools.partial(edm_denoiser, {}), model_params={}, data=data,
                           features=lambda p, x: x)

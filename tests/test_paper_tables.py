@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ddss_jax.errors import ConfigError
+from ddss_jax.util.errors import ConfigError
 from experiments import evaluate_samplers, paper_protocol, paper_report, paper_tables
 
 

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from ddss_jax import metrics
+from ddss_jax.evaluation import metrics
 
 
 def numpy_precision_recall(real, fake, k):

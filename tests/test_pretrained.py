@@ -16,13 +16,14 @@ import pytest
 
 pytest.importorskip("tensorflow_datasets", reason="needs pip install -e '.[tfds]'")
 
+from ddss_jax import run as run_lib  # noqa: E402
 from ddss_jax.configs import cifar10, lsun_church  # noqa: E402
-from ddss_jax import experiment, schedules  # noqa: E402
-from ddss_jax.errors import ConfigError  # noqa: E402
-from ddss_jax.problems import pretrained as pretrained_problem  # noqa: E402
-from ddss_jax.settings import from_group  # noqa: E402
 from ddss_jax.data import tfds_images  # noqa: E402
-from ddss_jax.models import diffusers_io, inception, unet  # noqa: E402
+from ddss_jax.models import diffusers_io, inception, inception_weights, unet  # noqa: E402
+from ddss_jax.problems import pretrained as pretrained_problem  # noqa: E402
+from ddss_jax.samplers import schedules  # noqa: E402
+from ddss_jax.settings import from_group  # noqa: E402
+from ddss_jax.util.errors import ConfigError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 0.125
@@ -42,7 +43,8 @@ def fixture_files(tmp_path):
   diffusers_io.save(checkpoint, TINY_UNET, unet.init_params(TINY_UNET, jax.random.PRNGKey(0)),
                     schedule_config=SCHEDULER)
   inception_path = str(tmp_path / "inception_w0125.msgpack")
-  inception.save_converted(random_inception_variables(WIDTH), inception_path)  # + .sha256 sidecar
+  # + a .sha256 sidecar
+  inception_weights.save_converted(random_inception_variables(WIDTH), inception_path)
   return {"checkpoint": checkpoint, "inception": inception_path,
           "stats_dir": str(tmp_path / "stats"), "workdir": str(tmp_path / "run")}
 
@@ -137,7 +139,7 @@ def test_cifar10_config_runs_through_main_on_mock_data(files):
 def test_missing_inputs_are_listed_together_before_compiling(tmp_path, monkeypatch):
   """Offline, with empty caches: each config's own checkpoint, the Inception weights and the data
   are listed, each with its remedy, and nothing is written."""
-  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
+  monkeypatch.setenv(inception_weights.CACHE_ENV_VAR, str(tmp_path / "cache"))
   monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
   monkeypatch.setenv("DDSS_JAX_OFFLINE", "1")
   monkeypatch.chdir(tmp_path)
@@ -146,12 +148,13 @@ def test_missing_inputs_are_listed_together_before_compiling(tmp_path, monkeypat
     config = module.get_config()
     config.pretrained.data_dir = str(tmp_path / "no_data")
     with pytest.raises(FileNotFoundError) as error:
-      experiment.setup(config, str(tmp_path / "run"))
+      run_lib.setup(config, str(tmp_path / "run"))
     message = str(error.value)
     assert f"checkpoint {repo_id} could not be read from huggingface_hub's cache" in message
     assert f"git clone https://huggingface.co/{repo_id} DIR" in message
     assert message.count("huggingface.co/google/") == 1  # no other model suggested
-    assert inception.WEIGHTS_FILENAME in message and inception.WEIGHTS_URL in message
+    assert (inception_weights.WEIGHTS_FILENAME in message
+            and inception_weights.WEIGHTS_URL in message)
     assert "(not downloaded: offline" in message
     assert config.pretrained.dataset in message and str(tmp_path / "no_data") in message
     assert not os.path.exists(tmp_path / "run")  # nothing was written, nothing compiled
@@ -160,7 +163,7 @@ def test_missing_inputs_are_listed_together_before_compiling(tmp_path, monkeypat
 def test_the_pre_flight_fetches_what_a_network_gives(tmp_path, monkeypatch, files):
   """Online: the hub id, the Inception weights and CIFAR-10 are fetched before anything is
   listed as missing (the downloads themselves are replaced by stand-ins here)."""
-  monkeypatch.setenv(inception.CACHE_ENV_VAR, str(tmp_path / "cache"))
+  monkeypatch.setenv(inception_weights.CACHE_ENV_VAR, str(tmp_path / "cache"))
   for name in ("HF_HUB_OFFLINE", "DDSS_JAX_OFFLINE"):
     monkeypatch.delenv(name, raising=False)
   fetched, prepared = [], []
@@ -176,12 +179,12 @@ def test_the_pre_flight_fetches_what_a_network_gives(tmp_path, monkeypatch, file
     prepared.append(name)
     raise ImportError("tfds builds datasets with TensorFlow, which is not installed")
 
-  monkeypatch.setattr(inception, "download_weights", download)
+  monkeypatch.setattr(inception_weights, "download_weights", download)
   monkeypatch.setattr(tfds_images, "prepare", prepare_without_tensorflow)
   cfg = _pretrained_cfg("google/ddpm-cifar10-32", data_dir=str(tmp_path / "no_data"))
   missing = pretrained_problem.missing_inputs(cfg)
   assert fetched == ["google/ddpm-cifar10-32"] and prepared == ["cifar10"]
-  assert os.path.exists(tmp_path / "cache" / inception.WEIGHTS_FILENAME)
+  assert os.path.exists(tmp_path / "cache" / inception_weights.WEIGHTS_FILENAME)
   assert len(missing) == 1 and missing[0].startswith("dataset 'cifar10'")
   assert missing[0].endswith("(the run tried to prepare it and failed: ImportError: tfds builds "
                              "datasets with TensorFlow, which is not installed)")
@@ -206,7 +209,7 @@ def test_bad_values_are_named(tmp_path, field, value, match):
   config = cifar10.get_config()
   config.pretrained[field] = value
   with pytest.raises(ConfigError, match=match):
-    experiment.setup(config, str(tmp_path))
+    run_lib.setup(config, str(tmp_path))
 
 
 # --- Mismatches between the checkpoint, config.schedule and the data, found before compiling ---

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from ddss_jax import reference_sampler, sampler_file, samplers, schedules
+from ddss_jax import samplers
+from ddss_jax.samplers import numpy_reference, sampler_json, schedules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHED = schedules.linear_beta(1000)
@@ -61,9 +62,9 @@ def test_jax_samplers_equal_the_reference_on_their_sampler_file(tmp_path, family
   x_T = np.asarray(jax.random.normal(jax.random.PRNGKey(3), SHAPE))
   got = np.asarray(sampler.sample(params, lambda x, t: analytic_eps(x, t, jax.numpy), key, SHAPE,
                                   x_T=x_T))
-  spec = reference_sampler.load(path)
-  assert reference_sampler.needs_noise(spec) == sampler.stochastic or family == "ddim"
-  want = reference_sampler.sample(spec, analytic_eps, x_T=x_T,
+  spec = numpy_reference.load(path)
+  assert numpy_reference.needs_noise(spec) == sampler.stochastic or family == "ddim"
+  want = numpy_reference.sample(spec, analytic_eps, x_T=x_T,
                                   noises=jax_noises(key, 5, SHAPE))
   assert np.max(np.abs(want)) > 0.1  # a sample, not a collapse to zero
   assert_close(got, want)
@@ -74,13 +75,13 @@ def test_noise_enters_the_stochastic_reference():
   spec = samplers.to_spec(*_fixed("ddpm", 3))
   x_T = np.ones(SHAPE)
   z = [np.full(SHAPE, 0.5)] * 3
-  first = reference_sampler.sample(spec, analytic_eps, x_T=x_T, noises=z)
-  np.testing.assert_array_equal(first, reference_sampler.sample(spec, analytic_eps, x_T=x_T,
+  first = numpy_reference.sample(spec, analytic_eps, x_T=x_T, noises=z)
+  np.testing.assert_array_equal(first, numpy_reference.sample(spec, analytic_eps, x_T=x_T,
                                                                 noises=z))
-  assert np.max(np.abs(first - reference_sampler.sample(spec, analytic_eps, x_T=x_T,
+  assert np.max(np.abs(first - numpy_reference.sample(spec, analytic_eps, x_T=x_T,
                                                         noises=[-a for a in z]))) > 0.01
   with pytest.raises(ValueError, match="pass noises, 3 arrays"):
-    reference_sampler.sample(spec, analytic_eps, x_T=x_T)
+    numpy_reference.sample(spec, analytic_eps, x_T=x_T)
 
 
 def _fixed(family, num_steps, **kwargs):
@@ -94,9 +95,9 @@ def test_one_step_ddim_is_the_x0_prediction_and_clip_clips_it():
   x_T = np.linspace(-3, 3, 12).reshape(SHAPE)
   abar = SCHED.alpha_bars[0]
   x0 = (x_T - np.sqrt(1 - abar) * analytic_eps(x_T, np.zeros(3))) / np.sqrt(abar)
-  np.testing.assert_allclose(reference_sampler.sample(spec, analytic_eps, x_T=x_T), x0,
+  np.testing.assert_allclose(numpy_reference.sample(spec, analytic_eps, x_T=x_T), x0,
                              rtol=1e-6)
-  clipped = reference_sampler.sample(spec.__class__(**{**spec.__dict__, "clip_x0": 1.0}),
+  clipped = numpy_reference.sample(spec.__class__(**{**spec.__dict__, "clip_x0": 1.0}),
                                      analytic_eps, x_T=x_T)
   np.testing.assert_allclose(clipped, np.clip(x0, -1, 1), rtol=1e-6)
   assert np.max(np.abs(x0)) > 2  # the clip acted
@@ -110,25 +111,25 @@ def test_clipped_jax_samplers_equal_the_clipped_reference(tmp_path, family):
   params = perturbed(sampler.init(), seed=2, scale=0.05 if sampler.init() else 0.0)
   path = str(tmp_path / "sampler.json")
   samplers.save(path, sampler, params)
-  spec = reference_sampler.load(path)
+  spec = numpy_reference.load(path)
   assert spec.clip_x0 == 1.0
   key = jax.random.PRNGKey(1)
   x_T = 3.0 * np.asarray(jax.random.normal(jax.random.PRNGKey(3), SHAPE))
   got = sampler.sample(params, lambda x, t: analytic_eps(x, t, jax.numpy), key, SHAPE, x_T=x_T)
-  want = reference_sampler.sample(spec, analytic_eps, x_T=x_T, noises=jax_noises(key, 4, SHAPE))
+  want = numpy_reference.sample(spec, analytic_eps, x_T=x_T, noises=jax_noises(key, 4, SHAPE))
   assert_close(np.asarray(got), want)
 
 
 def test_alpha_bar_between_integers_matches_the_schedule():
   spec = samplers.to_spec(*_fixed("ddim", 2))
   t = np.array([0.0, 0.5, 17.25, 998.9, 999.0])
-  np.testing.assert_allclose(reference_sampler.alpha_bar(spec, t), SCHED.alpha_bar(t),
+  np.testing.assert_allclose(numpy_reference.alpha_bar(spec, t), SCHED.alpha_bar(t),
                              rtol=2e-6)
-  np.testing.assert_allclose(reference_sampler.alpha_bar(spec, np.arange(1000.0)),
+  np.testing.assert_allclose(numpy_reference.alpha_bar(spec, np.arange(1000.0)),
                              SCHED.alpha_bars, rtol=1e-12)
 
 
-@pytest.mark.parametrize("prediction", sampler_file.PREDICTIONS)
+@pytest.mark.parametrize("prediction", sampler_json.PREDICTIONS)
 def test_eps_from_prediction_inverts_the_forward_process(prediction):
   rng = np.random.default_rng(0)
   x0, eps = rng.normal(size=SHAPE), rng.normal(size=SHAPE)
@@ -136,13 +137,13 @@ def test_eps_from_prediction_inverts_the_forward_process(prediction):
   a, s = np.sqrt(abar)[:, None], np.sqrt(1 - abar)[:, None]
   x = a * x0 + s * eps
   output = {"eps": eps, "x0": x0, "v": a * eps - s * x0}[prediction]
-  np.testing.assert_allclose(reference_sampler.eps_from_prediction(output, x, abar,
+  np.testing.assert_allclose(numpy_reference.eps_from_prediction(output, x, abar,
                                                                    prediction=prediction),
                              eps, atol=1e-12)
 
 
 def test_the_reference_imports_no_jax():
-  code = ("import sys, ddss_jax.reference_sampler; "
+  code = ("import sys, ddss_jax.samplers.numpy_reference; "
           "assert 'jax' not in sys.modules, 'jax imported'")
   run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        check=False)

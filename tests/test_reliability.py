@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ddss_jax import experiment, logs, samplers, schedules, train
-from ddss_jax.errors import ConfigError
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.learn import loop
+from ddss_jax.samplers import schedules
 from ddss_jax.settings import TrainConfig, from_group
+from ddss_jax.util import logs
+from ddss_jax.util.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_STEPS = 12
@@ -95,9 +98,9 @@ def _tiny(steps, **train_fields):
 
 
 def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
-  straight = experiment.train_and_evaluate(_tiny(6), str(tmp_path / "straight"))
+  straight = run_lib.train_and_evaluate(_tiny(6), str(tmp_path / "straight"))
   workdir = tmp_path / "broken"
-  experiment.train_and_evaluate(_tiny(4), str(workdir))
+  run_lib.train_and_evaluate(_tiny(4), str(workdir))
   ckpt = workdir / "checkpoints"
   assert sorted(os.listdir(ckpt)) == ["3", "4"]
   # A write that a crash cut short (every file of step 4 truncated to half), and the temporary
@@ -108,7 +111,7 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
       data = open(path, "rb").read()
       open(path, "wb").write(data[:len(data) // 2])
   (ckpt / "5.orbax-checkpoint-tmp-1234").mkdir()
-  resumed = experiment.train_and_evaluate(_tiny(6), str(workdir))
+  resumed = run_lib.train_and_evaluate(_tiny(6), str(workdir))
   assert resumed == straight
   assert (workdir / "sampler.json").read_text() == (tmp_path / "straight" /
                                                     "sampler.json").read_text()
@@ -120,31 +123,31 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
 
 
 def test_no_readable_checkpoint_stops_and_moves_nothing(tmp_path):
-  experiment.train_and_evaluate(_tiny(2), str(tmp_path))
+  run_lib.train_and_evaluate(_tiny(2), str(tmp_path))
   for step in ("1", "2"):
     shutil.rmtree(tmp_path / "checkpoints" / step / "default")
   with pytest.raises(RuntimeError, match=r"no checkpoint in .*checkpoints reads back \(steps "
                      r"\[2, 1\]\)"):
-    experiment.train_and_evaluate(_tiny(4), str(tmp_path))
+    run_lib.train_and_evaluate(_tiny(4), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
   assert not os.path.exists(tmp_path / "checkpoints_unreadable")
 
 
 def test_workdir_of_another_config_is_refused(tmp_path):
-  experiment.train_and_evaluate(_tiny(2), str(tmp_path))
+  run_lib.train_and_evaluate(_tiny(2), str(tmp_path))
   other = _tiny(4)
   other.sampler.num_steps = 4
   with pytest.raises(ConfigError, match=r"config.sampler.num_steps: 3 there, 4 now.*another "
                      r"--workdir, or pass --allow_config_change"):
-    experiment.train_and_evaluate(other, str(tmp_path))
+    run_lib.train_and_evaluate(other, str(tmp_path))
   other.sampler.update(num_steps=3, family="ggdm")
   with pytest.raises(ConfigError, match=r"config.sampler.family: 'ggdm\+pred\+time' there, "
                      r"'ggdm' now"):
-    experiment.train_and_evaluate(other, str(tmp_path))
+    run_lib.train_and_evaluate(other, str(tmp_path))
   # With the flag the run goes on, but a checkpoint of another parameter shape cannot be read:
   # the run stops and leaves every checkpoint where it was.
   with pytest.raises(RuntimeError, match="no checkpoint .* reads back"):
-    experiment.train_and_evaluate(other, str(tmp_path), allow_config_change=True)
+    run_lib.train_and_evaluate(other, str(tmp_path), allow_config_change=True)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
 
 
@@ -153,10 +156,10 @@ def _nan_run(tmp_path, *, steps, bad_steps, **train_fields):
   config = _tiny(steps, **train_fields)
   cfg = from_group(TrainConfig, config.train)
   schedule = schedules.linear_beta()
-  problem = experiment.build_problem(config, schedule, str(tmp_path))
+  problem = run_lib.build_problem(config, schedule, str(tmp_path))
   sampler = samplers.make("ggdm+pred+time", schedule, 3)
-  optimizer = train.create_optimizer(cfg)
-  step_fn = train.make_train_step(sampler, problem, optimizer, cfg.batch_size)
+  optimizer = loop.create_optimizer(cfg)
+  step_fn = loop.make_train_step(sampler, problem, optimizer, cfg.batch_size)
   calls = []
 
   def batch_fn(key, n):
@@ -165,8 +168,8 @@ def _nan_run(tmp_path, *, steps, bad_steps, **train_fields):
     return real * np.nan if len(calls) in bad_steps else real
 
   writer = logs.MetricWriter(str(tmp_path))
-  state = train.create_train_state(sampler.init(), optimizer)
-  return train.run_training(state, step_fn, problem, cfg, str(tmp_path), writer,
+  state = loop.create_train_state(sampler.init(), optimizer)
+  return loop.run_training(state, step_fn, problem, cfg, str(tmp_path), writer,
                             batch_fn=batch_fn)
 
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from configs import mnist_tiny
-from ddss_jax import experiment, logs
+from ddss_jax import run as run_lib
+from ddss_jax.util import logs
 from experiments import evaluate_samplers, run_choice
 from experiments.learning_rate_choice import CHOICE as RATE
 from experiments.rate_and_start_choice import CHOICE as BOTH
@@ -27,7 +28,7 @@ def _three_files(tmp_path):
   """mnist_tiny's config, run and initial parameters, and three file paths, the first
   recorded with that config."""
   config = mnist_tiny.get_config()
-  run = experiment.setup(config, str(tmp_path / "run"))
+  run = run_lib.setup(config, str(tmp_path / "run"))
   params = run.sampler.init()
   paths = [str(tmp_path / f"{n}.json") for n in ("a", "b", "c")]
   _record(paths[0], config, run.sampler, params)
@@ -40,9 +41,9 @@ def test_a_rescored_run_gives_the_validation_fid_its_training_logged(tmp_path):
   config.train.validate_every_steps = 1
   config.train.validation_size = 64
   config.train.validation_samples = 16
-  run = experiment.setup(config, str(tmp_path / "run"))
+  run = run_lib.setup(config, str(tmp_path / "run"))
   writer = logs.MetricWriter(run.workdir)
-  learned = experiment.learn(run, experiment.build_problem(config, run.schedule, run.workdir),
+  learned = run_lib.learn(run, run_lib.build_problem(config, run.schedule, run.workdir),
                              writer)
   writer.close()
   logged = {line["step"]: line["val/fid"] for line in learned.history if "val/fid" in line}

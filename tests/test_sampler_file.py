@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import ddss_jax
-from ddss_jax import sampler_file, samplers, schedules
-from ddss_jax.sampler_file import ModelInfo
+from ddss_jax import samplers
+from ddss_jax.samplers import sampler_json, schedules
+from ddss_jax.samplers.sampler_json import ModelInfo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V1_GOLDEN = os.path.join(ROOT, "tests", "golden", "mnist_tiny", "sampler_v1.json")
@@ -34,10 +35,10 @@ def test_version_2_records_format_model_clip_and_coefficients(tmp_path):
                            "prediction": "eps"}
   assert data["clip_x0"] is None
   coeffs = sampler.coefficients(params)
-  for name in sampler_file.COEFFICIENTS:
+  for name in sampler_json.COEFFICIENTS:
     np.testing.assert_array_equal(np.asarray(data["coefficients"][name]),
                                   np.asarray(getattr(coeffs, name), np.float64))
-  spec = sampler_file.read(path)
+  spec = sampler_json.read(path)
   assert spec.model == MODEL and spec.version == 2 and spec.clip_x0 is None
   loaded, loaded_params = samplers.load(path)
   assert loaded.family == sampler.family
@@ -56,7 +57,7 @@ def test_the_version_1_golden_still_loads_with_its_numbers():
   with open(V1_GOLDEN, encoding="utf-8") as f:
     raw = json.load(f)
   assert "format" not in raw
-  spec = sampler_file.read(V1_GOLDEN)
+  spec = sampler_json.read(V1_GOLDEN)
   assert spec.version == 1 and spec.model == ModelInfo() and spec.clip_x0 is None
   sampler, params = samplers.load(V1_GOLDEN)
   assert (sampler.family, sampler.num_steps) == ("ggdm+pred+time", 2)
@@ -163,7 +164,7 @@ def test_make_problem_passes_model_info_to_the_saved_sampler(tmp_path):
   learned = ddss_jax.LearnedSampler(samplers.make("ddim", SCHED, 2), {}, 0, [],
                                     model_info=problem.model_info)
   learned.save(str(tmp_path / "s.json"))
-  assert sampler_file.read(str(tmp_path / "s.json")).model == MODEL
+  assert sampler_json.read(str(tmp_path / "s.json")).model == MODEL
   with pytest.raises(ValueError, match="model_info must be a ddss_jax.ModelInfo"):
     ddss_jax.make_problem(eps_fn=lambda p, x, t: x, model_params=0.0,
                           data=np.zeros((8, 2), np.float32), features=lambda p, x: x,

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddss_jax import samplers, schedules
+from ddss_jax import samplers
+from ddss_jax.samplers import recurrence, schedules
 
 SCHED = schedules.linear_beta(1000)
 LEARNABLE = ("vars", "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time", "dpm-solver++2m+time",
@@ -215,7 +216,7 @@ def test_learnable_families_at_init_reproduce_ddim_or_ddpm(family, eta):
   reference = samplers.make(base, SCHED, 5, stride="quadratic", eta=eta)
   want = reference.sample({}, analytic_eps, key, shape, x_T=x_T)
   # Fixed times reproduce exactly up to float32 rounding; learned times move t = 0 by
-  # MIN_TIME_GAP * (T - 1) ~ 1e-3 (see samplers.py), which shows at the 1e-5 level.
+  # MIN_TIME_GAP * (T - 1) ~ 1e-3 (see ddss_jax/samplers/families.py), which shows at the 1e-5 level.
   # The solvers weigh the last gap in log-SNR, which moves most near t = 0: 1e-4 there.
   tol = (1e-4 if base != "ddim" else 3e-5) if "+time" in family else 2e-6
   np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
@@ -357,7 +358,6 @@ def test_shapes_that_do_not_fit_raise_value_errors():
 
 def test_markov_fast_path_equals_the_general_recurrence():
   """DDIM/DDPM/VARS carry one state; the full-history recurrence must give the same result."""
-  from ddss_jax import recurrence
   shape = (4, 3)
   sampler = samplers.make("vars", SCHED, 5, eta=0.5)
   params = perturbed(sampler.init(), jax.random.PRNGKey(0))
@@ -511,14 +511,10 @@ def _diffusers_or_skip():
 
 def _our_states(sampler, key, x_T):
   """[K + 1, B, ...] the states of sampler on analytic_eps from x_T: x_T first, x_0 last."""
-  # pylint: disable=import-outside-toplevel,protected-access
-  from ddss_jax import recurrence
-  opts = recurrence._Options(stochastic=sampler.stochastic, markov=True, unroll=1,
-                             canonical_convs=False, clip_x0=sampler.clip_x0)
   noise_key = jax.random.split(key)[1]  # as Sampler.sample splits its key
-  _, states = recurrence._forward(lambda x, t: analytic_eps(x, t), opts,
-                                  sampler.coefficients({}), x_T, noise_key, (),
-                                  keep_history=True)
+  states = recurrence.trajectory(sampler.coefficients({}), lambda x, t: analytic_eps(x, t), x_T,
+                                 noise_key, stochastic=sampler.stochastic, markov=True,
+                                 clip_x0=sampler.clip_x0)
   return np.asarray(states)
 
 

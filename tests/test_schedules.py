@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddss_jax import schedules
+from ddss_jax.samplers import schedules
 
 
 def test_linear_beta_matches_ho_et_al():

@@ -5,8 +5,8 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from ddss_jax import metrics
-from ddss_jax.metrics import streaming
+from ddss_jax.evaluation import metrics
+from ddss_jax.evaluation.metrics import streaming
 
 
 def reference_inception_score(logits, splits):

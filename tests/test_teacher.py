@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ddss_jax import experiment, samplers, schedules, teacher
-from ddss_jax.errors import ConfigError
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.learn import teacher
+from ddss_jax.samplers import schedules
 from ddss_jax.settings import LossConfig, from_group
+from ddss_jax.util.errors import ConfigError
 
 
 def teacher_config(steps=8, **loss):
@@ -28,7 +30,7 @@ def toy(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("toy"))
   config = teacher_config()
   schedule = schedules.linear_beta()
-  problem = experiment.build_problem(config, schedule, workdir)
+  problem = run_lib.build_problem(config, schedule, workdir)
   cfg = from_group(LossConfig, config.loss)
   return problem, schedule, cfg, workdir
 
@@ -99,7 +101,7 @@ def test_loss_is_the_mean_squared_difference_to_the_teacher(toy, space):
 
 def test_ddss_with_the_teacher_loss_lowers_it(tmp_path):
   config = teacher_config(steps=20)
-  results = experiment.train_and_evaluate(config, str(tmp_path))
+  results = run_lib.train_and_evaluate(config, str(tmp_path))
   assert results["loss"] == "teacher"
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses = [line["train/teacher"] for line in lines if "train/teacher" in line]
@@ -125,5 +127,5 @@ def test_bad_loss_settings_fail_before_anything_runs(tmp_path, edit, match):
   config = teacher_config()
   config.loss.update(**edit)
   with pytest.raises(ConfigError, match=match):
-    experiment.train_and_evaluate(config, str(tmp_path))
+    run_lib.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path) if os.path.exists(tmp_path) else True

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from ddss_jax import schedules
 from ddss_jax.problems import toy2d as toy2d_problem
+from ddss_jax.samplers import schedules
 from ddss_jax.settings import from_group
 
 

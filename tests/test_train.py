@@ -13,18 +13,22 @@ import optax
 import pytest
 
 from configs import default, tiny, toy2d
-from ddss_jax import experiment, logs, metrics, samplers, sampling, schedules, train
-from ddss_jax.errors import ConfigError
+from ddss_jax import run as run_lib, samplers
+from ddss_jax.evaluation import drawing, metrics
+from ddss_jax.learn import kid_loss, loop
 from ddss_jax.problems import toy2d as toy2d_problem
 from ddss_jax.problems.base import Problem
+from ddss_jax.samplers import schedules
 from ddss_jax.settings import TrainConfig, from_group
+from ddss_jax.util import logs
+from ddss_jax.util.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
   """The shipped 2-D config: learned GGDM+PRED+TIME at K = 4 against DDIM at K = 4."""
-  results = experiment.train_and_evaluate(toy2d.get_config(), str(tmp_path))
+  results = run_lib.train_and_evaluate(toy2d.get_config(), str(tmp_path))
   ddim, learned = results["baseline"], results["learned"]
   assert (ddim["family"], learned["family"]) == ("ddim", "ggdm+pred+time")
   print(json.dumps(results, indent=1))
@@ -35,11 +39,11 @@ def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   config = tiny.get_config()
-  straight = experiment.train_and_evaluate(config, str(tmp_path / "straight"))
+  straight = run_lib.train_and_evaluate(config, str(tmp_path / "straight"))
   config.train.num_train_steps = 2
-  experiment.train_and_evaluate(config, str(tmp_path / "resumed"))
+  run_lib.train_and_evaluate(config, str(tmp_path / "resumed"))
   config.train.num_train_steps = 4
-  resumed = experiment.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = run_lib.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed["train_steps"] == straight["train_steps"] == 4
   assert resumed == straight
   assert (open(tmp_path / "resumed" / "sampler.json").read()
@@ -55,14 +59,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_train_step_compiles_once(tmp_path):
   config = tiny.get_config()
   schedule = schedules.linear_beta()
-  problem = experiment.build_problem(config, schedule, str(tmp_path))
+  problem = run_lib.build_problem(config, schedule, str(tmp_path))
   traces = []
   counted = Problem(**{**problem.__dict__, "eps_apply": lambda *a: (
       traces.append(1), problem.eps_apply(*a))[1]})
   sampler = samplers.make("ggdm+pred+time", schedule, 3)
-  optimizer = train.create_optimizer(from_group(TrainConfig, config.train))
-  state = train.create_train_state(sampler.init(), optimizer)
-  step = train.make_train_step(sampler, counted, optimizer, batch_size=8)
+  optimizer = loop.create_optimizer(from_group(TrainConfig, config.train))
+  state = loop.create_train_state(sampler.init(), optimizer)
+  step = loop.make_train_step(sampler, counted, optimizer, batch_size=8)
   for i in range(3):
     real = problem.real_batch(jax.random.PRNGKey(i), 8)
     state, _ = step(state, problem.model_params, problem.feature_params, real,
@@ -99,7 +103,7 @@ def test_bad_configs_fail_before_anything_compiles(tmp_path, edit, match):
   config = tiny.get_config()
   edit(config)
   with pytest.raises(ConfigError, match=match):
-    experiment.train_and_evaluate(config, str(tmp_path))
+    run_lib.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints")
   assert not os.path.exists(tmp_path / "config.json")
 
@@ -135,7 +139,7 @@ def test_main_runs_from_the_command_line(tmp_path):
 def test_learning_rate_schedule_is_warmup_then_constant_or_cosine(schedule, warmup):
   cfg = TrainConfig(num_train_steps=20, accumulate_steps=2, learning_rate=0.1,
                     lr_schedule=schedule, warmup_steps=warmup)
-  lr = train.learning_rate_schedule(cfg)
+  lr = loop.learning_rate_schedule(cfg)
   updates = 10  # 20 batches, 2 per update
   for t in range(updates + 1):
     if t < warmup:
@@ -149,7 +153,7 @@ def test_learning_rate_schedule_is_warmup_then_constant_or_cosine(schedule, warm
 
 def test_parameter_average_is_an_ema_of_the_iterates():
   """Against a NumPy loop: average_0 = params_0, average <- d average + (1 - d) params_t."""
-  optimizer = train.parameter_average(optax.sgd(0.1), 0.8)
+  optimizer = loop.parameter_average(optax.sgd(0.1), 0.8)
   params = {"w": jnp.array([1.0, -2.0])}
   state = optimizer.init(params)
   iterate, average = np.array([1.0, -2.0]), np.array([1.0, -2.0])
@@ -160,14 +164,14 @@ def test_parameter_average_is_an_ema_of_the_iterates():
     iterate = iterate - 0.1 * np.array([t + 1.0, 0.5])
     average = 0.8 * average + 0.2 * iterate
     np.testing.assert_allclose(params["w"], iterate, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(train.averaged_params(state)["w"], average, rtol=1e-6, atol=1e-6)
-  assert train.averaged_params(optax.adam(0.1).init(params)) is None
+    np.testing.assert_allclose(loop.averaged_params(state)["w"], average, rtol=1e-6, atol=1e-6)
+  assert loop.averaged_params(optax.adam(0.1).init(params)) is None
 
 
 def test_accumulated_batches_make_one_update_of_their_mean_gradient():
   cfg = TrainConfig(num_train_steps=4, accumulate_steps=2, grad_clip=0.0, nonfinite="skip",
                     ema_decay=0.5)
-  optimizer = train.create_optimizer(cfg)
+  optimizer = loop.create_optimizer(cfg)
   reference = optax.adam(cfg.learning_rate, b1=cfg.b1, b2=cfg.b2)
   params = ref_params = {"w": jnp.array([0.3, -0.1])}
   state, ref_state = optimizer.init(params), reference.init(ref_params)
@@ -178,25 +182,25 @@ def test_accumulated_batches_make_one_update_of_their_mean_gradient():
   ref_updates, _ = reference.update({"w": (grads[0] + grads[1]) / 2}, ref_state, ref_params)
   np.testing.assert_allclose(params["w"], optax.apply_updates(ref_params, ref_updates)["w"],
                              rtol=1e-6)
-  np.testing.assert_allclose(train.averaged_params(state)["w"],
+  np.testing.assert_allclose(loop.averaged_params(state)["w"],
                              0.5 * ref_params["w"] + 0.5 * params["w"], rtol=1e-6)
 
 
 def test_kid_loss_against_a_fixed_bank_of_real_features(tmp_path):
   config = tiny.get_config()
   schedule = schedules.linear_beta()
-  problem = experiment.build_problem(config, schedule, str(tmp_path))
-  reference = train.make_reference(problem, problem.feature_params, size=40, seed=5)
+  problem = run_lib.build_problem(config, schedule, str(tmp_path))
+  reference = kid_loss.make_reference(problem, problem.feature_params, size=40, seed=5)
   real = problem.real_batch(jax.random.PRNGKey(5), 40)
   bank = problem.feature_apply(problem.feature_params, real)
   np.testing.assert_allclose(reference["features"], bank, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(reference["within"], metrics.within_mean(bank), rtol=1e-5)
   sampler = samplers.make("ggdm+pred+time", schedule, 3)
-  loss_fn = train.make_loss_fn(sampler, problem, 16)
+  loss_fn = kid_loss.make_loss_fn(sampler, problem, 16)
   key = jax.random.PRNGKey(0)
   with_bank = loss_fn(sampler.init(), problem.model_params, problem.feature_params, real[:16], key,
                       reference)
-  generated = sampling.generate(sampler, problem, sampler.init(), problem.model_params, key, 16)
+  generated = drawing.generate(sampler, problem, sampler.init(), problem.model_params, key, 16)
   feats = problem.feature_apply(problem.feature_params, generated)
   np.testing.assert_allclose(with_bank, metrics.kid(feats, bank), rtol=1e-4, atol=1e-6)
 
@@ -209,15 +213,15 @@ def test_progress_says_when_compiling_and_leaves_it_out_of_the_time_left(tmp_pat
   config = tiny.get_config()
   config.train.update(num_train_steps=5, log_every_steps=1)
   cfg = from_group(TrainConfig, config.train)
-  problem = experiment.build_problem(config, schedules.linear_beta(), str(tmp_path))
-  state = train.create_train_state({"w": jnp.zeros(())}, optax.sgd(0.1))
+  problem = run_lib.build_problem(config, schedules.linear_beta(), str(tmp_path))
+  state = loop.create_train_state({"w": jnp.zeros(())}, optax.sgd(0.1))
 
   def fake_step(state, model_params, feature_params, real, key, reference=None):
     clock["t"] += 60.0 if int(state.step) == 0 else 2.0
     return state.replace(step=state.step + 1), {"train/kid": jnp.float32(0.5)}
 
   said, reports = [], []
-  train.run_training(state, fake_step, problem, cfg, None, logs.MetricWriter(None),
+  loop.run_training(state, fake_step, problem, cfg, None, logs.MetricWriter(None),
                      progress=lambda *args: reports.append(args), say=said.append)
   assert said[0].startswith("DDSS step 1/5: compiling the training step")
   assert said[1].startswith("DDSS step 1/5: compiled and ran in 60.0 s")
@@ -231,7 +235,7 @@ def test_time_lr_scale_scales_only_the_time_logits_steps():
   grads = {"mu": jnp.asarray([0.5, -1.0, 2.0]), "time_logits": jnp.asarray([1.0, -3.0, 0.2, 4.0])}
 
   def first_update(scale):
-    optimizer = train.create_optimizer(TrainConfig(time_lr_scale=scale, grad_clip=0.0))
+    optimizer = loop.create_optimizer(TrainConfig(time_lr_scale=scale, grad_clip=0.0))
     updates, _ = optimizer.update(grads, optimizer.init(params), params)
     return updates
 

@@ -25,8 +25,9 @@ import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from ddss_jax import files, schedules
 from ddss_jax.models import torch_checkpoint, unet
+from ddss_jax.samplers import schedules
+from ddss_jax.util import files
 from ddss_jax.weights import check_sha256, sha256_of
 
 CONFIG_NAME = "config.json"
@@ -183,7 +184,7 @@ def load_clip_x0(path: str) -> float | None:
 def load_schedule(path: str) -> tuple[schedules.Schedule, str]:
   """(schedule, prediction) from scheduler_config.json in `path`, its scheduler/ or parent folder.
 
-  prediction is "eps", "x0" or "v" (ddss_jax.diffusion.as_eps_fn's names).
+  prediction is "eps", "x0" or "v" (ddss_jax.samplers.diffusion.as_eps_fn's names).
   """
   found, config = _scheduler_config(path)
   if config.get("trained_betas") is not None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ddss_jax.errors import ConfigError
 from ddss_jax.problems import mnist, pretrained, toy2d
 from ddss_jax.problems.base import CollectingEvaluator, Evaluator, Problem
+from ddss_jax.util.errors import ConfigError
 
 PROBLEMS: dict[str, ModuleType] = {m.NAME: m for m in (toy2d, mnist, pretrained)}
 

@@ -1,6 +1,6 @@
 """What DDSS needs of a problem: the Problem record (a frozen model, a feature map for the loss,
 real data, the held-out evaluation) and the evaluator protocol. The training loop needs nothing
-else; ddss_jax.problems builds one from a config, ddss_jax.api from a caller's arrays.
+else; ddss_jax.problems builds one from a config, ddss_jax.make_problem from a caller's arrays.
 """
 
 from __future__ import annotations
@@ -10,9 +10,11 @@ from typing import Any, Callable, Protocol
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from ddss_jax.sampler_file import ModelInfo
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers.sampler_json import ModelInfo
+from ddss_jax.samplers.schedules import Schedule
+from ddss_jax.util import parallel
 
 
 class Evaluator(Protocol):
@@ -87,3 +89,11 @@ class Problem:
     if self.evaluator_factory is not None:
       return self.evaluator_factory(num_samples)
     return CollectingEvaluator(self.evaluate)
+
+
+def place(problem: Problem, mesh: Mesh) -> Problem:
+  """The problem with its frozen weights on every device of the mesh (moved once)."""
+  replicated = parallel.replicated(mesh)
+  return dataclasses.replace(problem,
+                             model_params=jax.device_put(problem.model_params, replicated),
+                             feature_params=jax.device_put(problem.feature_params, replicated))

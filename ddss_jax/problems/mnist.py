@@ -13,15 +13,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ddss_jax import metrics, parallel, plots, weights
+from ddss_jax import weights
 from ddss_jax.data import mnist
 from ddss_jax.data.source import carve_validation, check_images
-from ddss_jax.errors import ConfigError
+from ddss_jax.evaluation import metrics
 from ddss_jax.models import classifier, unet
 from ddss_jax.problems.base import Problem
-from ddss_jax.sampler_file import ModelInfo
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers.sampler_json import ModelInfo
+from ddss_jax.samplers.schedules import Schedule
 from ddss_jax.settings import Group, integer, setting, text
+from ddss_jax.util import parallel, plots
+from ddss_jax.util.errors import ConfigError
 
 NAME = "mnist"
 

@@ -19,14 +19,16 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import diffusion, hub, metrics, parallel, plots
 from ddss_jax.data.source import carve_validation, check_images
-from ddss_jax.errors import ConfigError
-from ddss_jax.models import diffusers_io, inception, unet
+from ddss_jax.evaluation import metrics
+from ddss_jax.models import diffusers_io, inception, inception_weights, unet
 from ddss_jax.problems.base import Problem
-from ddss_jax.sampler_file import ModelInfo
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers import diffusion
+from ddss_jax.samplers.sampler_json import ModelInfo
+from ddss_jax.samplers.schedules import Schedule
 from ddss_jax.settings import Group, choice, integer, real, setting, text
+from ddss_jax.util import hub, parallel, plots
+from ddss_jax.util.errors import ConfigError
 from ddss_jax.weights import sha256_of
 
 NAME = "pretrained"
@@ -115,7 +117,7 @@ def _checkpoint_missing(cfg: Config) -> str | None:
 def _inception_missing(cfg: Config) -> str | None:
   """What is missing of the Inception weights (downloading the cache's copy where allowed)."""
   try:
-    inception.ensure_weights(cfg.inception_weights, download=not hub.offline())
+    inception_weights.ensure_weights(cfg.inception_weights, download=not hub.offline())
   except FileNotFoundError as e:
     offline = cfg.inception_weights is None and hub.offline()
     return str(e) + (" (not downloaded: offline, $HF_HUB_OFFLINE or $DDSS_JAX_OFFLINE is set)"
@@ -140,8 +142,8 @@ def missing_inputs(cfg: Config) -> list[str]:
   """Every file or dataset the problem needs and does not find, each with how to provide it.
 
   Fetches first what a network can give, unless offline ($HF_HUB_OFFLINE or $DDSS_JAX_OFFLINE):
-  a checkpoint named by hub id (ddss_jax.hub), the FID Inception weights into the cache, and the
-  datasets tfds can build alone (CIFAR-10, where TensorFlow is installed). The values of
+  a checkpoint named by hub id (ddss_jax.util.hub), the FID Inception weights into the cache, and
+  the datasets tfds can build alone (CIFAR-10, where TensorFlow is installed). The values of
   config.pretrained are checked before, when Config is built.
   """
   missing = [m for m in (_checkpoint_missing(cfg), _inception_missing(cfg)) if m]
@@ -163,12 +165,12 @@ def image_size(cfg: Config) -> int:
 
 
 def stats_dir(cfg: Config) -> str:
-  return cfg.stats_dir or os.path.join(inception.cache_dir(), "stats")
+  return cfg.stats_dir or os.path.join(inception_weights.cache_dir(), "stats")
 
 
 def reference_stats_path(cfg: Config) -> str:
   """<stats_dir>/<dataset>-<split>-<S>px-<N or all>-inception-<preprocess>-w<width>-<sha>.npz."""
-  weights_path = cfg.inception_weights or inception.default_weights_path()
+  weights_path = cfg.inception_weights or inception_weights.default_weights_path()
   digest = sha256_of(weights_path)[:12] if os.path.exists(weights_path) else "absent"
   count = cfg.reference_num_examples or "all"
   name = (f"{cfg.dataset}-{cfg.reference_split}-{image_size(cfg)}px-{count}-inception-"
@@ -301,8 +303,8 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
         lambda x_, t_: model_fn(params, x_, t_), prediction=prediction,
         logsnr_fn=schedule.logsnr)(x, t)
 
-  weights_path = inception.ensure_weights(cfg.inception_weights, download=not hub.offline())
-  variables = inception.load_weights(weights_path, sha256=cfg.inception_sha256,
+  weights_path = inception_weights.ensure_weights(cfg.inception_weights, download=not hub.offline())
+  variables = inception_weights.load_weights(weights_path, sha256=cfg.inception_sha256,
                                      width=cfg.inception_width)
   network = inception.FIDInceptionV3(width=cfg.inception_width, preprocess=cfg.inception_preprocess)
   features = inception.features_fn(variables, width=cfg.inception_width,

@@ -15,12 +15,15 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import denoiser_training, files, plots, toy_features, weights
+from ddss_jax import weights
 from ddss_jax.data.toy2d import GaussianRing, rbf_mmd
+from ddss_jax.models import denoiser_training
 from ddss_jax.models.mlp import MLPEpsModel
+from ddss_jax.problems import toy_features
 from ddss_jax.problems.base import Problem
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers.schedules import Schedule
 from ddss_jax.settings import Group, choice, integer, real, setting
+from ddss_jax.util import files, plots
 
 NAME = "toy2d"
 
@@ -34,7 +37,8 @@ class Config(Group):
   std: float = setting(0.1, "Each Gaussian's standard deviation.", real(above=0))
   model_width: int = setting(128, "The MLP eps-model's width.", integer(1))
   model_depth: int = setting(3, "The MLP eps-model's hidden layers.", integer(1))
-  model_train_steps: int = setting(4000, "Denoiser training steps (ddss_jax.denoiser_training).",
+  model_train_steps: int = setting(4000, "Denoiser training steps "
+                                   "(ddss_jax.models.denoiser_training).",
                                    integer(1))
   model_batch_size: int = setting(512, "Denoiser training batch.", integer(1))
   model_learning_rate: float = setting(2e-3, "Denoiser learning rate.", real(above=0))

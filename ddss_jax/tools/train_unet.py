@@ -19,9 +19,11 @@ import time
 import jax
 from absl import app, flags, logging
 
-from ddss_jax import logs, denoiser_training, schedules, weights
+from ddss_jax import weights
 from ddss_jax.data import mnist
-from ddss_jax.models import unet
+from ddss_jax.models import denoiser_training, unet
+from ddss_jax.samplers import schedules
+from ddss_jax.util import logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "ddss_jax/weights/mnist_unet.msgpack", "Where to write EMA weights.")

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict
 
-from ddss_jax import files
+from ddss_jax.util import files
 
 WEIGHTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SIDECAR_SUFFIX = ".sha256"  # <file>.sha256: "<hex digest>  <file name>", as sha256sum writes

@@ -19,9 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ddss_jax import files, samplers, sampling
+from ddss_jax import samplers
+from ddss_jax.evaluation import drawing
 from ddss_jax.problems.base import Problem
 from ddss_jax.settings import LossConfig
+from ddss_jax.util import files
 
 
 def make(cfg: LossConfig, schedule, *, clip_x0: float | None = None
@@ -65,7 +67,7 @@ def load_or_draw_pool(cfg: LossConfig, teacher: samplers.Sampler, problem: Probl
       return pool
     logging.warning("%s holds arrays of shape %s, not %s: drawing it again", path,
                     pool["x_T"].shape, shape)
-  run = jax.jit(lambda params, x_T: sampling.generate(teacher, problem, {}, params,
+  run = jax.jit(lambda params, x_T: drawing.generate(teacher, problem, {}, params,
                                                      jax.random.PRNGKey(0), x_T.shape[0],
                                                      x_T=x_T))
   key = jax.random.PRNGKey(seed)
@@ -109,7 +111,7 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, space: str,
               reference=None):
     del reference  # the teacher's pairs are the whole target
     x_T = batch["x_T"]
-    generated = sampling.generate(sampler, problem, sampler_params, model_params, key,
+    generated = drawing.generate(sampler, problem, sampler_params, model_params, key,
                                   x_T.shape[0], mesh, x_T=x_T)
     target = batch["target"]
     if space == "features":

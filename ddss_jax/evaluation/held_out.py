@@ -1,7 +1,7 @@
 """Evaluation at scale: draw N samples in batches and stream each batch into the problem's
 evaluator (FID / IS / KID running statistics for the real-scale problems), so that no more than
 one batch of images is ever held; the results of several samplers side by side, with pictures.
-(Re-evaluating a workdir's saved sampler is ddss_jax.experiment.evaluate_workdir.)
+(Re-evaluating a workdir's saved sampler is ddss_jax.run.evaluate_workdir.)
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import logs, samplers, sampling
+from ddss_jax import samplers
+from ddss_jax.evaluation import drawing
 from ddss_jax.problems.base import Problem
 from ddss_jax.settings import EvalConfig
+from ddss_jax.util import logs
 
 
 def real_batches(problem: Problem, *, num_samples: int, batch_size: int,
@@ -62,20 +64,25 @@ def stream(batches: Iterator[np.ndarray], problem: Problem, *, num_samples: int,
                               np.zeros((0,) + tuple(problem.example_shape), np.float32))
 
 
-def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: Problem,
-                      cfg: EvalConfig, workdir: str | None,
+def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: Problem, *,
+                      evaluation: EvalConfig | None = None, workdir: str | None = None,
                       mesh: Mesh | None = None) -> dict[str, dict[str, Any]]:
-  """Held-out metrics of each (sampler, params) and of real data, and under "weights" the path and
-  sha256 of each weights file the problem read (where it read any); writes pictures.
+  """Held-out metrics of each {role: (sampler, params)} and of real training data ("data"),
+  streamed over evaluation.num_samples fresh samples, and under "weights" the path and sha256 of
+  each weights file the problem read (where it read any).
 
   Every sampler draws from the same keys, so the pictures start from the same noise. With a
   workdir, writes samples_<role>.png for each role and samples.png with all of them and the data
   side by side.
   """
+  cfg = evaluation or EvalConfig()
+  if problem.evaluate is None and problem.evaluator_factory is None:
+    raise ValueError(f"problem {problem.name!r} has no held-out evaluation: pass eval_data to "
+                     "make_problem")
   panels, results = {}, {}
   for role, (sampler, params) in roles.items():
     label = f"{role} ({sampler.family}, K={sampler.num_steps})"
-    batches = sampling.sample_batches(sampler, params, problem, num_samples=cfg.num_samples,
+    batches = drawing.sample_batches(sampler, params, problem, num_samples=cfg.num_samples,
                              batch_size=cfg.batch_size, seed=cfg.seed, mesh=mesh)
     metrics, kept = stream(batches, problem, num_samples=cfg.num_samples, label=label,
                            keep=problem.plot_samples)

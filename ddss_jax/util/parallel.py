@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ddss_jax.errors import ConfigError
+from ddss_jax.util.errors import ConfigError
 
 AXIS = "data"
 

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import conv_layout
+from ddss_jax.samplers import conv_layout
 
 GRADIENTS = ("adjoint", "checkpoint")
 
@@ -81,8 +81,8 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
       straight-line code faster than a loop.
     canonical_convs: run the model's convolutions, and those of its gradient in the reverse
       pass, in the canonical order XLA:CPU needs for its fast path inside loops
-      (`ddss_jax.conv_layout`); exact, so results do not change. False leaves them as traced
-      (what that costs: docs/performance.md).
+      (`ddss_jax.samplers.conv_layout`); exact, so results do not change. False leaves them as
+      traced (what that costs: docs/performance.md).
     clip_x0: None or 0: no clipping; r > 0: every step's x0 prediction is clipped to [-r, r]
       before the update reads it. The adjoint gradient is that of the clipped recurrence: zero
       through an entry while it is clipped.
@@ -104,6 +104,16 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
   converted, consts = jax.closure_convert(eps_fn, x_T, t_example)
   consts = [jax.lax.stop_gradient(c) for c in consts]
   return _run_adjoint(converted, opts, coeffs, x_T, noise_key, *consts)
+
+
+def trajectory(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.Array, *,
+               stochastic: bool, markov: bool = False,
+               clip_x0: float | None = None) -> jax.Array:
+  """[K + 1, B, ...] every state of the recurrence `run` computes, x_T first and x_0 last (not
+  differentiated: for comparing samplers step by step)."""
+  opts = _Options(stochastic=stochastic, markov=markov, unroll=1, canonical_convs=False,
+                  clip_x0=check_clip_x0(clip_x0))
+  return _forward(eps_fn, opts, coeffs, x_T, noise_key, (), keep_history=True)[1]
 
 
 def check_clip_x0(clip_x0: float | None) -> float | None:

@@ -11,8 +11,8 @@ oracle the tests hold the JAX sampler and the diffusers scheduler to. The recurr
 and x[K] is the sample. The noises z_i are the caller's (ddss_jax draws z_i from
 fold_in(noise_key, i); tests reproduce them).
 
-    spec = reference_sampler.load("sampler.json")
-    x_0 = reference_sampler.sample(spec, eps_fn, x_T=x_T, noises=[z_0, ..., z_{K-1}])
+    spec = numpy_reference.load("sampler.json")
+    x_0 = numpy_reference.sample(spec, eps_fn, x_T=x_T, noises=[z_0, ..., z_{K-1}])
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ddss_jax import sampler_file
-from ddss_jax.sampler_file import SamplerSpec
+from ddss_jax.samplers import sampler_json
+from ddss_jax.samplers.sampler_json import SamplerSpec
 
 
 def load(path: str) -> SamplerSpec:
-  """The validated content of a sampler file (ddss_jax.sampler_file.read)."""
-  return sampler_file.read(path)
+  """The validated content of a sampler file (ddss_jax.samplers.sampler_json.read)."""
+  return sampler_json.read(path)
 
 
 def needs_noise(spec: SamplerSpec) -> bool:
@@ -85,8 +85,8 @@ def eps_from_prediction(output: np.ndarray, x: np.ndarray, alpha_bar_t: np.ndarr
   """eps from a network's output [B, ...] at x [B, ...] whose alpha_bar is alpha_bar_t (a scalar
   or [B] broadcast over the data axes), for prediction "eps", "x0" or "v" (the VP identities
   eps = (x - a x0) / s = s x + a v, docs/method.md, section 1)."""
-  if prediction not in sampler_file.PREDICTIONS:
-    raise ValueError(f"prediction={prediction!r}; valid choices: {list(sampler_file.PREDICTIONS)}")
+  if prediction not in sampler_json.PREDICTIONS:
+    raise ValueError(f"prediction={prediction!r}; valid choices: {list(sampler_json.PREDICTIONS)}")
   alpha_bar_t = np.asarray(alpha_bar_t, np.float64).reshape((-1,) + (1,) * (np.ndim(x) - 1))
   a, s = np.sqrt(alpha_bar_t), np.sqrt(1.0 - alpha_bar_t)
   if prediction == "x0":

@@ -3,8 +3,8 @@
 One optimisation step draws a batch from the sampler (K frozen-model calls), maps it and a batch
 of real examples through the feature network, and takes an optax step on the sampler parameters
 along the gradient of KID(generated, real). Nothing else is trained. This module holds the
-state, the step, the loop and its checkpoints; ddss_jax.api puts them together (with the
-teacher loss of ddss_jax.teacher where asked).
+state, the step, the loop and its checkpoints; ddss_jax.learn.ddss puts them together (with
+the loss of ddss_jax.learn.kid_loss or ddss_jax.learn.teacher).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import logs, metrics, parallel, samplers, sampling
+from ddss_jax import samplers
+from ddss_jax.learn import kid_loss
 from ddss_jax.problems.base import Problem
 from ddss_jax.settings import TrainConfig
+from ddss_jax.util import logs, parallel
 
 
 @flax.struct.dataclass
@@ -107,39 +109,6 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
-                 mesh: Mesh | None = None):
-  """loss(sampler_params, model_params, feature_params, real [M, ...], key, reference=None) ->
-  KID scalar, against the features of `real`, or against a fixed bank of real features where
-  reference = {"features": [M, D], "within": metrics.within_mean of them} (make_reference;
-  `real` is then not used).
-
-  With a mesh, every eps-model input and the generated batch are constrained to be split along
-  the batch over its devices; the KID of the global batch is unchanged.
-  """
-  def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
-    generated = sampling.generate(sampler, problem, sampler_params, model_params, key,
-                                  batch_size, mesh)
-    feats = problem.feature_apply(feature_params, generated)
-    if reference is not None:
-      return metrics.kid(feats, reference["features"], within_b=reference["within"])
-    real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real))
-    return metrics.kid(feats, real_feats)
-
-  return loss_fn
-
-
-def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: int,
-                   mesh: Mesh | None = None) -> dict[str, jax.Array]:
-  """The KID loss's fixed real side: the features [size, D] of `size` real training examples
-  drawn once with PRNGKey(seed), and their within-bank kernel mean."""
-  examples = np.asarray(problem.real_batch(jax.random.PRNGKey(seed), size))
-  features_of = jax.jit(problem.feature_apply)
-  feats = jnp.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
-                                            500, mesh))
-  return {"features": feats, "within": jax.jit(metrics.within_mean)(feats)}
-
-
 def make_train_step(sampler: samplers.Sampler, problem: Problem,
                     optimizer: optax.GradientTransformation, batch_size: int,
                     mesh: Mesh | None = None, *, loss_fn: Callable | None = None,
@@ -148,12 +117,12 @@ def make_train_step(sampler: samplers.Sampler, problem: Problem,
   -> (state, metrics).
 
   The step's key is fold_in(base_key, state.step), so a resumed run draws the same noise. With a
-  mesh (ddss_jax.parallel), `real` (an array or a pytree of them, the loss's batch) is split
+  mesh (ddss_jax.util.parallel), `real` (an array or a pytree of them, the loss's batch) is split
   along the batch over its devices and everything else (the loss's fixed `reference` too) is
   replicated; the result equals the single-device step. loss_fn: default the KID loss
-  (make_loss_fn); its value is logged as train/<loss_name>.
+  (kid_loss.make_loss_fn); its value is logged as train/<loss_name>.
   """
-  loss_fn = loss_fn or make_loss_fn(sampler, problem, batch_size, mesh)
+  loss_fn = loss_fn or kid_loss.make_loss_fn(sampler, problem, batch_size, mesh)
 
   def train_step(state: TrainState, model_params, feature_params, real, base_key,
                  reference=None):

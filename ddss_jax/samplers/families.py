@@ -14,14 +14,15 @@ Families (docs/method.md, section 3), each K model calls:
   "dpm-solver++2m"  DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; data prediction, second-order
             multistep, first order at the first step and at the final step to sigma = 0); no
             parameters. It is a GGDM with fixed coefficients: the previous x0 prediction is a
-            linear combination of the states, so it runs the same recurrence (ddss_jax.solvers).
+            linear combination of the states, so it runs the same recurrence
+            (ddss_jax.samplers.solvers).
   "unipc"   UniPC (Zhao et al. 2023): the same predictor plus the UniC corrector, order 2, bh2.
   "dpm-solver++2m+time", "unipc+time"  the solvers with their K times learned: the
             coefficients follow the times, as in learned-schedule solvers.
   "ggdm"    x_{k-1} = mu_k x0_pred_k + sum_{j >= k} nu_{k,j} x_j + sigma_k z_k, with mu, nu, sigma
             learned; "+pred" also learns the x0-prediction coefficients (b_k, c_k); "+time" learns
             the K model time inputs.
-All of them run `ddss_jax.recurrence.run`, which gives O(K |x|)-memory gradients.
+All of them run `ddss_jax.samplers.recurrence.run`, which gives O(K |x|)-memory gradients.
 
 Parameterisations (the project's choices; docs/method.md, section 7):
   vars:  noise_angle [K]; with r = sqrt(1 - alpha_bar_next), sigma = r sin(angle) and the DDIM
@@ -45,8 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import conv_layout, recurrence, sampler_file, schedules, solvers
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers import conv_layout, recurrence, sampler_json, schedules, solvers
+from ddss_jax.samplers.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
             "ggdm+pred+time", "dpm-solver++2m+time", "unipc+time")
@@ -219,15 +220,15 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     stride: "linear", "quadratic" or "logsnr": the fixed times, and the initial ones of "+time".
     eta: DDIM noise of "ddim" (default 0) and the DDIM(eta) that learnable families start from
       (default 0); "ddpm" is eta = 1.
-    gradient: "adjoint" (O(K |x|) memory) or "checkpoint"; see `ddss_jax.recurrence`.
+    gradient: "adjoint" (O(K |x|) memory) or "checkpoint"; see `ddss_jax.samplers.recurrence`.
     unroll: model calls per compiled loop iteration (1: a loop, K: straight-line code); the
-      results are the same, only speed and compile time change (ddss_jax.recurrence.run).
+      results are the same, only speed and compile time change (ddss_jax.samplers.recurrence.run).
     canonical_convs: run convolutions in the order XLA:CPU runs fast inside loops (exact; see
-      `ddss_jax.conv_layout`); None: the backend's default (on for CPU); False only to measure
-      what it saves.
+      `ddss_jax.samplers.conv_layout`); None: the backend's default (on for CPU); False only to
+      measure what it saves.
     clip_x0: None or 0: no clipping; r > 0: the x0 prediction of every step is clipped to
       [-r, r] (the public DDPM checkpoints' clip_sample, r = 1 for data in [-1, 1]); the update
-      then reads the eps that the clipped prediction implies (ddss_jax.recurrence).
+      then reads the eps that the clipped prediction implies (ddss_jax.samplers.recurrence).
     start_solver: GGDM families only: start from this solver (one of solvers.SOLVERS) at the
       stride instead of DDIM(eta); the stride must then give distinct times and eta be 0.
   """
@@ -238,7 +239,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
   if gradient not in recurrence.GRADIENTS:
     raise ValueError(f"unknown gradient {gradient!r}; valid choices: {list(recurrence.GRADIENTS)}")
   if not isinstance(schedule, Schedule):
-    raise ValueError(f"schedule must be a ddss_jax.schedules.Schedule, got {type(schedule)}")
+    raise ValueError("schedule must be a ddss_jax.samplers.schedules.Schedule, got "
+                     f"{type(schedule)}")
   num_timesteps = schedule.num_timesteps
   if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
       or not 1 <= num_steps <= num_timesteps):
@@ -279,13 +281,13 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
 
 
 def to_spec(sampler: Sampler, params: Params, *,
-            model: sampler_file.ModelInfo | None = None) -> sampler_file.SamplerSpec:
+            model: sampler_json.ModelInfo | None = None) -> sampler_json.SamplerSpec:
   """The sampler file's content: what rebuilds the sampler, its parameters, the timesteps and
   every per-step coefficient they imply (execution order, noisiest first), and the model it was
   learned for (None: unspecified)."""
   as_array = lambda a: np.asarray(a, np.float64)
-  return sampler_file.SamplerSpec(
-      version=sampler_file.VERSION, family=sampler.family, num_steps=sampler.num_steps,
+  return sampler_json.SamplerSpec(
+      version=sampler_json.VERSION, family=sampler.family, num_steps=sampler.num_steps,
       stride=sampler.stride, eta=sampler.eta, schedule_name=sampler.schedule.name,
       num_timesteps=sampler.schedule.num_timesteps,
       alpha_bars=as_array(sampler.schedule.alpha_bars),
@@ -294,29 +296,29 @@ def to_spec(sampler: Sampler, params: Params, *,
       coefficients={name: as_array(value)
                     for name, value in sampler.coefficients(params)._asdict().items()},
       clip_x0=float(sampler.clip_x0) if sampler.clip_x0 else None,
-      model=model or sampler_file.ModelInfo())
+      model=model or sampler_json.ModelInfo())
 
 
 def to_json(sampler: Sampler, params: Params, *,
-            model: sampler_file.ModelInfo | None = None) -> dict[str, Any]:
-  """The JSON object of sampler.json (ddss_jax.sampler_file, docs/deploy.md)."""
-  return sampler_file.to_json(to_spec(sampler, params, model=model))
+            model: sampler_json.ModelInfo | None = None) -> dict[str, Any]:
+  """The JSON object of sampler.json (ddss_jax.samplers.sampler_json, docs/deploy.md)."""
+  return sampler_json.to_json(to_spec(sampler, params, model=model))
 
 
 def save(path: str, sampler: Sampler, params: Params, *,
-         model: sampler_file.ModelInfo | None = None) -> None:
+         model: sampler_json.ModelInfo | None = None) -> None:
   """Writes sampler.json (to_json) to `path` atomically."""
-  sampler_file.save(path, to_spec(sampler, params, model=model))
+  sampler_json.save(path, to_spec(sampler, params, model=model))
 
 
 def load(path: str, *, gradient: str = "adjoint") -> tuple[Sampler, Params]:
   """(sampler, params) from a file written by `save` (any version sampler_file reads): the
   schedule from its saved alpha_bars (older files without them: rebuilt by name). A bad file
   raises ValueError naming it and the field."""
-  return from_spec(sampler_file.read(path), gradient=gradient, source=path)
+  return from_spec(sampler_json.read(path), gradient=gradient, source=path)
 
 
-def from_spec(spec: sampler_file.SamplerSpec, *, gradient: str = "adjoint",
+def from_spec(spec: sampler_json.SamplerSpec, *, gradient: str = "adjoint",
               source: str = "sampler.json") -> tuple[Sampler, Params]:
   """(sampler, params) that a sampler file's content describes; errors name `source`."""
   if spec.alpha_bars is not None:

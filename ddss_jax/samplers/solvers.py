@@ -5,8 +5,8 @@ order 2, B(h) = e^h - 1 ("bh2"), the UniC corrector after every model call but t
 x with the current and previous x0 predictions. The previous ones are linear combinations of the
 states the model has seen (x0_j = (x_{j+1} - sum_l nu_{j,l} x_l) / mu_j by step j's own update),
 so each step is x_{i+1} = mu_i x0_i + sum_{j <= i} nu_{i,j} x_j: the recurrence of
-`ddss_jax.recurrence.run`, which gives these solvers the same adjoint gradient, evaluation and
-sampler.json as every other family. The coefficients are differentiable in the times, which is
+`ddss_jax.samplers.recurrence.run`, which gives these solvers the same adjoint gradient, evaluation
+and sampler.json as every other family. The coefficients are differentiable in the times, which is
 what the "+time" families learn.
 
 Conventions: times t [K] are largest first; a, s = alpha_sigma(t); lambda = log(a / s); the last
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ddss_jax import recurrence
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers import recurrence
+from ddss_jax.samplers.schedules import Schedule
 
 SOLVERS = ("dpm-solver++2m", "unipc")
 

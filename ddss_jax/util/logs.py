@@ -10,7 +10,7 @@ import time
 import jax
 from absl import logging
 
-from ddss_jax import files
+from ddss_jax.util import files
 
 
 def _hide_orbax_info(record: py_logging.LogRecord) -> bool:

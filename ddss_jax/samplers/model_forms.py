@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax import diffusion
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers import diffusion
+from ddss_jax.samplers.schedules import Schedule
 
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 ModelFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -50,7 +50,7 @@ class VPModel(NamedTuple):
 
   Attributes:
     eps_fn: (params, x [B, ...], t [B]) -> eps [B, ...]: x the VP state, t in [0, T - 1].
-    schedule: the discrete VP schedule of t (ddss_jax.schedules.Schedule).
+    schedule: the discrete VP schedule of t (ddss_jax.samplers.schedules.Schedule).
     model_time: t [...] -> the time input the model receives at sampler time t (e.g. EDM's
       sigma); to read a sampler's (learned) times in the model's own units.
   """
@@ -78,7 +78,8 @@ def discrete(model_fn: ModelFn, *, schedule: Schedule, prediction: str = "eps") 
   """
   _check_prediction(prediction, allowed=PREDICTIONS[:4])
   if not isinstance(schedule, Schedule):
-    raise ValueError(f"schedule must be a ddss_jax.schedules.Schedule, got {type(schedule)}")
+    raise ValueError("schedule must be a ddss_jax.samplers.schedules.Schedule, got "
+                     f"{type(schedule)}")
 
   def eps_fn(params, x, t):
     alpha, sigma = schedule.alpha_sigma(t)
@@ -226,7 +227,7 @@ def _to_eps(prediction, out, *, x_u, alpha, sigma, d_alpha, d_sigma):
     return (x_u - alpha * out) / sigma
   if prediction == "score":  # grad log N(x_u; alpha x0, sigma^2) = -eps / sigma
     return -sigma * out
-  if prediction == "v":  # in VP units: x = x_u / r, eps = s x + a v (ddss_jax.diffusion)
+  if prediction == "v":  # in VP units: x = x_u / r, eps = s x + a v (ddss_jax.samplers.diffusion)
     logsnr = _logsnr(alpha, sigma)
     return diffusion.eps_from_v(x_t=x_u / jnp.sqrt(alpha**2 + sigma**2), v=out, logsnr=logsnr)
   # velocity: solve x_u = alpha x0 + sigma eps, v = alpha' x0 + sigma' eps for eps.

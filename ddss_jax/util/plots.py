@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ddss_jax import files  # noqa: E402
+from ddss_jax.util import files  # noqa: E402
 
 
 def save(fig, path: str, *, dpi: int = 110) -> None:

@@ -6,7 +6,8 @@ else (the per-step coefficients t, b, c, mu, nu, sigma of the recurrence of docs
 section 3, and clip_x0), and the model it was learned for (source, sha256, prediction type).
 
 This module reads and writes plain NumPy and JSON, and imports neither JAX nor torch, so the NumPy
-reference (ddss_jax.reference_sampler) and the diffusers scheduler (ddss_jax.diffusers_scheduler)
+reference (ddss_jax.samplers.numpy_reference) and the diffusers scheduler
+(ddss_jax.samplers.diffusers_scheduler)
 read the file without them. Reading checks every field, and a bad file raises ValueError naming
 the file and the field. Version 1 files (no "format" field: no model, no clip_x0) still load.
 """
@@ -21,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from ddss_jax import files
+from ddss_jax.util import files
 
 FORMAT = "ddss_jax.sampler"
 VERSION = 2
 VERSIONS = (1, 2)  # what `read` accepts
-PREDICTIONS = ("eps", "x0", "v")  # what the network outputs (ddss_jax.diffusion.as_eps_fn)
+PREDICTIONS = ("eps", "x0", "v")  # what the network outputs (ddss_jax.samplers.diffusion.as_eps_fn)
 COEFFICIENTS = ("t", "b", "c", "mu", "nu", "sigma")
 UNSPECIFIED = "unspecified"
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -17,9 +17,9 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from ddss_jax import logs
-from ddss_jax.diffusion import diffuse
-from ddss_jax.schedules import Schedule
+from ddss_jax.samplers.diffusion import diffuse
+from ddss_jax.samplers.schedules import Schedule
+from ddss_jax.util import logs
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 

@@ -13,8 +13,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from ddss_jax import parallel, samplers
+from ddss_jax import samplers
 from ddss_jax.problems.base import Problem
+from ddss_jax.util import parallel
 
 
 def generate(sampler: samplers.Sampler, problem: Problem, sampler_params: Any,

@@ -3,7 +3,7 @@
 Needs torch and diffusers (pip install -e '.[diffusers]'); nothing else in ddss_jax imports this
 module, and it does not import JAX. It runs the file's per-step coefficients (every family alike,
 the non-Markov history of GGDM and the multistep solvers included), as the NumPy reference
-(ddss_jax.reference_sampler) does:
+(ddss_jax.samplers.numpy_reference) does:
 
     x0_pred_i = (x_i - c_i eps_i) / b_i   (clipped to [-r, r] where clip_x0 = r > 0)
     x_{i+1}   = mu_i x0_pred_i + sum_{j <= i} nu[i, j] x_j + sigma_i z_i
@@ -31,7 +31,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ddss_jax import reference_sampler, sampler_file
+from ddss_jax.samplers import numpy_reference, sampler_json
 
 
 @dataclasses.dataclass
@@ -54,23 +54,23 @@ class DDSSScheduler(SchedulerMixin, ConfigMixin):
 
   @register_to_config
   def __init__(self, sampler: dict):
-    spec = sampler_file.from_json(sampler, source="DDSSScheduler(sampler=...)")
+    spec = sampler_json.from_json(sampler, source="DDSSScheduler(sampler=...)")
     self.spec = spec
     self.init_noise_sigma = 1.0
     self.num_inference_steps = spec.num_steps
     self._coefficients = {name: np.asarray(value, np.float64)
                           for name, value in spec.coefficients.items()}
-    self._noisy = reference_sampler.needs_noise(spec)
+    self._noisy = numpy_reference.needs_noise(spec)
     self._alpha_bars = (None if spec.model.prediction == "eps"
-                        else reference_sampler.alpha_bar(spec, self._coefficients["t"]))
+                        else numpy_reference.alpha_bar(spec, self._coefficients["t"]))
     self.timesteps = torch.tensor(self._coefficients["t"], dtype=torch.float32)
     self._history: list[torch.Tensor] = []
 
   @classmethod
   def from_sampler_file(cls, path: str) -> "DDSSScheduler":
-    """The scheduler of a sampler.json (checked by ddss_jax.sampler_file.read, errors naming the
-    file and the field)."""
-    sampler_file.read(path)
+    """The scheduler of a sampler.json (checked by ddss_jax.samplers.sampler_json.read, errors
+    naming the file and the field)."""
+    sampler_json.read(path)
     with open(path, encoding="utf-8") as f:
       return cls(sampler=json.load(f))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddss_jax import files
+from ddss_jax.util import files
 
 
 class FeatureStats:

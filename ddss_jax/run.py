@@ -14,12 +14,21 @@ import ml_collections
 from absl import logging
 from jax.sharding import Mesh
 
-from ddss_jax import api, config as config_lib, evaluate, files, logs, parallel, plots, problems
-from ddss_jax import samplers, schedules
-from ddss_jax.errors import ConfigError, MissingInputs
-from ddss_jax.problems.base import Problem
-from ddss_jax.settings import (BaselineConfig, EvalConfig, LossConfig, SamplerConfig, TrainConfig,
-                               from_group)
+from ddss_jax import config as config_lib, problems, samplers
+from ddss_jax.evaluation import held_out
+from ddss_jax.learn import ddss, select
+from ddss_jax.problems.base import Problem, place
+from ddss_jax.samplers import schedules
+from ddss_jax.settings import (
+  BaselineConfig,
+  EvalConfig,
+  LossConfig,
+  SamplerConfig,
+  TrainConfig,
+  from_group,
+)
+from ddss_jax.util import files, logs, parallel, plots
+from ddss_jax.util.errors import ConfigError, MissingInputs
 
 
 def problem_config(config: ml_collections.ConfigDict):
@@ -39,7 +48,7 @@ def build_problem(config: ml_collections.ConfigDict, schedule: schedules.Schedul
   module = problems.get(config.problem)
   problem = module.build(problem_config(config), schedule, workdir=workdir,
                          seed=config.train.seed, mesh=mesh)
-  return problem if mesh is None else api.place(problem, mesh)
+  return problem if mesh is None else place(problem, mesh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,27 +99,27 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
                from_group(EvalConfig, config.eval), os.path.abspath(workdir), mesh, sampler_cfg)
 
 
-def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> api.LearnedSampler:
+def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> ddss.LearnedSampler:
   """DDSS as `run` (from `setup`) says, checkpointed in its workdir (and resumed from it)."""
   # With a selected start learn_sampler makes the sampler itself, from the stride it chooses.
   sampler = run.sampler_cfg if run.sampler_cfg.selects_start else run.sampler
-  return api.learn_sampler(problem, sampler=sampler, train=run.train_cfg, loss=run.loss_cfg,
+  return ddss.learn_sampler(problem, sampler=sampler, train=run.train_cfg, loss=run.loss_cfg,
                            workdir=run.workdir, mesh=run.mesh,
                            pool_batch_size=run.eval_cfg.batch_size, progress=False,
                            writer=writer)
 
 
-def write_curves(learned: api.LearnedSampler, workdir: str) -> None:
+def write_curves(learned: ddss.LearnedSampler, workdir: str) -> None:
   """workdir/curves.png: the training and validation curves of a run that validated."""
   if learned.best_step is not None and jax.process_index() == 0:
     plots.training_curves(learned.history, os.path.join(workdir, "curves.png"))
 
 
 def learn_choice(config: ml_collections.ConfigDict, run: Setup, problem: Problem,
-                 learned: api.LearnedSampler) -> tuple[api.LearnedSampler, dict[str, Any]]:
+                 learned: ddss.LearnedSampler) -> tuple[ddss.LearnedSampler, dict[str, Any]]:
   """The runs config.choice.among adds to the configured one (`learned`, run 0): run i learned
   in workdir/choice/<i>/ (resumed from there; its sampler.json and curves.png written there),
-  then all scored on the validation split (api.choose_on_validation, config.choice.draws draws).
+  then all scored on the validation split (select.choose_on_validation, config.choice.draws draws).
   Returns the run kept and the record of the choice, also written to workdir/choice.json."""
   runs, trains = [learned], [run.train_cfg]
   for i, values in enumerate(config_lib.choice_runs(config)[1:], start=1):
@@ -122,7 +131,7 @@ def learn_choice(config: ml_collections.ConfigDict, run: Setup, problem: Problem
     if jax.process_index() == 0:
       runs[-1].save(os.path.join(other.workdir, "sampler.json"))
     write_curves(runs[-1], other.workdir)
-  chosen = api.choose_on_validation(runs, problem, train=trains, draws=config.choice.draws,
+  chosen = select.choose_on_validation(runs, problem, train=trains, draws=config.choice.draws,
                                     mesh=run.mesh)
   record = {"draws": config.choice.draws, "kept": chosen.kept, "runs": [
       {"overrides": text, "val_fids": list(fids), "val_fid_mean": mean,
@@ -169,12 +178,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              "train_steps": learned.train_steps,
              **({} if learned.best_step is None else {"best_step": learned.best_step}),
              **({} if choice is None else {"choice": choice}),
-             **evaluate.evaluate_samplers(roles, problem, eval_cfg, run.workdir, run.mesh)}
+             **held_out.evaluate_samplers(roles, problem, evaluation=eval_cfg,
+                                         workdir=run.workdir, mesh=run.mesh)}
   # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
   # one line of eval metrics, not two.
   writer.keep(lambda line: line["step"] != learned.train_steps or not any(
       key.startswith("eval/") for key in line))
-  evaluate.write_eval_metrics(writer, learned.train_steps, results)
+  held_out.write_eval_metrics(writer, learned.train_steps, results)
   writer.close()
   if jax.process_index() == 0:
     learned.save(os.path.join(run.workdir, "sampler.json"))
@@ -197,10 +207,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
                      f"{run.baseline.num_steps}; evaluate with the config it was trained with")
   roles = {"learned": (learned, params), "baseline": (run.baseline, run.baseline.init())}
   problem = build_problem(config, run.schedule, run.workdir, run.mesh)
-  results = {"problem": problem.name, **evaluate.evaluate_samplers(roles, problem, run.eval_cfg,
-                                                                   run.workdir, run.mesh)}
+  results = {"problem": problem.name, **held_out.evaluate_samplers(
+      roles, problem, evaluation=run.eval_cfg, workdir=run.workdir, mesh=run.mesh)}
   writer = logs.MetricWriter(run.workdir)
-  evaluate.write_eval_metrics(writer, 0, results)
+  held_out.write_eval_metrics(writer, 0, results)
   writer.close()
   if jax.process_index() == 0:
     files.write_json(os.path.join(run.workdir, f"eval_results_{run.eval_cfg.num_samples}.json"),
