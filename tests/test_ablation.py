@@ -11,6 +11,8 @@ from configs import mnist, mnist_tiny
 from ddss_jax.util.errors import ConfigError
 from experiments import ablation, evaluate_samplers, paper_protocol
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 
 @pytest.fixture(name="tiny_rows")
 def _tiny_rows(monkeypatch):

@@ -29,6 +29,7 @@ def readme_python_example(heading: str = "## Use it from Python") -> str:
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs(capsys):
   scope = {}
   exec(compile(readme_python_example(), "README.md", "exec"), scope)  # pylint: disable=exec-used
@@ -47,6 +48,7 @@ def test_the_readme_example_runs(capsys):
   assert samplers.load("/tmp/my_sampler.json")[0].num_steps == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_the_readme_deploy_example_runs():
   pytest.importorskip("torch", reason="the deploy example needs torch: pip install -e "
@@ -61,6 +63,7 @@ def test_the_readme_deploy_example_runs():
   assert scope["pipe"].scheduler.spec.family == "ggdm+pred+time"
 
 
+@pytest.mark.slow
 def test_the_readme_bring_your_own_model_example_runs(capsys):
   scope = {}
   code = readme_python_example("## Bring your own model")
@@ -83,6 +86,7 @@ def _toy_problem(config, workdir):
                              seed=config.train.seed, workdir=workdir)
 
 
+@pytest.mark.slow
 def test_the_api_learns_what_the_command_line_learns(tmp_path):
   config = tiny.get_config()
   run_lib.train_and_evaluate(config, str(tmp_path / "cli"))
@@ -96,6 +100,7 @@ def test_the_api_learns_what_the_command_line_learns(tmp_path):
     np.testing.assert_array_equal(np.asarray(value), np.asarray(cli_params[name]))
 
 
+@pytest.mark.slow
 def test_resume_from_a_workdir_equals_a_straight_run(tmp_path):
   config = tiny.get_config()
   problem = _toy_problem(config, str(tmp_path / "model"))
@@ -114,6 +119,7 @@ def test_resume_from_a_workdir_equals_a_straight_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(value), np.asarray(resumed.params[name]))
 
 
+@pytest.mark.slow
 def test_data_as_an_iterator_and_a_feature_function():
   rng = np.random.default_rng(0)
   batches = (rng.normal(size=(5, 2)).astype(np.float32) for _ in range(20))
@@ -159,6 +165,7 @@ def test_bad_input_is_named_before_anything_runs():
   assert jax.device_count() >= 1
 
 
+@pytest.mark.slow
 def test_averaged_parameters_and_a_real_feature_bank(tmp_path):
   """The optimisation levers end to end: an EMA of the iterates is what comes back (and gets
   saved), the last iterate beside it; the KID loss against a fixed bank of real features."""
@@ -182,6 +189,7 @@ def test_averaged_parameters_and_a_real_feature_bank(tmp_path):
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_validation_keeps_the_best_parameters_and_a_resumed_run_keeps_them_too(tmp_path):
   config = tiny.get_config()
   problem = _toy_problem(config, str(tmp_path / "model"))
@@ -204,6 +212,7 @@ def test_validation_keeps_the_best_parameters_and_a_resumed_run_keeps_them_too(t
     np.testing.assert_array_equal(np.asarray(value), np.asarray(saved[name]))
 
 
+@pytest.mark.slow
 def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_path):
   config = tiny.get_config()
   train = ddss_jax.TrainConfig(num_train_steps=4, batch_size=16, log_every_steps=2,
@@ -244,6 +253,7 @@ def test_score_on_validation_gives_the_kept_parameters_their_logged_score(tmp_pa
       np.testing.assert_allclose(got[metric], want[metric], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_choose_on_validation_keeps_the_lowest_mean_over_the_draws(tmp_path):
   config = tiny.get_config()
   problem = _toy_problem(config, str(tmp_path / "model"))
@@ -275,6 +285,7 @@ def test_choose_on_validation_keeps_the_lowest_mean_over_the_draws(tmp_path):
     ddss_jax.choose_on_validation(runs, problem, train=train, draws=0)
 
 
+@pytest.mark.slow
 def test_the_command_line_with_validation_writes_the_curves(tmp_path):
   config = tiny.get_config()
   config.train.validate_every_steps = 2
@@ -407,6 +418,7 @@ def test_select_start_can_choose_a_solver_and_ggdm_then_runs_it_exactly(tmp_path
                              unipc.sample({}, eps_fn, key, (64, 2)), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_learn_sampler_with_start_select_scores_on_the_validation_split(tmp_path):
   config = tiny.get_config()
   problem = _toy_problem(config, str(tmp_path / "model"))

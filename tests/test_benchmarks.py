@@ -5,6 +5,8 @@ import pytest
 
 from benchmarks import costs, report, suite, vs_diffusers
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 
 @pytest.fixture(scope="module")
 def bench():

@@ -49,6 +49,7 @@ def test_shipped_classifier_accuracy_on_held_out_digits(params):
   assert classifier.accuracy(params, images, labels) >= 0.97
 
 
+@pytest.mark.slow
 def test_features_are_finite_batch_independent_and_differentiable(params):
   images, _ = mnist.load("test")
   x = jnp.asarray(images[::100])  # one digit of each class
@@ -81,6 +82,7 @@ def test_random_affine_is_identity_without_augmentation():
   assert float(jnp.abs(moved - x).mean()) > 0.01
 
 
+@pytest.mark.slow
 def test_cli_trains_and_writes_loadable_weights(tmp_path):
   out = tmp_path / "clf.msgpack"
   result = subprocess.run(

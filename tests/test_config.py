@@ -92,6 +92,7 @@ def test_a_value_of_the_wrong_type_is_named(field, value):
   assert error.value.field == field, error.value
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(edit=st.sampled_from([f for f in FIELDS if f != "problem" and not f.startswith(
@@ -129,6 +130,7 @@ def test_every_shipped_config_validates():
     config_lib.validate(importlib.import_module(f"configs.{name}").get_config())
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_devices_is_named(tmp_path):
   """On 4 simulated devices, from the command line: refused before anything is written."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}

@@ -29,6 +29,7 @@ def conv(x, w, dn, window_strides=(1, 1), **options):
                                   **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dn,x_shape,w_shape,options", CASES)
 def test_canonical_convolutions_compute_the_same_values_and_gradients(dn, x_shape, w_shape,
                                                                       options):
@@ -76,6 +77,7 @@ def compiled_gradient(canonical_convs):
   return grad_fn(*args), grad_fn.lower(*args).compile().as_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu",
                     reason="reads XLA:CPU's compiled convolutions (GPUs compile to library calls)")
 def test_sampler_reverse_loop_runs_only_canonical_convolutions():

@@ -24,6 +24,7 @@ def test_denoising_loss_of_the_bayes_optimal_model_on_gaussian_data():
   assert abs(float(loss) - sched.alpha_bars.mean()) < 0.01
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
   model = MLPEpsModel(width=16, depth=1)
   apply_fn = lambda p, x, t: model.apply({"params": p}, x, t)
@@ -49,6 +50,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_stop_after_then_resume_equals_one_run_and_stage_settings_apply(tmp_path):
   """stop_after checkpoints and ends a run mid-schedule; resuming with the same settings equals
   one uninterrupted run, and resuming with another batch (the shipped UNet's second stage)

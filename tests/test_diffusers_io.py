@@ -103,6 +103,7 @@ def test_export_is_read_by_diffusers(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_state_dict_round_trip_without_torch():
   import jax  # pylint: disable=import-outside-toplevel
   cfg = diffusers_io.config_from_json(CIFAR10_CONFIG)

@@ -174,6 +174,7 @@ def test_x0_and_v_networks_are_converted_to_eps(tmp_path, prediction):
     scheduler.step(output, 500.0, x)
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_the_scheduler_imports_no_jax():
   _libraries()

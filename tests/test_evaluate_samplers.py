@@ -10,6 +10,8 @@ from ddss_jax import run as run_lib, samplers
 from ddss_jax.samplers import schedules
 from experiments import evaluate_samplers
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 
 def test_eval_seeds_are_the_first_and_the_offset_one():
   assert evaluate_samplers.eval_seeds(1234, 1) == (1234,)

@@ -14,6 +14,8 @@ from configs import tiny
 from ddss_jax import run as run_lib, samplers
 from ddss_jax.util.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 OTHER = "train.learning_rate=0.05 sampler.stride=linear"
 
 

@@ -56,6 +56,7 @@ def test_a_path_that_is_neither_is_refused_naming_it(tmp_path, monkeypatch, valu
     hub.local_folder(value)
 
 
+@pytest.mark.slow
 def test_a_hub_id_loads_from_the_offline_cache(cache):
   folder = hub.local_folder("test/tiny-ddpm")
   assert folder == cache["snapshot"]

@@ -175,6 +175,7 @@ def _random_variables(*, width: float, seed: int):
   return jax.tree_util.tree_map_with_path(fill, inception.variables_template(width=width))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preprocess", inception.PREPROCESS_CHOICES)
 def test_width_reduced_network_shapes_and_gradient(preprocess):
   width = 1 / 16
@@ -288,6 +289,7 @@ def test_a_tampered_converted_file_is_refused_and_another_width_named(tmp_path):
       f"{path} has sha256 {weights.sha256_of(path)}, expected one starting with {digest}")
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_msgpack_conversion_round_trip_equals_pth(random_pth, tmp_path):
   dst = tmp_path / "inception_fid.msgpack"

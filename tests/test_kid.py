@@ -30,6 +30,7 @@ def test_kid_matches_numpy_float64(n, m, d, shift):
   np.testing.assert_allclose(metrics.kid(a, b), numpy_kid(a, b), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_kid_gradient_matches_finite_differences():
   rng = np.random.default_rng(0)
   a = rng.normal(size=(6, 4))
@@ -53,6 +54,7 @@ def test_kid_is_unbiased_near_zero_for_one_distribution():
   assert abs(same) < 0.02 < different
 
 
+@pytest.mark.slow
 def test_kid_subsets_mean_and_std():
   rng = np.random.default_rng(1)
   a = rng.normal(size=(20, 6)).astype(np.float32)

@@ -4,7 +4,11 @@ machinery's own tests: tests/test_run_choice.py)."""
 
 import os
 
+import pytest
+
 from experiments import learning_rate_choice, run_choice
+
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
 
 
 def test_the_committed_pairs_scores_and_results(tmp_path):

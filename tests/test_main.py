@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from configs import mnist_tiny
 from ddss_jax import main, run as run_lib
+
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "golden", "mnist_tiny")

@@ -27,6 +27,7 @@ def random_unet(tmp_path_factory):
   return path
 
 
+@pytest.mark.slow
 def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet):
   config = mnist_tiny.get_config()
   config.mnist.unet_weights = random_unet
@@ -59,6 +60,7 @@ def test_two_steps_then_a_resume_write_every_promised_file(tmp_path, random_unet
       "source": random_unet, "sha256": weights.sha256_of(random_unet), "prediction": "eps"}
 
 
+@pytest.mark.slow
 def test_weights_paths_in_the_config_replace_the_shipped_files(tmp_path, random_unet):
   """A user's own classifier file is used instead of the shipped one: the same weights re-saved
   give the same metrics, altered weights give other metrics."""

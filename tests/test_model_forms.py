@@ -139,6 +139,7 @@ def _sample(model, sampler, params, key, x_T):
   return np.asarray(jax.jit(lambda p: sampler.sample(p, eps_fn, key, SHAPE, x_T=x_T))(params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride", ["quadratic", "logsnr"])
 def test_ddim_of_every_form_equals_the_numpy_closed_form(stride):
   """DDIM K = 10; the logsnr stride's times are not integers, so the inversion is exercised."""
@@ -151,6 +152,7 @@ def test_ddim_of_every_form_equals_the_numpy_closed_form(stride):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ggdm+pred+time", "ddpm", "dpm-solver++2m"])
 def test_every_form_gives_the_same_samples(family):
   """A GGDM with perturbed (non-integer, learned) times, DDPM's noise, a multistep solver."""
@@ -167,6 +169,7 @@ def test_every_form_gives_the_same_samples(family):
     np.testing.assert_allclose(got, want, rtol=0, atol=5e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_learned_time_gradients_agree_across_forms():
   """The bisection's implicit-function derivative gives the model-time gradient the samplers
   learn times with: the same as the discrete form's, which has no inversion."""

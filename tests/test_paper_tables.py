@@ -11,6 +11,8 @@ import pytest
 from ddss_jax.util.errors import ConfigError
 from experiments import evaluate_samplers, paper_protocol, paper_report, paper_tables
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 
 def shrink(config):
   paper_protocol.apply_overrides(config, paper_protocol.OFF, source="test")  # levers: seconds

@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -93,6 +93,7 @@ def run_main(args, num_examples=120):
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_cifar10_config_runs_through_main_on_mock_data(files):
   """main --mode=train, then main --mode=evaluate, on tfds's mock CIFAR-10."""
   run_main(tiny_cifar10_flags(files))

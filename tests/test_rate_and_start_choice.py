@@ -4,9 +4,13 @@ RESULTS.md is what those scores make (the machinery's own tests: tests/test_run_
 
 import os
 
+import pytest
+
 from configs import mnist_choice
 from ddss_jax import config as config_lib
 from experiments import rate_and_start_choice, run_choice
+
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
 
 
 def test_the_committed_groups_scores_and_results(tmp_path):

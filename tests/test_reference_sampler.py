@@ -142,6 +142,7 @@ def test_eps_from_prediction_inverts_the_forward_process(prediction):
                              eps, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_reference_imports_no_jax():
   code = ("import sys, ddss_jax.samplers.numpy_reference; "
           "assert 'jax' not in sys.modules, 'jax imported'")

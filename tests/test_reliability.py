@@ -22,6 +22,8 @@ from ddss_jax.settings import TrainConfig, from_group
 from ddss_jax.util import logs
 from ddss_jax.util.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_STEPS = 12
 KILL_FLAGS = [f"--config.train.num_train_steps={KILL_STEPS}", "--config.train.log_every_steps=1",

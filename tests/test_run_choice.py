@@ -15,6 +15,8 @@ from experiments.learning_rate_choice import CHOICE as RATE
 from experiments.rate_and_start_choice import CHOICE as BOTH
 from experiments.start_choice import CHOICE as START
 
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
+
 ROW = {"fid": 1.0, "kid": 0.0, "kid_std": 0.0, "precision": 0.5, "recall": 0.5, "fid_2": 1.0,
        "kid_2": 0.0}
 

@@ -157,6 +157,7 @@ def test_the_families_properties():
       "dpm-solver++2m", "unipc+time": "unipc"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(SOLVER_REFERENCES))
 @pytest.mark.parametrize("stride,num_steps", [("linear", 6), ("quadratic", 6), ("logsnr", 6),
                                               ("linear", 25), ("logsnr", 2)])
@@ -270,6 +271,7 @@ def conv_eps_model(weights, x, t):
   return h @ weights["w2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
 @pytest.mark.parametrize("family", LEARNABLE)
 def test_gradients_equal_unrolled_autodiff(family, gradient):
@@ -302,6 +304,7 @@ def test_gradients_equal_unrolled_autodiff(family, gradient):
     assert np.max(np.abs(got[1][0]["time_logits"])) > 1e-3
 
 
+@pytest.mark.slow
 def test_adjoint_gradient_memory_grows_by_a_few_batches_per_step():
   """XLA temp memory of the gradient: O(K |x|) with the adjoint, superlinear without it."""
   shape = (8, 16, 16, 1)
@@ -471,6 +474,7 @@ def test_clip_x0_zero_or_none_is_no_clipping():
   np.testing.assert_array_equal(plain, off)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["ggdm+pred+time", "vars", "dpm-solver++2m+time"])
 def test_clipped_adjoint_gradient_equals_checkpoint_autodiff(family):
   """The reverse pass masks the cotangent where a prediction was clipped: it must equal plain

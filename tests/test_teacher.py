@@ -99,6 +99,7 @@ def test_loss_is_the_mean_squared_difference_to_the_teacher(toy, space):
   assert float(got) > 1e-4
 
 
+@pytest.mark.slow
 def test_ddss_with_the_teacher_loss_lowers_it(tmp_path):
   config = teacher_config(steps=20)
   results = run_lib.train_and_evaluate(config, str(tmp_path))

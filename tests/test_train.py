@@ -26,6 +26,7 @@ from ddss_jax.util.errors import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
   """The shipped 2-D config: learned GGDM+PRED+TIME at K = 4 against DDIM at K = 4."""
   results = run_lib.train_and_evaluate(toy2d.get_config(), str(tmp_path))
@@ -37,6 +38,7 @@ def test_ddss_beats_ddim_on_held_out_2d_metrics(tmp_path):
   assert os.path.exists(tmp_path / "samples.png")
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   config = tiny.get_config()
   straight = run_lib.train_and_evaluate(config, str(tmp_path / "straight"))
@@ -117,6 +119,7 @@ def test_config_groups_reject_unknown_and_missing_keys():
     from_group(toy2d_problem.Config, {k: v for k, v in config.toy2d.items() if k != "std"})
 
 
+@pytest.mark.slow
 def test_main_runs_from_the_command_line(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "ddss_jax.main", "--config=configs/tiny.py",
@@ -186,6 +189,7 @@ def test_accumulated_batches_make_one_update_of_their_mean_gradient():
                              0.5 * ref_params["w"] + 0.5 * params["w"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_kid_loss_against_a_fixed_bank_of_real_features(tmp_path):
   config = tiny.get_config()
   schedule = schedules.linear_beta()

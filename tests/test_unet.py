@@ -21,6 +21,7 @@ TINY = unet.UNetConfig(
     norm_num_groups=4)
 
 
+@pytest.mark.slow
 def test_output_shape_and_time_dependence():
   params = unet.init_params(TINY, jax.random.PRNGKey(0))
   model = unet.UNet2DModel(TINY)
@@ -86,6 +87,7 @@ def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
                              atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_fast_layers_equal_their_reference_formulations():
   """The CPU-fast GroupNorm, 2x upsampling gradient and attention compute what flax's GroupNorm,
   autodiff of jnp.repeat and jax.nn.dot_product_attention compute, to float32 rounding."""

@@ -4,10 +4,13 @@ recognises."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ddss_jax import samplers, weights
 from ddss_jax.models import classifier, unet
 from ddss_jax.samplers import schedules
+
+pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
 
 MIN_CONFIDENT_SHARE = 0.55  # measured 0.70 for these 100 samples (K = 20 DDIM); 0.45 before
 
