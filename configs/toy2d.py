@@ -2,7 +2,7 @@
 
 Run: python -m ddss_jax.main --config=configs/toy2d.py --workdir=/tmp/ddss_toy2d
 Hardware: a laptop CPU (most of the time goes to training the MLP eps-model; docs/performance.md).
-Expected: the learned sampler's held-out MMD well below DDIM's (docs/results.md, "Results on 2-D
+Expected: the learned sampler's held-out MMD well below DDIM's (docs/results.md, "Reading": 2-D
 data").
 """
 

@@ -70,7 +70,7 @@ def define_flags(name: str) -> None:
                        "validation samples (same split): the score's own noise, and whether "
                        "the choice survives it. The rule uses the run's own draw only.")
   flags.DEFINE_float("full_quality_fid", 0.192, "The model's own quality: its 1000-step "
-                     "ancestral FID (docs/results.md: experiments.mnist_base_model "
+                     "ancestral FID (docs/shipped_networks.md: experiments.mnist_base_model "
                      "--ddpm_steps=1000), the far end of the gap the targets measure.")
 
 

@@ -1,4 +1,4 @@
-"""The 2-D before/after table of docs/results.md ("Results on 2-D data") over several seeds.
+"""The 2-D before/after table (docs/results_reading.md, "2-D data") over several seeds.
 
 Each seed retrains the MLP eps-model, reruns DDSS (configs/toy2d.py) and evaluates on fresh
 samples. Run time: experiments/README.md.
@@ -11,8 +11,8 @@ import os
 import numpy as np
 from absl import app, flags
 
-from ddss_jax.configs import toy2d
 from ddss_jax import run as run_lib
+from ddss_jax.configs import toy2d
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Parent directory; one subdirectory per seed.")

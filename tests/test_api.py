@@ -22,17 +22,18 @@ from ddss_jax.util.errors import ConfigError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def readme_python_example(heading: str = "## Use it from Python") -> str:
-  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-    readme = f.read()
-  section = readme[readme.index(heading):]
+def python_example(heading: str = "## Use it from Python", page: str = "README.md") -> str:
+  """The first Python block under `heading` in `page` (a path from the repository root)."""
+  with open(os.path.join(ROOT, page), encoding="utf-8") as f:
+    text = f.read()
+  section = text[text.index(heading):]
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 @pytest.mark.slow
 def test_the_readme_example_runs(capsys):
   scope = {}
-  exec(compile(readme_python_example(), "README.md", "exec"), scope)  # pylint: disable=exec-used
+  exec(compile(python_example(), "README.md", "exec"), scope)  # pylint: disable=exec-used
   learned, results = scope["learned"], scope["results"]
   assert learned.train_steps == 10
   assert [line["step"] for line in learned.history] == [5, 10]
@@ -50,13 +51,13 @@ def test_the_readme_example_runs(capsys):
 
 @pytest.mark.slow
 @pytest.mark.parity
-def test_the_readme_deploy_example_runs():
+def test_the_deploy_example_runs():
   pytest.importorskip("torch", reason="the deploy example needs torch: pip install -e "
                       "'.[diffusers]'")
   pytest.importorskip("diffusers", reason="the deploy example needs diffusers")
   scope = {}
-  code = readme_python_example("## Deploy a learned sampler")
-  exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  code = python_example("## End to end: the MNIST UNet in diffusers", "docs/deploy.md")
+  exec(compile(code, "docs/deploy.md", "exec"), scope)  # pylint: disable=exec-used
   images = scope["images"]
   assert images.shape == (4, 32, 32, 1) and 0 <= images.min() and images.max() <= 1
   assert 0.2 < images.std()  # digits on a dark background, not a blank
@@ -64,10 +65,10 @@ def test_the_readme_deploy_example_runs():
 
 
 @pytest.mark.slow
-def test_the_readme_bring_your_own_model_example_runs(capsys):
+def test_the_bring_your_own_model_example_runs(capsys):
   scope = {}
-  code = readme_python_example("## Bring your own model")
-  exec(compile(code, "README.md", "exec"), scope)  # pylint: disable=exec-used
+  code = python_example("## An example", "docs/bring_your_own_model.md")
+  exec(compile(code, "docs/bring_your_own_model.md", "exec"), scope)  # pylint: disable=exec-used
   learned, x0, model = scope["learned"], np.asarray(scope["x0"]), scope["model"]
   assert learned.train_steps == 100 and model.schedule.name == "sigma_denoiser"
   # The exact denoiser of N(0.5, 0.2^2): 4 steps of DDIM shrink the spread to 0.08; the learned

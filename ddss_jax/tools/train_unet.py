@@ -8,7 +8,7 @@ Trains on the 4000 training digits only (ddss_jax.data.mnist), keeps an EMA of t
 writes the EMA weights as flax msgpack, printing the file's sha256.
 
 The shipped ddss_jax/weights/mnist_unet.msgpack came from two runs in one workdir (the command
-in ddss_jax.weights.SHIPPED; docs/results.md "The shipped networks" gives their measured times
+in ddss_jax.weights.SHIPPED; docs/shipped_networks.md gives their measured times
 on a GPU and on 2 CPU cores): a run planned for 25000 steps at batch 256, stopped after step
 10000, then resumed to 16000 steps at batch 512 (the learning rate then follows the 16000-step
 schedule from step 10000).
