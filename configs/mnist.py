@@ -37,5 +37,5 @@ def get_config(levers: bool = True):
   config.train.checkpoint_every_steps = 25
   config.eval.num_samples = 1000
   config.eval.batch_size = 250
-  config.eval.reference_steps = 0  # many-step quality of the UNet: experiments/mnist_base_model.py
+  config.eval.reference_steps = 0  # many-step quality of the UNet: experiments/shipped_unet/run.py
   return config

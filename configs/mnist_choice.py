@@ -4,7 +4,7 @@
 samples is kept and evaluated on the held-out digits.
 
 The runs are the ablation's `all_noise_free`, `all_noise_free_slow` and `all_ddim_linear`, and
-the rule the one experiments/rate_and_start_choice.py measured on their committed files: no
+the rule the one experiments/rate_and_start_choice/run.py measured on their committed files: no
 learning rate and no start was best at every K, while the mean of the draws picked a run that
 beat the best fixed sampler at every K there (docs/results.md, "Reading"). It
 learns three times, so it is opt-in: configs/mnist.py's main job stays within 15 minutes.

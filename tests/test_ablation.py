@@ -1,4 +1,4 @@
-"""experiments/ablation.py at toy sizes: a row per (variant, K) in results.csv (two evaluation
+"""experiments/ablation/run.py at toy sizes: a row per (variant, K) in results.csv (two evaluation
 seeds), the curves, the learned sampler with its row (re-evaluated to the same numbers), the
 report; the variants built from paper_protocol's levers."""
 
@@ -9,7 +9,8 @@ import pytest
 
 from configs import mnist, mnist_tiny
 from ddss_jax.util.errors import ConfigError
-from experiments import ablation, evaluate_samplers, paper_protocol
+from experiments.ablation import run as ablation
+from experiments.lib import protocol, records, table
 
 pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
 
@@ -44,8 +45,8 @@ def test_rows_curves_and_report(tiny_rows, tmp_path):  # pylint: disable=unused-
   assert record["seeds"] == [1234, 1334] and record["config"]["train"]["validate_every_steps"] == 1
   assert {c: f"{record['row'][c]:.6g}" for c in ("fid", "kid", "fid_2")} == {
       c: row[c] for c in ("fid", "kid", "fid_2")}
-  metrics, _ = evaluate_samplers.evaluate_record(path, workdir=str(tmp_path / "again"))
-  assert metrics == {c: record["row"][c] for c in evaluate_samplers.METRICS}
+  metrics, _ = records.evaluate_record(path, workdir=str(tmp_path / "again"))
+  assert metrics == {c: record["row"][c] for c in records.METRICS}
 
 
 def test_old_results_without_the_second_seed_still_report(tmp_path):
@@ -69,8 +70,8 @@ def test_the_report_sets_each_variant_against_the_best_fixed_sampler(tmp_path):
                                       ("ggdm:quadratic", "10", "kid", "0.10"),  # learned: not one
                                       ("ddim:linear", "25", "none", "0.30"),
                                       ("ddpm:linear", "20", "none", "0.92"))]
-  assert ablation.best_fixed(fixed, 10)["sampler"] == "unipc:linear"
-  assert ablation.best_fixed(fixed, 5) is None
+  assert table.best_fixed(fixed, 10)["sampler"] == "unipc:linear"
+  assert table.best_fixed(fixed, 5) is None
   ablation.report([row], str(tmp_path / "RESULTS.md"), fixed, "fixed.csv")
   text = open(tmp_path / "RESULTS.md").read()
   assert ("Best fixed sampler at K = 10 by FID (of every DDPM/DDIM stride, DPM-Solver++(2M) and "
@@ -131,7 +132,7 @@ def assert_differs_only_in(variant, base, num_steps, **train_fields):
 
 
 def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
-  for name, lever in paper_protocol.LEVERS.items():
+  for name, lever in protocol.LEVERS.items():
     assert ablation.VARIANTS[name] is lever
   config = ablation.row_config("select_start", 5, 100)
   assert (config.sampler.start, config.eval.num_samples) == ("select", 100)

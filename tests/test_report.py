@@ -6,7 +6,7 @@ import os
 import pytest
 
 from experiments import report
-from experiments.paper_tables import read_rows
+from experiments.lib.table import read_rows
 
 pytestmark = pytest.mark.slow  # committed results
 

@@ -1,4 +1,4 @@
-"""experiments/run_choice.py: a rescored run gives the validation FID its training logged
+"""experiments/lib/choice.py: a rescored run gives the validation FID its training logged
 (problem rebuilt from the record, training seed 1), a pair must differ in its choice's fields
 alone, the rules, the targets' arithmetic, the report in each choice's words, and a group of
 three checked, chosen and reported against its first run."""
@@ -10,10 +10,10 @@ import pytest
 from configs import mnist_tiny
 from ddss_jax import run as run_lib
 from ddss_jax.util import logs
-from experiments import evaluate_samplers, run_choice
-from experiments.learning_rate_choice import CHOICE as RATE
-from experiments.rate_and_start_choice import CHOICE as BOTH
-from experiments.start_choice import CHOICE as START
+from experiments.lib import choice as choice_lib, records, verdicts
+from experiments.learning_rate_choice.run import CHOICE as RATE
+from experiments.rate_and_start_choice.run import CHOICE as BOTH
+from experiments.start_choice.run import CHOICE as START
 
 pytestmark = pytest.mark.slow  # end-to-end runs, subprocesses or committed results
 
@@ -22,7 +22,7 @@ ROW = {"fid": 1.0, "kid": 0.0, "kid_std": 0.0, "precision": 0.5, "recall": 0.5, 
 
 
 def _record(path, config, sampler, params):
-  evaluate_samplers.write_record(path, sampler, params, config=config, num_samples=16,
+  records.write_record(path, sampler, params, config=config, num_samples=16,
                                  batch_size=8, seeds=(7, 107), row=ROW)
 
 
@@ -52,7 +52,7 @@ def test_a_rescored_run_gives_the_validation_fid_its_training_logged(tmp_path):
   assert sorted(logged) == [0, 1, 2] and len(set(logged.values())) == 3
   path = str(tmp_path / "sampler.json")
   _record(path, config, learned.sampler, learned.params)
-  own, other = run_choice.score(path, str(tmp_path / "scratch"), redraws=1)
+  own, other = choice_lib.score(path, str(tmp_path / "scratch"), redraws=1)
   assert own["fid"] == pytest.approx(logged[learned.best_step], rel=1e-5)
   assert abs(other["fid"] - own["fid"]) > 1e-3  # another draw of samples, the same split
 
@@ -62,64 +62,64 @@ def test_a_pair_differs_in_its_choice_s_fields_alone(tmp_path):
   config.train.learning_rate = 1e-3
   config.train.checkpoint_every_steps = 25  # does not change what is learned
   _record(paths[1], config, run.sampler, params)
-  run_choice.check_group((paths[0], paths[1]), RATE)
+  choice_lib.check_group((paths[0], paths[1]), RATE)
   config.train.seed = 1
   _record(paths[2], config, run.sampler, params)
   with pytest.raises(ValueError, match=r"differ in \['train.seed'\], not in the learning rate"):
-    run_choice.check_group((paths[0], paths[2]), RATE)
+    choice_lib.check_group((paths[0], paths[2]), RATE)
   # A record older than a field has its default; another value is another run.
   with open(paths[1], encoding="utf-8") as f:
     record = json.load(f)
   del record["evaluation"]["config"]["train"]["validation_draws"]
   with open(paths[1], "w", encoding="utf-8") as f:
     json.dump(record, f)
-  run_choice.check_group((paths[0], paths[1]), RATE)
+  choice_lib.check_group((paths[0], paths[1]), RATE)
   config.train.seed, config.train.validation_draws = 0, 4
   _record(paths[2], config, run.sampler, params)
   with pytest.raises(ValueError, match=r"\['train.validation_draws'\]"):
-    run_choice.check_group((paths[0], paths[2]), RATE)
+    choice_lib.check_group((paths[0], paths[2]), RATE)
   # The start's fields: another stride and start are the start choice's pair, not the rate's.
   config.train.validation_draws = 1
   config.sampler.stride, config.sampler.start = "linear", "select_noise_free"
   _record(paths[2], config, run.sampler, params)
   config.train.learning_rate = mnist_tiny.get_config().train.learning_rate
   _record(paths[1], config, run.sampler, params)
-  run_choice.check_group((paths[0], paths[1]), START)
+  choice_lib.check_group((paths[0], paths[1]), START)
   with pytest.raises(ValueError, match=r"\['train.learning_rate'\], not in the start alone; a "
                      r"pair must differ in sampler.start, sampler.stride, sampler.eta only"):
-    run_choice.check_group((paths[0], paths[2]), START)
+    choice_lib.check_group((paths[0], paths[2]), START)
   with pytest.raises(ValueError, match=r"\['sampler.start', 'sampler.stride'\], not in the "
                      "learning rate"):
-    run_choice.check_group((paths[0], paths[1]), RATE)
+    choice_lib.check_group((paths[0], paths[1]), RATE)
 
 
 def test_the_rule_keeps_the_lower_validation_fid_and_the_default_on_a_tie():
-  assert run_choice.choose((0.363, 0.331)) == 1
-  assert run_choice.choose((0.331, 0.363)) == 0
-  assert run_choice.choose((0.35, 0.35)) == 0
+  assert choice_lib.choose((0.363, 0.331)) == 1
+  assert choice_lib.choose((0.331, 0.363)) == 0
+  assert choice_lib.choose((0.35, 0.35)) == 0
   # The second rule: the mean over the draws (0.35 / 0.34 here), 5e-3 on a tie.
-  assert run_choice.choose_by_mean(([0.36, 0.34], [0.30, 0.38])) == 1
-  assert run_choice.choose_by_mean(([0.30, 0.36], [0.32, 0.34])) == 0
+  assert choice_lib.choose_by_mean(([0.36, 0.34], [0.30, 0.38])) == 1
+  assert choice_lib.choose_by_mean(([0.30, 0.36], [0.32, 0.34])) == 0
   # Held-out: the lower mean of the two evaluation seeds' FIDs (0.245 against 0.217).
   runs = [{"row": {"fid": 0.240, "fid_2": 0.250}}, {"row": {"fid": 0.225, "fid_2": 0.209}}]
-  assert run_choice.held_out_better(runs) == 1 and run_choice.held_out_better(runs[::-1]) == 0
+  assert choice_lib.held_out_better(runs) == 1 and choice_lib.held_out_better(runs[::-1]) == 0
 
 
 def test_the_targets_arithmetic():
   row = {"fid": 0.20, "fid_2": 0.22, "recall": 0.94}
   fixed = {"sampler": "unipc:logsnr", "fid": 0.30, "fid_2": 0.28, "recall": 0.95}
-  cells = run_choice.verdicts(row, fixed, {"fid": 0.21, "fid_2": 0.25}, num_samples=1000,
+  cells = verdicts.targets(row, fixed, {"fid": 0.21, "fid_2": 0.25}, num_samples=1000,
                        full_quality_fid=0.19)
   # margin min(0.10, 0.06) against the larger seed change 0.02; gaps 0.10 / 0.11 and
   # 0.06 / 0.09; two binomial stds 2 sqrt(0.95 0.05 / 1000) = 0.0138.
   assert cells == {"beats": "yes (+0.060 vs 0.020)", "gap": "91% / 67%",
                    "recall": "yes (0.940 vs 0.950 - 0.014)", "beats_2k": "yes"}
-  cells = run_choice.verdicts({**row, "recall": 0.93}, fixed, {"fid": 0.19, "fid_2": 0.25},
+  cells = verdicts.targets({**row, "recall": 0.93}, fixed, {"fid": 0.19, "fid_2": 0.25},
                        num_samples=1000, full_quality_fid=0.19)
   assert cells["recall"].startswith("no") and cells["beats_2k"] == "no"
-  assert run_choice.verdicts(row, {**fixed, "fid": 0.21}, None, num_samples=1000,
+  assert verdicts.targets(row, {**fixed, "fid": 0.21}, None, num_samples=1000,
                       full_quality_fid=0.19)["beats"].startswith("no")
-  assert set(run_choice.verdicts(row, None, None, num_samples=1000,
+  assert set(verdicts.targets(row, None, None, num_samples=1000,
                           full_quality_fid=0.19).values()) == {"-"}
 
 
@@ -131,7 +131,7 @@ def test_the_report_names_the_choice_and_what_is_missing(tmp_path):
   path = str(tmp_path / "RESULTS.md")
   line = {"num_steps": 25, "seed": 0, "val_fids": (0.363, 0.331), "chosen": 1,
           "redraws": ([0.34, 0.35], [0.36, 0.40]), "records": [other, record]}
-  run_choice.report([line], fixed, path, RATE, full_quality_fid=0.192,
+  choice_lib.report([line], fixed, path, RATE, full_quality_fid=0.192,
                     missing=["experiments/x.json"])
   text = open(path, encoding="utf-8").read()
   # Means 0.351 and 0.364, sample stds 0.0115 and 0.0345; the redraws choose 5e-3 twice, the
@@ -148,12 +148,12 @@ def test_the_report_names_the_choice_and_what_is_missing(tmp_path):
           ) in text
   assert "Not scored yet (sampler files missing): `experiments/x.json`." in text
   # Another choice's words: its labels name the runs, its module the command.
-  text = run_choice.report([line], fixed, path, START, full_quality_fid=0.192, missing=[])
+  text = choice_lib.report([line], fixed, path, START, full_quality_fid=0.192, missing=[])
   assert ("| 25 | 0 | 0.363 / 0.331 | DDIM linear | 0.351 +- 0.012 / 0.364 +- 0.035 | -0.013 "
           "+- 0.041 | selected selected | selected | DDIM linear (0.225 / 0.217) |") in text
   assert "validation FID, selected / DDIM linear" in text and "Not scored yet" not in text
   assert text.startswith("# The start chosen on the validation split, after learning from it")
-  assert "`python -m experiments.start_choice`" in text
+  assert "`python -m experiments.start_choice.run`" in text
 
 
 def test_a_group_of_three_is_checked_chosen_and_reported_against_its_first(tmp_path):
@@ -163,29 +163,29 @@ def test_a_group_of_three_is_checked_chosen_and_reported_against_its_first(tmp_p
   config.train.learning_rate = mnist_tiny.get_config().train.learning_rate
   config.sampler.stride, config.sampler.start = "linear", "select_noise_free"
   _record(paths[2], config, run.sampler, params)
-  run_choice.check_group(tuple(paths), BOTH)
+  choice_lib.check_group(tuple(paths), BOTH)
   # Each differs from the first in one of the fields; the third is not the second's pair in
   # the rate's choice, and a group has one file per label.
   with pytest.raises(ValueError, match=r"differ in \['sampler.start', 'sampler.stride'\]"):
-    run_choice.check_group((paths[1], paths[2]), RATE)
+    choice_lib.check_group((paths[1], paths[2]), RATE)
   with pytest.raises(ValueError, match=r"a group of 2 files .* not one per label "
                      r"\['default', '1e-3', 'DDIM linear'\]"):
-    run_choice.check_group(tuple(paths[:2]), BOTH)
+    choice_lib.check_group(tuple(paths[:2]), BOTH)
   # The lowest, the first of equals.
-  assert run_choice.choose((0.40, 0.35, 0.37)) == 1
-  assert run_choice.choose((0.35, 0.36, 0.35)) == 0
-  assert run_choice.choose((0.40, 0.35, 0.35)) == 1
+  assert choice_lib.choose((0.40, 0.35, 0.37)) == 1
+  assert choice_lib.choose((0.35, 0.36, 0.35)) == 0
+  assert choice_lib.choose((0.40, 0.35, 0.35)) == 1
   # Means 0.35, 0.37, 0.34.
-  assert run_choice.choose_by_mean(([0.30, 0.40], [0.36, 0.38], [0.33, 0.35])) == 2
+  assert choice_lib.choose_by_mean(([0.30, 0.40], [0.36, 0.38], [0.33, 0.35])) == 2
   runs = [{"row": {"fid": f, "fid_2": f}} for f in (0.30, 0.20, 0.25)]
-  assert run_choice.held_out_better(runs) == 1
+  assert choice_lib.held_out_better(runs) == 1
   fixed = [{"sampler": "unipc:logsnr", "num_steps": 25, "loss": "none", "fid": 0.296,
             "fid_2": 0.263, "recall": 0.952}]
   records = [{"num_samples": 1000, "row": {"fid": f, "fid_2": f2, "recall": 0.95}}
              for f, f2 in ((0.296, 0.263), (0.225, 0.209), (0.392, 0.341))]
   line = {"num_steps": 25, "seed": 0, "val_fids": (0.363, 0.331, 0.364), "chosen": 1,
           "redraws": ([0.40, 0.38], [0.35, 0.33], [0.30, 0.45]), "records": records}
-  text = run_choice.report([line], fixed, str(tmp_path / "RESULTS.md"), BOTH,
+  text = choice_lib.report([line], fixed, str(tmp_path / "RESULTS.md"), BOTH,
                            full_quality_fid=0.192, missing=[])
   # Draws (0.363, 0.40, 0.38), (0.331, 0.35, 0.33), (0.364, 0.30, 0.45): means 0.381, 0.337,
   # 0.371; default - 1e-3 per draw +0.032, +0.05, +0.05 (mean +0.044, std 0.0104); default -

@@ -41,7 +41,7 @@ class ValidationChoice:
 
 def lowest_mean(draws: Sequence[Sequence[float]]) -> int:
   """The index of the run whose scores over the draws have the lowest mean, the first such
-  on a tie: choose_on_validation's rule (experiments/run_choice.py's second rule too)."""
+  on a tie: choose_on_validation's rule (experiments/lib/choice.py's second rule too)."""
   return int(np.argmin([float(np.mean(d)) for d in draws]))
 
 

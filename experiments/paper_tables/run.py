@@ -1,20 +1,18 @@
 """The paper's tables on the embedded default (shipped MNIST UNet and classifier), and past them.
 
 Evaluates fixed samplers and samplers learned by DDSS at several K, in parts (fixed, k5 ... k25,
-report); each finished row goes to experiments/results.csv at once, and a killed run resumes where
-it stopped: rerun the same command. What the tables contain, the protocol and what is written:
-experiments/README.md. Run (all parts, or some):
-  python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables
-  python -m experiments.paper_tables --workdir=/tmp/ddss_paper_tables --parts=fixed,k5,report
+report); each finished row goes to results.csv beside this file at once, and a killed run resumes
+where it stopped: rerun the same command. Run (all parts, or some):
+  python -m experiments.paper_tables.run --workdir=/tmp/ddss_paper_tables
+  python -m experiments.paper_tables.run --workdir=/tmp/ddss_paper_tables --parts=fixed,k5,report
 An independent rerun (other training and evaluation noise) set against the committed rows:
-  python -m experiments.paper_tables --seed=1 --workdir=/tmp/ddss_rerun \
+  python -m experiments.paper_tables.run --seed=1 --workdir=/tmp/ddss_rerun \
     --out=/tmp/rerun_seed1 --parts=fixed,k5,report --fixed_steps=5,10 \
-    --compare_to=experiments/results.csv
+    --compare_to=experiments/paper_tables/results.csv
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -29,8 +27,8 @@ from ddss_jax.configs import mnist
 from ddss_jax.evaluation import drawing
 from ddss_jax.samplers import schedules
 from ddss_jax.util import files, logs
-from experiments import evaluate_samplers, paper_report
-from experiments.paper_protocol import (
+from experiments.lib import records
+from experiments.lib.protocol import (
   ALL_LEARNED_STEPS,
   COLUMNS,
   FIXED,
@@ -41,13 +39,14 @@ from experiments.paper_protocol import (
   ON,
   PARTS,
   PROTOCOL,
-  SEED2_COLUMNS,
   TEACHER_ROW,
   apply_overrides,
   check_choices,
   fields_of,
   learned_at,
 )
+from experiments.lib.table import read_rows, row_name, write_rows
+from experiments.paper_tables import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,38 +67,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("eval_seeds", 2, "Evaluation seeds of every row, 1 or 2: the evaluation "
                        "seed, and with 2 also a second one (results.csv's fid_2, kid_2).")
   flags.DEFINE_string("compare_to", None, "A results.csv to compare this run's rows with (e.g. "
-                      "experiments/results.csv from a rerun with another --seed).")
-
-
-def row_name(family: str, stride: str | None = None) -> str:
-  """The results.csv sampler column: the family, with ":stride" for the fixed samplers."""
-  return f"{family}:{stride}" if stride else family
-
-
-def read_rows(path: str) -> list[dict]:
-  """results.csv's rows, numbers as numbers; a second seed's cells None where empty or absent
-  (files written before the second seed)."""
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="") as f:
-    return [dict(row, num_steps=int(row["num_steps"]),
-                 **{c: float(row[c]) for c in COLUMNS[3:]},
-                 **{c: float(row[c]) if row.get(c) else None for c in SEED2_COLUMNS})
-            for row in csv.DictReader(f)]
-
-
-def write_rows(path: str, rows: list[dict]) -> None:
-  """results.csv, atomically, in the paper's order: fixed samplers, then learned, by K."""
-  order = ([row_name(f, s) for f, s in FIXED] + [row_name(*TEACHER_ROW[:2])]
-           + [f for f, _, _ in LEARNED])
-  rows = sorted(rows, key=lambda r: (order.index(r["sampler"]), r["loss"], r["num_steps"]))
-  with files.atomic_write(path, newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=COLUMNS + SEED2_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-      cells = {c: row.get(c) for c in COLUMNS + SEED2_COLUMNS}
-      writer.writerow({c: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v)
-                       for c, v in cells.items()})
+                      "experiments/paper_tables/results.csv from a rerun with another --seed).")
 
 
 class Runner:
@@ -110,7 +78,7 @@ class Runner:
     train_steps, num_samples, fixed_steps, seed, eval_seeds: see the flags.
     compare_rows: rows of another results.csv, for the report's rerun comparison.
     edit_config: optional function applied to every config (tests shrink the sizes with it).
-    protocol: config overrides of the learned rows (paper_protocol.PROTOCOL).
+    protocol: config overrides of the learned rows (experiments.lib.protocol.PROTOCOL).
   """
 
   def __init__(self, out: str, workdir: str, *, train_steps: int, num_samples: int,
@@ -123,16 +91,16 @@ class Runner:
     self.edit_config = edit_config or (lambda config: None)
     self.protocol = dict(PROTOCOL if protocol is None else protocol)
     self.csv_path = os.path.join(out, "results.csv")
-    self.parts_path = os.path.join(out, "paper_tables_parts.json")
+    self.parts_path = os.path.join(out, "parts.json")
     self.rows = read_rows(self.csv_path)
     self.config = self.table_config("ddim", 5, "quadratic", "kid")
     learned_config = self.table_config("ddim", 5, "quadratic", "kid")
-    apply_overrides(learned_config, self.protocol,
-                    source="paper_protocol.PROTOCOL")  # a bad field fails before any row runs
+    # A bad field fails here, before any row runs.
+    apply_overrides(learned_config, self.protocol, source="experiments.lib.protocol.PROTOCOL")
     # What the learned rows' levers are (configs/mnist.py's, after the protocol), for the report.
     self.levers = {f: v for f, v in fields_of(learned_config).items() if f in ON}
     self.validation_size = learned_config.train.validation_size
-    self.seeds = evaluate_samplers.eval_seeds(self.config.eval.seed, eval_seeds)
+    self.seeds = records.eval_seeds(self.config.eval.seed, eval_seeds)
     self.schedule = schedules.make(self.config.schedule.name, self.config.schedule.num_timesteps)
     # Of the code that runs now, whatever happens to the checkout later.
     self.commit = logs.code_commit()
@@ -166,7 +134,7 @@ class Runner:
     (config: the one it was learned with) also goes to <out>/samplers/<family>_<loss>_K<k>.json.
     """
     label = f"{name} ({loss}) K={sampler.num_steps}"
-    results, kept = evaluate_samplers.evaluate_on_seeds(
+    results, kept = records.evaluate_on_seeds(
         sampler, params, problem, num_samples=self.num_samples,
         batch_size=self.config.eval.batch_size, seeds=self.seeds, label=label, keep=GRID_IMAGES)
     metrics = results[0]
@@ -177,7 +145,7 @@ class Runner:
            "fid_2": results[1]["fid"] if len(results) > 1 else None,
            "kid_2": results[1]["kid"] if len(results) > 1 else None}
     if config is not None:
-      evaluate_samplers.write_record(
+      records.write_record(
           os.path.join(self.out, "samplers", f"{name}_{loss}_K{sampler.num_steps}.json"),
           sampler, params, config=config, num_samples=self.num_samples,
           batch_size=self.config.eval.batch_size, seeds=self.seeds, row=row)
@@ -187,7 +155,7 @@ class Runner:
     logging.info("%s: FID %.4g, KID %.4g", label, metrics["fid"], metrics["kid"])
 
   def grid_path(self, name: str, loss: str, num_steps: int) -> str:
-    return os.path.join(self.workdir, "grids", paper_report.grid_file(name, loss, num_steps))
+    return os.path.join(self.workdir, "grids", report.grid_file(name, loss, num_steps))
 
   def save_grid(self, name: str, loss: str, num_steps: int, images: np.ndarray) -> None:
     """images [GRID_IMAGES, H, W, C] in [-1, 1], as uint8 in the workdir's grids/."""
@@ -244,7 +212,7 @@ class Runner:
       if self.done(family, num_steps, loss):
         continue
       config = self.table_config(family, num_steps, stride, loss)
-      apply_overrides(config, self.protocol, source="paper_protocol.PROTOCOL")
+      apply_overrides(config, self.protocol, source="experiments.lib.protocol.PROTOCOL")
       run = run_lib.setup(config, os.path.join(self.workdir, "runs",
                                                   f"{family}_{loss}_K{num_steps}"))
       writer = logs.MetricWriter(run.workdir)
@@ -263,10 +231,13 @@ class Runner:
     else:
       self.draw_missing_grids()
     self.tick()
-    paper_report.render(self.out, self.workdir, self.rows, self.read_parts(),
-                        seeds=(self.config.train.seed,) + self.seeds,
-                        protocol=self.protocol, levers=self.levers,
-                        validation_size=self.validation_size, compare=self.compare_rows)
+    report.render(self.out, self.workdir, self.rows, self.read_parts(), **self.report_args())
+
+  def report_args(self) -> dict:
+    """report.markdown's keyword arguments for this runner's rows."""
+    return dict(seeds=(self.config.train.seed,) + self.seeds, protocol=self.protocol,
+                levers=self.levers, validation_size=self.validation_size,
+                compare=self.compare_rows)
 
   def read_parts(self) -> dict:
     if not os.path.exists(self.parts_path):
@@ -298,6 +269,13 @@ class Runner:
     run["rows"] += int(row_done)
     files.write_json(self.parts_path, parts)
 
+
+
+def committed_results(workdir: str) -> str:
+  """The RESULTS.md that the committed rows, parts, figures and reading beside this file make,
+  with the default flags (what `--parts=report` writes; nothing is evaluated)."""
+  runner = Runner(HERE, workdir, train_steps=150, num_samples=1000)
+  return report.markdown(HERE, runner.rows, runner.read_parts(), **runner.report_args())
 
 def main(argv):
   del argv

@@ -1,8 +1,8 @@
-"""experiments/RESULTS.md, the FID-vs-K plot and the sample grids, from results.csv's rows.
+"""The paper tables' RESULTS.md, FID-vs-K plot and sample grids, from results.csv's rows.
 
-Written by experiments/paper_tables.py after every part; cells not run yet show "-". The reading
-of the numbers is hand-written in paper_tables_reading.md beside RESULTS.md (the output folder)
-and included verbatim.
+Written by experiments/paper_tables/run.py after every part; cells not run yet show "-". The
+reading of the numbers is hand-written in reading.md beside RESULTS.md (the output folder) and
+included verbatim.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from ddss_jax.data.mnist import SPLIT_SIZES
 from ddss_jax.settings import SELECT_RULES
 from ddss_jax.util import files, plots
-from experiments.paper_protocol import (
+from experiments.lib.protocol import (
   ALL_LEARNED_STEPS,
   GRID_STEPS,
   HEADLINE,
@@ -23,39 +23,16 @@ from experiments.paper_protocol import (
   TABLE_STEPS,
   describe,
 )
+from experiments.lib.table import BASELINES, SOLVERS, best_fixed, index_rows, label
+from experiments.lib.verdicts import seed_check
 
 # CIFAR-10, docs/paper_results.md, section 4
 PAPER_RATIO = {5: 0.42, 10: 0.60, 15: 0.66, 20: 0.63, 25: 0.65}
-BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
-SOLVERS = ("dpm-solver++2m:linear", "dpm-solver++2m:logsnr", "dpm-solver++2m:quadratic",
-           "unipc:linear", "unipc:logsnr", "unipc:quadratic")
-LABELS = {
-    "ddpm:linear": "DDPM, linear stride", "ddpm:quadratic": "DDPM, quadratic stride",
-    "ddim:linear": "DDIM, linear stride", "ddim:quadratic": "DDIM, quadratic stride",
-    "dpm-solver++2m:linear": "DPM-Solver++(2M), time-uniform",
-    "dpm-solver++2m:logsnr": "DPM-Solver++(2M), logSNR-uniform",
-    "dpm-solver++2m:quadratic": "DPM-Solver++(2M), quadratic stride",
-    "unipc:linear": "UniPC, time-uniform", "unipc:logsnr": "UniPC, logSNR-uniform",
-    "unipc:quadratic": "UniPC, quadratic stride",
-    "vars": "VARS (learned)", "ggdm": "GGDM (learned)", "ggdm+pred": "GGDM +PRED (learned)",
-    "ggdm+time": "GGDM +TIME (learned)", "ggdm+pred+time": "GGDM +PRED +TIME (learned)",
-    "dpm-solver++2m+time": "DPM-Solver++(2M) +TIME (learned)",
-    "unipc+time": "UniPC +TIME (learned)",
-}
-FIG_DIR = "paper_tables"
+FIG_DIR = "figures"
 
 
 def grid_file(sampler: str, loss: str, num_steps: int) -> str:
   return f"{sampler.replace(':', '_')}_{loss}_K{num_steps}.npy"
-
-
-def label(sampler: str, loss: str) -> str:
-  text = LABELS.get(sampler, sampler)
-  return text.replace("(learned)", "(learned, teacher loss)") if loss == "teacher" else text
-
-
-def _index(rows):
-  return {(r["sampler"], r["loss"], r["num_steps"]): r for r in rows}
 
 
 def _series(rows):
@@ -68,7 +45,7 @@ def _series(rows):
 
 
 def _table(rows, steps, cell) -> list[str]:
-  index = _index(rows)
+  index = index_rows(rows)
   lines = ["| sampler | " + " | ".join(f"K={k}" for k in steps) + " |",
            "|---" * (len(steps) + 1) + "|"]
   for sampler, loss in _series(rows):
@@ -79,32 +56,9 @@ def _table(rows, steps, cell) -> list[str]:
   return lines
 
 
-def best(rows, names, num_steps):
-  """(FID, sampler) of the lowest-FID sampler among names at num_steps, or None."""
-  found = [(r["fid"], r["sampler"]) for r in rows
-           if r["sampler"] in names and r["num_steps"] == num_steps]
-  return min(found) if found else None
-
-
-def seed_check(learned: dict, fixed: dict | None) -> tuple[str, str, str]:
-  """(both seeds' FID of the learned row, the seed difference, the verdict) as table cells.
-
-  The seed difference is the larger |FID(seed 1) - FID(seed 2)| of the learned row and the best
-  fixed one; the learned sampler "beats it by more than the seed difference" when its FID is
-  below the fixed sampler's by more than that on each seed. "-" without a second seed.
-  """
-  both = f"{learned['fid']:.3f} / " + ("-" if learned.get("fid_2") is None
-                                         else f"{learned['fid_2']:.3f}")
-  if fixed is None or learned.get("fid_2") is None or fixed.get("fid_2") is None:
-    return both, "-", "-"
-  spread = max(abs(learned["fid"] - learned["fid_2"]), abs(fixed["fid"] - fixed["fid_2"]))
-  margin = min(fixed["fid"] - learned["fid"], fixed["fid_2"] - learned["fid_2"])
-  return both, f"{spread:.3f}", "yes" if margin > spread else "no"
-
-
 def comparisons(rows, steps) -> list[str]:
   """The paper's ratio and the issue's targets, per K, as table lines."""
-  index = _index(rows)
+  index = index_rows(rows)
   lines = ["| K | learned FID | best DDPM/DDIM (FID) | ratio | paper ratio (CIFAR-10) "
            "| best solver at K | best solver at 2K | precision / recall: learned vs DDIM "
            "quadratic | learned FID, seed 1 / 2 | best DDPM/DDIM FID, seed 1 / 2 | seed "
@@ -113,19 +67,18 @@ def comparisons(rows, steps) -> list[str]:
     learned = index.get((*HEADLINE, k))
     if learned is None:
       continue
-    fixed, solver, solver_2k = best(rows, BASELINES, k), best(rows, SOLVERS, k), best(
-        rows, SOLVERS, 2 * k)
-    fmt = lambda b: f"{b[0]:.3f} ({b[1]})" if b else "-"
-    ratio = f"{learned['fid'] / fixed[0]:.2f}" if fixed else "-"
+    fixed, solver, solver_2k = (best_fixed(rows, k, BASELINES), best_fixed(rows, k, SOLVERS),
+                                best_fixed(rows, 2 * k, SOLVERS))
+    fmt = lambda r: f"{r['fid']:.3f} ({r['sampler']})" if r else "-"
+    ratio = f"{learned['fid'] / fixed['fid']:.2f}" if fixed else "-"
     paper = f"{PAPER_RATIO[k]:.2f}" if k in PAPER_RATIO else "-"
     ddim = index.get(("ddim:quadratic", "none", k))
     pr = (f"{learned['precision']:.3f} / {learned['recall']:.3f} vs "
           f"{ddim['precision']:.3f} / {ddim['recall']:.3f}") if ddim else "-"
-    fixed_row = index[(fixed[1], "none", k)] if fixed else None
-    both, spread, verdict = seed_check(learned, fixed_row)
-    fixed_both = "-" if fixed_row is None else (
-        f"{fixed_row['fid']:.3f} / " + ("-" if fixed_row.get("fid_2") is None
-                                        else f"{fixed_row['fid_2']:.3f}"))
+    both, spread, verdict = seed_check(learned, fixed)
+    fixed_both = "-" if fixed is None else (
+        f"{fixed['fid']:.3f} / " + ("-" if fixed.get("fid_2") is None
+                                    else f"{fixed['fid_2']:.3f}"))
     lines.append(f"| {k} | {learned['fid']:.3f} | {fmt(fixed)} | {ratio} | "
                  f"{paper} | {fmt(solver)} | {fmt(solver_2k)} | {pr} | {both} | {fixed_both} | "
                  f"{spread} | {verdict} |")
@@ -138,7 +91,7 @@ def rerun_table(rows, other) -> tuple[list[str], str]:
   The KID change is measured in the other file's stated std (over subsets) and in the std of a
   difference of two independent estimates, sqrt(std here^2 + std there^2).
   """
-  there = _index(other)
+  there = index_rows(other)
   lines = ["| sampler | K | FID here | FID there | FID change | KID here +- std | KID there +- "
            "std | KID change / std there | KID change / std of the difference |",
            "|---" * 9 + "|"]
@@ -218,15 +171,36 @@ def plot_grids(rows, workdir: str, num_steps: int, path: str) -> bool:
   return True
 
 
-def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
-           seeds: tuple[int, ...] = (0, 1234), protocol: dict | None = None,
-           levers: dict | None = None, validation_size: int = 500, compare=None) -> str:
-  """Writes out/RESULTS.md (and out/paper_tables/*.png); returns the Markdown.
+def draw_figures(out: str, workdir: str, rows: list[dict]) -> None:
+  """out/figures/: the FID-vs-K plot, and the sample grids of the rows whose grids the workdir
+  holds."""
+  os.makedirs(os.path.join(out, FIG_DIR), exist_ok=True)
+  if rows:
+    plot_fid(rows, os.path.join(out, FIG_DIR, "fid_vs_k.png"))
+  for k in GRID_STEPS:
+    plot_grids(rows, workdir, k, os.path.join(out, FIG_DIR, f"samples_k{k}.png"))
+
+
+def render(out: str, workdir: str, rows: list[dict], parts: dict, **kwargs) -> str:
+  """Draws the figures, then writes out/RESULTS.md (markdown's); returns it."""
+  draw_figures(out, workdir, rows)
+  text = markdown(out, rows, parts, **kwargs)
+  files.write_text(os.path.join(out, "RESULTS.md"), text)
+  return text
+
+
+def markdown(out: str, rows: list[dict], parts: dict, *, seeds: tuple[int, ...] = (0, 1234),
+             protocol: dict | None = None, levers: dict | None = None,
+             validation_size: int = 500, compare=None) -> str:
+  """RESULTS.md of the rows, the parts' times, the figures in out/figures/ and the reading in
+  out/reading.md.
 
   Args:
     seeds: (training seed, evaluation seed[, second evaluation seed]) of the rows.
-    protocol: the learned rows' config overrides on configs/mnist.py (paper_protocol.PROTOCOL).
-    levers: the learned rows' lever fields (paper_protocol.ON's) after them; None: all off.
+    protocol: the learned rows' config overrides on configs/mnist.py
+      (experiments.lib.protocol.PROTOCOL).
+    levers: the learned rows' lever fields (experiments.lib.protocol.ON's) after them; None: all
+      off.
     validation_size: the digits carved from the 4000 training digits where the levers validate
       or select (the learned config's train.validation_size).
     compare: None, or (path, rows) of another results.csv to set the rows against.
@@ -248,16 +222,15 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
   digits = (f"the {train - validation_size} training digits a {validation_size}-digit validation "
             "split leaves" if carved else f"the {train} training digits")
   kept = (" Each learned sampler is in `samplers/` beside this file; `python -m "
-          "experiments.evaluate_samplers --samplers=<file>` reproduces its row."
+          "experiments.lib.records --samplers=<file>` reproduces its row."
           if os.path.isdir(os.path.join(out, "samplers")) else "")
-  os.makedirs(os.path.join(out, FIG_DIR), exist_ok=True)
   table_steps = list(TABLE_STEPS)
   all_steps = sorted({r["num_steps"] for r in rows if r["num_steps"] <= 2 * max(table_steps)}
                      | set(table_steps))
   references = [r for r in rows if r["num_steps"] > 2 * max(table_steps)]
   md = ["# Paper tables on the embedded MNIST default", "",
-        "Generated by `python -m experiments.paper_tables` (do not edit; the reading below is "
-        "`paper_tables_reading.md` beside this file). Rows: `results.csv` beside this file.", "",
+        "Generated by `python -m experiments.paper_tables.run` (do not edit; the reading below "
+        "is `reading.md` beside this file). Rows: `results.csv` beside this file.", "",
         "Protocol: the shipped MNIST UNet (linear schedule, T = 1000) is the frozen model. Every "
         f"learned sampler is optimised by DDSS on {digits} (Adam, learning rate 5e-3, batch 64, "
         f"the step count in the parts table; {start}), then every "
@@ -267,7 +240,7 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
         "in the shipped MNIST classifier's 96-d feature space: FID, KID (mean and std over 100 "
         "subsets of 500), k-NN precision and recall (k = 3). The teacher loss matches a 200-step "
         "DDIM (linear stride) from the same x_T, over a cached pool of 1024 pairs. DDSS protocol "
-        "of the learned rows (experiments/paper_protocol.py's PROTOCOL, overrides on "
+        "of the learned rows (experiments/lib/protocol.py's PROTOCOL, overrides on "
         f"configs/mnist.py): {describe(protocol or {})}; the optimisation's levers then: "
         f"{describe(levers)}. Every learned sampler runs at K = "
         f"{' and '.join(map(str, ALL_LEARNED_STEPS))}; at the other K, GGDM +PRED +TIME with the "
@@ -307,19 +280,16 @@ def render(out: str, workdir: str, rows: list[dict], parts: dict, *,
          "seed).",
          ""]
   md += comparisons(rows, table_steps)
-  if rows:
-    plot_fid(rows, os.path.join(out, FIG_DIR, "fid_vs_k.png"))
+  if rows and os.path.exists(os.path.join(out, FIG_DIR, "fid_vs_k.png")):
     md += ["", "## FID against K", "", f"![FID against K]({FIG_DIR}/fid_vs_k.png)"]
   for k in GRID_STEPS:
     name = f"samples_k{k}.png"
-    if plot_grids(rows, workdir, k, os.path.join(out, FIG_DIR, name)):
+    if os.path.exists(os.path.join(out, FIG_DIR, name)):
       md += ["", f"## Samples at K = {k}", "", f"![samples at K = {k}]({FIG_DIR}/{name})"]
   if compare is not None:
     lines, summary = rerun_table(rows, compare[1])
     md += ["", f"## Against {compare[0]}", "", summary, ""] + lines
-  reading = os.path.join(out, "paper_tables_reading.md")
+  reading = os.path.join(out, "reading.md")
   if os.path.exists(reading):
     md += ["", open(reading, encoding="utf-8").read().strip()]
-  text = "\n".join(md) + "\n"
-  files.write_text(os.path.join(out, "RESULTS.md"), text)
-  return text
+  return "\n".join(md) + "\n"

@@ -4,7 +4,7 @@ For each sampler draws N samples (same seed) and reports, against the 1000 held-
 MNIST classifier's feature space: KID (mean and std over subsets), FID, and the share of samples
 the classifier labels with confidence > 0.9. Run time: experiments/README.md.
 
-Run: python -m experiments.mnist_base_model [--num_samples=1000] [--ddpm_steps=250]
+Run: python -m experiments.shipped_unet.run [--num_samples=1000] [--ddpm_steps=250]
      [--unet_weights=path.msgpack]  (default: the shipped UNet)
 """
 

@@ -3,7 +3,7 @@
 Each seed retrains the MLP eps-model, reruns DDSS (configs/toy2d.py) and evaluates on fresh
 samples. Run time: experiments/README.md.
 
-Run: python -m experiments.toy2d_seeds --workdir=/tmp/ddss_toy2d_seeds [--seeds=0,1,2,3]
+Run: python -m experiments.toy2d.run --workdir=/tmp/ddss_toy2d_seeds [--seeds=0,1,2,3]
 """
 
 import os

@@ -8,8 +8,8 @@ validations used, never the held-out digits), and on `redraws` other draws of va
 (the same split) for the score's own noise. Two rules choose: the lowest validation FID on the
 run's own draw, and the lowest mean over all the draws, the first run of the group (the default)
 on a tie. The chosen run's held-out row (its record) is set against the best fixed sampler at K
-and at 2K. learning_rate_choice.py, start_choice.py (pairs) and rate_and_start_choice.py (groups
-of three) are the choices; run(choice) is their main.
+and at 2K. experiments/learning_rate_choice/, start_choice/ (pairs) and rate_and_start_choice/
+(groups of three) are the choices; run(choice) is their main.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from typing import Callable
@@ -32,9 +31,10 @@ from ddss_jax import config as config_lib, run as run_lib, samplers
 from ddss_jax.learn import select
 from ddss_jax.settings import TrainConfig, from_group
 from ddss_jax.util import files, logs
-from experiments import ablation, paper_report, paper_tables
+from experiments.lib import verdicts
+from experiments.lib.table import best_fixed, read_rows
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+EXPERIMENTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Config fields that do not change what a run learns (how often it checkpoints; the teacher
 # loss's pool folder, unused by the KID loss): the runs of a group may differ in them too.
 NOT_LEARNING = ("train.checkpoint_every_steps", "loss.teacher_dir")
@@ -49,8 +49,8 @@ class Choice:
   tie); `varied` the config fields the others may differ in from the first, `what` those in
   words; `groups` gives (K, training seed, (the first's file, the others' ...)) of every group,
   each with one file per label; RESULTS.md opens with `title`, then `runs` (what the runs of a
-  group are), the rules, then `blindness` (what had been seen when each rule was written down);
-  `name` is the module and its output folder under experiments/."""
+  group are), then the rules; `name` is the study's folder under experiments/ (its run.py, and
+  its NOTES.md: what had been seen when each rule was written down)."""
   name: str
   labels: tuple[str, ...]
   varied: tuple[str, ...]
@@ -58,19 +58,19 @@ class Choice:
   groups: Callable[[], list[tuple[int, int, tuple[str, ...]]]]
   title: str
   runs: str
-  blindness: str
 
 
 def define_flags(name: str) -> None:
-  flags.DEFINE_string("out", os.path.join(HERE, name), "Where scores.csv and RESULTS.md go.")
+  flags.DEFINE_string("out", os.path.join(EXPERIMENTS, name),
+                      "Where scores.csv and RESULTS.md go.")
   flags.DEFINE_string("workdir", f"/tmp/ddss_{name}", "Scratch folder of the problems.")
-  flags.DEFINE_string("fixed_results", os.path.join(HERE, "results.csv"),
-                      "paper_tables' results.csv: the fixed samplers at K and 2K.")
+  flags.DEFINE_string("fixed_results", os.path.join(EXPERIMENTS, "paper_tables", "results.csv"),
+                      "The paper tables' results.csv: the fixed samplers at K and 2K.")
   flags.DEFINE_integer("redraws", 3, "Each file is also scored on this many other draws of "
                        "validation samples (same split): the score's own noise, and whether "
                        "the choice survives it. The rule uses the run's own draw only.")
   flags.DEFINE_float("full_quality_fid", 0.192, "The model's own quality: its 1000-step "
-                     "ancestral FID (docs/shipped_networks.md: experiments.mnist_base_model "
+                     "ancestral FID (docs/shipped_networks.md: experiments.shipped_unet.run "
                      "--ddpm_steps=1000), the far end of the gap the targets measure.")
 
 
@@ -78,16 +78,17 @@ def define_flags(name: str) -> None:
 HEADLINE = "headline"
 
 
-def sampler_file(name: str, k: int, root: str = HERE) -> str:
+def sampler_file(name: str, k: int, root: str = EXPERIMENTS) -> str:
   """The committed sampler file of run `name` at K: HEADLINE is the paper tables' row
-  (experiments/samplers/), any other name an ablation variant (experiments/ablation/samplers/)."""
+  (experiments/paper_tables/samplers/), any other name an ablation variant
+  (experiments/ablation/samplers/)."""
   if name == HEADLINE:
-    return os.path.join(root, "samplers", f"ggdm+pred+time_kid_K{k}.json")
+    return os.path.join(root, "paper_tables", "samplers", f"ggdm+pred+time_kid_K{k}.json")
   return os.path.join(root, "ablation", "samplers", f"{name}_K{k}.json")
 
 
 def groups_at(names: tuple[str, ...], steps: tuple[int, ...], seed: int,
-              root: str = HERE) -> list[tuple[int, int, tuple[str, ...]]]:
+              root: str = EXPERIMENTS) -> list[tuple[int, int, tuple[str, ...]]]:
   """(K, seed, the sampler_file of each name at K) for every K in `steps`: a Choice's groups
   with one training seed."""
   return [(k, seed, tuple(sampler_file(n, k, root) for n in names)) for k in steps]
@@ -98,7 +99,7 @@ def record_of(path: str) -> dict:
   with open(path, encoding="utf-8") as f:
     record = json.load(f).get("evaluation")
   if record is None:
-    raise ValueError(f"{path}: no \"evaluation\" entry (a file paper_tables.py or ablation.py "
+    raise ValueError(f"{path}: no \"evaluation\" entry (a file the paper tables or the ablation "
                      "wrote to <out>/samplers/)")
   return record
 
@@ -187,27 +188,6 @@ def held_out_better(records: list[dict]) -> int:
   return choose(tuple(map(held_out_fid, records)))
 
 
-def verdicts(row: dict, fixed: dict | None, fixed_2k: dict | None, *, num_samples: int,
-             full_quality_fid: float) -> dict[str, str]:
-  """The issue's targets as table cells for a held-out row {"fid", "fid_2", "recall"} against
-  the best fixed sampler at K and at 2K (paper_tables rows; "-" where absent): below it by more
-  than the seed difference on each seed; the share of the gap to full_quality_fid closed on
-  each seed; recall no lower than the fixed sampler's by more than two binomial stds; below the
-  best fixed sampler at 2K on each seed."""
-  if fixed is None:
-    return dict.fromkeys(("beats", "gap", "recall", "beats_2k"), "-")
-  _, spread, beats = paper_report.seed_check(row, fixed)  # the paper tables' verdict
-  margin = min(fixed["fid"] - row["fid"], fixed["fid_2"] - row["fid_2"])
-  gaps = [(fixed[c] - row[c]) / (fixed[c] - full_quality_fid) for c in ("fid", "fid_2")]
-  two_std = 2 * math.sqrt(fixed["recall"] * (1 - fixed["recall"]) / num_samples)
-  below_2k = fixed_2k is not None and all(row[c] < fixed_2k[c] for c in ("fid", "fid_2"))
-  return {"beats": f"{beats} ({margin:+.3f} vs {spread})",
-          "gap": " / ".join(f"{100 * g:.0f}%" for g in gaps),
-          "recall": (f"{'yes' if row['recall'] >= fixed['recall'] - two_std else 'no'} "
-                     f"({row['recall']:.3f} vs {fixed['recall']:.3f} - {two_std:.3f})"),
-          "beats_2k": "-" if fixed_2k is None else "yes" if below_2k else "no"}
-
-
 def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choice, *,
            full_quality_fid: float, missing: list[str]) -> str:
   """RESULTS.md, written and returned: one table line per group scored (`lines_in`: K, seed,
@@ -231,7 +211,7 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
              "|---" * 11 + "|"]
   for line in lines_in:
     k = line["num_steps"]
-    fixed, fixed_2k = ablation.best_fixed(fixed_rows, k), ablation.best_fixed(fixed_rows, 2 * k)
+    fixed, fixed_2k = best_fixed(fixed_rows, k), best_fixed(fixed_rows, 2 * k)
     fixed_text = "-" if fixed is None else (f"{fixed['sampler']} {fixed['fid']:.3f} / "
                                             f"{fixed['fid_2']:.3f}")
     draws = [[line["val_fids"][i], *line["redraws"][i]] for i in range(len(labels))]
@@ -247,7 +227,7 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
     for rule, chosen in (("the run's draw", line["chosen"]), ("the mean of the draws", by_mean)):
       record = line["records"][chosen]
       row = record["row"]
-      cells = verdicts(row, fixed, fixed_2k, num_samples=record["num_samples"],
+      cells = verdicts.targets(row, fixed, fixed_2k, num_samples=record["num_samples"],
                        full_quality_fid=full_quality_fid)
       targets.append(f"| {k} | {line['seed']} | {rule} | {labels[chosen]} | "
                      f"{row['fid']:.3f} / {row['fid_2']:.3f} | {row['recall']:.3f} | "
@@ -263,15 +243,16 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
       "redraw says whether the first rule's choice survives it; the draws are shared (the same "
       f"noise seeds for {every} files of {kind}), so the difference on the same draw is the "
       "comparison's own noise. The second rule, reported beside the first without replacing "
-      f"it, keeps the {lower} mean validation FID over all the draws. {choice.blindness} The "
+      f"it, keeps the {lower} mean validation FID over all the draws (what had been seen when "
+      "each rule was written down: NOTES.md beside this file). The "
       f"held-out better run has the {lower} held-out FID averaged over the two evaluation seeds: "
       "what the rules try to guess without seeing it. Held-out FID and recall are the chosen "
       "run's record (1000 samples against the 1000 held-out digits, evaluation seeds 1234 and "
       "1334). The gap closed is (best fixed - chosen) / (best fixed - "
       f"{full_quality_fid}), the model's 1000-step ancestral FID, on each seed. Generated by "
-      f"`python -m experiments.{choice.name}`.",
+      f"`python -m experiments.{choice.name}.run`.",
       "", *table, "",
-      "The issue's targets for the run each rule chose (held-out digits):", "", *targets, ""]
+      "The targets for the run each rule chose (held-out digits):", "", *targets, ""]
   if missing:
     text += ["Not scored yet (sampler files missing): " + ", ".join(f"`{m}`" for m in missing)
              + ".", ""]
@@ -303,8 +284,8 @@ def run(choice: Choice, *, out: str, workdir: str, fixed_results: str, redraws: 
   logs.quiet_library_logs()
   if not os.path.isfile(fixed_results):
     raise FileNotFoundError(f"--fixed_results={fixed_results}: no such file (the "
-                            "results.csv experiments/paper_tables.py writes)")
-  repo = os.path.dirname(HERE)
+                            "results.csv experiments/paper_tables/run.py writes)")
+  repo = os.path.dirname(EXPERIMENTS)
   todo, missing = [], []
   for k, seed, paths in choice.groups():
     absent = [os.path.relpath(p, repo) for p in paths if not os.path.isfile(p)]
@@ -335,7 +316,7 @@ def run(choice: Choice, *, out: str, workdir: str, fixed_results: str, redraws: 
     lines.append({"num_steps": k, "seed": seed, "val_fids": val_fids,
                   "redraws": tuple(redraws_of(row) for row in kept),
                   "chosen": choose(val_fids), "records": [record_of(p) for p in paths]})
-  return report(lines, paper_tables.read_rows(fixed_results), os.path.join(out, "RESULTS.md"),
+  return report(lines, read_rows(fixed_results), os.path.join(out, "RESULTS.md"),
                 choice, full_quality_fid=full_quality_fid, missing=missing)
 
 
@@ -355,7 +336,7 @@ def check_committed(choice: Choice, scratch: str) -> None:
   every group that is there (the file as committed, with define_flags' 3 redraws) and nothing
   else, every such group differs in choice.varied alone, and RESULTS.md is what run() makes of
   those scores (rerun into `scratch`, a folder of its own, with nothing to score)."""
-  repo, folder = os.path.dirname(HERE), os.path.join(HERE, choice.name)
+  repo, folder = os.path.dirname(EXPERIMENTS), os.path.join(EXPERIMENTS, choice.name)
   present = [paths for _, _, paths in choice.groups() if all(map(os.path.isfile, paths))]
   if not present:
     raise ValueError(f"{choice.name}: no group's files are committed")
@@ -375,7 +356,7 @@ def check_committed(choice: Choice, scratch: str) -> None:
       open(os.path.join(scratch, "scores.csv"), "w", encoding="utf-8") as f_out:
     f_out.write(f_in.read())
   made = run(choice, out=scratch, workdir=os.path.join(scratch, "problems"),
-             fixed_results=os.path.join(HERE, "results.csv"), redraws=3,
+             fixed_results=os.path.join(EXPERIMENTS, "paper_tables", "results.csv"), redraws=3,
              full_quality_fid=0.192)
   with open(os.path.join(folder, "RESULTS.md"), encoding="utf-8") as f:
     if f.read() != made:

@@ -5,7 +5,7 @@ torchvision, which costs a multi-GB CUDA build of torch on the CPU machines, so 
 independent reference runs where torchvision is installed (e.g. a GPU host):
 
   pip install pytorch-fid   # and torch + torchvision
-  python -m experiments.inception_parity_pytorch_fid [--sizes=32,64,299,512]
+  python -m experiments.inception_parity.run [--sizes=32,64,299,512]
 
 Builds a random state dict with the real shapes (random BatchNorm statistics so every layer
 matters), loads it into pytorch-fid's InceptionV3(use_fid_inception=True) in place of the

@@ -97,7 +97,7 @@ def apply_overrides(config, overrides: dict, *, source: str) -> None:
   """Sets each "group.key": value of overrides on config (in place).
 
   Raises ConfigError naming the field and `source` (where the overrides come from) for a field
-  configs/mnist.py does not have; the values themselves are checked by experiment.setup.
+  configs/mnist.py does not have; the values themselves are checked by ddss_jax.run.setup.
   """
   for field, value in overrides.items():
     group, _, key = field.partition(".")

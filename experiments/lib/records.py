@@ -1,13 +1,13 @@
-"""Re-evaluates committed learned samplers and reproduces their results rows.
+"""Sampler files with their evaluation records: written by the studies, re-evaluated to their rows.
 
-paper_tables.py and ablation.py write each learned row's sampler to <out>/samplers/*.json: the
+The paper tables and the ablation write each learned row's sampler to <out>/samplers/*.json: the
 sampler as ddss_jax.samplers.save writes it (samplers.load reads it), plus an "evaluation" entry
 with the config it was learned and evaluated with, the evaluation seeds, the sample count and
 the row's metrics. This command rebuilds the problem from that config and evaluates the sampler
 on the same seed and samples, printing the metrics beside the recorded row (the same numbers:
 the same noise, the same network, the same reference digits). Run:
-  python -m experiments.evaluate_samplers \
-    --samplers=experiments/samplers/ggdm+pred+time_kid_K10.json[,...] \
+  python -m experiments.lib.records \
+    --samplers=experiments/paper_tables/samplers/ggdm+pred+time_kid_K10.json[,...] \
     [--num_samples=1000] [--eval_seed=1234]
 The helpers here (the evaluation seeds, evaluating on each, writing the record) are those the
 runners use, so the command and the rows cannot drift apart.
@@ -24,7 +24,7 @@ from absl import app, flags, logging
 from ddss_jax import run as run_lib, samplers
 from ddss_jax.evaluation import drawing, held_out
 from ddss_jax.util import files, logs
-from experiments.paper_protocol import SECOND_SEED_OFFSET
+from experiments.lib.protocol import SECOND_SEED_OFFSET
 
 METRICS = ("fid", "kid", "kid_std", "precision", "recall")
 
@@ -79,8 +79,8 @@ def evaluate_record(path: str, *, workdir: str, num_samples: int | None = None,
   with open(path, encoding="utf-8") as f:
     record = json.load(f).get("evaluation")
   if record is None:
-    raise ValueError(f"{path}: no \"evaluation\" entry; evaluate_samplers reads the sampler files "
-                     "that paper_tables.py and ablation.py write to <out>/samplers/")
+    raise ValueError(f"{path}: no \"evaluation\" entry; only the sampler files that the paper "
+                     "tables and the ablation write to <out>/samplers/ carry one")
   sampler, params = samplers.load(path)
   config = ml_collections.ConfigDict(record["config"])
   problem = run_lib.build_problem(config, sampler.schedule, workdir)
@@ -109,7 +109,7 @@ def main(argv):
   logs.quiet_library_logs()
   if not FLAGS.samplers:
     raise ValueError("--samplers: give one or more sampler json files (e.g. "
-                     "experiments/samplers/ggdm+pred+time_kid_K10.json)")
+                     "experiments/paper_tables/samplers/ggdm+pred+time_kid_K10.json)")
   missing = [p for p in FLAGS.samplers if not os.path.isfile(p)]
   if missing:
     raise FileNotFoundError(f"--samplers: no such file(s) {missing}")

@@ -3,8 +3,8 @@ MNIST model (configs/mnist.py), learned at each K and evaluated on 1000 fresh sa
 the 1000 held-out digits (FID, KID, recall), with each run's training and validation curves.
 
 Run (resumable: rerun the same command after a kill; finished rows are kept):
-  python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10,25
-  python -m experiments.ablation --workdir=/tmp/ddss_ablation --steps=10 --variants=none,bank
+  python -m experiments.ablation.run --workdir=/tmp/ddss_ablation --steps=10,25
+  python -m experiments.ablation.run --workdir=/tmp/ddss_ablation --steps=10 --variants=none,bank
   [--fixed_results=experiments/ablation/fixed_results.csv]  (the best fixed sampler beside them)
 Writes --out (default experiments/ablation/): results.csv, RESULTS.md, curves_<variant>_K<k>.png.
 """
@@ -23,8 +23,10 @@ from absl import app, flags, logging
 from ddss_jax import run as run_lib
 from ddss_jax.configs import mnist
 from ddss_jax.util import files, logs, plots
-from experiments import evaluate_samplers, paper_report
-from experiments.paper_protocol import LEVERS, ON, SEED2_COLUMNS, apply_overrides, check_choices
+from experiments.lib import records
+from experiments.lib.protocol import LEVERS, ON, SEED2_COLUMNS, apply_overrides, check_choices
+from experiments.lib.table import best_fixed
+from experiments.lib.verdicts import beats_by_seed_difference
 
 # name: (what it changes, config overrides or a function of K giving them). Every row starts
 # from configs/mnist.py with its levers off (LEVERS_OFF below); "none" adds nothing, every
@@ -40,8 +42,8 @@ VARIANTS = {
     **LEVERS,
     "all": ("bank + cosine + ema + validation (the bank of the 3500 digits left to train on)",
             ALL),
-    "all_select": ("all + select_start (the start chosen on the same 500 carved digits; "
-                   "configs/mnist.py's default until 2026-12-01)",
+    "all_select": ("all + select_start (the start chosen on the same 500 carved digits among "
+                   "every fixed sampler the family represents)",
                    SELECT),
     "all_select_slow": ("all_select at learning rate 1e-3",
                         {**SELECT, **LEVERS["slow"][1]}),
@@ -55,15 +57,10 @@ VARIANTS = {
     "all_noise_free": ("all, the start chosen on the same 500 carved digits among the fixed "
                        "samplers without noise (DDIM, DPM-Solver++(2M), UniPC; DDPM left out): "
                        "configs/mnist.py's default", ON),
-    # At K = 25 the noise-free start's walk at 5e-3 rose before it fell and no validation beat
-    # the start. Tried on the guess that, with Adam moving every coefficient by about the
-    # learning rate per update, a smaller step lets the 64-sample loss's noise carry it less far.
+    # Adam moves every coefficient by about the learning rate per update: a smaller step lets
+    # the 64-sample loss's noise carry the walk less far.
     "all_noise_free_slow": ("all_noise_free at learning rate 1e-3",
                             {**ON, **LEVERS["slow"][1]}),
-    # Written after the 5e-3 and 1e-3 rows at K = 5, 10 and 25 were seen (5e-3 better at K = 5,
-    # 1e-3 at K = 25, a tie at K = 10): the rate falls as 1/K between those two, so it equals
-    # the default at K = 5 and all_noise_free_slow at K = 25; K = 10, 15 and 20 would test it
-    # (K = 15 has run: within the default's training-seed spread, all_noise_free_seed1).
     "all_noise_free_lr_by_k": ("all_noise_free at learning rate 5e-3 * 5 / K (5e-3 at K = 5, "
                                "1e-3 at K = 25)",
                                lambda num_steps: {**ON,
@@ -74,37 +71,18 @@ VARIANTS = {
                              "optimisation's noise, the validation split and its samples; the "
                              "evaluation's samples unchanged (its KID subsets follow the seed)",
                              {**ON, "train.seed": 1}),
-    # Written before either seed-1 row at K = 25 was seen: with all_noise_free_seed1 there, the
-    # 2 x 2 {5e-3, 1e-3} x {seed 0, seed 1} that says whether 1e-3's gain at K = 25 exceeds
-    # the training seed's own spread.
     "all_noise_free_slow_seed1": ("all_noise_free_slow with training seed 1",
                                   {**ON, **LEVERS["slow"][1], "train.seed": 1}),
-    # Written before any run of it (experiments/learning_rate_choice/: one draw of 500
-    # validation samples moves a file's validation FID by a std of 0.03 to 0.23, more than the
-    # steps it ranks differ; the mean over 4 draws ranked the learning rates' runs by their
-    # held-out FID in 6 of 7 pairs): the best step kept on the mean of 4 draws.
     "all_noise_free_draws4": ("all_noise_free with every validation the mean over 4 draws of "
                               "500 samples (train.validation_draws = 4)",
                               {**ON, "train.validation_draws": 4}),
-    # Written after all_noise_free_draws4 at K = 5 was seen (0.544, 0.580 against the
-    # default's 0.888, 0.884, from another start: DDIM, linear stride) and before any run of
-    # this: the same config with the optimisation's other seed, so one run is not read alone.
     "all_noise_free_draws4_seed1": ("all_noise_free_draws4 with training seed 1",
                                     {**ON, "train.validation_draws": 4, "train.seed": 1}),
-    # Written after all_noise_free_draws4_seed1 was seen and before any run of these: the
-    # draws4 run at K = 5 started from DDIM, linear stride (on validation a near-tie with
-    # UniPC, quadratic stride, the default's start there) and reached 0.544 where the UniPC
-    # start reached 0.888 and 0.843. Is the best fixed sampler the best start for learning,
-    # or does GGDM learn further from its own DDIM? The start fixed, not chosen.
     "all_ddim_linear": ("all, starting from DDIM on the linear stride (no start choice)",
                         {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0}),
     "all_ddim_linear_seed1": ("all_ddim_linear with training seed 1",
                               {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0,
                                "train.seed": 1}),
-    # Written after the seed-1 groups of experiments/rate_and_start_choice.py held at every K
-    # and before any run of these: a third training seed for the learn-from-three protocol's
-    # group at K = 10, the K where the three runs' held-out FIDs lie closest (within 0.015 on
-    # both seeds 0 and 1) and the two rules disagreed with seed 1.
     "all_noise_free_seed2": ("all_noise_free with training seed 2", {**ON, "train.seed": 2}),
     "all_noise_free_slow_seed2": ("all_noise_free_slow with training seed 2",
                                   {**ON, **LEVERS["slow"][1], "train.seed": 2}),
@@ -128,7 +106,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   flags.DEFINE_string("workdir", "/tmp/ddss_ablation", "Checkpoints and learned samplers.")
-  flags.DEFINE_string("out", os.path.join(HERE, "ablation"), "results.csv, RESULTS.md, curves.")
+  flags.DEFINE_string("out", HERE, "results.csv, RESULTS.md, curves.")
   flags.DEFINE_list("steps", ["10", "25"], "K of the rows.")
   flags.DEFINE_list("variants", list(VARIANTS), f"Any of {list(VARIANTS)}.")
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per row.")
@@ -182,8 +160,8 @@ def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples
   learned.save(os.path.join(run.workdir, "sampler.json"))
   os.makedirs(out, exist_ok=True)
   plots.training_curves(learned.history, os.path.join(out, f"curves_{variant}_K{num_steps}.png"))
-  seeds = evaluate_samplers.eval_seeds(config.eval.seed, eval_seeds)
-  results, _ = evaluate_samplers.evaluate_on_seeds(
+  seeds = records.eval_seeds(config.eval.seed, eval_seeds)
+  results, _ = records.evaluate_on_seeds(
       learned.sampler, learned.params, problem, num_samples=num_samples,
       batch_size=config.eval.batch_size, seeds=seeds, label=f"{variant} K={num_steps}")
   metrics = results[0]
@@ -192,20 +170,13 @@ def run_row(variant: str, num_steps: int, *, workdir: str, out: str, num_samples
          "best_step": "" if learned.best_step is None else learned.best_step,
          "train_minutes": f"{minutes:.1f}",
          **{f"{c}_2": f"{results[1][c]:.6g}" if len(results) > 1 else "" for c in ("fid", "kid")}}
-  evaluate_samplers.write_record(
+  records.write_record(
       os.path.join(out, "samplers", f"{variant}_K{num_steps}.json"), learned.sampler,
       learned.params, config=config, num_samples=num_samples,
       batch_size=config.eval.batch_size, seeds=seeds,
-      row={**{c: metrics[c] for c in evaluate_samplers.METRICS},
+      row={**{c: metrics[c] for c in records.METRICS},
            **{f"{c}_2": results[1][c] if len(results) > 1 else None for c in ("fid", "kid")}})
   return row
-
-
-def best_fixed(fixed_rows: list[dict], num_steps: int) -> dict | None:
-  """The fixed sampler with the lowest first-seed FID at K = num_steps among paper_tables'
-  results.csv rows (loss "none"), or None where none ran at that K."""
-  at_k = [r for r in fixed_rows if r["loss"] == "none" and int(r["num_steps"]) == num_steps]
-  return min(at_k, key=lambda r: float(r["fid"])) if at_k else None
 
 
 def fids(row: dict) -> str:
@@ -259,25 +230,31 @@ def training_seed_spread(at_k: dict[str, dict]) -> list[str]:
   return lines
 
 
-def beats_by_seed_difference(row: dict, fixed: dict | None) -> str:
-  """"yes" where `row` (a results.csv row) is below the best fixed sampler by more than the seed
-  difference on each seed (paper_report.seed_check: the issue's first target), "no", or "-"
-  without a fixed row or a second seed."""
-  def floats(r):
-    return {"fid": float(r["fid"]), "fid_2": float(r["fid_2"]) if r.get("fid_2") else None}
-  return paper_report.seed_check(floats(row), fixed and floats(fixed))[2]
-
-
 def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
            fixed_source: str = "") -> None:
+  """Writes markdown(...) to `path`."""
+  files.write_text(path, markdown(rows, fixed_rows, fixed_source))
+
+
+def committed_results() -> str:
+  """The RESULTS.md that the committed rows beside this file make, set against the committed
+  fixed rows (what the study's command writes; nothing is evaluated)."""
+  return markdown(read_rows(os.path.join(HERE, "results.csv")),
+                  read_rows(os.path.join(HERE, "fixed_results.csv")),
+                  "experiments/ablation/fixed_results.csv")
+
+
+def markdown(rows: list[dict], fixed_rows: list[dict] | None = None,
+             fixed_source: str = "") -> str:
   """RESULTS.md: one table per K, the variants in VARIANTS' order, FID against "none" and,
-  given paper_tables' fixed rows (read from `fixed_source`), against the best fixed sampler."""
+  given the paper tables' fixed rows (read from `fixed_source`), against the best fixed
+  sampler."""
   md = ["# The DDSS optimisation's levers, on and off", "",
         "GGDM+PRED+TIME (KID loss) on the embedded MNIST model; held-out FID, KID (mean +- std "
         "over subsets) and recall of 1000 samples against the 1000 held-out digits (the FID of a "
         "second evaluation seed beside it, where run). Each learned sampler is in `samplers/` "
-        "(re-evaluate: `python -m experiments.evaluate_samplers`). Generated "
-        f"by `python -m experiments.ablation` at commit {logs.code_commit()}. \"train min\" is "
+        "(re-evaluate: `python -m experiments.lib.records`). Generated "
+        "by `python -m experiments.ablation.run`. \"train min\" is "
         "the wall time of learning (the start's choice, the DDSS steps and the validations) on "
         "the machine as it was: rows that shared the cores "
         "with other runs took longer, and a resumed row counts only the run that finished it. "
@@ -314,17 +291,17 @@ def report(rows: list[dict], path: str, fixed_rows: list[dict] | None = None,
                   f"{beats_by_seed_difference(r, fixed)} | "
                   f"{float(r['kid']):.4f} +- {float(r['kid_std']):.4f} | "
                   f"{float(r['recall']):.3f} | {best_step} | {r['train_minutes']} |")
-  files.write_text(path, "\n".join(md) + "\n")
+  return "\n".join(md) + "\n"
 
 
 def main(argv):
   del argv
   logs.quiet_library_logs()
   check_choices("variants", FLAGS.variants, VARIANTS)
-  evaluate_samplers.eval_seeds(0, FLAGS.eval_seeds)  # 1 or 2, checked before anything runs
+  records.eval_seeds(0, FLAGS.eval_seeds)  # 1 or 2, checked before anything runs
   if FLAGS.fixed_results and not os.path.isfile(FLAGS.fixed_results):
     raise FileNotFoundError(f"--fixed_results={FLAGS.fixed_results}: no such file (a "
-                            "results.csv that experiments/paper_tables.py wrote)")
+                            "results.csv that experiments/paper_tables/run.py wrote)")
   os.makedirs(FLAGS.out, exist_ok=True)
   csv_path = os.path.join(FLAGS.out, "results.csv")
   rows = read_rows(csv_path)
