@@ -3,7 +3,7 @@
 1e-3, and from DDIM on the linear stride; the lowest mean validation FID over four draws of 500
 samples is kept and evaluated on the held-out digits.
 
-The runs are the ablation's `all_noise_free`, `all_noise_free_slow` and `all_ddim_linear`, and
+The runs are the ablation's `all_noise_free`, `all_noise_free_lr1e-3` and `all_ddim_linear`, and
 the rule the one experiments/rate_and_start_choice/run.py measured on their committed files: no
 learning rate and no start was best at every K, while the mean of the draws picked a run that
 beat the best fixed sampler at every K there (docs/results.md, "Reading"). It

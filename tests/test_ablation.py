@@ -105,7 +105,7 @@ def test_the_report_sets_training_seeds_side_by_side(tmp_path):
          "kid_std": "0.002", "precision": "0.6", "recall": "0.95", "best_step": "150",
          "train_minutes": "30.0", "fid_2": "0.264", "kid_2": "0.001"}
   rows = [row, dict(row, variant="all_noise_free_seed1", fid="0.284", fid_2="0.286"),
-          dict(row, variant="all_noise_free_slow", num_steps="25")]  # no twin at K = 25
+          dict(row, variant="all_noise_free_lr1e-3", num_steps="25")]  # no twin at K = 25
   ablation.report(rows, str(tmp_path / "RESULTS.md"))
   text = open(tmp_path / "RESULTS.md").read()
   assert ("- Training seed 0 / 1 of `all_noise_free`: FID 0.246 / 0.284 (change 0.038, mean "
@@ -144,14 +144,14 @@ def test_variants_are_levers_on_the_levers_off_config(monkeypatch):
     expected = mnist.get_config(levers=levers)
     expected.sampler.num_steps, expected.train.checkpoint_every_steps = 10, 25
     assert ablation.row_config(variant, 10, 1000).to_dict() == expected.to_dict()
-  # The learning rate that falls as 1/K: the default's at K = 5, all_noise_free_slow's at 25.
+  # The learning rate that falls as 1/K: the default's at K = 5, all_noise_free_lr1e-3's at 25.
   by_k = {k: ablation.row_config("all_noise_free_lr_by_k", k, 1000).to_dict() for k in (5, 15, 25)}
   assert by_k[5] == ablation.row_config("all_noise_free", 5, 1000).to_dict()
-  assert by_k[25] == ablation.row_config("all_noise_free_slow", 25, 1000).to_dict()
+  assert by_k[25] == ablation.row_config("all_noise_free_lr1e-3", 25, 1000).to_dict()
   assert by_k[15]["train"]["learning_rate"] == pytest.approx(5e-3 / 3, rel=1e-12)
   assert by_k[15]["sampler"]["start"] == "select_noise_free"
   assert_differs_only_in("all_noise_free_seed1", "all_noise_free", 15, seed=(1, 0))
-  assert_differs_only_in("all_noise_free_slow_seed1", "all_noise_free_slow", 25, seed=(1, 0))
+  assert_differs_only_in("all_noise_free_lr1e-3_seed1", "all_noise_free_lr1e-3", 25, seed=(1, 0))
   assert_differs_only_in("all_noise_free_draws4", "all_noise_free", 5, validation_draws=(4, 1))
   assert_differs_only_in("all_noise_free_draws4_seed1", "all_noise_free", 5,
                          validation_draws=(4, 1), seed=(1, 0))

@@ -45,8 +45,8 @@ VARIANTS = {
     "all_select": ("all + select_start (the start chosen on the same 500 carved digits among "
                    "every fixed sampler the family represents)",
                    SELECT),
-    "all_select_slow": ("all_select at learning rate 1e-3",
-                        {**SELECT, **LEVERS["slow"][1]}),
+    "all_select_lr1e-3": ("all_select at learning rate 1e-3",
+                        {**SELECT, **LEVERS["lr1e-3"][1]}),
     # Starts without noise: from K = 15 on all_select starts from ancestral DDPM, and the learned
     # GGDM's FID changes between evaluation seeds by more than its gain over the best fixed
     # sampler (a UniPC, whose seed differences are about a fifth of an ancestral row's). These
@@ -59,8 +59,8 @@ VARIANTS = {
                        "configs/mnist.py's default", ON),
     # Adam moves every coefficient by about the learning rate per update: a smaller step lets
     # the 64-sample loss's noise carry the walk less far.
-    "all_noise_free_slow": ("all_noise_free at learning rate 1e-3",
-                            {**ON, **LEVERS["slow"][1]}),
+    "all_noise_free_lr1e-3": ("all_noise_free at learning rate 1e-3",
+                            {**ON, **LEVERS["lr1e-3"][1]}),
     "all_noise_free_lr_by_k": ("all_noise_free at learning rate 5e-3 * 5 / K (5e-3 at K = 5, "
                                "1e-3 at K = 25)",
                                lambda num_steps: {**ON,
@@ -71,8 +71,8 @@ VARIANTS = {
                              "optimisation's noise, the validation split and its samples; the "
                              "evaluation's samples unchanged (its KID subsets follow the seed)",
                              {**ON, "train.seed": 1}),
-    "all_noise_free_slow_seed1": ("all_noise_free_slow with training seed 1",
-                                  {**ON, **LEVERS["slow"][1], "train.seed": 1}),
+    "all_noise_free_lr1e-3_seed1": ("all_noise_free_lr1e-3 with training seed 1",
+                                  {**ON, **LEVERS["lr1e-3"][1], "train.seed": 1}),
     "all_noise_free_draws4": ("all_noise_free with every validation the mean over 4 draws of "
                               "500 samples (train.validation_draws = 4)",
                               {**ON, "train.validation_draws": 4}),
@@ -84,8 +84,8 @@ VARIANTS = {
                               {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0,
                                "train.seed": 1}),
     "all_noise_free_seed2": ("all_noise_free with training seed 2", {**ON, "train.seed": 2}),
-    "all_noise_free_slow_seed2": ("all_noise_free_slow with training seed 2",
-                                  {**ON, **LEVERS["slow"][1], "train.seed": 2}),
+    "all_noise_free_lr1e-3_seed2": ("all_noise_free_lr1e-3 with training seed 2",
+                                  {**ON, **LEVERS["lr1e-3"][1], "train.seed": 2}),
     "all_ddim_linear_seed2": ("all_ddim_linear with training seed 2",
                               {**ALL, "sampler.stride": "linear", "sampler.eta": 0.0,
                                "train.seed": 2}),

@@ -2,8 +2,8 @@
 
 GGDM+PRED+TIME (KID loss) with configs/mnist.py's levers was run at two learning rates: 5e-3
 (configs/mnist.py's; the paper tables' row, experiments/paper_tables/samplers/) and 1e-3 (the
-ablation's `all_noise_free_slow`, experiments/ablation/samplers/), and at K = 15 and 25 also with
-training seed 1 (`all_noise_free_seed1`, `all_noise_free_slow_seed1`). The two runs of a pair
+ablation's `all_noise_free_lr1e-3`, experiments/ablation/samplers/), and at K = 15 and 25 also with
+training seed 1 (`all_noise_free_seed1`, `all_noise_free_lr1e-3_seed1`). The two runs of a pair
 differ in the learning rate alone (checked). Each committed sampler file is scored on its own
 run's validation split (experiments/lib/choice.py: the 500 carved training digits and the noise
 the run's validations used, never the held-out digits), and the rule keeps the run with the
@@ -26,9 +26,9 @@ HERE = choice_lib.EXPERIMENTS
 
 def pairs(root: str = HERE) -> list[tuple[int, int, tuple[str, str]]]:
   """(K, training seed, (the 5e-3 run's sampler file, the 1e-3 run's)) of every pair."""
-  return sorted(choice_lib.groups_at((choice_lib.HEADLINE, "all_noise_free_slow"), TABLE_STEPS,
+  return sorted(choice_lib.groups_at((choice_lib.HEADLINE, "all_noise_free_lr1e-3"), TABLE_STEPS,
                                      0, root)
-                + choice_lib.groups_at(("all_noise_free_seed1", "all_noise_free_slow_seed1"),
+                + choice_lib.groups_at(("all_noise_free_seed1", "all_noise_free_lr1e-3_seed1"),
                                        (15, 25), 1, root))
 
 
@@ -37,7 +37,7 @@ CHOICE = choice_lib.Choice(
     what="the learning rate", groups=pairs,
     title="The learning rate chosen on the validation split",
     runs=("GGDM+PRED+TIME (KID loss), configs/mnist.py's levers, at 5e-3 (configs/mnist.py's "
-          "rate: the paper tables' row) and at 1e-3 (the ablation's `all_noise_free_slow`; at "
+          "rate: the paper tables' row) and at 1e-3 (the ablation's `all_noise_free_lr1e-3`; at "
           "K = 15 and 25 also both with training seed 1)."))
 
 

@@ -61,7 +61,7 @@ LEVERS = {
                      "DDPM and, for GGDM, DPM-Solver++(2M) and UniPC) with the best FID on 500 "
                      "carved digits (docs/method.md, section 7)",
                      {"sampler.start": "select"}),
-    "slow": ("learning rate 1e-3 instead of configs/mnist.py's 5e-3 (from UniPC at K = 10, "
+    "lr1e-3": ("learning rate 1e-3 instead of configs/mnist.py's 5e-3 (from UniPC at K = 10, "
              "5e-3 raised the validation KID at every validation)",
              {"train.learning_rate": 1e-3}),
     "time_lr": ("the +TIME logits at 5x the learning rate (at 1x the learned times barely "
