@@ -105,7 +105,7 @@ def main(argv):
       run_lib.evaluate_workdir(FLAGS.config, workdir)
     else:
       run_lib.train_and_evaluate(FLAGS.config, workdir,
-                               allow_config_change=FLAGS.allow_config_change)
+                                 allow_config_change=FLAGS.allow_config_change)
   except (ConfigError, FloatingPointError) as e:  # the message says it all: no traceback
     raise SystemExit(f"ddss_jax: {type(e).__name__}: {e}") from e
 

@@ -104,9 +104,9 @@ def learn(run: Setup, problem: Problem, writer: logs.MetricWriter) -> ddss.Learn
   # With a selected start learn_sampler makes the sampler itself, from the stride it chooses.
   sampler = run.sampler_cfg if run.sampler_cfg.selects_start else run.sampler
   return ddss.learn_sampler(problem, sampler=sampler, train=run.train_cfg, loss=run.loss_cfg,
-                           workdir=run.workdir, mesh=run.mesh,
-                           pool_batch_size=run.eval_cfg.batch_size, progress=False,
-                           writer=writer)
+                            workdir=run.workdir, mesh=run.mesh,
+                            pool_batch_size=run.eval_cfg.batch_size, progress=False,
+                            writer=writer)
 
 
 def write_curves(learned: ddss.LearnedSampler, workdir: str) -> None:
@@ -132,7 +132,7 @@ def learn_choice(config: ml_collections.ConfigDict, run: Setup, problem: Problem
       runs[-1].save(os.path.join(other.workdir, "sampler.json"))
     write_curves(runs[-1], other.workdir)
   chosen = select.choose_on_validation(runs, problem, train=trains, draws=config.choice.draws,
-                                    mesh=run.mesh)
+                                       mesh=run.mesh)
   record = {"draws": config.choice.draws, "kept": chosen.kept, "runs": [
       {"overrides": text, "val_fids": list(fids), "val_fid_mean": mean,
        "train_steps": r.train_steps, "best_step": r.best_step}
@@ -179,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
              **({} if learned.best_step is None else {"best_step": learned.best_step}),
              **({} if choice is None else {"choice": choice}),
              **held_out.evaluate_samplers(roles, problem, evaluation=eval_cfg,
-                                         workdir=run.workdir, mesh=run.mesh)}
+                                          workdir=run.workdir, mesh=run.mesh)}
   # An evaluation of this state that a kill interrupted, or a rerun of a finished run, leaves
   # one line of eval metrics, not two.
   writer.keep(lambda line: line["step"] != learned.train_steps or not any(

@@ -213,5 +213,5 @@ def test_the_scheduler_equals_the_numpy_reference(tmp_path, family, clip_x0):
   np.testing.assert_allclose(x.numpy(), want, atol=2e-5 * np.max(np.abs(want)), rtol=0)
   if clip_x0:  # the clip acted: unclipped, the sample differs
     free = numpy_reference.sample(dataclasses.replace(spec, clip_x0=None), eps, x_T=x_T,
-                                    noises=noises)
+                                  noises=noises)
     assert np.max(np.abs(free - want)) > 1e-2

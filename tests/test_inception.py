@@ -342,7 +342,7 @@ def test_the_weights_download_is_checked_and_atomic(server, tmp_path):
   digest = hashlib.sha256(data).hexdigest()
   dst = tmp_path / "cache" / "weights.pth"
   assert inception_weights.download_weights(str(dst), url=server.url + "/weights.pth",
-                                    sha256_prefix=digest[:8]) == str(dst)
+                                            sha256_prefix=digest[:8]) == str(dst)
   assert dst.read_bytes() == data
 
   other = tmp_path / "cache" / "other.pth"

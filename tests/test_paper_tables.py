@@ -77,7 +77,7 @@ def test_parts_write_rows_resume_and_render(runner_factory, tmp_path, monkeypatc
   metrics, _ = records.evaluate_record(path, workdir=str(tmp_path / "again"))
   assert metrics == {c: record["row"][c] for c in records.METRICS}
   metrics, _ = records.evaluate_record(path, workdir=str(tmp_path / "again"),
-                                                 seed=1334)
+                                       seed=1334)
   assert (metrics["fid"], metrics["kid"]) == (record["row"]["fid_2"], record["row"]["kid_2"])
   assert records.recorded(record, num_samples=None, seed=1334) == {
       "fid": record["row"]["fid_2"], "kid": record["row"]["kid_2"]}
@@ -180,7 +180,7 @@ def test_old_results_csv_reads_without_the_second_seed(tmp_path):
 def test_protocol_overrides_are_checked_and_applied(tmp_path):
   config = paper_tables.mnist.get_config()
   protocol.apply_overrides(config, {**protocol.LEVERS["cosine"][1],
-                                          "sampler.start": "select"}, source="test")
+                                    "sampler.start": "select"}, source="test")
   assert (config.train.lr_schedule, config.train.warmup_steps, config.sampler.start) == (
       "cosine", 10, "select")
   with pytest.raises(ConfigError, match=r"config.train.nope=1: .*\(from test\)"):
@@ -194,7 +194,7 @@ def test_protocol_overrides_are_checked_and_applied(tmp_path):
           and runner.levers["sampler.start"] == "select_noise_free")
   # The report's protocol names the digits from the validation size, not configs/mnist.py's 500.
   text = tables_report.render(str(tmp_path / "out"), str(tmp_path / "work"), [], {},
-                             levers=runner.levers, validation_size=300)
+                              levers=runner.levers, validation_size=300)
   assert ("on the 3700 training digits a 300-digit validation split leaves" in text
           and "the fixed sampler without noise it represents with the lowest FID on the "
           "300-digit validation split" in text)

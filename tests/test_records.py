@@ -32,7 +32,7 @@ def test_a_record_reevaluates_to_its_row(tmp_path):
   row = {**results[0], "fid_2": results[1]["fid"], "kid_2": results[1]["kid"]}
   path = str(tmp_path / "samplers" / "ddim_K2.json")
   records.write_record(path, sampler, params, config=config, num_samples=12,
-                                 batch_size=8, seeds=(7, 107), row=row)
+                       batch_size=8, seeds=(7, 107), row=row)
   assert samplers.load(path)[0].num_steps == 2  # still a sampler file
   metrics, record = records.evaluate_record(path, workdir=str(tmp_path / "w"))
   assert metrics == results[0] and record["seeds"] == [7, 107]

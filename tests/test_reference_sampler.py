@@ -65,7 +65,7 @@ def test_jax_samplers_equal_the_reference_on_their_sampler_file(tmp_path, family
   spec = numpy_reference.load(path)
   assert numpy_reference.needs_noise(spec) == sampler.stochastic or family == "ddim"
   want = numpy_reference.sample(spec, analytic_eps, x_T=x_T,
-                                  noises=jax_noises(key, 5, SHAPE))
+                                noises=jax_noises(key, 5, SHAPE))
   assert np.max(np.abs(want)) > 0.1  # a sample, not a collapse to zero
   assert_close(got, want)
 
@@ -77,9 +77,9 @@ def test_noise_enters_the_stochastic_reference():
   z = [np.full(SHAPE, 0.5)] * 3
   first = numpy_reference.sample(spec, analytic_eps, x_T=x_T, noises=z)
   np.testing.assert_array_equal(first, numpy_reference.sample(spec, analytic_eps, x_T=x_T,
-                                                                noises=z))
+                                                              noises=z))
   assert np.max(np.abs(first - numpy_reference.sample(spec, analytic_eps, x_T=x_T,
-                                                        noises=[-a for a in z]))) > 0.01
+                                                      noises=[-a for a in z]))) > 0.01
   with pytest.raises(ValueError, match="pass noises, 3 arrays"):
     numpy_reference.sample(spec, analytic_eps, x_T=x_T)
 
@@ -98,7 +98,7 @@ def test_one_step_ddim_is_the_x0_prediction_and_clip_clips_it():
   np.testing.assert_allclose(numpy_reference.sample(spec, analytic_eps, x_T=x_T), x0,
                              rtol=1e-6)
   clipped = numpy_reference.sample(spec.__class__(**{**spec.__dict__, "clip_x0": 1.0}),
-                                     analytic_eps, x_T=x_T)
+                                   analytic_eps, x_T=x_T)
   np.testing.assert_allclose(clipped, np.clip(x0, -1, 1), rtol=1e-6)
   assert np.max(np.abs(x0)) > 2  # the clip acted
 
@@ -138,7 +138,7 @@ def test_eps_from_prediction_inverts_the_forward_process(prediction):
   x = a * x0 + s * eps
   output = {"eps": eps, "x0": x0, "v": a * eps - s * x0}[prediction]
   np.testing.assert_allclose(numpy_reference.eps_from_prediction(output, x, abar,
-                                                                   prediction=prediction),
+                                                                 prediction=prediction),
                              eps, atol=1e-12)
 
 

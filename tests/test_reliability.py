@@ -172,7 +172,7 @@ def _nan_run(tmp_path, *, steps, bad_steps, **train_fields):
   writer = logs.MetricWriter(str(tmp_path))
   state = loop.create_train_state(sampler.init(), optimizer)
   return loop.run_training(state, step_fn, problem, cfg, str(tmp_path), writer,
-                            batch_fn=batch_fn)
+                           batch_fn=batch_fn)
 
 
 def test_nan_stops_the_run_naming_step_and_quantity(tmp_path):

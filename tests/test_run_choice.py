@@ -23,7 +23,7 @@ ROW = {"fid": 1.0, "kid": 0.0, "kid_std": 0.0, "precision": 0.5, "recall": 0.5, 
 
 def _record(path, config, sampler, params):
   records.write_record(path, sampler, params, config=config, num_samples=16,
-                                 batch_size=8, seeds=(7, 107), row=ROW)
+                       batch_size=8, seeds=(7, 107), row=ROW)
 
 
 def _three_files(tmp_path):
@@ -46,7 +46,7 @@ def test_a_rescored_run_gives_the_validation_fid_its_training_logged(tmp_path):
   run = run_lib.setup(config, str(tmp_path / "run"))
   writer = logs.MetricWriter(run.workdir)
   learned = run_lib.learn(run, run_lib.build_problem(config, run.schedule, run.workdir),
-                             writer)
+                          writer)
   writer.close()
   logged = {line["step"]: line["val/fid"] for line in learned.history if "val/fid" in line}
   assert sorted(logged) == [0, 1, 2] and len(set(logged.values())) == 3
@@ -109,18 +109,18 @@ def test_the_targets_arithmetic():
   row = {"fid": 0.20, "fid_2": 0.22, "recall": 0.94}
   fixed = {"sampler": "unipc:logsnr", "fid": 0.30, "fid_2": 0.28, "recall": 0.95}
   cells = verdicts.targets(row, fixed, {"fid": 0.21, "fid_2": 0.25}, num_samples=1000,
-                       full_quality_fid=0.19)
+                           full_quality_fid=0.19)
   # margin min(0.10, 0.06) against the larger seed change 0.02; gaps 0.10 / 0.11 and
   # 0.06 / 0.09; two binomial stds 2 sqrt(0.95 0.05 / 1000) = 0.0138.
   assert cells == {"beats": "yes (+0.060 vs 0.020)", "gap": "91% / 67%",
                    "recall": "yes (0.940 vs 0.950 - 0.014)", "beats_2k": "yes"}
   cells = verdicts.targets({**row, "recall": 0.93}, fixed, {"fid": 0.19, "fid_2": 0.25},
-                       num_samples=1000, full_quality_fid=0.19)
+                           num_samples=1000, full_quality_fid=0.19)
   assert cells["recall"].startswith("no") and cells["beats_2k"] == "no"
   assert verdicts.targets(row, {**fixed, "fid": 0.21}, None, num_samples=1000,
-                      full_quality_fid=0.19)["beats"].startswith("no")
+                          full_quality_fid=0.19)["beats"].startswith("no")
   assert set(verdicts.targets(row, None, None, num_samples=1000,
-                          full_quality_fid=0.19).values()) == {"-"}
+                              full_quality_fid=0.19).values()) == {"-"}
 
 
 def test_the_report_names_the_choice_and_what_is_missing(tmp_path):

@@ -226,7 +226,7 @@ def test_progress_says_when_compiling_and_leaves_it_out_of_the_time_left(tmp_pat
 
   said, reports = [], []
   loop.run_training(state, fake_step, problem, cfg, None, logs.MetricWriter(None),
-                     progress=lambda *args: reports.append(args), say=said.append)
+                    progress=lambda *args: reports.append(args), say=said.append)
   assert said[0].startswith("DDSS step 1/5: compiling the training step")
   assert said[1].startswith("DDSS step 1/5: compiled and ran in 60.0 s")
   assert [r[0] for r in reports] == [1, 2, 3, 4, 5]

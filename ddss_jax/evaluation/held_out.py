@@ -83,7 +83,7 @@ def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: P
   for role, (sampler, params) in roles.items():
     label = f"{role} ({sampler.family}, K={sampler.num_steps})"
     batches = drawing.sample_batches(sampler, params, problem, num_samples=cfg.num_samples,
-                             batch_size=cfg.batch_size, seed=cfg.seed, mesh=mesh)
+                                     batch_size=cfg.batch_size, seed=cfg.seed, mesh=mesh)
     metrics, kept = stream(batches, problem, num_samples=cfg.num_samples, label=label,
                            keep=problem.plot_samples)
     panels[f"{role}: {sampler.family} K={sampler.num_steps}"] = kept

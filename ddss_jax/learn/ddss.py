@@ -144,13 +144,13 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
   loss_fn, batch_fn, reference = _loss_inputs(problem, sampler, teacher_sampler, train, loss,
                                               pool_dir, pool_batch_size, mesh)
   train_step = loop.make_train_step(sampler, problem, optimizer, train.batch_size, mesh,
-                                         loss_fn=loss_fn, loss_name=loss.name)
+                                    loss_fn=loss_fn, loss_name=loss.name)
   validation = (None if train.validate_every_steps == 0
                 else Validation(sampler, score, workdir, problem.model_info))
   state = loop.run_training(state, train_step, problem, train, workdir, writer, mesh,
-                                 batch_fn=batch_fn, reference=reference, progress=report,
-                                 validate=validation,
-                                 say=_print_line if progress is True else logging.info)
+                            batch_fn=batch_fn, reference=reference, progress=report,
+                            validate=validation,
+                            say=_print_line if progress is True else logging.info)
   history = writer.lines()
   if own_writer:
     writer.close()
@@ -193,8 +193,8 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
   if loss.kid_bank_size:
     try:
       reference = kid_loss.make_reference(problem, problem.feature_params,
-                                           size=loss.kid_bank_size, seed=train.seed + 3,
-                                           mesh=mesh)
+                                          size=loss.kid_bank_size, seed=train.seed + 3,
+                                          mesh=mesh)
     except ValueError as e:  # more than the training data holds
       raise ConfigError("loss.kid_bank_size", loss.kid_bank_size, str(e)) from e
     reference = jax.device_put(reference, parallel.replicated(mesh))

@@ -28,7 +28,7 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
   """
   def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
     generated = drawing.generate(sampler, problem, sampler_params, model_params, key,
-                                  batch_size, mesh)
+                                 batch_size, mesh)
     feats = problem.feature_apply(feature_params, generated)
     if reference is not None:
       return metrics.kid(feats, reference["features"], within_b=reference["within"])

@@ -112,7 +112,7 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, space: str,
     del reference  # the teacher's pairs are the whole target
     x_T = batch["x_T"]
     generated = drawing.generate(sampler, problem, sampler_params, model_params, key,
-                                  x_T.shape[0], mesh, x_T=x_T)
+                                 x_T.shape[0], mesh, x_T=x_T)
     target = batch["target"]
     if space == "features":
       generated = problem.feature_apply(feature_params, generated)

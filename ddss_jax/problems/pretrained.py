@@ -305,7 +305,7 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
 
   weights_path = inception_weights.ensure_weights(cfg.inception_weights, download=not hub.offline())
   variables = inception_weights.load_weights(weights_path, sha256=cfg.inception_sha256,
-                                     width=cfg.inception_width)
+                                             width=cfg.inception_width)
   network = inception.FIDInceptionV3(width=cfg.inception_width, preprocess=cfg.inception_preprocess)
   features = inception.features_fn(variables, width=cfg.inception_width,
                                    preprocess=cfg.inception_preprocess)

@@ -228,7 +228,7 @@ def report(lines_in: list[dict], fixed_rows: list[dict], path: str, choice: Choi
       record = line["records"][chosen]
       row = record["row"]
       cells = verdicts.targets(row, fixed, fixed_2k, num_samples=record["num_samples"],
-                       full_quality_fid=full_quality_fid)
+                               full_quality_fid=full_quality_fid)
       targets.append(f"| {k} | {line['seed']} | {rule} | {labels[chosen]} | "
                      f"{row['fid']:.3f} / {row['fid_2']:.3f} | {row['recall']:.3f} | "
                      f"{fixed_text} | {cells['beats']} | {cells['gap']} | {cells['recall']} | "

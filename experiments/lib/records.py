@@ -52,7 +52,7 @@ def evaluate_on_seeds(sampler: samplers.Sampler, params, problem, *, num_samples
   results, kept = [], None
   for i, seed in enumerate(seeds):
     batches = drawing.sample_batches(sampler, params, problem, num_samples=num_samples,
-                                      batch_size=batch_size, seed=seed)
+                                     batch_size=batch_size, seed=seed)
     metrics, samples = held_out.stream(batches, problem, num_samples=num_samples,
                                        label=f"{label} seed {seed}", keep=keep if i == 0 else 0)
     results.append({c: float(metrics[c]) for c in METRICS})

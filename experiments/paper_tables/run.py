@@ -185,8 +185,8 @@ class Runner:
         sampler, params = samplers.load(path)
       logging.info("drawing the grid of %s (%s) K=%d", name, loss, num_steps)
       images = drawing.draw_samples(sampler, params, self.problem,
-                                     num_samples=min(GRID_IMAGES, self.num_samples),
-                                     batch_size=self.config.eval.batch_size, seed=self.seeds[0])
+                                    num_samples=min(GRID_IMAGES, self.num_samples),
+                                    batch_size=self.config.eval.batch_size, seed=self.seeds[0])
       self.save_grid(name, loss, num_steps, images)
 
   def fixed(self) -> None:
@@ -214,7 +214,7 @@ class Runner:
       config = self.table_config(family, num_steps, stride, loss)
       apply_overrides(config, self.protocol, source="experiments.lib.protocol.PROTOCOL")
       run = run_lib.setup(config, os.path.join(self.workdir, "runs",
-                                                  f"{family}_{loss}_K{num_steps}"))
+                                               f"{family}_{loss}_K{num_steps}"))
       writer = logs.MetricWriter(run.workdir)
       problem = run_lib.build_problem(config, run.schedule, run.workdir, run.mesh)
       learned = run_lib.learn(run, problem, writer)

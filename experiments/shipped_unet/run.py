@@ -42,7 +42,7 @@ def main(argv):
     sampler = samplers.make(family, schedule, num_steps, stride=stride)
     start = time.perf_counter()
     samples = drawing.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
-                                 batch_size=250, seed=config.eval.seed)
+                                   batch_size=250, seed=config.eval.seed)
     seconds = time.perf_counter() - start
     m = problem.evaluate(samples)
     logging.info("%s K=%d done in %.0f s", family, num_steps, seconds)
