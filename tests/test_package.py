@@ -180,8 +180,8 @@ def test_the_sampler_face_is_the_families_api():
   from ddss_jax.samplers import families  # pylint: disable=import-outside-toplevel
   for name in samplers.__all__:
     assert getattr(samplers, name) is getattr(families, name)
-  with pytest.raises(AttributeError, match="no attribute '_ddim_coefficients'"):
-    getattr(samplers, "_ddim_coefficients")
+  with pytest.raises(AttributeError, match="no attribute '_time_logits'"):
+    getattr(samplers, "_time_logits")
 
 
 @pytest.mark.parametrize("old", sorted(__import__("ddss_jax").MOVED))

@@ -371,9 +371,12 @@ def test_markov_fast_path_equals_the_general_recurrence():
                         stochastic=True, markov=markov)
     return jnp.sum(x0 ** 2)
 
+  # atol: an angle's gradient is the difference of its mu and nu terms (about 51 and -51 at
+  # step 3 here), which float32 resolves to about 1e-5 of their size.
   for fast, general in zip(jax.value_and_grad(loss)(params, True),
                            jax.value_and_grad(loss)(params, False)):
-    np.testing.assert_allclose(jax.tree.leaves(fast), jax.tree.leaves(general), rtol=1e-5)
+    np.testing.assert_allclose(jax.tree.leaves(fast), jax.tree.leaves(general), rtol=1e-5,
+                               atol=5e-4)
 
 
 def test_markov_sampling_memory_does_not_grow_with_k():

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddss_jax.samplers import conv_layout, recurrence, sampler_json, schedules, solvers
+from ddss_jax.samplers import conv_layout, ddim, recurrence, sampler_json, schedules, solvers
 from ddss_jax.samplers.schedules import Schedule
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
@@ -144,8 +144,9 @@ class Sampler:
       return {"time_logits": _time_logits(self.initial_timesteps, self.schedule.num_timesteps)}
     t = jnp.asarray(self.initial_timesteps, jnp.float32)
     if self.family == "vars":
-      return {"noise_angle": _noise_angle(self.schedule, t, eta=self.eta)}
-    start = (_ddim_coefficients(self.schedule, t, eta=self.eta) if self.start_solver is None
+      return {"noise_angle": ddim.noise_angle(schedule=self.schedule, t=t, eta=self.eta)}
+    start = (ddim.coefficients(schedule=self.schedule, t=t, eta=self.eta)
+             if self.start_solver is None
              else solvers.coefficients(self.start_solver, self.schedule, t))
     params = {"mu": start.mu, "nu": start.nu, "sigma": start.sigma}
     if self.learns_pred:
@@ -165,11 +166,12 @@ class Sampler:
     """The per-step coefficients of the recurrence that these parameters define."""
     t = self.timesteps(params)
     if self.family in ("ddpm", "ddim"):
-      return _ddim_coefficients(self.schedule, t, eta=self.eta)
+      return ddim.coefficients(schedule=self.schedule, t=t, eta=self.eta)
     if self.solver is not None:
       return solvers.coefficients(self.solver, self.schedule, t)
     if self.family == "vars":
-      return _vars_coefficients(self.schedule, t, params["noise_angle"])
+      return ddim.vars_coefficients(schedule=self.schedule, t=t,
+                                    noise_angle=params["noise_angle"])
     if self.learns_pred:
       b, c = jnp.exp(params["log_b"]), jnp.exp(params["log_c"])
     else:
@@ -344,47 +346,6 @@ def from_spec(spec: sampler_json.SamplerSpec, *, gradient: str = "adjoint",
 
 
 # -- coefficient maths (keyword-only helpers) -----------------------------------------------------
-
-def _next_alpha_bar(schedule: Schedule, t: jax.Array) -> jax.Array:
-  """[K] alpha_bar of the state each step produces; the last step produces x_0 (alpha_bar = 1)."""
-  return jnp.concatenate([schedule.alpha_bar(t[1:]), jnp.ones((1,), jnp.float32)])
-
-
-def _ddim_like(schedule: Schedule, t: jax.Array, *, sigma: jax.Array,
-               eps_scale: jax.Array) -> recurrence.Coefficients:
-  """x_next = sqrt(abar_next) x0_pred + eps_scale eps + sigma z, as recurrence coefficients.
-
-  With eps = (x - b x0_pred) / c this is mu = sqrt(abar_next) - nu b and nu_ii = eps_scale / c.
-  """
-  b, c = schedule.alpha_sigma(t)
-  nu_diag = eps_scale / c
-  mu = jnp.sqrt(_next_alpha_bar(schedule, t)) - nu_diag * b
-  return recurrence.Coefficients(t=t, b=b, c=c, mu=mu, nu=jnp.diag(nu_diag), sigma=sigma)
-
-
-def _ddim_coefficients(schedule: Schedule, t: jax.Array, *, eta: float) -> recurrence.Coefficients:
-  """DDIM(eta) (Song et al. 2021, eq. 12 and 16) at times t [K], largest first."""
-  abar = schedule.alpha_bar(t)
-  abar_next = _next_alpha_bar(schedule, t)
-  sigma = eta * jnp.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))
-  eps_scale = jnp.sqrt(jnp.maximum(1 - abar_next - sigma**2, 0.0))
-  return _ddim_like(schedule, t, sigma=sigma, eps_scale=eps_scale)
-
-
-def _vars_coefficients(schedule: Schedule, t: jax.Array,
-                       noise_angle: jax.Array) -> recurrence.Coefficients:
-  radius = jnp.sqrt(1 - _next_alpha_bar(schedule, t))
-  return _ddim_like(schedule, t, sigma=radius * jnp.sin(noise_angle),
-                    eps_scale=radius * jnp.cos(noise_angle))
-
-
-def _noise_angle(schedule: Schedule, t: jax.Array, *, eta: float) -> jax.Array:
-  """[K] the VARS angle whose noise equals DDIM(eta)'s (0 where no noise is possible)."""
-  sigma = _ddim_coefficients(schedule, t, eta=eta).sigma
-  radius = jnp.sqrt(1 - _next_alpha_bar(schedule, t))
-  ratio = jnp.where(radius > 0, sigma / jnp.where(radius > 0, radius, 1.0), 0.0)
-  return jnp.arcsin(jnp.clip(ratio, 0.0, 1.0))
-
 
 def _time_logits(times: np.ndarray, num_timesteps: int) -> jax.Array:
   """[K + 1] logits whose softmax is the gaps of `times` (largest first) within [0, T - 1]."""
