@@ -355,9 +355,13 @@ def _time_logits(times: np.ndarray, num_timesteps: int) -> jax.Array:
 
 
 def _decode_times(time_logits: jax.Array, num_timesteps: int) -> jax.Array:
-  """[K] strictly decreasing times in (0, T - 1) from [K + 1] logits."""
-  ascending = jnp.cumsum(jax.nn.softmax(time_logits))[:-1]
-  return (num_timesteps - 1) * ascending[::-1]
+  """[K] strictly decreasing times in (0, T - 1) from [K + 1] logits. Each time is summed from
+  its nearer end, the gaps below it or 1 - the gaps above: 1 - cumsum would leave the times
+  near T - 1 with the sum's rounding, K times float32's, where the log-SNR is steepest."""
+  gaps = jax.nn.softmax(time_logits)
+  below = jnp.cumsum(gaps)[:-1]
+  above = jnp.cumsum(gaps[::-1])[::-1][1:]
+  return (num_timesteps - 1) * jnp.where(below < 0.5, below, 1.0 - above)[::-1]
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:
