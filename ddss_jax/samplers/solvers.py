@@ -18,6 +18,8 @@ final_sigmas_type="zero".
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 from ddss_jax.samplers import recurrence
@@ -82,10 +84,11 @@ def _unic(i: int, *, a, s, lam, x0s, corrected):
   if i == 1:
     rho_0, rho_1 = None, 0.5
   else:
-    # With u = -h: g_1 = (e^u - 1) / u - 1, g_2 = g_1 / u - 1/2; b_n = n! g_n / B.
-    g_1 = b_h / -h - 1.0
-    b_1 = g_1 / b_h
-    b_2 = 2.0 * (g_1 / -h - 0.5) / b_h
+    # With u = -h: g_1 = (e^u - 1) / u - 1 = u phi_2(u), g_2 = g_1 / u - 1/2 = u phi_3(u), and
+    # b_n = n! g_n / B(u), B(u) = u phi_1(u): b_1 = phi_2 / phi_1, b_2 = 2 phi_3 / phi_1.
+    phi_1, phi_2, phi_3 = (phi(k, u=-h) for k in (1, 2, 3))
+    b_1 = phi_2 / phi_1
+    b_2 = 2.0 * phi_3 / phi_1
     r_k = (lam[i - 2] - lam[i - 1]) / h
     rho_0 = (b_1 - b_2) / (1.0 - r_k)
     rho_1 = b_1 - rho_0
@@ -95,3 +98,28 @@ def _unic(i: int, *, a, s, lam, x0s, corrected):
   if rho_0 is not None:
     state = state + scale * rho_0 * (x0s[i - 2] - x0s[i - 1]) / r_k
   return state, scale * rho_1
+
+
+SERIES_TERMS = 16  # |u| < 1: the first omitted term is below 1 / 16! ~ 5e-14 of phi_k
+
+
+def phi(k: int, *, u: jnp.ndarray) -> jnp.ndarray:
+  """phi_k(u) = sum_{j >= 0} u^j / (j + k)! (phi_0 = e^u, phi_{k+1} = (phi_k - 1 / k!) / u), the
+  exponential integrators' functions, for k >= 1 and any shape of u.
+
+  The closed form (e^u - sum_{j < k} u^j / j!) / u^k subtracts nearly equal numbers when u is
+  small: in float32 its relative error grows like 1e-7 / |u|^k (1e-3 for phi_3 at |u| = 0.05, a
+  gap of log-SNR that K = 50 steps reach). Below |u| = 1 the series is used instead (no
+  cancellation: its terms shrink by |u| / (j + k) each); above, the closed form loses at most a
+  few digits. Both branches are finite everywhere, so gradients through jnp.where stay finite.
+  """
+  u = jnp.asarray(u, jnp.float32)
+  small = jnp.abs(u) < 1.0
+  term = jnp.full_like(u, 1.0 / math.factorial(k))
+  series = term
+  for j in range(1, SERIES_TERMS):
+    term = term * u / (j + k)
+    series = series + term
+  big = jnp.where(small, 1.0, u)
+  closed = jnp.exp(big) - sum(big**j / math.factorial(j) for j in range(k))
+  return jnp.where(small, series, closed / big**k)
