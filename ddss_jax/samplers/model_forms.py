@@ -36,6 +36,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ddss_jax.samplers import diffusion
 from ddss_jax.samplers.schedules import Schedule
@@ -84,7 +85,8 @@ def discrete(model_fn: ModelFn, *, schedule: Schedule, prediction: str = "eps") 
   def eps_fn(params, x, t):
     alpha, sigma = schedule.alpha_sigma(t)
     out = model_fn(params, x, t)
-    return _to_eps(prediction, out, x_u=x, alpha=alpha, sigma=sigma, d_alpha=None, d_sigma=None)
+    return _to_eps(prediction, out, x_u=x, alpha=alpha, sigma=sigma, logsnr=schedule.logsnr(t),
+                   d_alpha=None, d_sigma=None)
 
   return VPModel(eps_fn, schedule, lambda t: jnp.asarray(t, jnp.float32))
 
@@ -98,7 +100,8 @@ def continuous(model_fn: ModelFn, *, prediction: str = "eps",
                time_from_logsnr: Callable[[jax.Array], jax.Array] | None = None) -> VPModel:
   """A continuous-time model, u in [t_min, t_max], given by its log-SNR (VDM: logsnr = -gamma) or
   by its path's alpha(u), sigma(u) (score_sde's VP: alpha = exp(-int beta / 2), sigma =
-  sqrt(1 - alpha^2); VE: alpha = 1; any pair, VP or not).
+  sqrt(-expm1(-int beta)), which float32 keeps near t_min where sqrt(1 - alpha^2) does not;
+  VE: alpha = 1; any pair, VP or not).
 
   Args:
     model_fn: (params, x_u [B, ...], u [B]) -> prediction [B, ...].
@@ -191,34 +194,74 @@ def flow_matching(velocity_fn: ModelFn, *, time_scale: float = 1.0, num_timestep
 def _wrap(model_fn: ModelFn, path: _Path, prediction: str, grid: np.ndarray, *, name: str,
           time_scale: float = 1.0) -> VPModel:
   """(eps_fn, schedule, model_time) of a model on `path`, its Schedule on `grid` [T]."""
-  u = jnp.asarray(grid, jnp.float32)
-  logsnrs = np.asarray(_logsnr(path.alpha(u), path.sigma(u)), np.float64)
+  logsnrs = grid_logsnrs(path.alpha, path.sigma, grid)
   if not np.all(np.isfinite(logsnrs)):
     bad = int(np.flatnonzero(~np.isfinite(logsnrs))[0])
     raise ValueError(f"{name}: the log-SNR at grid[{bad}] = u = {float(grid[bad])!r} is "
                      f"{float(logsnrs[bad])!r}; choose a grid whose noise level is strictly "
                      "between 0 and pure noise (t_min > 0 for a path with sigma(0) = 0)")
+  _warn_if_float32_differs(path, grid, logsnrs, name=name)
   schedule = Schedule(name, 1.0 / (1.0 + np.exp(-logsnrs)))
 
   def model_time(t):
     return time_scale * path.time_from_logsnr(schedule.logsnr(t))
 
   def eps_fn(params, x, t):
-    u = path.time_from_logsnr(schedule.logsnr(t))  # [B], exactly the sampler's noise level
-    alpha, sigma = path.alpha(u), path.sigma(u)
+    logsnr = schedule.logsnr(t)  # [B], exactly the sampler's noise level
+    u = path.time_from_logsnr(logsnr)
+    alpha, sigma = _path_scales(path, u, logsnr)
     d_alpha = d_sigma = None
     if prediction == "velocity":
       d_alpha = jax.jvp(path.alpha, (u,), (jnp.ones_like(u),))[1]
       d_sigma = jax.jvp(path.sigma, (u,), (jnp.ones_like(u),))[1]
     x_u = x * _per_example(jnp.sqrt(alpha**2 + sigma**2), x)
     out = model_fn(params, x_u, time_scale * u)
-    return _to_eps(prediction, out, x_u=x_u, alpha=alpha, sigma=sigma, d_alpha=d_alpha,
-                   d_sigma=d_sigma)
+    return _to_eps(prediction, out, x_u=x_u, alpha=alpha, sigma=sigma, logsnr=logsnr,
+                   d_alpha=d_alpha, d_sigma=d_sigma)
 
   return VPModel(eps_fn, schedule, model_time)
 
 
-def _to_eps(prediction, out, *, x_u, alpha, sigma, d_alpha, d_sigma):
+def grid_logsnrs(alpha_fn: Callable[[jax.Array], jax.Array],
+                 sigma_fn: Callable[[jax.Array], jax.Array], grid: np.ndarray) -> np.ndarray:
+  """[T] float64 log-SNR 2 log(alpha / sigma) of a path at the model times `grid` [T], the
+  path's functions evaluated in float64: the schedule's ends then keep the digits that float32
+  loses where alpha or sigma is computed as sqrt(1 - x) of an x near 1."""
+  with jax.enable_x64(True):
+    u = jnp.asarray(np.asarray(grid, np.float64))
+    return np.asarray(_logsnr(alpha_fn(u), sigma_fn(u)), np.float64)
+
+
+def _warn_if_float32_differs(path: _Path, grid: np.ndarray, logsnrs: np.ndarray, *,
+                             name: str) -> None:
+  """Logs a warning where the path's functions, evaluated in float32 as the sampler runs them,
+  miss the float64 log-SNR by more than 1e-3: the model would then receive a time off from the
+  noise level the sampler assumes."""
+  u = jnp.asarray(grid, jnp.float32)
+  float32 = np.asarray(_logsnr(path.alpha(u), path.sigma(u)), np.float64)
+  error = np.abs(float32 - logsnrs)
+  if np.nanmax(error) > 1e-3:
+    i = int(np.nanargmax(error))
+    logging.warning(
+        "%s: in float32 the path's log-SNR at u = %r is %.6g, in float64 %.6g: the model time "
+        "found for a noise level near it is off. Compute alpha and sigma without subtracting "
+        "nearly equal numbers (e.g. sigma = sqrt(-expm1(-integral of beta)) rather than "
+        "sqrt(1 - alpha^2)), or pass time_from_logsnr.", name, float(grid[i]), float32[i],
+        logsnrs[i])
+
+
+def _path_scales(path: _Path, u: jax.Array, logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(alpha(u), sigma(u)) [B]: the larger of the two from the path's function, the smaller from
+  it and the sampler's log-SNR (alpha / sigma = e^{logsnr / 2} exactly). The smaller one is where
+  a path function would cancel (sigma = sqrt(1 - alpha^2) where sigma << alpha; 1 - u near
+  u = 1); the larger one has all its digits."""
+  alpha, sigma = path.alpha(u), path.sigma(u)
+  ratio = jnp.exp(-0.5 * jnp.abs(logsnr))  # smaller / larger
+  cleaner = logsnr >= 0
+  return jnp.where(cleaner, alpha, sigma * ratio), jnp.where(cleaner, alpha * ratio, sigma)
+
+
+def _to_eps(prediction, out, *, x_u, alpha, sigma, logsnr, d_alpha, d_sigma):
   """eps [B, ...] from the model's prediction `out` at x_u = alpha x0 + sigma eps ([B] each)."""
   if prediction == "eps":
     return out
@@ -228,7 +271,6 @@ def _to_eps(prediction, out, *, x_u, alpha, sigma, d_alpha, d_sigma):
   if prediction == "score":  # grad log N(x_u; alpha x0, sigma^2) = -eps / sigma
     return -sigma * out
   if prediction == "v":  # in VP units: x = x_u / r, eps = s x + a v (ddss_jax.samplers.diffusion)
-    logsnr = _logsnr(alpha, sigma)
     return diffusion.eps_from_v(x_t=x_u / jnp.sqrt(alpha**2 + sigma**2), v=out, logsnr=logsnr)
   # velocity: solve x_u = alpha x0 + sigma eps, v = alpha' x0 + sigma' eps for eps.
   d_alpha, d_sigma = _per_example(d_alpha, x_u), _per_example(d_sigma, x_u)
