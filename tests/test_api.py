@@ -7,13 +7,14 @@ import os
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import ddss_jax
 from configs import tiny
 from ddss_jax import run as run_lib, samplers
-from ddss_jax.learn import ddss, select, validation
+from ddss_jax.learn import ddss, kid_loss, select, validation
 from ddss_jax.problems import toy2d as toy2d_problem
 from ddss_jax.samplers import schedules
 from ddss_jax.settings import from_group
@@ -164,6 +165,36 @@ def test_bad_input_is_named_before_anything_runs():
   with pytest.raises(ConfigError, match="config.loss.teacher_dir=None: the teacher loss caches"):
     ddss_jax.learn_sampler(problem, loss=ddss_jax.LossConfig(name="teacher"))
   assert jax.device_count() >= 1
+
+
+def test_non_finite_data_and_wrong_shapes_are_named_before_anything_compiles():
+  good = np.zeros((6, 2), np.float32)
+  bad = good.copy()
+  bad[[1, 4], 0] = [np.nan, np.inf]
+  common = dict(eps_fn=lambda p, x, t: x, model_params={}, features=lambda p, x: x)
+  with pytest.raises(ValueError, match=r"make_problem: data: rows 1, 4 of 6 examples hold NaN "
+                                       r"or inf"):
+    ddss_jax.make_problem(data=bad, **common)
+  with pytest.raises(ValueError, match=r"make_problem: eval_data: rows 1, 4 of 6 examples"):
+    ddss_jax.make_problem(data=good, eval_data=bad, **common)
+  batches = iter([good, good[:3], bad])  # the bad batch's rows are examples 10 and 13
+  problem = ddss_jax.make_problem(data=batches, **common)
+  with pytest.raises(ValueError, match=r"data \(an iterator\): rows 10, 13 of 6 examples"):
+    problem.real_batch(None, 12)
+  with pytest.raises(ValueError, match=r"the model maps x of shape \(2, 2\) to \(2, 1\); it "
+                                       r"must return eps"):
+    ddss_jax.make_problem(data=good, **(common | dict(eps_fn=lambda p, x, t: x[:, :1])))
+  with pytest.raises(ValueError, match=r"the feature function maps x of shape \(2, 2\) to "
+                                       r"\(2,\); it must return features \[B, D\]"):
+    ddss_jax.make_problem(data=good, **(common | dict(features=lambda p, x: x[:, 0])))
+  with pytest.raises(ValueError, match=r"the features of eval_data: row 2 of 6 features hold"):
+    ddss_jax.make_problem(data=good, eval_data=good + np.arange(6)[:, None],
+                          **(common | dict(features=lambda p, x: 1.0 / (x - 2.0))))
+  problem = ddss_jax.make_problem(data=good + np.arange(6)[:, None],
+                                  **(common | dict(features=lambda p, x: jnp.log(x - 2.0))))
+  with pytest.raises(ValueError, match=r"the KID loss's bank: the features of 6 training "
+                                       r"examples drawn with seed 0: rows .* of 6 features hold"):
+    kid_loss.make_reference(problem, None, size=6, seed=0)
 
 
 @pytest.mark.slow

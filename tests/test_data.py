@@ -71,7 +71,7 @@ def test_missing_file_and_bad_split_say_what_to_do(monkeypatch):
     (np.zeros((2, 32, 32, 3), np.float32), r"shape \[2, 32, 32, 3\], expected \[B, 32, 32, 1\]"),
     (np.zeros((32, 32, 1), np.float32), r"shape \[32, 32, 1\], expected \[B, 32, 32, 1\]"),
     (np.zeros((2, 32, 32, 1), np.uint8), r"dtype uint8, expected floating point in \[-1, 1\]"),
-    (np.full((2, 32, 32, 1), np.nan, np.float32), r"hold 2048 non-finite values"),
+    (np.full((2, 32, 32, 1), np.nan, np.float32), r"rows 0, 1 of 2 examples hold NaN or inf"),
     (np.full((2, 32, 32, 1), 255.0, np.float32),
      r"image values span \[255, 255\], expected within \[-1, 1\]"),
     (np.full((2, 32, 32, 1), -1.5, np.float32), r"values span \[-1.5, -1.5\]"),

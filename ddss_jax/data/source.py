@@ -1,6 +1,6 @@
-"""One interface for "a stream of real batches", whatever the dataset behind it, and the check
-that a batch is what an image model expects (`check_images`, run on the first real batch before
-anything compiles).
+"""One interface for "a stream of real batches", whatever the dataset behind it, and the checks
+that examples are finite (`check_finite`, naming the bad rows) and that a batch is what an image
+model expects (`check_images`, run on the first real batch before anything compiles).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class ArraySource:
   name: str
   images: np.ndarray
   labels: np.ndarray | None = None
+
+  def __post_init__(self):
+    check_finite(self.images, name=self.name)
 
   @property
   def num_examples(self) -> int:
@@ -86,8 +89,7 @@ def check_images(x, *, name: str, size: int, channels: int) -> None:
   if not np.issubdtype(x.dtype, np.floating):
     raise ValueError(f"{name}: images have dtype {x.dtype}, expected floating point in [-1, 1] "
                      "(uint8 pixels p become p / 127.5 - 1)")
-  if not np.all(np.isfinite(x)):
-    raise ValueError(f"{name}: images hold {np.size(x) - np.isfinite(x).sum()} non-finite values")
+  check_finite(x, name=name)
   low, high = float(x.min()), float(x.max())
   if low < -1.0 - 1e-5 or high > 1.0 + 1e-5:
     raise ValueError(f"{name}: image values span [{low:.4g}, {high:.4g}], expected within "
@@ -95,3 +97,17 @@ def check_images(x, *, name: str, size: int, channels: int) -> None:
   if low >= 0.0:
     logging.warning("%s: no image value is negative (range [%.4g, %.4g]): are they scaled to "
                     "[0, 1] instead of [-1, 1]?", name, low, high)
+
+
+def check_finite(x, *, name: str, first_row: int = 0, what: str = "examples") -> None:
+  """Raises ValueError naming `name` and the rows of x [N, ...] (numbered from first_row) that
+  hold NaN or inf, before they reach a model: a non-finite example is never drawn silently."""
+  x = np.asarray(x)
+  if x.ndim == 0 or not np.issubdtype(x.dtype, np.inexact):
+    return
+  bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+  if bad.size:
+    rows = ", ".join(str(int(i) + first_row) for i in bad[:10])
+    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+    raise ValueError(f"{name}: row{'s' * (bad.size > 1)} {rows}{more} of {len(x)} {what} hold "
+                     "NaN or inf; every value must be finite (drop or repair those rows)")

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ddss_jax import samplers
+from ddss_jax.data.source import check_finite
 from ddss_jax.evaluation import drawing, metrics
 from ddss_jax.problems.base import Problem
 from ddss_jax.util import parallel
@@ -44,6 +45,9 @@ def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: in
   drawn once with PRNGKey(seed), and their within-bank kernel mean."""
   examples = np.asarray(problem.real_batch(jax.random.PRNGKey(seed), size))
   features_of = jax.jit(problem.feature_apply)
-  feats = jnp.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
-                                            500, mesh))
+  feats = np.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
+                                           500, mesh))
+  check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
+               f"drawn with seed {seed}", what="features")
+  feats = jnp.asarray(feats)
   return {"features": feats, "within": jax.jit(metrics.within_mean)(feats)}

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ddss_jax.data.source import ArraySource, carve_validation
+from ddss_jax.data.source import ArraySource, carve_validation, check_finite
 from ddss_jax.evaluation import metrics
 from ddss_jax.problems.base import Problem
 from ddss_jax.samplers import model_forms, schedules
@@ -62,11 +62,21 @@ def _real_batch(data, name: str, seed: int):
   """(real_batch(key, n, rows=slice(None)), example shape, split_validation or None) of an array
   or a batch iterator."""
   if isinstance(data, (np.ndarray, jax.Array)):
-    source = ArraySource(name, np.asarray(data, np.float32))
+    data = np.asarray(data, np.float32)
+    check_finite(data, name="make_problem: data")
+    source = ArraySource(name, data)
     return (source.batch, source.example_shape,
             lambda num: carve_validation(source, num, seed))
   iterator = iter(data)
-  buffered = [np.asarray(next(iterator), np.float32)]
+  read = [0]  # examples taken from the iterator so far
+
+  def take():
+    batch = np.asarray(next(iterator), np.float32)
+    check_finite(batch, name="make_problem: data (an iterator)", first_row=read[0])
+    read[0] += len(batch)
+    return batch
+
+  buffered = [take()]
   example_shape = tuple(buffered[0].shape[1:])
   seen = [0]
 
@@ -75,7 +85,7 @@ def _real_batch(data, name: str, seed: int):
     have = sum(len(b) for b in buffered)
     while have < n:
       try:
-        buffered.append(np.asarray(next(iterator), np.float32))
+        buffered.append(take())
       except StopIteration:
         raise ValueError(f"data: the iterator ran out after {seen[0] + have} examples; "
                          f"{n} more were asked for (give it more, or fewer steps)") from None
@@ -131,16 +141,48 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
   else:
     feature_apply = features
   real_batch, example_shape, split = _real_batch(data, f"{name}/train", seed)
+  _check_shapes(eps_apply, model_params, feature_apply, feature_params, example_shape)
   plot = plots.image_grids if len(example_shape) == 3 else plots.scatter_panels
   evaluate_fn = None
   if eval_data is not None:
-    evaluate_fn = _feature_evaluation(feature_apply, feature_params,
-                                      np.asarray(eval_data, np.float32), seed=seed,
+    eval_data = np.asarray(eval_data, np.float32)
+    check_finite(eval_data, name="make_problem: eval_data")
+    if eval_data.shape[1:] != example_shape:
+      raise ValueError(f"make_problem: eval_data has examples of shape {eval_data.shape[1:]}, "
+                       f"data has {example_shape}; they must match")
+    evaluate_fn = _feature_evaluation(feature_apply, feature_params, eval_data, seed=seed,
                                       kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
   return Problem(name=name, schedule=schedule, example_shape=example_shape, eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
                  feature_params=feature_params, real_batch=real_batch, evaluate=evaluate_fn,
                  plot=plot, split_validation=split, model_info=model_info or ModelInfo())
+
+
+def _check_shapes(eps_apply, model_params, feature_apply, feature_params,
+                  example_shape: tuple[int, ...]) -> None:
+  """Raises ValueError naming the model or the feature function where it maps a batch x [2, ...]
+  to the wrong shape (traced abstractly: nothing compiles, nothing runs)."""
+  x = jax.ShapeDtypeStruct((2,) + tuple(example_shape), np.float32)
+  t = jax.ShapeDtypeStruct((2,), np.float32)
+  try:
+    out = jax.eval_shape(eps_apply, model_params, x, t)
+  except Exception as e:  # pylint: disable=broad-except  (any error of the caller's model)
+    raise ValueError(f"make_problem: the model fails on x of shape {x.shape} with t of shape "
+                     f"(2,): {type(e).__name__}: {e}") from e
+  if getattr(out, "shape", None) != x.shape:
+    raise ValueError(f"make_problem: the model maps x of shape {x.shape} to "
+                     f"{getattr(out, 'shape', type(out).__name__)}; it must return eps (or its "
+                     "prediction) of x's shape")
+  try:
+    feats = jax.eval_shape(feature_apply, feature_params, x)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"make_problem: the feature function fails on x of shape {x.shape}: "
+                     f"{type(e).__name__}: {e}") from e
+  shape = getattr(feats, "shape", None)
+  if shape is None or len(shape) != 2 or shape[0] != 2:
+    raise ValueError(f"make_problem: the feature function maps x of shape {x.shape} to "
+                     f"{shape if shape is not None else type(feats).__name__}; it must return "
+                     "features [B, D], one row per example")
 
 
 def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *, seed: int,
@@ -150,6 +192,7 @@ def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *,
   features_of = jax.jit(feature_apply)
   batched = lambda x: parallel.padded_apply(lambda b: features_of(feature_params, b), x, 500)
   reference = batched(eval_data)
+  check_finite(reference, name="make_problem: the features of eval_data", what="features")
 
   def evaluate_fn(samples: np.ndarray) -> dict[str, float]:
     feats = batched(samples)
