@@ -31,9 +31,7 @@ from ddss_jax.samplers.schedules import Schedule
 def coefficients(*, schedule: Schedule, t: jnp.ndarray, eta: float) -> recurrence.Coefficients:
   """DDIM(eta) at times t [K], largest first; eta = 1 is ancestral sampling (DDPM)."""
   l, a, s = _levels(schedule, t)
-  d = l[:-1] - l[1:]                         # [K - 1], <= 0
-  q = eta**2 * -jnp.expm1(d)
-  keep = (1.0 - eta**2) + eta**2 * jnp.exp(d)  # 1 - q
+  d, q, keep = _noise_fraction(l, eta)
   sigma = s[1:] * jnp.sqrt(q)
   nu = s[1:] / s[:-1] * jnp.sqrt(keep)
   mu = a[1:] * -jnp.expm1(0.5 * (d + jnp.log(keep)))
@@ -59,11 +57,15 @@ def noise_angle(*, schedule: Schedule, t: jnp.ndarray, eta: float) -> jnp.ndarra
   """[K] the VARS angle whose noise equals DDIM(eta)'s: sin^2 = q, cos^2 = 1 - q, taken with
   arctan2 (arcsin(sqrt(q)) loses the angle's digits where q is near 1, at eta = 1 and a large
   step); 0 at the last step, where no noise is possible."""
-  l = schedule.logsnr(t)
-  d = l[:-1] - l[1:]
-  q = eta**2 * -jnp.expm1(d)
-  keep = (1.0 - eta**2) + eta**2 * jnp.exp(d)
+  _, q, keep = _noise_fraction(schedule.logsnr(t), eta)
   return jnp.append(jnp.arctan2(jnp.sqrt(q), jnp.sqrt(keep)), 0.0)
+
+
+def _noise_fraction(l: jnp.ndarray, eta: float):
+  """(d, q, 1 - q) [K - 1] of the steps between the K log-SNRs l: d = l - l_next <= 0 and
+  q = sigma^2 / s_next^2 = eta^2 (-expm1(d)), 1 - q as two terms >= 0."""
+  d = l[:-1] - l[1:]
+  return d, eta**2 * -jnp.expm1(d), (1.0 - eta**2) + eta**2 * jnp.exp(d)
 
 
 def _levels(schedule: Schedule, t: jnp.ndarray):
