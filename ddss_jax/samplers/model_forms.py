@@ -194,7 +194,7 @@ def flow_matching(velocity_fn: ModelFn, *, time_scale: float = 1.0, num_timestep
 def _wrap(model_fn: ModelFn, path: _Path, prediction: str, grid: np.ndarray, *, name: str,
           time_scale: float = 1.0) -> VPModel:
   """(eps_fn, schedule, model_time) of a model on `path`, its Schedule on `grid` [T]."""
-  logsnrs = grid_logsnrs(path.alpha, path.sigma, grid)
+  logsnrs = _grid_logsnrs(path.alpha, path.sigma, grid)
   if not np.all(np.isfinite(logsnrs)):
     bad = int(np.flatnonzero(~np.isfinite(logsnrs))[0])
     raise ValueError(f"{name}: the log-SNR at grid[{bad}] = u = {float(grid[bad])!r} is "
@@ -222,8 +222,8 @@ def _wrap(model_fn: ModelFn, path: _Path, prediction: str, grid: np.ndarray, *, 
   return VPModel(eps_fn, schedule, model_time)
 
 
-def grid_logsnrs(alpha_fn: Callable[[jax.Array], jax.Array],
-                 sigma_fn: Callable[[jax.Array], jax.Array], grid: np.ndarray) -> np.ndarray:
+def _grid_logsnrs(alpha_fn: Callable[[jax.Array], jax.Array],
+                  sigma_fn: Callable[[jax.Array], jax.Array], grid: np.ndarray) -> np.ndarray:
   """[T] float64 log-SNR 2 log(alpha / sigma) of a path at the model times `grid` [T], the
   path's functions evaluated in float64: the schedule's ends then keep the digits that float32
   loses where alpha or sigma is computed as sqrt(1 - x) of an x near 1."""
