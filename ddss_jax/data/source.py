@@ -25,9 +25,6 @@ class ArraySource:
   images: np.ndarray
   labels: np.ndarray | None = None
 
-  def __post_init__(self):
-    check_finite(self.images, name=self.name)
-
   @property
   def num_examples(self) -> int:
     return int(self.images.shape[0])
