@@ -158,7 +158,8 @@ class SamplerConfig(Group):
   GROUP: ClassVar[str] = "sampler"
   family: str = setting(
       "ggdm+pred+time", "vars, ggdm, ggdm+pred, ggdm+time, ggdm+pred+time, dpm-solver++2m+time, "
-      "unipc+time (learnable), or ddpm, ddim, dpm-solver++2m, unipc (fixed: no DDSS steps).",
+      "unipc+time, ipndm+time (learnable), or ddpm, ddim, dpm-solver++2m, unipc, ipndm (fixed: "
+      "no DDSS steps).",
       choice(samplers.FAMILIES))
   num_steps: int = setting(4, "K, the number of model calls.", integer(1))
   stride: str = setting("quadratic", "The fixed (or initial) times: linear, quadratic (DDIM's) "
@@ -166,9 +167,10 @@ class SamplerConfig(Group):
                         choice(samplers.STRIDES))
   eta: float = setting(0.0, "The DDIM(eta) it starts from: 0 is DDIM, 1 is DDPM.", real(0, 1))
   start: str = setting("configured", "configured: start from DDIM(eta) at the stride; "
-                       "dpm-solver++2m or unipc (GGDM families): from that solver at the "
-                       "stride; select: from the fixed sampler the family represents (each "
-                       "stride; DDIM and DDPM, and for GGDM the two solvers) that scores best "
+                       "dpm-solver++2m, unipc or ipndm (GGDM families): from that solver at "
+                       "the stride; select: from the fixed sampler the family represents (each "
+                       "stride; DDIM and DDPM, and for GGDM DPM-Solver++(2M) and UniPC; the "
+                       "solver of a +time solver family) that scores best "
                        "on the validation split (train.validation_size, validation_samples, "
                        "select_on), recorded in start.json; select_noise_free: the same among "
                        "the candidates that draw no noise (all but DDPM).", choice(START_RULES))
@@ -194,8 +196,8 @@ class SamplerConfig(Group):
 class BaselineConfig(Group):
   """The fixed sampler of the before/after table, at the sampler's K and stride."""
   GROUP: ClassVar[str] = "baseline"
-  family: str = setting("ddim", "ddim (with eta), ddpm (eta = 1 always), dpm-solver++2m or unipc "
-                        "(deterministic: eta must be 0).", choice(samplers.FIXED_FAMILIES),
+  family: str = setting("ddim", "ddim (with eta), ddpm (eta = 1 always), dpm-solver++2m, unipc "
+                        "or ipndm (deterministic: eta must be 0).", choice(samplers.FIXED_FAMILIES),
                         resumable=True)
   eta: float = setting(0.0, "DDIM's eta (not used by ddpm).", real(0, 1), resumable=True)
 

@@ -83,7 +83,7 @@ def results_page(rows: list[dict], reading: str) -> str:
   md += headline(rows)
   md += ["", "## Against the baselines and the paper's ratios", "",
          "Ratio = learned FID / best DDPM-or-DDIM FID at the same K (the paper's comparison); "
-         "\"best solver\" is the lowest FID of DPM-Solver++(2M) and UniPC over their step "
+         "\"best solver\" is the lowest FID of DPM-Solver++(2M), UniPC and iPNDM over their step "
          "choices; the learned sampler beats the best DDPM/DDIM row by more than the seed "
          "difference when its FID is lower by more than that on both seeds.", ""]
   md += comparisons(rows, TABLE_STEPS)

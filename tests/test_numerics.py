@@ -5,8 +5,8 @@ largest weight, `step_scale`), and finite samples. The fast tier checks K = 4 an
 tier six more; `check_every_k` all of them.
 
 The float64 side is written here from the papers (DDIM's eq. 16 in alpha_bar; DPM-Solver++(2M)
-and UniPC-bh2 as updates in the x0 predictions, turned into the recurrence's coefficients by a
-triangular solve), not the library's code run in x64."""
+and UniPC-bh2 as updates in the x0 predictions, iPNDM in sigma = s / a with eps, turned into the
+recurrence's coefficients by a triangular solve), not the library's code run in x64."""
 
 import functools
 
@@ -28,6 +28,7 @@ VARIANTS = (  # (family, eta, start_solver)
     ("ddpm", None, None), ("ddim", 0.0, None), ("ddim", 0.5, None),
     ("dpm-solver++2m", None, None), ("unipc", None, None),
     ("dpm-solver++2m+time", None, None), ("unipc+time", None, None),
+    ("ipndm", None, None), ("ipndm+time", None, None),
     ("vars", 0.0, None), ("vars", 1.0, None),
     ("ggdm", 0.0, None), ("ggdm", 1.0, None), ("ggdm+pred", 1.0, None),
     ("ggdm+time", 1.0, None), ("ggdm+pred+time", 0.0, None), ("ggdm+pred+time", 1.0, None),
@@ -174,6 +175,31 @@ def _solver64(name, l):
       r = (lam[i] - lam[i - 1]) / h
       d = (1 + 1 / (2 * r)) * x0(i) - x0(i - 1) / (2 * r)
     states.append(s[i + 1] / s[i] * corrected - a[i + 1] * np.expm1(-h) * d)
+  return _in_states(states)
+
+
+def _ipndm64(l):
+  """(mu, nu, sigma) of iPNDM: x / a stepped in sigma = s / a by Adams-Bashforth of the eps
+  predictions eps_i = (x_i - a_i x0_i) / s_i, order min(i + 1, 4), to sigma = 0 at full order."""
+  num_steps = len(l)
+  a, s = np.sqrt(1 / (1 + np.exp(-l))), np.sqrt(1 / (1 + np.exp(l)))
+  weights = [[1], [3 / 2, -1 / 2], [23 / 12, -16 / 12, 5 / 12],
+             [55 / 24, -59 / 24, 37 / 24, -9 / 24]]
+  basis = np.eye(num_steps + 1)
+  states, epss = [basis[0]], []
+  a_next, sigma_next = np.append(a[1:], 1.0), np.append(s[1:] / a[1:], 0.0)
+  for i in range(num_steps):
+    epss.append((states[i] - a[i] * basis[1 + i]) / s[i])
+    slope = sum(w * e for w, e in zip(weights[min(i, 3)], epss[::-1]))
+    states.append(a_next[i] * (states[i] / a[i] + (sigma_next[i] - s[i] / a[i]) * slope))
+  return _in_states(states)
+
+
+def _in_states(states):
+  """(mu, nu, sigma) from the states x_0 = x_T, ..., x_K over the basis (x_T, x0_0, ...): step i
+  is x_{i+1} = mu_i x0_i + sum_{j <= i} nu_{i,j} x_j."""
+  num_steps = len(states) - 1
+  x0 = lambda i: np.eye(num_steps + 1)[1 + i]
   mu, nu = np.zeros(num_steps), np.zeros((num_steps, num_steps))
   for i in range(num_steps):
     row = states[i + 1]
@@ -204,7 +230,9 @@ def reference(sampler, params, model_times):
     if sampler.learns_pred:
       b, c = np.sqrt(1 / (1 + np.exp(-l))), np.sqrt(1 / (1 + np.exp(l)))
   solver = sampler.solver or sampler.start_solver
-  if solver is not None:
+  if solver == "ipndm":
+    mu, nu, sigma = _ipndm64(l)
+  elif solver is not None:
     mu, nu, sigma = _solver64(solver, l)
   else:
     mu, nu, sigma = _ddim64(1 / (1 + np.exp(-l)), sampler.eta)

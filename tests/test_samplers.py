@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from ddss_jax import samplers
-from ddss_jax.samplers import recurrence, schedules
+from ddss_jax.samplers import recurrence, schedules, solvers
 
 SCHED = schedules.linear_beta(1000)
 LEARNABLE = ("vars", "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time", "dpm-solver++2m+time",
-             "unipc+time")
+             "unipc+time", "ipndm+time")
 
 
 def np_abar(t):
@@ -144,7 +144,26 @@ def numpy_unipc(x_T, times):
   raise AssertionError("unreachable")
 
 
-SOLVER_REFERENCES = {"dpm-solver++2m": numpy_dpm_solver_pp_2m, "unipc": numpy_unipc}
+def numpy_ipndm(x_T, times):
+  """iPNDM as published (Zhang and Chen 2023; the sampler of EDM-model tables) in float64, on the
+  EDM form of the model: x~ = x / sqrt(abar), sigma = sqrt(1 / abar - 1), d = eps;
+  x~_next = x~ + (sigma_next - sigma) * (Adams-Bashforth of the last <= 4 d, equal-step weights),
+  the last step to sigma = 0 at full order."""
+  weights = {1: [1], 2: [3, -1], 3: [23, -16, 5], 4: [55, -59, 37, -9]}
+  divisors = {1: 1, 2: 2, 3: 12, 4: 24}
+  sigmas = [np.sqrt(1 / np_abar(t) - 1) for t in times] + [0.0]
+  x = np.asarray(x_T, np.float64) / np.sqrt(np_abar(times[0]))
+  ds = []
+  for i, t in enumerate(times):
+    ds.append(analytic_eps(x * np.sqrt(np_abar(t)), np.full(x.shape[0], float(t)), xp=np))
+    order = min(4, i + 1)
+    slope = sum(w * d for w, d in zip(weights[order], ds[::-1])) / divisors[order]
+    x = x + (sigmas[i + 1] - sigmas[i]) * slope
+  return x
+
+
+SOLVER_REFERENCES = {"dpm-solver++2m": numpy_dpm_solver_pp_2m, "unipc": numpy_unipc,
+                     "ipndm": numpy_ipndm}
 
 
 def test_the_families_properties():
@@ -153,8 +172,8 @@ def test_the_families_properties():
       "ggdm", "ggdm+pred", "ggdm+time", "ggdm+pred+time"]
   assert [f for f, s in made.items() if s.markov] == ["ddpm", "ddim", "vars"]
   assert {f: s.solver for f, s in made.items() if s.solver} == {
-      "dpm-solver++2m": "dpm-solver++2m", "unipc": "unipc", "dpm-solver++2m+time":
-      "dpm-solver++2m", "unipc+time": "unipc"}
+      "dpm-solver++2m": "dpm-solver++2m", "unipc": "unipc", "ipndm": "ipndm",
+      "dpm-solver++2m+time": "dpm-solver++2m", "unipc+time": "unipc", "ipndm+time": "ipndm"}
 
 
 @pytest.mark.slow
@@ -170,7 +189,7 @@ def test_solvers_match_numpy_references(family, stride, num_steps):
       jax.random.PRNGKey(3))
   want = SOLVER_REFERENCES[family](x_T, samplers.stride_timesteps(stride, SCHED, num_steps))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  if num_steps > 2 and family == "unipc":  # the corrector changes the result
+  if num_steps > 2 and family != "dpm-solver++2m":  # other than DPM-Solver++(2M)
     dpm = samplers.make("dpm-solver++2m", SCHED, num_steps, stride=stride)
     assert np.abs(np.asarray(got) - np.asarray(dpm.sample({}, analytic_eps, jax.random.PRNGKey(3),
                                                            shape, x_T=x_T))).max() > 1e-4
@@ -203,8 +222,8 @@ def test_fixed_families_match_numpy_ddim(family, eta, stride):
 
 
 @pytest.mark.parametrize("family,eta", [(f, eta) for f in LEARNABLE for eta in (0.0, 1.0)
-                                        if eta == 0.0 or not f.endswith("solver++2m+time")
-                                        and f != "unipc+time"])  # the solvers: eta = 0 only
+                                        if eta == 0.0 or not f.endswith("+time")
+                                        or f.startswith("ggdm")])  # the solvers: eta = 0 only
 def test_learnable_families_at_init_reproduce_ddim_or_ddpm(family, eta):
   """... or, for the learned-time solvers, the solver on its fixed stride."""
   solver = family.removesuffix("+time") if family.endswith("+time") else None
@@ -213,7 +232,7 @@ def test_learnable_families_at_init_reproduce_ddim_or_ddpm(family, eta):
   x_T = jax.random.normal(jax.random.PRNGKey(8), shape)
   sampler = samplers.make(family, SCHED, 5, stride="quadratic", eta=eta)
   got = sampler.sample(sampler.init(), analytic_eps, key, shape, x_T=x_T)
-  base = solver if solver in ("dpm-solver++2m", "unipc") else "ddim"
+  base = solver if solver in solvers.SOLVERS else "ddim"
   reference = samplers.make(base, SCHED, 5, stride="quadratic", eta=eta)
   want = reference.sample({}, analytic_eps, key, shape, x_T=x_T)
   # Fixed times reproduce exactly up to float32 rounding; learned times move t = 0 by
@@ -570,7 +589,7 @@ def test_clipped_ddim_and_ddpm_match_diffusers_step_for_step(family, monkeypatch
     assert clipped_steps >= 3  # the clipping was active, not a no-op
 
 
-@pytest.mark.parametrize("solver", ["dpm-solver++2m", "unipc"])
+@pytest.mark.parametrize("solver", solvers.SOLVERS)
 def test_ggdm_started_from_a_solver_draws_its_samples(solver):
   """A multistep solver is a GGDM: GGDM and GGDM+PRED made with start_solver reproduce it."""
   schedule = schedules.linear_beta()
@@ -591,7 +610,7 @@ def test_start_solver_is_refused_where_it_cannot_apply():
                      "'vars'"):
     samplers.make("vars", schedule, 5, start_solver="unipc")
   with pytest.raises(ValueError, match=r"unknown start_solver 'heun'; valid choices: "
-                     r"\['dpm-solver\+\+2m', 'unipc'\]"):
+                     r"\['dpm-solver\+\+2m', 'unipc', 'ipndm'\]"):
     samplers.make("ggdm", schedule, 5, start_solver="heun")
   with pytest.raises(ValueError, match="start_solver 'unipc' is deterministic; got eta=1.0"):
     samplers.make("ggdm", schedule, 5, start_solver="unipc", eta=1.0)

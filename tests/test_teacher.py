@@ -116,7 +116,7 @@ def test_ddss_with_the_teacher_loss_lowers_it(tmp_path):
     (dict(teacher_space="pixels"), r"config.loss.teacher_space='pixels': valid choices: "
      r"\['data', 'features'\]"),
     (dict(teacher_family="ggdm"), r"config.loss.teacher_family='ggdm': valid choices: \['ddpm', "
-     r"'ddim', 'dpm-solver\+\+2m', 'unipc'\]"),
+     r"'ddim', 'dpm-solver\+\+2m', 'unipc', 'ipndm'\]"),
     (dict(teacher_stride="cubic"), r"config.loss.teacher_stride='cubic': valid choices: "
      r"\['linear', 'quadratic', 'logsnr'\]"),
     (dict(teacher_steps=0), r"config.loss.teacher_steps=0: must be an integer >= 1"),

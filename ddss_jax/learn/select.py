@@ -20,6 +20,9 @@ from ddss_jax.samplers import solvers
 from ddss_jax.settings import TrainConfig
 from ddss_jax.util import files
 
+# The solvers a GGDM family's start is chosen among, beside DDIM and DDPM.
+START_SOLVERS = ("dpm-solver++2m", "unipc")
+
 
 class Run(Protocol):
   """A learned run as choose_on_validation reads it (a ddss_jax.LearnedSampler is one)."""
@@ -79,8 +82,7 @@ def start_candidates(sampler: samplers.Sampler, *,
   if sampler.solver:
     kinds = [sampler.solver]
   else:
-    kinds = ["ddim", "ddpm"] + (list(solvers.SOLVERS) if sampler.is_ggdm
-                                else [])
+    kinds = ["ddim", "ddpm"] + (list(START_SOLVERS) if sampler.is_ggdm else [])
   candidates = []
   for stride in samplers.STRIDES:
     for family in kinds:

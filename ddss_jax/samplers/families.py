@@ -17,7 +17,8 @@ Families (docs/method.md, section 3), each K model calls:
             linear combination of the states, so it runs the same recurrence
             (ddss_jax.samplers.solvers).
   "unipc"   UniPC (Zhao et al. 2023): the same predictor plus the UniC corrector, order 2, bh2.
-  "dpm-solver++2m+time", "unipc+time"  the solvers with their K times learned: the
+  "ipndm"   iPNDM (Zhang and Chen 2023): Adams-Bashforth in the eps predictions, up to order 4.
+  "dpm-solver++2m+time", "unipc+time", "ipndm+time"  the solvers with their K times learned: the
             coefficients follow the times, as in learned-schedule solvers.
   "ggdm"    x_{k-1} = mu_k x0_pred_k + sum_{j >= k} nu_{k,j} x_j + sigma_k z_k, with mu, nu, sigma
             learned; "+pred" also learns the x0-prediction coefficients (b_k, c_k); "+time" learns
@@ -34,7 +35,7 @@ Parameterisations (the project's choices; docs/method.md, section 7):
          in the initial stride (t = 0 is part of both strides) is floored at MIN_TIME_GAP of the
          range, which moves that time by about 1e-3 model time units.
 Every learnable family at init reproduces DDIM(eta) (eta = 0 by default; eta = 1 is DDPM), or,
-for the GGDM families made with start_solver, DPM-Solver++(2M) or UniPC at the stride.
+for the GGDM families made with start_solver, that solver at the stride.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ import numpy as np
 from ddss_jax.samplers import conv_layout, ddim, recurrence, sampler_json, schedules, solvers
 from ddss_jax.samplers.schedules import Schedule
 
-FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "vars", "ggdm", "ggdm+pred", "ggdm+time",
-            "ggdm+pred+time", "dpm-solver++2m+time", "unipc+time")
-FIXED_FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc")  # nothing to learn
+FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "ipndm", "vars", "ggdm", "ggdm+pred",
+            "ggdm+time", "ggdm+pred+time", "dpm-solver++2m+time", "unipc+time", "ipndm+time")
+FIXED_FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "ipndm")  # nothing to learn
 STRIDES = ("linear", "quadratic", "logsnr")
 MIN_TIME_GAP = 1e-6
 

@@ -2,18 +2,20 @@
 
 DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) and UniPC (Zhao et al. 2023; data prediction,
 order 2, B(h) = e^h - 1 ("bh2"), the UniC corrector after every model call but the last) update
-x with the current and previous x0 predictions. The previous ones are linear combinations of the
-states the model has seen (x0_j = (x_{j+1} - sum_l nu_{j,l} x_l) / mu_j by step j's own update),
+x with the current and previous x0 predictions; iPNDM (Zhang and Chen 2023, the DEIS paper's
+improved pseudo numerical method) with the current and previous eps predictions. The previous
+ones are linear combinations of the states the model has seen (x0_j = (x_{j+1} - sum_l nu_{j,l}
+x_l) / mu_j by step j's own update),
 so each step is x_{i+1} = mu_i x0_i + sum_{j <= i} nu_{i,j} x_j: the recurrence of
 `ddss_jax.samplers.recurrence.run`, which gives these solvers the same adjoint gradient, evaluation
 and sampler.json as every other family. The coefficients are differentiable in the times, which is
 what the "+time" families learn.
 
 Conventions: times t [K] are largest first; a, s = alpha_sigma(t); lambda = log(a / s); the last
-step goes to sigma = 0 (alpha_bar = 1) and is first order there, so its output is x0_{K-1}; the
-first step is first order too (no previous prediction). Both are what diffusers'
-DPMSolverMultistepScheduler and UniPCMultistepScheduler do with lower_order_final and
-final_sigmas_type="zero".
+step goes to sigma = 0 (alpha_bar = 1). For DPM-Solver++ and UniPC it is first order there, so
+its output is x0_{K-1}, and the first step is first order too (no previous prediction): what
+diffusers' DPMSolverMultistepScheduler and UniPCMultistepScheduler do with lower_order_final and
+final_sigmas_type="zero". iPNDM keeps its order at the last step, as the published sampler does.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ import jax.numpy as jnp
 from ddss_jax.samplers import recurrence
 from ddss_jax.samplers.schedules import Schedule
 
-SOLVERS = ("dpm-solver++2m", "unipc")
+SOLVERS = ("dpm-solver++2m", "unipc", "ipndm")
+# Adams-Bashforth weights of eps_i, eps_{i-1}, ... with 1, 2, 3 and 4 predictions known: iPNDM's
+# step i uses the row of order min(i + 1, 4).
+ADAMS_BASHFORTH = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12),
+                   (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
 def coefficients(name: str, schedule: Schedule, t: jnp.ndarray) -> recurrence.Coefficients:
   """GGDM coefficients of solver `name` (one of SOLVERS) at times t [K], largest first.
 
-  Step i (0 <= i < K - 1), with h_i = lambda_{i+1} - lambda_i and r_i = h_{i-1} / h_i:
+  "ipndm": see `_ipndm`. The others: step i (0 <= i < K - 1), with h_i = lambda_{i+1} - lambda_i
+  and r_i = h_{i-1} / h_i:
     predictor  x_{i+1} = (s_{i+1} / s_i) xc_i + a_{i+1} (1 - e^{-h_i}) D_i,
                D_i = (1 + 1 / (2 r_i)) x0_i - x0_{i-1} / (2 r_i)  (D_0 = x0_0),
   which is DPM-Solver++(2M) and also UniPC's predictor UniP-2 with bh2. xc_i = x_i for
@@ -45,6 +52,8 @@ def coefficients(name: str, schedule: Schedule, t: jnp.ndarray) -> recurrence.Co
   """
   if name not in SOLVERS:
     raise ValueError(f"unknown solver {name!r}; valid choices: {list(SOLVERS)}")
+  if name == "ipndm":
+    return _ipndm(schedule, t)
   num_steps = t.shape[0]
   a, s = schedule.alpha_sigma(t)
   lam = 0.5 * schedule.logsnr(t)
@@ -98,6 +107,39 @@ def _unic(i: int, *, a, s, lam, x0s, corrected):
   if rho_0 is not None:
     state = state + scale * rho_0 * (x0s[i - 2] - x0s[i - 1]) / r_k
   return state, scale * rho_1
+
+
+def _ipndm(schedule: Schedule, t: jnp.ndarray) -> recurrence.Coefficients:
+  """iPNDM at times t [K]: the probability-flow ODE in y = x / a and rho = s / a = e^{-lambda},
+  dy / drho = eps, stepped by Adams-Bashforth with the weights of equal steps whatever the gaps,
+    y_{i+1} = y_i + (rho_{i+1} - rho_i) sum_k ADAMS_BASHFORTH[min(i, 3)][k] eps_{i-k},
+  the published sampler (in sigma space: x_next = x + (sigma_next - sigma) d, d = (x - D) / sigma,
+  with the order-4 weights 55, -59, 37, -9 over 24). rho_{i+1} - rho_i = rho_i expm1(-h_i) keeps
+  the step's digits where the gaps are small; the last step goes to rho = 0, a = 1 (expm1 = -1).
+  With eps_i = (x_i - a_i x0_i) / s_i the step is x_{i+1} = mu_i x0_i + sum_j nu_{i,j} x_j.
+  """
+  num_steps = t.shape[0]
+  a, s = schedule.alpha_sigma(t)
+  lam = 0.5 * schedule.logsnr(t)
+  eye = jnp.eye(num_steps, dtype=jnp.float32)
+  epss = []   # eps_j (j < i) as combinations of the states
+  mus, rows = [], []
+  for i in range(num_steps):
+    weights = ADAMS_BASHFORTH[min(i, len(ADAMS_BASHFORTH) - 1)]
+    last = i == num_steps - 1
+    a_next = 1.0 if last else a[i + 1]
+    decay = -1.0 if last else jnp.expm1(lam[i] - lam[i + 1])    # e^{-h_i} - 1
+    scale = a_next / a[i]
+    history = jnp.zeros((num_steps,), jnp.float32)   # sum_{k >= 1} w_k eps_{i-k}
+    for k, w in enumerate(weights[1:], start=1):
+      history = history + w * epss[i - k]
+    # x_{i+1} = scale (x_i + s_i decay (w_0 eps_i + history)), eps_i = (x_i - a_i x0_i) / s_i
+    mus.append(-weights[0] * a_next * decay)
+    rows.append(scale * ((1.0 + weights[0] * decay) * eye[i] + s[i] * decay * history))
+    if not last:   # eps_i from the step's own update
+      epss.append(((eye[i + 1] / scale - eye[i]) / (s[i] * decay) - history) / weights[0])
+  return recurrence.Coefficients(t=t, b=a, c=s, mu=jnp.stack(mus), nu=jnp.stack(rows),
+                                 sigma=jnp.zeros((num_steps,), jnp.float32))
 
 
 SERIES_TERMS = 16  # |u| < 1: the first omitted term is below 1 / 16! ~ 5e-14 of phi_k

@@ -17,7 +17,8 @@ FIXED_STEPS = TABLE_STEPS + (30, 40, 50)
 FIXED = (("ddpm", "linear"), ("ddpm", "quadratic"), ("ddim", "linear"), ("ddim", "quadratic"),
          ("dpm-solver++2m", "linear"), ("dpm-solver++2m", "logsnr"),
          ("dpm-solver++2m", "quadratic"), ("unipc", "linear"), ("unipc", "logsnr"),
-         ("unipc", "quadratic"))
+         ("unipc", "quadratic"), ("ipndm", "linear"), ("ipndm", "logsnr"),
+         ("ipndm", "quadratic"))
 # (family, loss, initial stride): every learned sampler starts from the quadratic stride, as
 # configs/mnist.py (GGDM families as DDIM there, the learned-time solvers as their solver).
 LEARNED = (("vars", "kid", "quadratic"), ("ggdm", "kid", "quadratic"),

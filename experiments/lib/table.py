@@ -11,7 +11,8 @@ from experiments.lib.protocol import COLUMNS, FIXED, LEARNED, SEED2_COLUMNS, TEA
 
 BASELINES = ("ddpm:linear", "ddpm:quadratic", "ddim:linear", "ddim:quadratic")
 SOLVERS = ("dpm-solver++2m:linear", "dpm-solver++2m:logsnr", "dpm-solver++2m:quadratic",
-           "unipc:linear", "unipc:logsnr", "unipc:quadratic")
+           "unipc:linear", "unipc:logsnr", "unipc:quadratic", "ipndm:linear", "ipndm:logsnr",
+           "ipndm:quadratic")
 LABELS = {
     "ddpm:linear": "DDPM, linear stride", "ddpm:quadratic": "DDPM, quadratic stride",
     "ddim:linear": "DDIM, linear stride", "ddim:quadratic": "DDIM, quadratic stride",
@@ -20,6 +21,8 @@ LABELS = {
     "dpm-solver++2m:quadratic": "DPM-Solver++(2M), quadratic stride",
     "unipc:linear": "UniPC, time-uniform", "unipc:logsnr": "UniPC, logSNR-uniform",
     "unipc:quadratic": "UniPC, quadratic stride",
+    "ipndm:linear": "iPNDM, time-uniform", "ipndm:logsnr": "iPNDM, logSNR-uniform",
+    "ipndm:quadratic": "iPNDM, quadratic stride",
     "vars": "VARS (learned)", "ggdm": "GGDM (learned)", "ggdm+pred": "GGDM +PRED (learned)",
     "ggdm+time": "GGDM +TIME (learned)", "ggdm+pred+time": "GGDM +PRED +TIME (learned)",
     "dpm-solver++2m+time": "DPM-Solver++(2M) +TIME (learned)",

@@ -272,8 +272,8 @@ def markdown(out: str, rows: list[dict], parts: dict, *, seeds: tuple[int, ...] 
   md += _table(rows, table_steps, lambda r: f"{r['precision']:.3f} / {r['recall']:.3f}")
   md += ["", "## GGDM +PRED +TIME (KID loss) against the baselines", "",
          "Ratio = learned FID / best DDPM-or-DDIM FID at the same K (the paper's comparison). "
-         "\"Best solver\" is the lowest-FID of DPM-Solver++(2M) and UniPC over the three step "
-         "choices (time-uniform, logSNR-uniform, quadratic). Seed 1 / 2: the FID on the two "
+         "\"Best solver\" is the lowest-FID of DPM-Solver++(2M), UniPC and iPNDM over the three "
+         "step choices (time-uniform, logSNR-uniform, quadratic). Seed 1 / 2: the FID on the two "
          "evaluation seeds; the seed difference is the larger change between them of the "
          "learned and the best DDPM/DDIM row, and the learned sampler beats that row by more "
          "than it when its FID is lower by more than that on both seeds (\"-\": rows of one "
