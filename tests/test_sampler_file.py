@@ -116,7 +116,8 @@ def _delete(*keys):
      "field 'params.log_b' holds NaN or Inf"),
     (_set("coefficients", "sigma", value=[0.1, "x", 0.0]),
      "field 'coefficients.sigma' is not an array of numbers"),
-    (_set("version", value=3), r"field 'version' is 3; this ddss_jax reads versions \[1, 2\]"),
+    (_set("version", value=4), r"field 'version' is 4; this ddss_jax reads versions \[1, 2, 3\]"),
+    (_set("version", value=3), r"field 'guidance' is missing"),
     (_set("format", value="other.tool"), "field 'format' is 'other.tool'; expected "
                                          "'ddss_jax.sampler'"),
     (_set("num_steps", value="3"), "field 'num_steps' is '3' \\(str\\); expected int"),

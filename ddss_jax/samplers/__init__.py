@@ -4,7 +4,10 @@
     diffusion            eps / x0 / v conversions in log-SNR form, the forward process
     model_forms          models of other forms (x0, v, score, EDM, flow matching) as eps-models
     recurrence           the one recurrence every family runs: lax.scan, custom_vjp reverse pass
-    solvers              DPM-Solver++(2M) and UniPC as GGDM coefficients
+    solvers              DPM-Solver++(2M), UniPC and iPNDM as GGDM coefficients
+    ddim                 DDIM, DDPM and VARS coefficients in log-SNR form
+    times                the fixed strides' times and the +TIME parameterisation
+    guidance             classifier-free guidance: the guided model form, per-step weights
     families             the families as coefficient maps onto the recurrence; make, save, load
     sampler_json         sampler.json: SamplerSpec, ModelInfo, reading and writing (NumPy only)
     numpy_reference      a NumPy float64 runner of any sampler.json (no JAX)

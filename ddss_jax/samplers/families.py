@@ -48,39 +48,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddss_jax.samplers import conv_layout, ddim, recurrence, sampler_json, schedules, solvers
+from ddss_jax.samplers.guidance import Guidance, initial_weights
 from ddss_jax.samplers.schedules import Schedule
+from ddss_jax.samplers.times import (MIN_TIME_GAP, STRIDES, decode_times, stride_timesteps,
+                                    time_logits)
 
 FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "ipndm", "vars", "ggdm", "ggdm+pred",
             "ggdm+time", "ggdm+pred+time", "dpm-solver++2m+time", "unipc+time", "ipndm+time")
 FIXED_FAMILIES = ("ddpm", "ddim", "dpm-solver++2m", "unipc", "ipndm")  # nothing to learn
-STRIDES = ("linear", "quadratic", "logsnr")
-MIN_TIME_GAP = 1e-6
 
 Params = dict[str, jax.Array]
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def stride_timesteps(stride: str, schedule: Schedule, num_steps: int) -> np.ndarray:
-  """[K] float64 times of a fixed stride, largest first (docs/method.md, section 2).
-
-  linear: t_i = i * (T // K); quadratic: t_i = floor(linspace(0, sqrt(0.8 T), K)^2), as in the
-  public DDIM code (with T = 1000 the quadratic stride repeats t = 0 from K = 30 on, as there);
-  both integers. logsnr: K times from T - 1 to 0 equally spaced in log-SNR (DPM-Solver's
-  "logSNR" steps on a discrete model), generally not integers.
-  """
-  if stride not in STRIDES:
-    raise ValueError(f"unknown stride {stride!r}; valid choices: {list(STRIDES)}")
-  num_timesteps = schedule.num_timesteps
-  if stride == "linear":
-    times = np.arange(num_steps) * (num_timesteps // num_steps)
-  elif stride == "quadratic":
-    times = np.floor(np.linspace(0.0, np.sqrt(0.8 * num_timesteps), num_steps) ** 2)
-  else:  # invert the schedule's piecewise-linear log-SNR (decreasing in t)
-    logsnrs = schedule.logsnrs
-    targets = np.linspace(logsnrs[0], logsnrs[-1], num_steps)
-    times = np.interp(targets, logsnrs[::-1], np.arange(num_timesteps)[::-1])
-    times[0], times[-1] = 0.0, float(num_timesteps - 1)  # exact ends; K = 1 is [T - 1]
-  return np.asarray(times, np.float64)[::-1].copy()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -98,6 +76,9 @@ class Sampler:
   # A GGDM family's start: this training-free solver's coefficients at the stride (GGDM runs
   # them exactly: a multistep solver is a GGDM); None: DDIM(eta).
   start_solver: str | None = None
+  # Classifier-free guidance of a conditional model (ddss_jax.samplers.guidance); None: the
+  # model is called without a weight.
+  guidance: Guidance | None = None
 
   @property
   def is_ggdm(self) -> bool:
@@ -138,11 +119,20 @@ class Sampler:
   # -- parameters -------------------------------------------------------------------------------
 
   def init(self) -> Params:
-    """The trainable parameters at their initial value (empty for FIXED_FAMILIES)."""
+    """The trainable parameters at their initial value (empty for FIXED_FAMILIES), with
+    "guidance" [K] where the guidance weights are learned."""
+    params = self._family_init()
+    if self.guidance is not None and self.guidance.learn:
+      params["guidance"] = initial_weights(
+          self.guidance, schedule=self.schedule,
+          t=jnp.asarray(self.initial_timesteps, jnp.float32))
+    return params
+
+  def _family_init(self) -> Params:
     if self.family in FIXED_FAMILIES:
       return {}
     if self.solver is not None:  # "+time": the times are all there is to learn
-      return {"time_logits": _time_logits(self.initial_timesteps, self.schedule.num_timesteps)}
+      return {"time_logits": time_logits(self.initial_timesteps, self.schedule.num_timesteps)}
     t = jnp.asarray(self.initial_timesteps, jnp.float32)
     if self.family == "vars":
       return {"noise_angle": ddim.noise_angle(schedule=self.schedule, t=t, eta=self.eta)}
@@ -154,17 +144,25 @@ class Sampler:
       params["log_b"] = jnp.log(start.b)
       params["log_c"] = jnp.log(start.c)
     if self.learns_time:
-      params["time_logits"] = _time_logits(self.initial_timesteps, self.schedule.num_timesteps)
+      params["time_logits"] = time_logits(self.initial_timesteps, self.schedule.num_timesteps)
     return params
 
   def timesteps(self, params: Params) -> jax.Array:
     """[K] float model time inputs, largest first."""
     if self.learns_time:
-      return _decode_times(params["time_logits"], self.schedule.num_timesteps)
+      return decode_times(params["time_logits"], self.schedule.num_timesteps)
     return jnp.asarray(self.initial_timesteps, jnp.float32)
 
   def coefficients(self, params: Params) -> recurrence.Coefficients:
-    """The per-step coefficients of the recurrence that these parameters define."""
+    """The per-step coefficients of the recurrence that these parameters define, with the
+    guidance weights w where the sampler guides."""
+    coeffs = self._family_coefficients(params)
+    if self.guidance is None:
+      return coeffs
+    return coeffs._replace(w=params["guidance"] if self.guidance.learn else initial_weights(
+        self.guidance, schedule=self.schedule, t=coeffs.t))
+
+  def _family_coefficients(self, params: Params) -> recurrence.Coefficients:
     t = self.timesteps(params)
     if self.family in ("ddpm", "ddim"):
       return ddim.coefficients(schedule=self.schedule, t=t, eta=self.eta)
@@ -183,21 +181,32 @@ class Sampler:
   # -- sampling ---------------------------------------------------------------------------------
 
   def sample(self, params: Params, eps_fn: EpsFn, key: jax.Array, shape: Sequence[int], *,
-             x_T: jax.Array | None = None) -> jax.Array:
+             x_T: jax.Array | None = None, cond: Any = None) -> jax.Array:
     """Draws x_0 [*shape] with K calls of eps_fn. Pure; jit- and grad-able w.r.t. params.
 
     Args:
       params: from `init` (or trained).
-      eps_fn: (x [B, ...], t [B] float, model time units) -> eps [B, ...]; treated as frozen.
+      eps_fn: (x [B, ...], t [B] float, model time units) -> eps [B, ...]; with cond,
+        (x, t, cond) -> eps; a guided sampler's (x, t, cond, w [B]) -> eps, the guided model
+        (ddss_jax.samplers.guidance.guided). Treated as frozen.
       key: PRNG key for x_T (unless given) and the per-step noise.
       shape: [B, ...], the batch shape of x_0.
       x_T: optional starting noise of shape `shape`.
+      cond: the conditioning, a pytree of arrays with leading axis B (needed to guide).
     """
     shape = _check_shape(shape)
     if x_T is not None and tuple(x_T.shape) != shape:
       raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
-    out = jax.eval_shape(eps_fn, jax.ShapeDtypeStruct(shape, jnp.float32),
-                         jax.ShapeDtypeStruct(shape[:1], jnp.float32))
+    per_example = jax.ShapeDtypeStruct(shape[:1], jnp.float32)
+    inputs = (per_example,) * (1 if self.guidance is None else 2)
+    if cond is not None:
+      _check_cond(cond, shape[0])
+      conditional = eps_fn
+      eps_fn = lambda x, t, *w: conditional(x, t, cond, *w)
+    elif self.guidance is not None:
+      raise ValueError("a guided sampler needs cond=, the conditioning of the batch (the "
+                       "guided model's eps_u comes from its null condition)")
+    out = jax.eval_shape(eps_fn, jax.ShapeDtypeStruct(shape, jnp.float32), *inputs)
     if tuple(out.shape) != shape:
       raise ValueError(f"eps_fn maps x of shape {shape} to shape {tuple(out.shape)}; "
                        "it must return eps of the same shape as x")
@@ -213,7 +222,7 @@ class Sampler:
 def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quadratic",
          eta: float | None = None, gradient: str = "adjoint", unroll: int = 1,
          canonical_convs: bool | None = None, clip_x0: float | None = None,
-         start_solver: str | None = None) -> Sampler:
+         start_solver: str | None = None, guidance: Guidance | None = None) -> Sampler:
   """Builds a K-step sampler (K = num_steps) of `family` for a model trained with `schedule`.
 
   Args:
@@ -234,6 +243,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
       then reads the eps that the clipped prediction implies (ddss_jax.samplers.recurrence).
     start_solver: GGDM families only: start from this solver (one of solvers.SOLVERS) at the
       stride instead of DDIM(eta); the stride must then give distinct times and eta be 0.
+    guidance: None, or the classifier-free guidance of a conditional model (fixed, in an
+      interval, or learned: not for FIXED_FAMILIES); ddss_jax.samplers.guidance.
   """
   if family not in FAMILIES:
     raise ValueError(f"unknown sampler family {family!r}; valid choices: {list(FAMILIES)}")
@@ -273,6 +284,12 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
     raise ValueError(f"eta must be in [0, 1], got {eta!r}")
   if isinstance(unroll, bool) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
     raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+  if guidance is not None and not isinstance(guidance, Guidance):
+    raise ValueError(f"guidance must be None or a ddss_jax.samplers.guidance.Guidance, got "
+                     f"{guidance!r}")
+  if guidance is not None and guidance.learn and family in FIXED_FAMILIES:
+    raise ValueError(f"family {family!r} has nothing to learn: guidance learn=True needs a "
+                     f"learnable family ({[f for f in FAMILIES if f not in FIXED_FAMILIES]})")
   if canonical_convs is None:
     canonical_convs = conv_layout.backend_default()
   if not isinstance(canonical_convs, (bool, np.bool_)):
@@ -280,7 +297,8 @@ def make(family: str, schedule: Schedule, num_steps: int, *, stride: str = "quad
   return Sampler(family=family, schedule=schedule, num_steps=int(num_steps), stride=stride,
                  eta=eta, gradient=gradient, unroll=min(int(unroll), int(num_steps)),
                  canonical_convs=bool(canonical_convs),
-                 clip_x0=recurrence.check_clip_x0(clip_x0), start_solver=start_solver)
+                 clip_x0=recurrence.check_clip_x0(clip_x0), start_solver=start_solver,
+                 guidance=guidance)
 
 
 def to_spec(sampler: Sampler, params: Params, *,
@@ -297,9 +315,11 @@ def to_spec(sampler: Sampler, params: Params, *,
       timesteps=as_array(sampler.timesteps(params)),
       params={name: as_array(value) for name, value in params.items()},
       coefficients={name: as_array(value)
-                    for name, value in sampler.coefficients(params)._asdict().items()},
+                    for name, value in sampler.coefficients(params)._asdict().items()
+                    if value is not None},
       clip_x0=float(sampler.clip_x0) if sampler.clip_x0 else None,
-      model=model or sampler_json.ModelInfo())
+      model=model or sampler_json.ModelInfo(),
+      guidance=None if sampler.guidance is None else sampler.guidance.to_json())
 
 
 def to_json(sampler: Sampler, params: Params, *,
@@ -329,9 +349,13 @@ def from_spec(spec: sampler_json.SamplerSpec, *, gradient: str = "adjoint",
   else:
     schedule = schedules.make(spec.schedule_name, spec.num_timesteps)
   try:
+    guidance = None if spec.guidance is None else Guidance.from_json(spec.guidance)
+  except ValueError as e:
+    raise ValueError(f"{source}: field 'guidance' {e}") from None
+  try:
     sampler = make(spec.family, schedule, spec.num_steps, stride=spec.stride,
                    eta=None if spec.family == "ddpm" else spec.eta, gradient=gradient,
-                   clip_x0=spec.clip_x0)
+                   clip_x0=spec.clip_x0, guidance=guidance)
   except ValueError as e:
     raise ValueError(f"{source}: {e}") from None
   template = sampler.init()
@@ -346,23 +370,14 @@ def from_spec(spec: sampler_json.SamplerSpec, *, gradient: str = "adjoint",
   return sampler, params
 
 
-# -- coefficient maths (keyword-only helpers) -----------------------------------------------------
-
-def _time_logits(times: np.ndarray, num_timesteps: int) -> jax.Array:
-  """[K + 1] logits whose softmax is the gaps of `times` (largest first) within [0, T - 1]."""
-  ascending = np.sort(np.asarray(times, np.float64)) / (num_timesteps - 1)
-  gaps = np.diff(np.concatenate([[0.0], ascending, [1.0]]))
-  return jnp.asarray(np.log(np.maximum(gaps, MIN_TIME_GAP)), jnp.float32)
-
-
-def _decode_times(time_logits: jax.Array, num_timesteps: int) -> jax.Array:
-  """[K] strictly decreasing times in (0, T - 1) from [K + 1] logits. Each time is summed from
-  its nearer end, the gaps below it or 1 - the gaps above: 1 - cumsum would leave the times
-  near T - 1 with the sum's rounding, K times float32's, where the log-SNR is steepest."""
-  gaps = jax.nn.softmax(time_logits)
-  below = jnp.cumsum(gaps)[:-1]
-  above = jnp.cumsum(gaps[::-1])[::-1][1:]
-  return (num_timesteps - 1) * jnp.where(below < 0.5, below, 1.0 - above)[::-1]
+def _check_cond(cond: Any, batch: int) -> None:
+  """Raises ValueError unless every leaf of cond is an array with leading axis `batch`."""
+  leaves = jax.tree.leaves(cond)
+  bad = [getattr(leaf, "shape", None) for leaf in leaves
+         if not getattr(leaf, "shape", None) or leaf.shape[0] != batch]
+  if not leaves or bad:
+    raise ValueError(f"cond must be a pytree of arrays with leading axis B = {batch} (one row "
+                     f"per example), got leaves of shapes {bad or 'none'}")
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:

@@ -9,7 +9,9 @@ eps_fn(params, x, t) of a discrete VP model, t in [0, T - 1], and its Schedule (
     model = model_forms.flow_matching(velocity_fn, time_scale=1000.0)  # rectified flow, diffusers
     problem = ddss_jax.make_problem(model=model, model_params=params, ...)
 
-Every model is model_fn(params, x [B, ...], u [B]) -> prediction [B, ...] in its own time u.
+Every model is model_fn(params, x [B, ...], u [B]) -> prediction [B, ...] in its own time u; a
+conditional one model_fn(params, x, u, cond), and its eps_fn(params, x, t, cond) passes cond on
+unchanged (guiding it: ddss_jax.samplers.guidance).
 Predictions (PREDICTIONS): "eps"; "x0"; "v" = a eps - s x0 (a, s of the VP state below);
 "score" = grad log p(x_u) = -eps / sigma(u); "velocity" = d x_u / du = alpha'(u) x0 + sigma'(u) eps.
 
@@ -50,7 +52,8 @@ class VPModel(NamedTuple):
   """A model as the samplers run it.
 
   Attributes:
-    eps_fn: (params, x [B, ...], t [B]) -> eps [B, ...]: x the VP state, t in [0, T - 1].
+    eps_fn: (params, x [B, ...], t [B]) -> eps [B, ...]: x the VP state, t in [0, T - 1]; for
+      a conditional model (params, x, t, cond).
     schedule: the discrete VP schedule of t (ddss_jax.samplers.schedules.Schedule).
     model_time: t [...] -> the time input the model receives at sampler time t (e.g. EDM's
       sigma); to read a sampler's (learned) times in the model's own units.
@@ -82,9 +85,9 @@ def discrete(model_fn: ModelFn, *, schedule: Schedule, prediction: str = "eps") 
     raise ValueError("schedule must be a ddss_jax.samplers.schedules.Schedule, got "
                      f"{type(schedule)}")
 
-  def eps_fn(params, x, t):
+  def eps_fn(params, x, t, *cond):
     alpha, sigma = schedule.alpha_sigma(t)
-    out = model_fn(params, x, t)
+    out = model_fn(params, x, t, *cond)
     return _to_eps(prediction, out, x_u=x, alpha=alpha, sigma=sigma, logsnr=schedule.logsnr(t),
                    d_alpha=None, d_sigma=None)
 
@@ -206,7 +209,7 @@ def _wrap(model_fn: ModelFn, path: _Path, prediction: str, grid: np.ndarray, *, 
   def model_time(t):
     return time_scale * path.time_from_logsnr(schedule.logsnr(t))
 
-  def eps_fn(params, x, t):
+  def eps_fn(params, x, t, *cond):
     logsnr = schedule.logsnr(t)  # [B], exactly the sampler's noise level
     u = path.time_from_logsnr(logsnr)
     alpha, sigma = _path_scales(path, u, logsnr)
@@ -215,7 +218,7 @@ def _wrap(model_fn: ModelFn, path: _Path, prediction: str, grid: np.ndarray, *, 
       d_alpha = jax.jvp(path.alpha, (u,), (jnp.ones_like(u),))[1]
       d_sigma = jax.jvp(path.sigma, (u,), (jnp.ones_like(u),))[1]
     x_u = x * _per_example(jnp.sqrt(alpha**2 + sigma**2), x)
-    out = model_fn(params, x_u, time_scale * u)
+    out = model_fn(params, x_u, time_scale * u, *cond)
     return _to_eps(prediction, out, x_u=x_u, alpha=alpha, sigma=sigma, logsnr=logsnr,
                    d_alpha=d_alpha, d_sigma=d_sigma)
 

@@ -9,7 +9,9 @@ oracle the tests hold the JAX sampler and the diffusers scheduler to. The recurr
     x[i + 1]   = mu_i x0_pred_i + sum_{j <= i} nu[i, j] x[j] + sigma_i z_i
 
 and x[K] is the sample. The noises z_i are the caller's (ddss_jax draws z_i from
-fold_in(noise_key, i); tests reproduce them).
+fold_in(noise_key, i); tests reproduce them). A conditional model is called as eps_fn(x, t, cond),
+and a guided sampler's (coefficients.w) as eps_fn(x, t, cond, w_i): the caller's guided model,
+eps_u + w (eps_c - eps_u).
 
     spec = numpy_reference.load("sampler.json")
     x_0 = numpy_reference.sample(spec, eps_fn, x_T=x_T, noises=[z_0, ..., z_{K-1}])
@@ -17,7 +19,7 @@ fold_in(noise_key, i); tests reproduce them).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,18 +37,24 @@ def needs_noise(spec: SamplerSpec) -> bool:
   return bool(np.any(spec.coefficients["sigma"] != 0))
 
 
-def sample(spec: SamplerSpec, eps_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
-           x_T: np.ndarray, noises: Sequence[np.ndarray] | None = None) -> np.ndarray:
+def sample(spec: SamplerSpec, eps_fn: Callable[..., np.ndarray], *, x_T: np.ndarray,
+           noises: Sequence[np.ndarray] | None = None, cond: Any = None) -> np.ndarray:
   """x_0 [B, ...] in float64: K calls of eps_fn(x [B, ...], t [B]) -> eps [B, ...].
 
   Args:
     spec: a sampler file's content (`load`).
-    eps_fn: the model in eps form; t is float64 in the model's time units.
+    eps_fn: the model in eps form; t is float64 in the model's time units. With cond:
+      eps_fn(x, t, cond); a guided sampler's: eps_fn(x, t, cond, w [B]).
     x_T: [B, ...] the starting noise.
     noises: K arrays [B, ...], z_0 first; needed only where some sigma_i != 0.
+    cond: the batch's conditioning (needed by a guided sampler).
   """
   coeffs = spec.coefficients
   num_steps = spec.num_steps
+  guided = "w" in coeffs
+  if guided and cond is None:
+    raise ValueError("this sampler guides a conditional model (coefficients.w): pass cond, the "
+                     "batch's conditioning")
   if needs_noise(spec) and (noises is None or len(noises) != num_steps):
     raise ValueError(f"this sampler adds noise at its steps: pass noises, {num_steps} arrays of "
                      f"x_T's shape, got {None if noises is None else len(noises)}")
@@ -54,7 +62,9 @@ def sample(spec: SamplerSpec, eps_fn: Callable[[np.ndarray, np.ndarray], np.ndar
   for i in range(num_steps):
     x = states[i]
     t = np.full(x.shape[:1], coeffs["t"][i])
-    eps = np.asarray(eps_fn(x, t), np.float64)
+    inputs = (() if cond is None else (cond,)) + (
+        (np.full(x.shape[:1], coeffs["w"][i]),) if guided else ())
+    eps = np.asarray(eps_fn(x, t, *inputs), np.float64)
     if eps.shape != x.shape:
       raise ValueError(f"eps_fn returned shape {eps.shape} for x of shape {x.shape}")
     x0_pred = (x - coeffs["c"][i] * eps) / coeffs["b"][i]

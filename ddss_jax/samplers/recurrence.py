@@ -4,7 +4,7 @@ Every family in `ddss_jax.samplers` is this recurrence with particular coefficie
 (docs/method.md, section 3). States are stored in execution order, `history[0] = x_T` (noise)
 to `history[K] = x_0` (output). Step i = 0..K-1 calls the model once on history[i]:
 
-    eps_i    = eps_fn(history[i], t_i)
+    eps_i    = eps_fn(history[i], t_i)        (eps_fn(history[i], t_i, w_i) with guidance)
     x0_pred  = (history[i] - c_i eps_i) / b_i         then clipped to [-r, r] if clip_x0 = r
     history[i + 1] = mu_i x0_pred + sum_{j <= i} nu_{i,j} history[j] + sigma_i z_i
 
@@ -23,8 +23,9 @@ reading the already-final cotangents of the later states. Memory: 2 (K + 1) |x| 
 model call. `gradient="checkpoint"` is plain autodiff of a scan of `jax.checkpoint`-ed steps,
 kept as an independent reference and for the memory benchmark.
 
-The model is frozen: no gradient flows into anything `eps_fn` closes over (its weights).
-Gradients do flow into the model's *time input* t_i, which the TIME families learn.
+The model is frozen: no gradient flows into anything `eps_fn` closes over (its weights, the
+conditioning). Gradients do flow into the model's inputs t_i, which the TIME families learn, and
+w_i, the guidance weight of a guided model (ddss_jax.samplers.guidance), where it is learned.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Coefficients(NamedTuple):
   mu: jax.Array     # [K] weight of x0_pred
   nu: jax.Array     # [K, K] nu[i, j]: weight of history[j] in history[i + 1]; used for j <= i
   sigma: jax.Array  # [K] scale of the fresh noise z_i
+  w: jax.Array | None = None  # [K] guidance weight the model is called with; None: no guidance
 
 
 class _Options(NamedTuple):
@@ -69,7 +71,8 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
 
   Args:
     coeffs: the per-step coefficients (differentiable).
-    eps_fn: (x [B, ...], t [B]) -> eps [B, ...]; treated as frozen.
+    eps_fn: (x [B, ...], t [B]) -> eps [B, ...], or (x, t, w [B]) -> eps where coeffs.w is
+      given (a guided model); treated as frozen.
     x_T: [B, ...] starting noise (differentiable).
     noise_key: PRNG key of the per-step noise; unused when `stochastic` is False.
     stochastic: whether sigma_i z_i is added (False skips drawing noise altogether).
@@ -97,11 +100,11 @@ def run(coeffs: Coefficients, eps_fn: Callable, x_T: jax.Array, noise_key: jax.A
   coeffs = coeffs._replace(nu=nu)
   if gradient == "checkpoint":
     return _forward(eps_fn, opts, coeffs, x_T, noise_key, (), remat=True)[0]
-  t_example = jnp.zeros(x_T.shape[:1], x_T.dtype)
-  # closure_convert hoists what eps_fn closes over (model weights, possibly jit tracers) into
-  # explicit arguments, as custom_vjp requires. stop_gradient makes the frozen-model contract
-  # explicit, so the zero cotangents returned for them below are exact.
-  converted, consts = jax.closure_convert(eps_fn, x_T, t_example)
+  inputs_example = (jnp.zeros(x_T.shape[:1], x_T.dtype),) * (1 if coeffs.w is None else 2)
+  # closure_convert hoists what eps_fn closes over (model weights, the conditioning, possibly jit
+  # tracers) into explicit arguments, as custom_vjp requires. stop_gradient makes the
+  # frozen-model contract explicit, so the zero cotangents returned for them below are exact.
+  converted, consts = jax.closure_convert(eps_fn, x_T, *inputs_example)
   consts = [jax.lax.stop_gradient(c) for c in consts]
   return _run_adjoint(converted, opts, coeffs, x_T, noise_key, *consts)
 
@@ -131,10 +134,16 @@ def _noise(noise_key, i, like):
   return jax.random.normal(jax.random.fold_in(noise_key, i), like.shape, like.dtype)
 
 
+def _model_inputs(t, w, x):
+  """The per-example model inputs of a step: (t [B],), or (t [B], w [B]) with guidance."""
+  per_example = lambda v: jnp.full(x.shape[:1], v, x.dtype)
+  return (per_example(t),) if w is None else (per_example(t), per_example(w))
+
+
 def _step(eps_fn, opts, coeffs_i, i, x, past, noise_key):
   """x_{i+1} = mu x0_pred(x) + past + sigma z_i, where past = sum_j nu_ij x_j."""
-  t, b, c, mu, _, sigma = coeffs_i
-  eps = eps_fn(x, jnp.full(x.shape[:1], t, x.dtype))
+  t, b, c, mu, _, sigma, w = coeffs_i
+  eps = eps_fn(x, *_model_inputs(t, w, x))
   if opts.clip_x0 is None:  # mu (x - c eps) / b in this order: results stay bit-identical
     x_next = mu * (x - c * eps) / b + past
   else:
@@ -147,7 +156,7 @@ def _step(eps_fn, opts, coeffs_i, i, x, past, noise_key):
 def _forward(eps_fn, opts, coeffs, x_T, noise_key, consts, *, remat=False, keep_history=False):
   """(x_0 [B, ...], history [K + 1, B, ...] or None). `remat` checkpoints each step."""
   num_steps = coeffs.t.shape[0]
-  model = lambda x, t: eps_fn(x, t, *consts)
+  model = lambda x, *inputs: eps_fn(x, *inputs, *consts)
   if opts.canonical_convs:
     model = conv_layout.canonical_convolutions(model)
   maybe_remat = jax.checkpoint if remat else (lambda f: f)
@@ -199,35 +208,36 @@ def _adjoint_bwd(eps_fn, opts, residuals, g_out):
   def body(g_states, inputs):
     """Reverse step i: rows i + 1..K of g_states are final; makes row i final."""
     i, coeffs_i = inputs
-    t, b, c, mu, _, sigma = coeffs_i
+    t, b, c, mu, _, sigma, w = coeffs_i
     g_next = g_states[i + 1]
     x = history[i]
-    t_batch = jnp.full(x.shape[:1], t, x.dtype)
     # Rematerialise this step's model call; only its activations are alive now.
-    eps, g_x0_pred, g_x_model, g_t_model = model_vjp(x, t_batch, mu * g_next, b, c, *consts)
+    eps, g_x0_pred, g_x_model, *g_inputs = model_vjp(x, _model_inputs(t, w, x), mu * g_next,
+                                                       b, c, *consts)
     x0_pred = (x - c * eps) / b
     x0_used = x0_pred
     if opts.clip_x0 is not None:
       x0_used = jnp.clip(x0_pred, -opts.clip_x0, opts.clip_x0)
     grads_i = Coefficients(
-        t=jnp.sum(g_t_model),
+        t=jnp.sum(g_inputs[0]),
         b=-jnp.vdot(g_x0_pred, x0_pred) / b,
         c=-jnp.vdot(g_x0_pred, eps) / b,
         mu=jnp.vdot(g_next, x0_used),
         # d nu[i, j] = <g_next, history[j]>, kept for j <= i by the tril below.
         nu=(flat_history @ g_next.reshape(-1))[:-1],
         sigma=(jnp.vdot(g_next, _noise(noise_key, i, x)) if opts.stochastic
-               else jnp.zeros_like(sigma)))
+               else jnp.zeros_like(sigma)),
+        w=None if w is None else jnp.sum(g_inputs[1]))
     # Later steps i' >= i read history[i] with weight nu[i', i]; their g_{i'+1} are final,
     # and rows <= i of g_states are still zero, so one contraction over all rows is exact.
     later = jnp.concatenate([jnp.zeros((1,), coeffs.nu.dtype), coeffs.nu[:, i]])
     g_i = g_x0_pred / b + g_x_model + jnp.tensordot(later, g_states, axes=1)
     return g_states.at[i].set(g_i), grads_i
 
-  def model_vjp(x, t_batch, g_x0_used, b, c, *consts):
-    """(eps, the cotangent of the unclipped x0_pred, those of x and t) from the cotangent of
-    the x0 prediction the update used."""
-    eps, vjp = jax.vjp(lambda x_, t_: eps_fn(x_, t_, *consts), x, t_batch)
+  def model_vjp(x, inputs, g_x0_used, b, c, *consts):
+    """(eps, the cotangent of the unclipped x0_pred, those of x and of each model input) from
+    the cotangent of the x0 prediction the update used."""
+    eps, vjp = jax.vjp(lambda x_, *inputs_: eps_fn(x_, *inputs_, *consts), x, *inputs)
     g_x0_pred = g_x0_used
     if opts.clip_x0 is not None:  # clip's derivative: 1 inside [-r, r], 0 where it clipped
       inside = jnp.abs((x - c * eps) / b) <= opts.clip_x0

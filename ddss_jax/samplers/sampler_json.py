@@ -3,7 +3,10 @@
 The file is self-describing (docs/deploy.md gives it field by field): what rebuilds the sampler in
 ddss_jax (family, K, stride, eta, the schedule's alpha_bars, the parameters), what runs it anywhere
 else (the per-step coefficients t, b, c, mu, nu, sigma of the recurrence of docs/method.md,
-section 3, and clip_x0), and the model it was learned for (source, sha256, prediction type).
+section 3, and clip_x0), and the model it was learned for (source, sha256, prediction type). A
+guided sampler (version 3) adds its "guidance" (weight, interval, learn) and the per-step weights
+coefficients.w it calls the guided model with, eps = eps_u + w (eps_c - eps_u); files of
+unguided samplers stay version 2.
 
 This module reads and writes plain NumPy and JSON, and imports neither JAX nor torch, so the NumPy
 reference (ddss_jax.samplers.numpy_reference) and the diffusers scheduler
@@ -25,8 +28,9 @@ import numpy as np
 from ddss_jax.util import files
 
 FORMAT = "ddss_jax.sampler"
-VERSION = 2
-VERSIONS = (1, 2)  # what `read` accepts
+VERSION = 2          # what `to_json` writes for an unguided sampler
+GUIDED_VERSION = 3   # ... and for a guided one (the fields guidance and coefficients.w)
+VERSIONS = (1, 2, 3)  # what `read` accepts
 PREDICTIONS = ("eps", "x0", "v")  # what the network outputs (ddss_jax.samplers.diffusion.as_eps_fn)
 COEFFICIENTS = ("t", "b", "c", "mu", "nu", "sigma")
 UNSPECIFIED = "unspecified"
@@ -75,6 +79,8 @@ class SamplerSpec:
       (the noisiest) first.
     clip_x0: None, or r > 0: each step clips x0_pred to [-r, r].
     model: the model it was learned for (version 1 files: ModelInfo(), unspecified).
+    guidance: None, or {"weight", "interval", "learn"} of a guided sampler (version 3), whose
+      coefficients then hold "w" [K] too (ddss_jax.samplers.guidance).
   """
   version: int
   family: str
@@ -89,6 +95,7 @@ class SamplerSpec:
   coefficients: dict[str, np.ndarray]
   clip_x0: float | None = None
   model: ModelInfo = ModelInfo()
+  guidance: dict[str, Any] | None = None
 
 
 def _as_list(a) -> list:
@@ -96,9 +103,10 @@ def _as_list(a) -> list:
 
 
 def to_json(spec: SamplerSpec) -> dict[str, Any]:
-  """The JSON object of a spec, always in the current VERSION."""
-  return {
-      "format": FORMAT, "version": VERSION,
+  """The JSON object of a spec, in VERSION (GUIDED_VERSION for a guided sampler)."""
+  guided = spec.guidance is not None
+  data = {
+      "format": FORMAT, "version": GUIDED_VERSION if guided else VERSION,
       "family": spec.family, "num_steps": spec.num_steps, "stride": spec.stride,
       "eta": spec.eta, "clip_x0": spec.clip_x0,
       "model": dataclasses.asdict(spec.model),
@@ -108,8 +116,12 @@ def to_json(spec: SamplerSpec) -> dict[str, Any]:
                    "alpha_bars": _as_list(spec.alpha_bars)},
       "timesteps": _as_list(spec.timesteps),
       "params": {name: _as_list(value) for name, value in spec.params.items()},
-      "coefficients": {name: _as_list(spec.coefficients[name]) for name in COEFFICIENTS},
+      "coefficients": {name: _as_list(spec.coefficients[name])
+                       for name in COEFFICIENTS + (("w",) if guided else ())},
   }
+  if guided:
+    data["guidance"] = spec.guidance
+  return data
 
 
 def save(path: str, spec: SamplerSpec) -> None:
@@ -142,6 +154,8 @@ def from_json(data: Any, *, source: str = "sampler.json") -> SamplerSpec:
   needs_alpha_bars = version >= 2 or fields.has("schedule.alpha_bars")
   params = fields.get("params", dict)
   clip_x0 = fields.get("clip_x0", (int, float, type(None))) if version >= 2 else None
+  guidance = fields.guidance() if version >= 3 else None
+  names = COEFFICIENTS + (("w",) if guidance is not None else ())
   if clip_x0 is not None and (isinstance(clip_x0, bool) or not math.isfinite(clip_x0)
                               or clip_x0 < 0):
     fields.fail("clip_x0", f"is {clip_x0!r}; must be null (off) or a number r >= 0")
@@ -155,9 +169,9 @@ def from_json(data: Any, *, source: str = "sampler.json") -> SamplerSpec:
       params={name: fields.array(f"params.{name}") for name in params},
       coefficients={name: fields.array(f"coefficients.{name}",
                                        (num_steps, num_steps) if name == "nu" else (num_steps,))
-                    for name in COEFFICIENTS},
+                    for name in names},
       clip_x0=float(clip_x0) if clip_x0 else None,
-      model=fields.model() if version >= 2 else ModelInfo())
+      model=fields.model() if version >= 2 else ModelInfo(), guidance=guidance)
 
 
 class _Fields:
@@ -233,6 +247,22 @@ class _Fields:
       self.fail("version", f"is {version!r}; this ddss_jax reads versions {list(VERSIONS)} "
                            "(a newer ddss_jax wrote it?)")
     return version
+
+  def guidance(self) -> dict[str, Any]:
+    guidance = self.get("guidance", dict)
+    if set(guidance) != {"weight", "interval", "learn"}:
+      self.fail("guidance", f"has the fields {sorted(guidance)}; expected interval, learn, "
+                            "weight")
+    self.number("guidance.weight")
+    self.get("guidance.learn", bool)
+    interval = self.get("guidance.interval", (list, type(None)))
+    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if interval is not None and not (
+        len(interval) == 2 and is_number(interval[0]) and 0 <= interval[0]
+        and (interval[1] == "inf" or is_number(interval[1]) and interval[0] < interval[1])):
+      self.fail("guidance.interval", f"is {interval!r}; expected null or [low, high], 0 <= low "
+                                     "< high (high may be \"inf\")")
+    return guidance
 
   def model(self) -> ModelInfo:
     model = self.get("model", dict)
