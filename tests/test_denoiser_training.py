@@ -24,6 +24,25 @@ def test_denoising_loss_of_the_bayes_optimal_model_on_gaussian_data():
   assert abs(float(loss) - sched.alpha_bars.mean()) < 0.01
 
 
+def test_label_dropout_calls_the_unconditional_branch_at_its_rate():
+  """A model that predicts s(t) x_t (Bayes-optimal on N(0, I) data) for a label and 0 for the null
+  label has loss rate * 1 + (1 - rate) * mean(alpha_bar)."""
+  sched = schedules.linear_beta()
+
+  def model(params, x_t, t, labels):
+    del params
+    _, s = diffusion.alpha_sigma(sched.logsnr(t), x_t)
+    return s * x_t * (labels != 10)[:, None]
+
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (20000, 4))
+  labels = jnp.arange(20000) % 10
+  for rate in (0.0, 0.25):
+    loss = denoiser_training.denoising_loss(
+        model, None, x0, jax.random.PRNGKey(1), schedule=sched, labels=labels,
+        dropout=denoiser_training.LabelDropout(null_label=10, rate=rate))
+    assert abs(float(loss) - (rate + (1 - rate) * sched.alpha_bars.mean())) < 0.01
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
   model = MLPEpsModel(width=16, depth=1)

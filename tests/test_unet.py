@@ -55,15 +55,41 @@ def test_diffusers_key_mapping():
           == "time_embedding.linear_1.weight")
 
 
+def test_a_zero_class_embedding_leaves_the_unconditional_model_unchanged():
+  conditional = unet.UNetConfig(**{**TINY.__dict__, "num_class_embeds": 3})
+  params = unet.init_params(conditional, jax.random.PRNGKey(0))
+  assert params["class_embedding"]["embedding"].shape == (3, 32)
+  assert not np.any(params["class_embedding"]["embedding"])
+  plain = {k: v for k, v in params.items() if k != "class_embedding"}
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 2))
+  t = jnp.array([10.0, 600.0])
+  want = unet.UNet2DModel(TINY).apply({"params": plain}, x, t)
+  got = unet.UNet2DModel(conditional).apply({"params": params}, x, t, jnp.array([0, 2]))
+  np.testing.assert_array_equal(got, want)
+  bumped = jax.tree.map(lambda v: v, params)
+  bumped["class_embedding"]["embedding"] = jnp.ones((3, 32))
+  moved = unet.UNet2DModel(conditional).apply({"params": bumped}, x, t, jnp.array([0, 2]))
+  assert np.abs(np.asarray(moved) - np.asarray(want)).max() > 1e-3
+  assert unet.diffusers_key(("class_embedding", "embedding")) == "class_embedding.weight"
+  state = diffusers_io.to_state_dict(bumped)
+  assert state["class_embedding.weight"].shape == (3, 32)  # [num, dim], as torch's Embedding
+  back = diffusers_io.from_state_dict(conditional, state)
+  np.testing.assert_array_equal(back["class_embedding"]["embedding"], 1.0)
+  with pytest.raises(ValueError, match="num_class_embeds=3 called without class_labels"):
+    unet.UNet2DModel(conditional).apply({"params": params}, x, t)
+
+
 @pytest.mark.parity
-@pytest.mark.parametrize("padding,flip,shift,head_dim", [(0, False, 1, None), (1, True, 0, 8)])
-def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
+@pytest.mark.parametrize("padding,flip,shift,head_dim,classes",
+                         [(0, False, 1, None, None), (1, True, 0, 8, None),
+                          (0, False, 1, None, 11)])
+def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim, classes):
   torch = pytest.importorskip("torch", reason="parity needs torch: pip install -e '.[parity]'")
   diffusers = pytest.importorskip("diffusers",
                                   reason="parity needs diffusers: pip install -e '.[parity]'")
   cfg = unet.UNetConfig(**{**TINY.__dict__, "downsample_padding": padding,
                            "flip_sin_to_cos": flip, "freq_shift": shift,
-                           "attention_head_dim": head_dim})
+                           "attention_head_dim": head_dim, "num_class_embeds": classes})
   torch.manual_seed(0)
   reference = diffusers.UNet2DModel(
       sample_size=cfg.sample_size, in_channels=cfg.in_channels, out_channels=cfg.out_channels,
@@ -71,7 +97,8 @@ def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
       up_block_types=cfg.up_block_types, layers_per_block=cfg.layers_per_block,
       attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
       norm_eps=cfg.norm_eps, flip_sin_to_cos=cfg.flip_sin_to_cos, freq_shift=cfg.freq_shift,
-      downsample_padding=cfg.downsample_padding, time_embedding_type="positional").eval()
+      downsample_padding=cfg.downsample_padding, time_embedding_type="positional",
+      num_class_embeds=classes).eval()
   with torch.no_grad():  # random, non-trivial weights everywhere (norm scales included)
     for p in reference.parameters():
       p.copy_(0.2 * torch.randn_like(p))
@@ -80,9 +107,13 @@ def test_parity_with_diffusers_unet2dmodel(padding, flip, shift, head_dim):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, cfg.in_channels, 16, 16)).astype(np.float32)
   t = np.array([3.0, 777.0], np.float32)
+  labels = None if classes is None else np.array([10, 4])
   with torch.no_grad():
-    want = reference(torch.from_numpy(x), torch.from_numpy(t)).sample.numpy()
-  got = unet.UNet2DModel(cfg).apply({"params": params}, x.transpose(0, 2, 3, 1), t)
+    want = reference(torch.from_numpy(x), torch.from_numpy(t),
+                     class_labels=None if labels is None else torch.from_numpy(labels)
+                     ).sample.numpy()
+  got = unet.UNet2DModel(cfg).apply({"params": params}, x.transpose(0, 2, 3, 1), t,
+                                    *(() if labels is None else (labels,)))
   np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-4,
                              atol=1e-4 * np.abs(want).max())
 

@@ -36,10 +36,19 @@ class ArraySource:
   def batch(self, key: jax.Array, num: int, rows: slice = slice(None)) -> np.ndarray:
     """[num, ...] examples drawn uniformly without replacement (num <= N) by `key`; only the
     `rows` of them (a process's share of a global batch)."""
+    return self.images[self._draw(key, num)[rows]]
+
+  def labelled_batch(self, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images [num, ...], labels [num]): `batch`'s examples for the same key, with labels."""
+    if self.labels is None:
+      raise ValueError(f"{self.name} has no labels")
+    idx = self._draw(key, num)
+    return self.images[idx], self.labels[idx]
+
+  def _draw(self, key: jax.Array, num: int) -> np.ndarray:
     if not 1 <= num <= self.num_examples:
       raise ValueError(f"batch of {num} from {self.name}, which has {self.num_examples} examples")
-    idx = np.asarray(jax.random.choice(key, self.num_examples, (num,), replace=False))
-    return self.images[idx[rows]]
+    return np.asarray(jax.random.choice(key, self.num_examples, (num,), replace=False))
 
   def split(self, num: int, key: jax.Array) -> tuple["ArraySource", "ArraySource"]:
     """(the rest, `num` examples held out), a random partition by `key`: a validation split

@@ -2,11 +2,15 @@
 
 DDSS assumes a pre-trained model; where none can be downloaded the project trains its own with
 these functions: the simple loss E_{t, eps} |eps_theta(x_t, t) - eps|^2 with t uniform on the
-integer times, Adam, and an exponential moving average (EMA) of the weights for sampling.
+integer times, Adam, and an exponential moving average (EMA) of the weights for sampling. A
+class-conditional model (apply_fn(params, x, t, labels)) learns its unconditional branch too:
+each label is replaced by the null label with probability `label_dropout` (Ho and Salimans 2022),
+which is what classifier-free guidance calls it with (ddss_jax.samplers.guidance).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -21,7 +25,15 @@ from ddss_jax.samplers.diffusion import diffuse
 from ddss_jax.samplers.schedules import Schedule
 from ddss_jax.util import logs
 
-ApplyFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+ApplyFn = Callable[..., jax.Array]   # (params, x, t) or, conditional, (params, x, t, labels)
+Batch = tuple   # (x0 [B, ...],) or, conditional, (x0 [B, ...], labels [B] int)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelDropout:
+  """Conditional training: labels replaced by `null_label` with probability `rate`."""
+  null_label: int
+  rate: float = 0.1
 
 
 @flax.struct.dataclass
@@ -33,13 +45,20 @@ class DenoiserState:
 
 
 def denoising_loss(apply_fn: ApplyFn, params: Any, x0: jax.Array, key: jax.Array, *,
-                   schedule: Schedule) -> jax.Array:
-  """Mean |eps_pred - eps|^2 over x0 [B, ...], t ~ U{0..T-1}, eps ~ N(0, I)."""
+                   schedule: Schedule, labels: jax.Array | None = None,
+                   dropout: LabelDropout | None = None) -> jax.Array:
+  """Mean |eps_pred - eps|^2 over x0 [B, ...], t ~ U{0..T-1}, eps ~ N(0, I); with labels [B],
+  the model is called with them, each dropped to the null label with dropout.rate."""
   key_t, key_eps = jax.random.split(key)
   t = jax.random.randint(key_t, x0.shape[:1], 0, schedule.num_timesteps).astype(jnp.float32)
   eps = jax.random.normal(key_eps, x0.shape, x0.dtype)
   x_t = diffuse(x0=x0, eps=eps, logsnr=schedule.logsnr(t))
-  return jnp.mean((apply_fn(params, x_t, t) - eps) ** 2)
+  if labels is None:
+    return jnp.mean((apply_fn(params, x_t, t) - eps) ** 2)
+  if dropout is not None:
+    dropped = jax.random.bernoulli(jax.random.fold_in(key, 2), dropout.rate, labels.shape)
+    labels = jnp.where(dropped, dropout.null_label, labels)
+  return jnp.mean((apply_fn(params, x_t, t, labels) - eps) ** 2)
 
 
 def create_denoiser_state(params: Any, optimizer: optax.GradientTransformation) -> DenoiserState:
@@ -51,13 +70,18 @@ def create_denoiser_state(params: Any, optimizer: optax.GradientTransformation) 
 
 
 def make_denoise_step(apply_fn: ApplyFn, schedule: Schedule,
-                      optimizer: optax.GradientTransformation, *, ema_decay: float):
-  """Returns a jitted step(state, x0 [B, ...], base_key) -> (state, loss)."""
+                      optimizer: optax.GradientTransformation, *, ema_decay: float,
+                      dropout: LabelDropout | None = None):
+  """Returns a jitted step(state, batch, base_key) -> (state, loss); batch is (x0 [B, ...],)
+  or (x0, labels [B])."""
 
-  def step(state: DenoiserState, x0: jax.Array, base_key: jax.Array):
+  def step(state: DenoiserState, batch: Batch, base_key: jax.Array):
     key = jax.random.fold_in(base_key, state.step)
+    x0, *labels = batch
     loss, grads = jax.value_and_grad(
-        lambda p: denoising_loss(apply_fn, p, x0, key, schedule=schedule))(state.params)
+        lambda p: denoising_loss(apply_fn, p, x0, key, schedule=schedule,
+                                 labels=labels[0] if labels else None, dropout=dropout)
+    )(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = optax.incremental_update(params, state.ema_params, 1.0 - ema_decay)
@@ -67,13 +91,15 @@ def make_denoise_step(apply_fn: ApplyFn, schedule: Schedule,
   return jax.jit(step, donate_argnums=(0,))
 
 
-def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax.Array], *,
+def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], Any], *,
                    schedule: Schedule, num_steps: int, learning_rate: float,
                    ema_decay: float = 0.999, warmup_steps: int = 0,
                    grad_clip: float | None = None, seed: int = 0,
                    log_every: int = 500, checkpoint_dir: str | None = None,
-                   checkpoint_every: int = 1000, stop_after: int | None = None) -> Any:
-  """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...]; returns EMA params.
+                   checkpoint_every: int = 1000, stop_after: int | None = None,
+                   dropout: LabelDropout | None = None) -> Any:
+  """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...] (or, for a
+  conditional apply_fn, (x0, labels [B])); returns EMA params.
 
   Adam with linear warm-up then cosine decay to 10% of `learning_rate`, gradients clipped to
   global norm `grad_clip` (None: no clipping). With `checkpoint_dir`,
@@ -101,7 +127,8 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
     if manager.latest_step() is not None:
       state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
       logging.info("denoiser: resumed at step %d", int(state.step))
-  step_fn = make_denoise_step(apply_fn, schedule, optimizer, ema_decay=ema_decay)
+  step_fn = make_denoise_step(apply_fn, schedule, optimizer, ema_decay=ema_decay,
+                              dropout=dropout)
   base_key = jax.random.PRNGKey(seed)
   clock = logs.StepClock(int(state.step))
   last_step = num_steps if stop_after is None else min(stop_after, num_steps)
@@ -109,7 +136,8 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], jax
     logging.info("denoiser step %d: compiling the training step; the first step includes it",
                  clock.first_step + 1)
   for step in range(clock.first_step, last_step):
-    state, loss = step_fn(state, batch_fn(step), base_key)
+    batch = batch_fn(step)
+    state, loss = step_fn(state, batch if isinstance(batch, tuple) else (batch,), base_key)
     done = step + 1
     if done == clock.first_step + 1:
       jax.block_until_ready(loss)

@@ -39,7 +39,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(unet.UNetConfig))
 # config.json keys this port does not model, with the values under which it is still exact.
 _FIXED = {
     "act_fn": ("silu",), "add_attention": (True,), "attn_norm_num_groups": (None,),
-    "center_input_sample": (False,), "class_embed_type": (None,), "num_class_embeds": (None,),
+    "center_input_sample": (False,), "class_embed_type": (None,),
     "downsample_type": ("conv",), "upsample_type": ("conv",), "mid_block_scale_factor": (1, 1.0),
     "mid_block_type": ("UNetMidBlock2D",), "resnet_time_scale_shift": ("default",),
     "time_embedding_type": ("positional",), "time_embedding_dim": (None,),
@@ -125,7 +125,7 @@ def from_state_dict(cfg: unet.UNetConfig, state_dict: dict[str, np.ndarray]) -> 
     value = np.asarray(state_dict[key], np.float32)
     if value.ndim == 4:
       value = value.transpose(2, 3, 1, 0)
-    elif value.ndim == 2:
+    elif value.ndim == 2 and path[-1] == "kernel":  # not an embedding table [num, dim]
       value = value.T
     if value.shape != leaf.shape:
       problems.append(f"{key} has shape {value.shape} after transposing, expected {leaf.shape}")
@@ -145,7 +145,7 @@ def to_state_dict(params: Any) -> dict[str, np.ndarray]:
     value = np.asarray(value, np.float32)
     if value.ndim == 4:
       value = value.transpose(3, 2, 0, 1)
-    elif value.ndim == 2:
+    elif value.ndim == 2 and path[-1] == "kernel":
       value = value.T
     out[unet.diffusers_key(path)] = np.ascontiguousarray(value)
   return out

@@ -6,7 +6,9 @@ diffusers' UNet2DModel with time_embedding_type="positional" and the default Res
 that the public DDPM checkpoints (google/ddpm-cifar10-32, -church-256, -bedroom-256) map onto it
 name by name: flax "down_blocks_0/resnets_1/conv1/kernel" is diffusers
 "down_blocks.0.resnets.1.conv1.weight" (convolution kernels transposed from OIHW to HWIO, dense
-kernels from [out, in] to [in, out]). The layout is NHWC: x [B, H, W, C], t [B] float.
+kernels from [out, in] to [in, out]). The layout is NHWC: x [B, H, W, C], t [B] float. With
+num_class_embeds (diffusers' class-conditional UNet2DModel, class_embed_type None) the model also
+takes class_labels [B] int, whose embedding is added to the time embedding.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class UNetConfig:
   flip_sin_to_cos: bool = False
   freq_shift: int = 1
   downsample_padding: int = 0
+  num_class_embeds: int | None = None  # class-conditional: labels 0 .. num_class_embeds - 1
 
   def __post_init__(self):
     num = len(self.block_out_channels)
@@ -60,6 +63,11 @@ class UNetConfig:
       raise ValueError(f"sample_size {self.sample_size} must be divisible by 2^{num - 1}")
     if self.downsample_padding not in (0, 1):
       raise ValueError(f"downsample_padding must be 0 or 1, got {self.downsample_padding}")
+    if self.num_class_embeds is not None and (isinstance(self.num_class_embeds, bool) or not
+                                              isinstance(self.num_class_embeds, int)
+                                              or self.num_class_embeds < 1):
+      raise ValueError(f"num_class_embeds must be None or a positive integer, got "
+                       f"{self.num_class_embeds!r}")
 
 
 def timestep_embedding(t: jax.Array, *, dim: int, flip_sin_to_cos: bool, freq_shift: float,
@@ -280,7 +288,8 @@ class MidBlock(nn.Module):
 
 
 class UNet2DModel(nn.Module):
-  """eps(x [B, H, W, in_channels], t [B]) -> [B, H, W, out_channels]."""
+  """eps(x [B, H, W, in_channels], t [B], class_labels [B] int where the config has
+  num_class_embeds) -> [B, H, W, out_channels]."""
   cfg: UNetConfig
 
   def setup(self):
@@ -289,6 +298,10 @@ class UNet2DModel(nn.Module):
     last = len(chans) - 1
     self.conv_in = nn.Conv(chans[0], (3, 3), padding=1)
     self.time_embedding = TimestepEmbedding(4 * chans[0])
+    if cfg.num_class_embeds is not None:
+      # Zeros: a class embedding added to an unconditional model leaves it unchanged at first.
+      self.class_embedding = nn.Embed(cfg.num_class_embeds, 4 * chans[0],
+                                      embedding_init=nn.initializers.zeros)
     self.down_blocks = [
         DownBlock(chans[i], cfg.layers_per_block, kind == "AttnDownBlock2D", i < last, cfg)
         for i, kind in enumerate(cfg.down_block_types)]
@@ -299,12 +312,18 @@ class UNet2DModel(nn.Module):
     self.conv_norm_out = GroupNorm(cfg.norm_num_groups, epsilon=cfg.norm_eps)
     self.conv_out = nn.Conv(cfg.out_channels, (3, 3), padding=1)
 
-  def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array,
+               class_labels: jax.Array | None = None) -> jax.Array:
     cfg = self.cfg
+    if (class_labels is None) != (cfg.num_class_embeds is None):
+      raise ValueError(f"UNet2DModel with num_class_embeds={cfg.num_class_embeds} called "
+                       f"{'without' if class_labels is None else 'with'} class_labels")
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
     temb = self.time_embedding(timestep_embedding(
         t, dim=cfg.block_out_channels[0], flip_sin_to_cos=cfg.flip_sin_to_cos,
         freq_shift=cfg.freq_shift))
+    if class_labels is not None:
+      temb = temb + self.class_embedding(jnp.asarray(class_labels, jnp.int32))
     h = self.conv_in(x)
     skips = [h]
     for block in self.down_blocks:
@@ -339,7 +358,8 @@ SHIPPED_NAME = "mnist_unet"  # ddss_jax/weights/mnist_unet.msgpack
 def init_params(cfg: UNetConfig, key: jax.Array):
   """Parameters of UNet2DModel(cfg) for one [1, S, S, in_channels] example."""
   x = jnp.zeros((1, cfg.sample_size, cfg.sample_size, cfg.in_channels), jnp.float32)
-  return UNet2DModel(cfg).init(key, x, jnp.zeros((1,), jnp.float32))["params"]
+  labels = () if cfg.num_class_embeds is None else (jnp.zeros((1,), jnp.int32),)
+  return UNet2DModel(cfg).init(key, x, jnp.zeros((1,), jnp.float32), *labels)["params"]
 
 
 _MODULE_LISTS = ("down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers",
@@ -361,5 +381,6 @@ def diffusers_key(flax_path: Sequence[str]) -> str:
     head, _, index = name.rpartition("_")
     # Only diffusers' ModuleLists are indexed; "linear_1" is a plain attribute name.
     parts += [head, index] if head in _MODULE_LISTS else [name]
-  leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}[flax_path[-1]]
+  leaf = {"kernel": "weight", "scale": "weight", "bias": "bias",
+          "embedding": "weight"}[flax_path[-1]]
   return ".".join(parts + [leaf])
