@@ -2,7 +2,9 @@
 
 Builds a tiny image problem (a random UNet eps-model, random conv features, random "real" data),
 then computes, for the same global batch, the DDSS loss, its gradient and one optimizer step on a
-1-device mesh, on no mesh, and on the 8-device mesh; prints the largest differences as JSON.
+1-device mesh, on no mesh, and on the 8-device mesh, and guided class-conditional samples of a
+learned-guidance sampler with their gradient (the labels split with their batch); prints the
+largest differences as JSON.
 """
 
 import json
@@ -13,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddss_jax import samplers
+from ddss_jax.evaluation import drawing
 from ddss_jax.learn import kid_loss, loop
 from ddss_jax.models import unet
 from ddss_jax.problems.base import Problem
 from ddss_jax.samplers import schedules
+from ddss_jax.samplers.guidance import Guidance
 from ddss_jax.settings import TrainConfig
 from ddss_jax.util import parallel
 
@@ -70,9 +74,35 @@ def run(mesh):
           "real_spec": str(real.sharding.spec) if mesh is not None else None}
 
 
+def run_guided(mesh):
+  """Guided samples of a class-conditional UNet (labels 0..2, 3 = none) and the gradient of
+  their mean square w.r.t. the sampler's parameters, learned guidance weights included."""
+  cfg = unet.UNetConfig(**{**CFG.__dict__, "num_class_embeds": 4})
+  model = unet.UNet2DModel(cfg)
+  params = unet.init_params(cfg, jax.random.PRNGKey(0))
+  params["class_embedding"]["embedding"] = jax.random.normal(jax.random.PRNGKey(1), (4, 32))
+  problem = Problem(
+      name="tiny-conditional", schedule=schedules.linear_beta(1000), example_shape=(8, 8, 1),
+      eps_apply=lambda p, x, t, c: model.apply({"params": p}, x, t, c), model_params=params,
+      feature_apply=None, feature_params=None, real_batch=None, evaluate=None, plot=None,
+      null_cond=jnp.asarray(3))
+  sampler = samplers.make("ggdm+pred+time", problem.schedule, 3,
+                          guidance=Guidance(weight=2.0, learn=True))
+  labels = jnp.arange(BATCH) % 3
+  if mesh is not None:
+    labels = jax.device_put(labels, parallel.batch_sharding(mesh))
+  value = lambda p: jnp.mean(drawing.generate(sampler, problem, p, params, jax.random.PRNGKey(5),
+                                              BATCH, mesh, cond=labels) ** 2)
+  loss, grads = jax.jit(jax.value_and_grad(value))(sampler.init())
+  return {"loss": np.asarray(loss), "grads": jax.tree.map(np.asarray, grads),
+          "params": {}}
+
+
 def max_diffs(a, b):
   out = {}
   for name in ("loss", "grads", "params"):
+    if not jax.tree.leaves(b[name]):
+      continue
     diffs = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a[name],
                                          b[name]))
     scales = jax.tree.leaves(jax.tree.map(lambda y: float(np.max(np.abs(y))), b[name]))
@@ -97,6 +127,8 @@ def main():
             "features_shape": list(split["corner"].shape),
             "one_device_mesh_vs_no_mesh": max_diffs(one, single),
             "eight_vs_one": max_diffs(eight, one),
+            "guided_eight_vs_one": max_diffs(run_guided(parallel.make_mesh()),
+                                             run_guided(parallel.make_mesh(jax.devices()[:1]))),
             "loss": float(one["loss"])}
   json.dump(report, sys.stdout)
 

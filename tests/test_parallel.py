@@ -28,7 +28,7 @@ def test_eight_devices_equal_one_device():
   print(json.dumps(report, indent=1))
   assert report["devices"] == 8
   assert report["eight_real_spec"] in ("PartitionSpec('data',)", "P('data',)")
-  for comparison in ("one_device_mesh_vs_no_mesh", "eight_vs_one"):
+  for comparison in ("one_device_mesh_vs_no_mesh", "eight_vs_one", "guided_eight_vs_one"):
     for name, entry in report[comparison].items():
       # A tolerance relative to each quantity's largest magnitude: float reduction order only (a
       # sharding error moves these by tenths). Gradients, through the UNet's GroupNorm sums, move
@@ -37,6 +37,7 @@ def test_eight_devices_equal_one_device():
       assert entry["max_abs_diff"] <= rtol * entry["max_abs"] + 1e-9, (comparison, name, entry)
   assert np.isfinite(report["loss"]) and report["loss"] != 0
   assert report["features_shape"] == [20, 1] and report["features_split_vs_whole"] <= 1e-6
+  assert report["guided_eight_vs_one"]["grads"]["max_abs"] > 0
 
 
 def _free_port() -> int:

@@ -46,7 +46,8 @@ class Problem:
     name: the problem's name.
     schedule: the frozen model's noise schedule.
     example_shape: shape of one example, e.g. (2,) or (32, 32, 1).
-    eps_apply: (model_params, x [B, ...], t [B]) -> eps [B, ...].
+    eps_apply: (model_params, x [B, ...], t [B]) -> eps [B, ...]; a conditional model's
+      (model_params, x, t, cond) -> eps, cond a pytree with leading axis B.
     model_params: the frozen model's weights.
     feature_apply: (feature_params, x [B, ...]) -> features [B, D]; the KID loss's space.
     feature_params: the feature map's weights.
@@ -67,6 +68,8 @@ class Problem:
     model_clip_x0: the x0 clipping the model's own sampler settings ask for (a checkpoint's
       scheduler_config.json clip_sample: its range, or 0.0 for clip_sample=False); None where
       they say nothing. learn_sampler logs a line where config.sampler.clip_x0 differs.
+    null_cond: a conditional model's unconditional input (one example's, e.g. the label meaning
+      "no class"), which guided samplers call it with; None for an unconditional model.
   """
   name: str
   schedule: Schedule
@@ -84,6 +87,7 @@ class Problem:
   split_validation: Callable[[int], tuple[Callable[..., Any], np.ndarray]] | None = None
   model_info: ModelInfo = ModelInfo()
   model_clip_x0: float | None = None
+  null_cond: Any = None
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:
