@@ -21,9 +21,11 @@ from configs import mnist
 from ddss_jax import samplers
 from ddss_jax.evaluation import drawing, metrics
 from ddss_jax.learn import kid_loss, loop
+from ddss_jax.models import unet
 from ddss_jax.problems import mnist as mnist_problem
 from ddss_jax.problems.base import Problem
 from ddss_jax.samplers import conv_layout, schedules
+from ddss_jax.samplers.guidance import Guidance
 from ddss_jax.settings import TrainConfig, from_group
 
 FAMILY = "ggdm+pred+time"
@@ -258,3 +260,46 @@ def feature_share(bench: Bench, gradient_rows: list[dict[str, Any]],
   return [dict(k=row["k"], features_s=part.seconds, step_s=row["step_s"],
                share=part.seconds / row["step_s"])
           for row in gradient_rows if row["design"] == "loop"]
+
+
+def conditional_problem(bench: Bench) -> Problem:
+  """The bench's problem with a class-conditional UNet: the shipped weights plus a class
+  embedding of 11 rows (10 digits and "none", label 10), random (the cost does not depend on
+  the values)."""
+  cfg = dataclasses.replace(unet.MNIST_UNET, num_class_embeds=11)
+  model = unet.UNet2DModel(cfg)
+  params = dict(bench.problem.model_params)
+  params["class_embedding"] = {"embedding": 0.1 * jax.random.normal(
+      jax.random.PRNGKey(6), (11, 4 * cfg.block_out_channels[0]))}
+  return dataclasses.replace(
+      bench.problem, eps_apply=lambda p, x, t, c: model.apply({"params": p}, x, t, c),
+      model_params=params, null_cond=jnp.asarray(10))
+
+
+def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict[str, Any]]:
+  """The guided DDSS step (class-conditional UNet, both predictions in one call on 2B, learned
+  per-step weights) over the unconditional one at the same batch and K (target <= 2.2)."""
+  conditional = conditional_problem(bench)
+  labels = jnp.arange(bench.batch_size) % 10
+  p = bench.problem
+  rows = []
+  for k in num_steps:
+    plain = make_sampler(bench, k)
+    guided = samplers.make(FAMILY, p.schedule, k, stride=STRIDE,
+                           guidance=Guidance(weight=2.0, learn=True))
+
+    def guided_loss(params, model_params, feature_params, real, key):
+      generated = drawing.generate(guided, conditional, params, model_params, key,
+                                   bench.batch_size, cond=labels)
+      real_feats = jax.lax.stop_gradient(p.feature_apply(feature_params, real))
+      return metrics.kid(p.feature_apply(feature_params, generated), real_feats)
+
+    step = timed(ddss_step_fn(bench, plain), *step_args(bench, plain), repeats=repeats)
+    guided_step = timed(jax.value_and_grad(guided_loss), guided.init(),
+                        conditional.model_params, p.feature_params, bench.real,
+                        jax.random.PRNGKey(0), repeats=repeats)
+    rows.append(dict(k=k, step_s=step.seconds, guided_step_s=guided_step.seconds,
+                     ratio=guided_step.seconds / step.seconds,
+                     guided_compile_s=guided_step.compile_s))
+    print(f"  guidance cost: {rows[-1]}", flush=True)
+  return rows

@@ -30,6 +30,29 @@ def load(results_dir: str) -> list[dict[str, Any]]:
   return sorted(runs, key=lambda r: r["machine"]["backend"] != "cpu")
 
 
+def load_file(path: str) -> dict[str, Any]:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def merge(earlier: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
+  """A results file from an earlier run's and this run's sections: this run's replace the
+  earlier ones of the same name; every section keeps the commit and date it was measured at
+  ("measured_at"), and "machine" is the latest run's."""
+  stamp = {k: results["machine"][k] for k in ("commit", "date")}
+  done = list(results["section_seconds"])
+  if earlier is None:
+    return {**results, "measured_at": {name: stamp for name in done}}
+  measured = dict(earlier.get("measured_at") or {
+      name: {k: earlier["machine"][k] for k in ("commit", "date")}
+      for name in earlier.get("section_seconds", {})})
+  merged = {**earlier, **{k: v for k, v in results.items() if k in done}}
+  merged["machine"] = results["machine"]
+  merged["section_seconds"] = {**earlier.get("section_seconds", {}), **results["section_seconds"]}
+  merged["measured_at"] = {**measured, **{name: stamp for name in done}}
+  return merged
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
   align = ["---" if n == 0 else "---:" for n in range(len(header))]
   return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |",
@@ -79,6 +102,11 @@ def targets(run: dict[str, Any]) -> list[str]:
   for r in run.get("features", []):
     rows.append([f"feature network + KID share of the DDSS step, K={r['k']}",
                  f"{100 * r['share']:.1f}%", "(reported)", "-"])
+  guidance = run.get("guidance", [])
+  if guidance:
+    rows.append(["guided DDSS step / unconditional DDSS step",
+                 ", ".join(f"{r['ratio']:.2f} (K={r['k']})" for r in guidance), "<= 2.2",
+                 _met(all(r["ratio"] <= 2.2 for r in guidance))])
   return _table(["target", "measured", "goal", "status"], rows)
 
 
@@ -158,6 +186,16 @@ def other_sections(run: dict[str, Any]) -> list[str]:
                          ["diffusers DDIMScheduler + UNet2DModel",
                           f"{d['torch_images_per_s']:.1f}"],
                          ["ratio", f"{d['ratio']:.2f}"]]), ""]
+  if run.get("guidance"):
+    rows = [[r["k"], f"{r['step_s']:.3f}", f"{r['guided_step_s']:.3f}", f"{r['ratio']:.2f}",
+             f"{r['guided_compile_s']:.1f}"] for r in run["guidance"]]
+    lines += ["### Classifier-free guidance", "",
+              "The DDSS step of ggdm+pred+time with learned guidance weights on a "
+              "class-conditional UNet (the shipped weights plus an 11-row class embedding; "
+              "eps_u and eps_c in one call on 2B) against the unconditional step, same batch "
+              "and K:", "",
+              *_table(["K", "unconditional step s", "guided step s", "ratio",
+                       "guided compile s"], rows), ""]
   if run.get("features"):
     rows = [[r["k"], f"{r['features_s']:.3f}", f"{r['step_s']:.3f}", f"{100 * r['share']:.1f}%"]
             for r in run["features"]]
@@ -166,6 +204,17 @@ def other_sections(run: dict[str, Any]) -> list[str]:
               "against the whole DDSS step:", "",
               *_table(["K", "features + KID s", "DDSS step s", "share"], rows), ""]
   return lines
+
+
+def _measured_at(run: dict[str, Any]) -> list[str]:
+  """A line naming the sections measured at another commit than the header's, if any."""
+  m = run["machine"]
+  other = {name: at for name, at in (run.get("measured_at") or {}).items()
+           if at["commit"] != m["commit"]}
+  if not other:
+    return []
+  return ["", "Measured in earlier runs: " + "; ".join(
+      f"{name} at commit {at['commit']}, {at['date']}" for name, at in other.items()) + "."]
 
 
 def render(runs: list[dict[str, Any]]) -> str:
@@ -188,6 +237,7 @@ def render(runs: list[dict[str, Any]]) -> str:
               f"jax {m['jax']}, Python {m['python']}, commit {m['commit']}, {m['date']}; "
               "sections took "
               f"{', '.join(f'{k} {v:.0f} s' for k, v in run['section_seconds'].items())}.",
+              *_measured_at(run),
               "", "### Targets", "", *targets(run), ""]
     for name, fn in sections:
       if run.get(name):

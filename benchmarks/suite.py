@@ -16,7 +16,10 @@ benchmarks/results/<backend>.json and rewrites BENCHMARKS.md from every results 
   diffusers  DDIM K = 10 images/s of ddss_jax over diffusers' DDIMScheduler + UNet2DModel on the
              same exported weights, same batch and threads (target >= 1.0)
   features   feature network + KID (forward and backward) as a share of the DDSS step
-On a GPU host each timing also gets images/s and the share of the chip's peak FLOP/s.
+  guidance   the guided DDSS step (class-conditional UNet, one model call on 2B, learned
+             weights) over the unconditional one at K = 5, 10 (target <= 2.2)
+A run of some sections keeps the other sections of <backend>.json, each with the commit and date
+it was measured at. On a GPU host each timing also gets images/s and the share of the chip's peak FLOP/s.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from benchmarks import costs, report, vs_diffusers
 from ddss_jax.util import files, logs
 
 FLAGS = flags.FLAGS
-SECTIONS = ("gradient", "memory", "compile", "overhead", "diffusers", "features")
+SECTIONS = ("gradient", "memory", "compile", "overhead", "diffusers", "features", "guidance")
 
 
 def machine() -> dict[str, Any]:
@@ -93,6 +96,8 @@ def run(sections: list[str], *, batch: int, num_steps: list[int], designs: list[
           bench.problem, batch_size=batch, num_steps=diffusers_steps, repeats=2 * repeats + 1))
     elif section == "features":
       results["features"] = costs.feature_share(bench, results["gradient"], repeats)
+    elif section == "guidance":
+      results["guidance"] = costs.guidance_cost(bench, num_steps[:2], repeats)
     timings[section] = time.perf_counter() - start
     print(f"section {section}: {timings[section]:.0f} s", flush=True)
     on_section(results)
@@ -106,8 +111,10 @@ def main(argv):
   os.makedirs(FLAGS.results_dir, exist_ok=True)
   path = os.path.join(FLAGS.results_dir, f"{jax.default_backend()}.json")
 
+  earlier = report.load_file(path) if os.path.exists(path) else None
+
   def save(results):  # after every section, atomically: a cut-off run keeps what it measured
-    files.write_json(path, results)
+    files.write_json(path, report.merge(earlier, results))
     report.write(FLAGS.results_dir, FLAGS.out)
 
   run(FLAGS.sections, batch=batch, num_steps=[int(k) for k in FLAGS.num_steps],

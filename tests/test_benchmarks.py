@@ -15,7 +15,8 @@ def bench():
 
 def test_suite_sections_run_and_the_train_step_compiles_once(bench, monkeypatch):
   monkeypatch.setattr(costs, "build", lambda batch_size: bench)
-  results = suite.run(["gradient", "compile", "overhead", "features"], batch=2, num_steps=[2],
+  results = suite.run(["gradient", "compile", "overhead", "features", "guidance"], batch=2,
+                      num_steps=[2],
                       designs=["loop"], memory_steps=[], overhead_steps=2, diffusers_steps=2,
                       compile_train_steps=3, repeats=1)
   (row,) = results["gradient"]
@@ -26,9 +27,12 @@ def test_suite_sections_run_and_the_train_step_compiles_once(bench, monkeypatch)
   assert results["compile"]["step_compiles"] == 1  # no recompilation across 3 steps
   assert [r["family"] for r in results["overhead"]] == ["ddim", costs.FAMILY]
   assert 0 < results["features"][0]["share"] < 1
+  (guided,) = results["guidance"]
+  assert guided["k"] == 2 and guided["ratio"] == guided["guided_step_s"] / guided["step_s"] > 0
   text = report.render([results])
   for line in ("DDSS step / K-step sampling", "compilations of the train step over 3 steps | 1",
-               "ddim K=2 sampling / (K x one model call)", "feature network + KID share"):
+               "ddim K=2 sampling / (K x one model call)", "feature network + KID share",
+               "guided DDSS step / unconditional DDSS step"):
     assert line in text
 
 
@@ -56,6 +60,28 @@ def test_report_marks_each_target_met_or_not():
   assert "| DDSS step / K-step sampling | 4.50 (K=5) | <= 4 | **not met** |" in text
   assert r"| at most 3.00 \|x\| | <= 8 \|x\| | met |" in text
   assert "| compile time K=40 / K=5 | 1.60 | <= 1.5 | **not met** |" in text
+
+
+def test_a_run_of_some_sections_keeps_the_others_with_their_commit():
+  machine = lambda commit: dict(backend="cpu", device_kind="cpu", device_count=1, cpu="test",
+                                cpu_count=2, jax="0", python="3", commit=commit, date=commit)
+  gradient = [dict(design="loop", k=5, step_s=3.0, sample_s=1.0, ratio=3.0, compile_s=1.0,
+                   temp_mb=10.0, step_flops=None, sample_flops=None, convolutions=3,
+                   noncanonical_convolutions=0)]
+  earlier = dict(machine=machine("old"), config=dict(batch=4, family=costs.FAMILY,
+                                                      stride="linear", image_bytes=2**20),
+                 section_seconds={"gradient": 5.0}, gradient=gradient)
+  later = dict(machine=machine("new"), config={}, section_seconds={"guidance": 7.0},
+               guidance=[dict(k=5, step_s=1.0, guided_step_s=2.5, ratio=2.5,
+                              guided_compile_s=3.0)])
+  merged = report.merge(earlier, later)
+  assert merged["gradient"] == earlier["gradient"] and merged["guidance"] == later["guidance"]
+  assert merged["measured_at"] == {"gradient": {"commit": "old", "date": "old"},
+                                   "guidance": {"commit": "new", "date": "new"}}
+  assert merged["section_seconds"] == {"gradient": 5.0, "guidance": 7.0}
+  text = report.render([dict(merged, memory=[])])
+  assert "| guided DDSS step / unconditional DDSS step | 2.50 (K=5) | <= 2.2 | **not met** |" in text
+  assert "Measured in earlier runs: gradient at commit old, old." in text
 
 
 @pytest.mark.parity
