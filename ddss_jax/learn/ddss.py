@@ -47,9 +47,10 @@ class LearnedSampler:
   model_info: ModelInfo = ModelInfo()
 
   def sample(self, eps_fn: samplers.EpsFn, key: jax.Array, shape: tuple[int, ...], *,
-             x_T: jax.Array | None = None) -> jax.Array:
-    """[B, ...] samples: K calls of eps_fn(x [B, ...], t [B]) -> eps [B, ...]."""
-    return self.sampler.sample(self.params, eps_fn, key, shape, x_T=x_T)
+             x_T: jax.Array | None = None, cond: Any = None) -> jax.Array:
+    """[B, ...] samples: K calls of eps_fn(x [B, ...], t [B]) -> eps [B, ...] (with cond, of
+    eps_fn(x, t, cond), or a guided sampler's eps_fn(x, t, cond, w): Sampler.sample)."""
+    return self.sampler.sample(self.params, eps_fn, key, shape, x_T=x_T, cond=cond)
 
   def save(self, path: str) -> None:
     """sampler.json as the command line writes it, naming the model it was learned for (reload

@@ -15,7 +15,9 @@ the non-Markov history of GGDM and the multistep solvers included), as the NumPy
 In a loop of one's own: set_timesteps(), then for t in scheduler.timesteps (the learned float
 times, in the model's time units: pass the tensor t to the UNet as is, since UNet2DModel turns a
 Python number into an integer), x = scheduler.step(unet(x, t).sample, t, x).prev_sample. A
-network predicting x0 or v (the file's model.prediction) is converted to eps inside `step`.
+network predicting x0 or v (the file's model.prediction) is converted to eps inside `step`. A
+guided sampler's weights are `scheduler.guidance_weights` [K]: at step i the loop passes
+eps_u + w_i (eps_c - eps_u) to `step` (docs/deploy.md shows the loop).
 docs/deploy.md has the format and the measured agreement with ddss_jax.
 """
 
@@ -64,6 +66,9 @@ class DDSSScheduler(SchedulerMixin, ConfigMixin):
     self._alpha_bars = (None if spec.model.prediction == "eps"
                         else numpy_reference.alpha_bar(spec, self._coefficients["t"]))
     self.timesteps = torch.tensor(self._coefficients["t"], dtype=torch.float32)
+    # A guided sampler's w_i (eps = eps_u + w_i (eps_c - eps_u)); None for an unguided one.
+    self.guidance_weights = (None if "w" not in self._coefficients
+                             else torch.tensor(self._coefficients["w"], dtype=torch.float32))
     self._history: list[torch.Tensor] = []
 
   @classmethod

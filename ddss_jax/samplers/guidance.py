@@ -110,6 +110,7 @@ def guided(eps_fn: ConditionalEpsFn, *, null_cond: Any) -> Callable[..., jax.Arr
   """
   def guided_eps(params, x, t, cond, w):
     batch = x.shape[0]
+    cond = jax.tree.map(jnp.asarray, cond)   # NumPy int64 labels become JAX's int32
     null = jax.tree.map(lambda n, c: jnp.broadcast_to(jnp.asarray(n, c.dtype), c.shape),
                         null_cond, cond)
     both = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, null)
