@@ -43,6 +43,22 @@ def test_label_dropout_calls_the_unconditional_branch_at_its_rate():
     assert abs(float(loss) - (rate + (1 - rate) * sched.alpha_bars.mean())) < 0.01
 
 
+def test_lr_scales_speed_up_the_named_parameters_only():
+  """Two copies of one linear model, one of them ("fast") at ten times the learning rate: with
+  Adam's steps of about the learning rate, it moves about ten times as far in one step."""
+  def apply_fn(params, x, t):
+    del t
+    return x @ params["slow"] + x @ params["fast"]
+
+  params = {"slow": jnp.zeros((2, 2)), "fast": jnp.zeros((2, 2))}
+  batch_fn = lambda step: jax.random.normal(jax.random.PRNGKey(step), (64, 2))
+  trained = denoiser_training.train_denoiser(
+      apply_fn, params, batch_fn, schedule=schedules.linear_beta(), num_steps=1,
+      learning_rate=1e-3, ema_decay=0.0, lr_scales={"fast": 10.0})
+  ratio = np.abs(np.asarray(trained["fast"])) / np.abs(np.asarray(trained["slow"]))
+  np.testing.assert_allclose(ratio, 10.0, rtol=1e-3)
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
   model = MLPEpsModel(width=16, depth=1)

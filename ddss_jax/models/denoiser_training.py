@@ -97,7 +97,8 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], Any
                    grad_clip: float | None = None, seed: int = 0,
                    log_every: int = 500, checkpoint_dir: str | None = None,
                    checkpoint_every: int = 1000, stop_after: int | None = None,
-                   dropout: LabelDropout | None = None) -> Any:
+                   dropout: LabelDropout | None = None,
+                   lr_scales: dict[str, float] | None = None) -> Any:
   """Trains eps-prediction for `num_steps` on batch_fn(step) -> x0 [B, ...] (or, for a
   conditional apply_fn, (x0, labels [B])); returns EMA params.
 
@@ -107,6 +108,8 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], Any
   one; batches and keys derive from the step, so a resumed run equals an uninterrupted one.
   `stop_after` ends this run after that step (checkpointed), the schedule still spanning
   `num_steps`: a later run may resume from it with other settings (batch size, num_steps).
+  `lr_scales` {top-level parameter name: factor} multiplies those parameters' learning rate (new
+  layers of a fine-tuned model, e.g. a class embedding starting at zero), each with its own Adam.
   """
   if warmup_steps > 0:
     lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, num_steps,
@@ -114,6 +117,11 @@ def train_denoiser(apply_fn: ApplyFn, params: Any, batch_fn: Callable[[int], Any
   else:
     lr = optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.1)
   optimizer = optax.adam(lr)
+  if lr_scales:
+    scaled = lambda factor: optax.adam(lambda step: factor * lr(step))
+    optimizer = optax.multi_transform(
+        {"base": optimizer, **{name: scaled(f) for name, f in lr_scales.items()}},
+        lambda params: {name: name if name in lr_scales else "base" for name in params})
   if grad_clip is not None:
     optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optimizer)
   state = create_denoiser_state(params, optimizer)

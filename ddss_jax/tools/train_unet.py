@@ -48,6 +48,9 @@ flags.DEFINE_integer("num_classes", 0, "0: unconditional; C > 0: class-condition
                      "digits' labels, label C meaning none.")
 flags.DEFINE_float("label_dropout", 0.1, "Conditional: the probability a label is replaced by "
                    "the null label (the unconditional branch of classifier-free guidance).")
+flags.DEFINE_float("class_embedding_lr_scale", 1.0, "Conditional: the class embedding's learning "
+                   "rate over the others' (a zero embedding added to a trained model learns "
+                   "slowly at the fine-tuning rate).")
 flags.DEFINE_string("init_from", None, "Start from these unconditional weights (flax msgpack of "
                     "the MNIST UNet, e.g. ddss_jax/weights/mnist_unet.msgpack); the class "
                     "embedding starts at zero.")
@@ -85,7 +88,9 @@ def main(argv):
       checkpoint_dir=FLAGS.workdir, checkpoint_every=FLAGS.checkpoint_every,
       stop_after=FLAGS.stop_after,
       dropout=(denoiser_training.LabelDropout(null_label=FLAGS.num_classes,
-                                              rate=FLAGS.label_dropout) if conditional else None))
+                                              rate=FLAGS.label_dropout) if conditional else None),
+      lr_scales=({"class_embedding": FLAGS.class_embedding_lr_scale}
+                 if conditional and FLAGS.class_embedding_lr_scale != 1.0 else None))
   digest = weights.save_msgpack(ema_params, FLAGS.out)
   logging.info("wrote %s (sha256 %s) after %.1f min in this run", FLAGS.out, digest,
                (time.perf_counter() - start) / 60)
