@@ -28,7 +28,7 @@ VARIANTS = (  # (family, eta, start_solver)
     ("ddpm", None, None), ("ddim", 0.0, None), ("ddim", 0.5, None),
     ("dpm-solver++2m", None, None), ("unipc", None, None),
     ("dpm-solver++2m+time", None, None), ("unipc+time", None, None),
-    ("ipndm", None, None), ("ipndm+time", None, None),
+    ("ipndm", None, None),
     ("vars", 0.0, None), ("vars", 1.0, None),
     ("ggdm", 0.0, None), ("ggdm", 1.0, None), ("ggdm+pred", 1.0, None),
     ("ggdm+time", 1.0, None), ("ggdm+pred+time", 0.0, None), ("ggdm+pred+time", 1.0, None),

@@ -315,10 +315,13 @@ def test_gradients_equal_unrolled_autodiff(family, gradient):
   want = jax.value_and_grad(functools.partial(loss, reference), argnums=(0, 1))(
       params, x_T, weights)
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  # float32 against float32 in another order: an entry far below its array's largest (iPNDM's
+  # d loss / d x_T spans -5 to 1800) is known to 1e-5 of that largest, not of itself.
+  close = lambda a, b, what: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.max(np.abs(b)))), err_msg=what)
   for name in params:
-    np.testing.assert_allclose(got[1][0][name], want[1][0][name], rtol=1e-4, atol=1e-5,
-                               err_msg=f"d loss / d {name}")
-  np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-4, atol=1e-5, err_msg="d loss / d x_T")
+    close(got[1][0][name], want[1][0][name], f"d loss / d {name}")
+  close(got[1][1], want[1][1], "d loss / d x_T")
   if "+time" in family:  # the model-time gradient is really exercised
     assert np.max(np.abs(got[1][0]["time_logits"])) > 1e-3
 

@@ -26,10 +26,10 @@ def test_output_shape_and_time_dependence():
   params = unet.init_params(TINY, jax.random.PRNGKey(0))
   model = unet.UNet2DModel(TINY)
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 16, 2))
-  out = model.apply({"params": params}, x, jnp.array([0.0, 10.5, 999.0]))
+  out = jax.jit(model.apply)({"params": params}, x, jnp.array([0.0, 10.5, 999.0]))
   assert out.shape == x.shape and np.all(np.isfinite(out))
   # The output depends smoothly on a float time input (TIME learns it).
-  grad_t = jax.grad(lambda t: jnp.sum(model.apply({"params": params}, x, t)))(
+  grad_t = jax.jit(jax.grad(lambda t: jnp.sum(model.apply({"params": params}, x, t))))(
       jnp.array([5.0, 500.5, 900.0]))
   assert np.all(np.isfinite(grad_t)) and np.any(grad_t != 0)
 
