@@ -23,7 +23,7 @@ from ddss_jax.evaluation import drawing, metrics
 from ddss_jax.learn import kid_loss, loop
 from ddss_jax.models import unet
 from ddss_jax.problems import mnist as mnist_problem
-from ddss_jax.problems.base import Problem
+from ddss_jax.problems.base import Conditioning, Problem
 from ddss_jax.samplers import conv_layout, schedules
 from ddss_jax.samplers.guidance import Guidance
 from ddss_jax.settings import TrainConfig, from_group
@@ -273,7 +273,8 @@ def conditional_problem(bench: Bench) -> Problem:
       jax.random.PRNGKey(6), (11, 4 * cfg.block_out_channels[0]))}
   return dataclasses.replace(
       bench.problem, eps_apply=lambda p, x, t, c: model.apply({"params": p}, x, t, c),
-      model_params=params, null_cond=jnp.asarray(10))
+      model_params=params, conditioning=Conditioning(
+          null=jnp.asarray(10), real=None, embed=None, held_out=None))
 
 
 def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict[str, Any]]:

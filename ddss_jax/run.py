@@ -37,6 +37,12 @@ def problem_config(config: ml_collections.ConfigDict):
   return from_group(module.Config, config[config.problem])
 
 
+def is_conditional(config: ml_collections.ConfigDict) -> bool:
+  """Whether the configured problem's model is conditional."""
+  module = problems.get(config.problem)
+  return hasattr(module, "is_conditional") and module.is_conditional(problem_config(config))
+
+
 def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
   """What the configured problem needs and cannot find (weights, data), each with the remedy."""
   return problems.get(config.problem).missing_inputs(problem_config(config))
@@ -81,12 +87,20 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
   sampler = samplers.make(sampler_cfg.family, schedule, sampler_cfg.num_steps,
                           stride=sampler_cfg.stride, eta=sampler_cfg.eta,
                           gradient=sampler_cfg.gradient, unroll=sampler_cfg.unroll,
-                          clip_x0=sampler_cfg.clip_x0, start_solver=sampler_cfg.start_solver)
-  # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only.
+                          clip_x0=sampler_cfg.clip_x0, start_solver=sampler_cfg.start_solver,
+                          guidance=sampler_cfg.guidance_of())
+  # "ddpm" is DDIM with eta = 1 by definition; the config's eta applies to "ddim" only. The
+  # baseline guides as the sampler does, its weights fixed at the sampler's initial ones.
   baseline = samplers.make(baseline_cfg.family, schedule, sampler_cfg.num_steps,
                            stride=sampler_cfg.stride,
                            eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta,
-                           clip_x0=sampler_cfg.clip_x0)
+                           clip_x0=sampler_cfg.clip_x0,
+                           guidance=sampler_cfg.guidance_of(learn=False))
+  if sampler_cfg.guidance != "none" and not is_conditional(config):
+    raise ConfigError("sampler.guidance", sampler_cfg.guidance, f"guides a conditional model; "
+                      f"problem {config.problem!r} is unconditional as configured (set it to "
+                      "'none'" + (", or mnist.conditional=True)" if config.problem == "mnist"
+                                  else ")"))
   # The training split is needed even without DDSS steps: the results' "data" row reads it.
   missing = missing_inputs(config)
   if missing:
@@ -173,7 +187,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
            "learned": (learned.sampler, learned.params)}
   if eval_cfg.reference_steps > 0:  # the frozen model's own quality, for context
     roles["reference"] = (samplers.make("ddpm", run.schedule, eval_cfg.reference_steps,
-                                        stride="linear", clip_x0=run.sampler.clip_x0), {})
+                                        stride="linear", clip_x0=run.sampler.clip_x0,
+                                        guidance=run.baseline.guidance), {})
   results = {"problem": problem.name, "loss": run.loss_cfg.name,
              "train_steps": learned.train_steps,
              **({} if learned.best_step is None else {"best_step": learned.best_step}),

@@ -19,6 +19,7 @@ import ml_collections
 
 from ddss_jax import samplers
 from ddss_jax.samplers import recurrence, schedules, solvers
+from ddss_jax.samplers.guidance import Guidance
 from ddss_jax.util.errors import ConfigError
 
 Check = Callable[[str, Any], None]
@@ -57,6 +58,14 @@ def real(low: float | None = None, high: float | None = None, *, above: float | 
                                         and f"> {above}", high is not None and f"<= {high}",
                                         below is not None and f"< {below}") if b)
       raise ConfigError(field, value, "must be a finite number" + (f" {bounds}" if bounds else ""))
+  return check
+
+
+def boolean() -> Check:
+  """True or False."""
+  def check(field, value):
+    if not isinstance(value, bool):
+      raise ConfigError(field, value, "must be True or False")
   return check
 
 
@@ -143,6 +152,7 @@ class ScheduleConfig(Group):
                                integer(2, 100_000))
 
 
+GUIDANCE_RULES = ("none", "fixed", "learned")
 SELECT_RULES = ("select", "select_noise_free")  # the starts chosen on the validation split
 START_RULES = ("configured",) + SELECT_RULES + solvers.SOLVERS
 
@@ -180,6 +190,17 @@ class SamplerConfig(Group):
                         "compile time and memory grow with it.", integer(1))
   clip_x0: float = setting(0.0, "r > 0 clips every step's x0 prediction to [-r, r] (the public "
                            "DDPM checkpoints' clip_sample: r = 1); 0 is off.", real(low=0))
+  guidance: str = setting("none", "Classifier-free guidance of a conditional model: none, "
+                          "fixed (guidance_weight at every step, or within the sigma interval) "
+                          "or learned (one weight per step, learned with the rest, starting "
+                          "there).", choice(GUIDANCE_RULES))
+  guidance_weight: float = setting(1.0, "w of eps_u + w (eps_c - eps_u) (diffusers' "
+                                   "guidance_scale; 1: the conditional model alone).", real())
+  guidance_sigma_min: float = setting(0.0, "Guidance applies where sigma_min < sigma <= "
+                                      "sigma_max (sigma = s / a, EDM's noise level), w = 1 "
+                                      "elsewhere; both 0: at every step.", real(low=0))
+  guidance_sigma_max: float = setting(0.0, "The interval's upper end; 0: no upper end.",
+                                      real(low=0))
 
   @property
   def start_solver(self) -> str | None:
@@ -190,6 +211,23 @@ class SamplerConfig(Group):
   def selects_start(self) -> bool:
     """Whether the start is chosen on the validation split (ddss_jax.learn.select.select_start)."""
     return self.start in SELECT_RULES
+
+  def __post_init__(self):
+    super().__post_init__()
+    low, high = self.guidance_sigma_min, self.guidance_sigma_max
+    if high and low >= high:
+      raise ConfigError("sampler.guidance_sigma_max", high, f"must be 0 (no upper end) or > "
+                        f"guidance_sigma_min={low}")
+
+  def guidance_of(self, *, learn: bool | None = None) -> Guidance | None:
+    """samplers.make's guidance (None: unguided); learn=False: the same weights held fixed (the
+    baseline's)."""
+    if self.guidance == "none":
+      return None
+    low, high = self.guidance_sigma_min, self.guidance_sigma_max
+    interval = None if low == 0 and high == 0 else (low, high or math.inf)
+    return Guidance(weight=self.guidance_weight, interval=interval,
+                    learn=self.guidance == "learned" if learn is None else learn)
 
 
 @dataclasses.dataclass(frozen=True)

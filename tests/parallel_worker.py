@@ -18,7 +18,7 @@ from ddss_jax import samplers
 from ddss_jax.evaluation import drawing
 from ddss_jax.learn import kid_loss, loop
 from ddss_jax.models import unet
-from ddss_jax.problems.base import Problem
+from ddss_jax.problems.base import Conditioning, Problem
 from ddss_jax.samplers import schedules
 from ddss_jax.samplers.guidance import Guidance
 from ddss_jax.settings import TrainConfig
@@ -85,7 +85,7 @@ def run_guided(mesh):
       name="tiny-conditional", schedule=schedules.linear_beta(1000), example_shape=(8, 8, 1),
       eps_apply=lambda p, x, t, c: model.apply({"params": p}, x, t, c), model_params=params,
       feature_apply=None, feature_params=None, real_batch=None, evaluate=None, plot=None,
-      null_cond=jnp.asarray(3))
+      conditioning=Conditioning(null=jnp.asarray(3), real=None, embed=None, held_out=None))
   sampler = samplers.make("ggdm+pred+time", problem.schedule, 3,
                           guidance=Guidance(weight=2.0, learn=True))
   labels = jnp.arange(BATCH) % 3

@@ -40,10 +40,13 @@ class ArraySource:
 
   def labelled_batch(self, key: jax.Array, num: int) -> tuple[np.ndarray, np.ndarray]:
     """(images [num, ...], labels [num]): `batch`'s examples for the same key, with labels."""
+    return self.batch(key, num), self.label_batch(key, num)
+
+  def label_batch(self, key: jax.Array, num: int, rows: slice = slice(None)) -> np.ndarray:
+    """The labels [num] of `batch`'s examples for the same key and rows."""
     if self.labels is None:
       raise ValueError(f"{self.name} has no labels")
-    idx = self._draw(key, num)
-    return self.images[idx], self.labels[idx]
+    return self.labels[self._draw(key, num)[rows]]
 
   def _draw(self, key: jax.Array, num: int) -> np.ndarray:
     if not 1 <= num <= self.num_examples:
@@ -79,6 +82,12 @@ def carve_validation(source, num: int, seed: int):
   (the rest's batch, the `num` examples [num, ...] carved out by PRNGKey(seed + 4))."""
   rest, held = source.carve(num, jax.random.PRNGKey(seed + 4))
   return rest.batch, held
+
+
+def carve_validation_labels(source: ArraySource, num: int, seed: int):
+  """carve_validation's split, its labels: (the rest's label_batch, the `num` labels [num])."""
+  rest, held = source.split(num, jax.random.PRNGKey(seed + 4))
+  return rest.label_batch, held.labels
 
 
 def check_images(x, *, name: str, size: int, channels: int) -> None:

@@ -39,10 +39,10 @@ def generate(sampler: samplers.Sampler, problem: Problem, sampler_params: Any,
   elif sampler.guidance is None:
     eps_fn = lambda x, t, c: problem.eps_apply(model_params, constrain(x), t, c)
   else:
-    if problem.null_cond is None:
-      raise ValueError(f"a guided sampler needs the unconditional input of problem "
-                       f"{problem.name!r}'s model: Problem.null_cond is None")
-    guided_eps = guidance.guided(problem.eps_apply, null_cond=problem.null_cond)
+    if problem.conditioning is None:
+      raise ValueError(f"a guided sampler needs a conditional model; problem {problem.name!r} "
+                       "has none (Problem.conditioning is None)")
+    guided_eps = guidance.guided(problem.eps_apply, null_cond=problem.conditioning.null)
     eps_fn = lambda x, t, c, w: guided_eps(model_params, constrain(x), t, c, w)
   if cond is not None:
     cond = jax.tree.map(constrain, cond)

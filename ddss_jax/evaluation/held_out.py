@@ -17,23 +17,37 @@ from jax.sharding import Mesh
 
 from ddss_jax import samplers
 from ddss_jax.evaluation import drawing
-from ddss_jax.problems.base import Problem
+from ddss_jax.problems.base import Problem, held_out_conditions, rows_of
 from ddss_jax.settings import EvalConfig
 from ddss_jax.util import logs
 
 
 def real_batches(problem: Problem, *, num_samples: int, batch_size: int,
-                 seed: int) -> Iterator[np.ndarray]:
-  """Random real training examples in batches (the "data" row of a results table)."""
+                 seed: int) -> Iterator[tuple[np.ndarray, Any]]:
+  """Random real training examples in batches (the "data" row of a results table), each with
+  its examples' conditions (None for an unconditional problem)."""
   key = jax.random.PRNGKey(seed)
   for b in range(-(-num_samples // batch_size)):
-    yield np.asarray(problem.real_batch(jax.random.fold_in(key, b),
-                                        min(batch_size, num_samples - b * batch_size)))
+    n, batch_key = min(batch_size, num_samples - b * batch_size), jax.random.fold_in(key, b)
+    cond = (None if problem.conditioning is None
+            else problem.conditioning.real(batch_key, n))
+    yield np.asarray(problem.real_batch(batch_key, n)), cond
 
 
-def stream(batches: Iterator[np.ndarray], problem: Problem, *, num_samples: int,
+def with_conditions(batches: Iterator[np.ndarray], conds: Any
+                    ) -> Iterator[tuple[np.ndarray, Any]]:
+  """(batch, the conditions of its rows) for consecutive batches of samples drawn for `conds`
+  (a pytree with leading axis N, or None)."""
+  seen = 0
+  for batch in batches:
+    yield batch, None if conds is None else rows_of(conds, np.arange(seen, seen + len(batch)))
+    seen += len(batch)
+
+
+def stream(batches: Iterator[tuple[np.ndarray, Any]], problem: Problem, *, num_samples: int,
            label: str, keep: int) -> tuple[dict[str, float], np.ndarray]:
-  """Feeds batches to a fresh problem evaluator; returns (metrics, the first `keep` samples).
+  """Feeds (batch, its conditions or None) pairs to a fresh problem evaluator; returns
+  (metrics, the first `keep` samples).
 
   Logs when the first batch (which compiles the sampler) starts and ends, then progress about
   every 30 seconds: samples per second after the first batch, minutes left.
@@ -43,8 +57,11 @@ def stream(batches: Iterator[np.ndarray], problem: Problem, *, num_samples: int,
   logging.info("%s: compiling the sampler; the first batch includes it", label)
   start = time.perf_counter()
   first = None  # (samples, seconds) of the first batch, compilation included
-  for batch in batches:
-    evaluator.update(batch)
+  for batch, cond in batches:
+    if cond is None:
+      evaluator.update(batch)
+    else:
+      evaluator.update(batch, cond)
     if seen < keep:
       kept.append(batch[:keep - seen])
     seen += len(batch)
@@ -71,7 +88,8 @@ def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: P
   streamed over evaluation.num_samples fresh samples, and under "weights" the path and sha256 of
   each weights file the problem read (where it read any).
 
-  Every sampler draws from the same keys, so the pictures start from the same noise. With a
+  Every sampler draws from the same keys, so the pictures start from the same noise; a
+  conditional problem's sample i is drawn for held-out condition i mod M. With a
   workdir, writes samples_<role>.png for each role and samples.png with all of them and the data
   side by side.
   """
@@ -80,12 +98,15 @@ def evaluate_samplers(roles: dict[str, tuple[samplers.Sampler, Any]], problem: P
     raise ValueError(f"problem {problem.name!r} has no held-out evaluation: pass eval_data to "
                      "make_problem")
   panels, results = {}, {}
+  conds = (None if problem.conditioning is None
+           else held_out_conditions(problem.conditioning, cfg.num_samples))
   for role, (sampler, params) in roles.items():
     label = f"{role} ({sampler.family}, K={sampler.num_steps})"
     batches = drawing.sample_batches(sampler, params, problem, num_samples=cfg.num_samples,
-                                     batch_size=cfg.batch_size, seed=cfg.seed, mesh=mesh)
-    metrics, kept = stream(batches, problem, num_samples=cfg.num_samples, label=label,
-                           keep=problem.plot_samples)
+                                     batch_size=cfg.batch_size, seed=cfg.seed, mesh=mesh,
+                                     conds=conds)
+    metrics, kept = stream(with_conditions(batches, conds), problem,
+                           num_samples=cfg.num_samples, label=label, keep=problem.plot_samples)
     panels[f"{role}: {sampler.family} K={sampler.num_steps}"] = kept
     results[role] = {"family": sampler.family, "num_steps": sampler.num_steps, **metrics}
   results["data"], data = stream(

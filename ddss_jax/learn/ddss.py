@@ -99,7 +99,8 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     select = cfg.start if cfg.selects_start else None
     sampler = samplers.make(cfg.family, problem.schedule, cfg.num_steps, stride=cfg.stride,
                             eta=cfg.eta, gradient=cfg.gradient, unroll=cfg.unroll,
-                            clip_x0=cfg.clip_x0, start_solver=cfg.start_solver)
+                            clip_x0=cfg.clip_x0, start_solver=cfg.start_solver,
+                            guidance=cfg.guidance_of())
   check_learnable(sampler.family, train.num_train_steps)
   note_clipping(problem, sampler)
   mesh = mesh or parallel.make_mesh()
@@ -117,7 +118,7 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     os.makedirs(workdir, exist_ok=True)
   writer = writer or logs.MetricWriter(workdir)
 
-  validation_split = None
+  validation_split = validation_cond = None
   if train.validate_every_steps > 0 or select:
     if problem.split_validation is None:
       field, value, remedy = (("train.validate_every_steps", train.validate_every_steps,
@@ -130,8 +131,13 @@ def learn_sampler(problem: Problem, *, sampler: SamplerConfig | samplers.Sampler
     except ValueError as e:  # more than the training data holds
       raise ConfigError("train.validation_size", train.validation_size, str(e)) from e
     problem = dataclasses.replace(problem, real_batch=real_batch)
+    if problem.conditioning is not None:
+      real_cond, validation_cond = problem.conditioning.validation(train.validation_size)
+      problem = dataclasses.replace(problem, conditioning=dataclasses.replace(
+          problem.conditioning, real=real_cond))
   problem = place(problem, mesh)
-  score = None if validation_split is None else ValidationScore(problem, validation_split, train)
+  score = None if validation_split is None else ValidationScore(
+      problem, validation_split, train, validation_cond=validation_cond)
   if select:
     sampler = select_start(sampler, problem, score, workdir,
                            noise_free=select == "select_noise_free")
@@ -184,6 +190,9 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
   """(loss_fn or None for KID, batch_fn, the KID loss's fixed reference or None)."""
   if train.num_train_steps == 0:
     return None, problem.real_batch, None
+  if teacher_sampler is not None and problem.conditioning is not None:
+    raise ConfigError("loss.name", loss.name, f"problem {problem.name!r} is conditional; the "
+                      "teacher loss takes unconditional problems only: use 'kid'")
   if teacher_sampler is not None:
     pool = teacher.load_or_draw_pool(loss, teacher_sampler, problem, pool_dir,
                                      seed=train.seed + 1,
@@ -199,4 +208,4 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
     except ValueError as e:  # more than the training data holds
       raise ConfigError("loss.kid_bank_size", loss.kid_bank_size, str(e)) from e
     reference = jax.device_put(reference, parallel.replicated(mesh))
-  return None, problem.real_batch, reference
+  return None, kid_loss.conditioned_batch_fn(problem), reference

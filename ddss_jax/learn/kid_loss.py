@@ -1,5 +1,8 @@
 """The KID loss of DDSS: KID between the features of a batch drawn from the sampler and those of
-real examples (a fresh batch each step, or a fixed bank drawn once)."""
+real examples (a fresh batch each step, or a fixed bank drawn once). For a conditional problem
+the batch is drawn for the conditions of the step's real examples, and every feature vector is
+joined with its condition's embedding (Problem.conditioning.embed), so that the loss rewards
+samples that look like real examples of their own condition."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from jax.sharding import Mesh
 from ddss_jax import samplers
 from ddss_jax.data.source import check_finite
 from ddss_jax.evaluation import drawing, metrics
-from ddss_jax.problems.base import Problem
+from ddss_jax.problems.base import Problem, join_condition
 from ddss_jax.util import parallel
 
 
@@ -24,16 +27,24 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
   reference = {"features": [M, D], "within": metrics.within_mean of them} (make_reference;
   `real` is then not used).
 
+  A conditional problem's `real` is {"x": examples [M, ...], "cond": their conditions}
+  (conditioned_batch_fn); the generated batch is drawn for cond (M = batch_size).
+
   With a mesh, every eps-model input and the generated batch are constrained to be split along
   the batch over its devices; the KID of the global batch is unchanged.
   """
+  conditioning = problem.conditioning
+
   def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
+    cond = None if conditioning is None else real["cond"]
+    examples = real if conditioning is None else real["x"]
     generated = drawing.generate(sampler, problem, sampler_params, model_params, key,
-                                 batch_size, mesh)
-    feats = problem.feature_apply(feature_params, generated)
+                                 batch_size, mesh, cond=cond)
+    feats = join_condition(problem.feature_apply(feature_params, generated), cond, conditioning)
     if reference is not None:
       return metrics.kid(feats, reference["features"], within_b=reference["within"])
-    real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real))
+    real_feats = jax.lax.stop_gradient(join_condition(
+        problem.feature_apply(feature_params, examples), cond, conditioning))
     return metrics.kid(feats, real_feats)
 
   return loss_fn
@@ -42,12 +53,27 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
 def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: int,
                    mesh: Mesh | None = None) -> dict[str, jax.Array]:
   """The KID loss's fixed real side: the features [size, D] of `size` real training examples
-  drawn once with PRNGKey(seed), and their within-bank kernel mean."""
-  examples = np.asarray(problem.real_batch(jax.random.PRNGKey(seed), size))
+  drawn once with PRNGKey(seed) (a conditional problem's joined with their conditions), and
+  their within-bank kernel mean."""
+  key = jax.random.PRNGKey(seed)
+  examples = np.asarray(problem.real_batch(key, size))
   features_of = jax.jit(problem.feature_apply)
   feats = np.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
                                            500, mesh))
+  if problem.conditioning is not None:
+    feats = np.asarray(join_condition(jnp.asarray(feats), problem.conditioning.real(key, size),
+                                      problem.conditioning))
   check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
                f"drawn with seed {seed}", what="features")
   feats = jnp.asarray(feats)
   return {"features": feats, "within": jax.jit(metrics.within_mean)(feats)}
+
+
+def conditioned_batch_fn(problem: Problem):
+  """The real batches of a DDSS step, batch_fn(key, n, rows=slice(None)): the problem's
+  examples, or a conditional problem's {"x": examples, "cond": their conditions}."""
+  conditioning = problem.conditioning
+  if conditioning is None:
+    return problem.real_batch
+  return lambda key, n, rows=slice(None): {"x": problem.real_batch(key, n, rows),
+                                            "cond": conditioning.real(key, n, rows)}

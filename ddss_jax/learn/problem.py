@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ddss_jax.data.source import ArraySource, carve_validation, check_finite
+from ddss_jax.data.source import ArraySource, carve_validation, carve_validation_labels, check_finite
 from ddss_jax.evaluation import metrics
-from ddss_jax.problems.base import Problem
+from ddss_jax.problems.base import Conditioning, Problem, rows_of
 from ddss_jax.samplers import model_forms, schedules
 from ddss_jax.samplers.sampler_json import ModelInfo
 from ddss_jax.util import parallel, plots
@@ -40,7 +40,7 @@ def _eps_apply(eps_fn, model, schedule, num_timesteps
                      "nor a ddss_jax.samplers.model_forms.VPModel; wrap it with "
                      "ddss_jax.samplers.model_forms, or "
                      "pass eps_fn=(params, x, t) -> eps")
-  return (lambda params, x, t: model.apply({"params": params}, x, t)), schedule
+  return (lambda params, x, t, *cond: model.apply({"params": params}, x, t, *cond)), schedule
 
 
 def _feature_network(name: str) -> tuple[Callable, Any]:
@@ -105,7 +105,9 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
                  schedule: str | schedules.Schedule | None = None, num_timesteps: int = 1000,
                  eval_data: np.ndarray | None = None, name: str = "custom", seed: int = 0,
                  kid_subsets: int = 100, kid_subset_size: int = 500,
-                 model_info: ModelInfo | None = None) -> Problem:
+                 model_info: ModelInfo | None = None, cond: Any = None,
+                 eval_cond: Any = None, null_cond: Any = None,
+                 cond_embed: Callable[[Any], jax.Array] | None = None) -> Problem:
   """A DDSS problem from your frozen model, data and features.
 
   Args:
@@ -131,6 +133,17 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
     model_info: the frozen model as a saved sampler records it, ModelInfo(source=<hub id or
       path>, sha256=<weights' digest>, prediction=<what the network outputs: "eps", "x0" or
       "v">); None: "unspecified".
+    cond: a conditional model's conditions of the training examples, a pytree of arrays with
+      leading axis N (data must then be an array [N, ...]); the model is then called as
+      eps_fn(params, x, t, cond) (or model(x, t, cond)), each DDSS step draws its samples for
+      the conditions of its real batch, and the KID loss joins every feature vector with
+      cond_embed(cond).
+    eval_cond: the conditions [M, ...] of eval_data: evaluation sample i is drawn for row
+      i mod M.
+    null_cond: one example's unconditional input (e.g. the "no class" label), for guided
+      samplers (sampler.guidance); None: guidance is refused.
+    cond_embed: conditions [B, ...] -> [B, E] joined to the features; default for integer
+      labels [N]: their one-hot (max(cond) + 1 classes) times the features' RMS norm on data.
   """
   eps_apply, schedule = _eps_apply(eps_fn, model, schedule, num_timesteps)
   if model_info is not None and not isinstance(model_info, ModelInfo):
@@ -141,7 +154,15 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
   else:
     feature_apply = features
   real_batch, example_shape, split = _real_batch(data, f"{name}/train", seed)
-  _check_shapes(eps_apply, model_params, feature_apply, feature_params, example_shape)
+  conditioning = None
+  if cond is not None:
+    conditioning = _conditioning(data, cond, eval_cond, null_cond, cond_embed, feature_apply,
+                                 feature_params, seed)
+  elif eval_cond is not None or null_cond is not None or cond_embed is not None:
+    raise ValueError("make_problem: eval_cond, null_cond and cond_embed are for a conditional "
+                     "model: pass cond=, the conditions of data, too")
+  _check_shapes(eps_apply, model_params, feature_apply, feature_params, example_shape,
+                None if conditioning is None else rows_of(cond, np.arange(2)))
   plot = plots.image_grids if len(example_shape) == 3 else plots.scatter_panels
   evaluate_fn = None
   if eval_data is not None:
@@ -155,17 +176,56 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
   return Problem(name=name, schedule=schedule, example_shape=example_shape, eps_apply=eps_apply,
                  model_params=model_params, feature_apply=feature_apply,
                  feature_params=feature_params, real_batch=real_batch, evaluate=evaluate_fn,
-                 plot=plot, split_validation=split, model_info=model_info or ModelInfo())
+                 plot=plot, split_validation=split, model_info=model_info or ModelInfo(),
+                 conditioning=conditioning)
+
+
+def _conditioning(data, cond, eval_cond, null_cond, cond_embed, feature_apply, feature_params,
+                  seed: int) -> Conditioning:
+  """make_problem's Conditioning: the rows of cond follow the rows of data drawn."""
+  if not isinstance(data, (np.ndarray, jax.Array)):
+    raise ValueError("make_problem: cond= needs data as an array [N, ...] (its rows are the "
+                     "conditions' rows), not an iterator")
+  count = len(data)
+  leaves = jax.tree.leaves(cond)
+  if not leaves or any(np.ndim(c) == 0 or len(c) != count for c in leaves):
+    raise ValueError(f"make_problem: cond must be a pytree of arrays with leading axis "
+                     f"{count} (one row per example of data); got shapes "
+                     f"{[np.shape(c) for c in leaves]}")
+  if eval_cond is None:
+    raise ValueError("make_problem: a conditional problem needs eval_cond=, the conditions the "
+                     "evaluation draws its samples for (those of eval_data)")
+  # Row indices as the source's labels: its draws and its split give the rows of cond.
+  rows = ArraySource("cond", np.zeros((count, 1), np.float32), np.arange(count))
+  if cond_embed is None:
+    labels = np.asarray(leaves[0])
+    if len(leaves) != 1 or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError("make_problem: cond is not integer labels [N]; pass cond_embed=, a "
+                       "function conditions [B, ...] -> [B, E] joined to the features")
+    features_of = jax.jit(feature_apply)
+    sample = np.asarray(data, np.float32)[:min(count, 500)]
+    scale = float(np.sqrt(np.mean(np.sum(np.square(np.asarray(
+        features_of(feature_params, sample), np.float64)), axis=-1))))
+    num_classes = int(labels.max()) + 1
+    cond_embed = lambda c: scale * jax.nn.one_hot(c, num_classes)
+
+  def validation(num):
+    rest, held = carve_validation_labels(rows, num, seed)
+    return (lambda key, n, r=slice(None): rows_of(cond, rest(key, n, r))), rows_of(cond, held)
+
+  return Conditioning(null=null_cond,
+                      real=lambda key, n, r=slice(None): rows_of(cond, rows.label_batch(key, n, r)),
+                      embed=cond_embed, held_out=eval_cond, validation=validation)
 
 
 def _check_shapes(eps_apply, model_params, feature_apply, feature_params,
-                  example_shape: tuple[int, ...]) -> None:
+                  example_shape: tuple[int, ...], cond: Any = None) -> None:
   """Raises ValueError naming the model or the feature function where it maps a batch x [2, ...]
   to the wrong shape (traced abstractly: nothing compiles, nothing runs)."""
   x = jax.ShapeDtypeStruct((2,) + tuple(example_shape), np.float32)
   t = jax.ShapeDtypeStruct((2,), np.float32)
   try:
-    out = jax.eval_shape(eps_apply, model_params, x, t)
+    out = jax.eval_shape(eps_apply, model_params, x, t, *(() if cond is None else (cond,)))
   except Exception as e:  # pylint: disable=broad-except  (any error of the caller's model)
     raise ValueError(f"make_problem: the model fails on x of shape {x.shape} with t of shape "
                      f"(2,): {type(e).__name__}: {e}") from e
@@ -194,7 +254,8 @@ def _feature_evaluation(feature_apply, feature_params, eval_data: np.ndarray, *,
   reference = batched(eval_data)
   check_finite(reference, name="make_problem: the features of eval_data", what="features")
 
-  def evaluate_fn(samples: np.ndarray) -> dict[str, float]:
+  def evaluate_fn(samples: np.ndarray, cond: Any = None) -> dict[str, float]:
+    del cond  # a conditional problem's samples are compared with eval_data as a whole
     feats = batched(samples)
     size = min(kid_subset_size, len(feats), len(reference))
     kid_mean, kid_std = metrics.kid_subsets(feats, reference, key=jax.random.PRNGKey(seed),

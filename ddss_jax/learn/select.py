@@ -77,18 +77,22 @@ def start_candidates(sampler: samplers.Sampler, *,
   (eta 0) and ancestral DDPM (eta 1) at each stride for VARS and the GGDM families, and for the
   GGDM families also DPM-Solver++(2M) and UniPC at each stride (a multistep solver is a GGDM);
   the solver at each stride for the solvers with learned times. Strides that repeat a time are
-  skipped for the solvers; each candidate clips x0 predictions as `sampler` does. With
+  skipped for the solvers; each candidate clips x0 predictions and guides as `sampler` does. With
   noise_free, only those that draw no noise (DDPM left out)."""
   if sampler.solver:
     kinds = [sampler.solver]
   else:
     kinds = ["ddim", "ddpm"] + (list(START_SOLVERS) if sampler.is_ggdm else [])
+  # A guided sampler starts from a fixed sampler guided by its initial weights.
+  guidance = (None if sampler.guidance is None
+              else dataclasses.replace(sampler.guidance, learn=False))
   candidates = []
   for stride in samplers.STRIDES:
     for family in kinds:
       try:
         candidates.append(samplers.make(family, sampler.schedule, sampler.num_steps,
-                                        stride=stride, clip_x0=sampler.clip_x0))
+                                        stride=stride, clip_x0=sampler.clip_x0,
+                                        guidance=guidance))
       except ValueError:  # the solvers need distinct times
         continue
   return [c for c in candidates if not (noise_free and c.stochastic)]

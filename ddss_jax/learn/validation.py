@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from ddss_jax import samplers
 from ddss_jax.evaluation import drawing, metrics
 from ddss_jax.learn import loop
-from ddss_jax.problems.base import Problem, place
+from ddss_jax.problems.base import Problem, join_condition, num_rows, place, rows_of
 from ddss_jax.samplers.sampler_json import ModelInfo
 from ddss_jax.settings import TrainConfig
 from ddss_jax.util import files, parallel
@@ -30,16 +30,23 @@ class ValidationScore:
   space; with train.validation_draws > 1 the means over that many draws (seeds
   + VALIDATION_DRAW_OFFSET each). first_draw > 0 starts at a later draw (seed + first_draw *
   VALIDATION_DRAW_OFFSET): other samples against the same split. What the start selection and
-  the validations during training compare."""
+  the validations during training compare. A conditional problem's samples are drawn for the
+  split's conditions (validation_cond) and compared in the features joined with them, as the
+  KID loss compares them."""
 
   def __init__(self, problem: Problem, validation_split: np.ndarray, cfg: TrainConfig,
-               first_draw: int = 0):
+               first_draw: int = 0, validation_cond: Any = None):
     self._problem, self._cfg = problem, cfg
     self._first_draw = first_draw
+    # Sample i is drawn for the condition of held example i mod validation_size.
+    self._cond = None if validation_cond is None else rows_of(
+        validation_cond, np.arange(cfg.validation_samples) % num_rows(validation_cond))
     features_of = jax.jit(problem.feature_apply)
-    self._features = lambda x: parallel.padded_apply(
-        lambda b: features_of(problem.feature_params, b), np.asarray(x, np.float32), 500)
-    self._reference = self._features(validation_split)
+    self._features = lambda x, cond: join_condition(
+        parallel.padded_apply(lambda b: features_of(problem.feature_params, b),
+                              np.asarray(x, np.float32), 500),
+        cond, problem.conditioning)
+    self._reference = self._features(validation_split, validation_cond)
 
   @property
   def select_on(self) -> str:
@@ -53,8 +60,8 @@ class ValidationScore:
       samples = drawing.draw_samples(
           sampler, params, self._problem, num_samples=cfg.validation_samples,
           batch_size=min(cfg.batch_size, cfg.validation_samples),
-          seed=cfg.seed + 5 + VALIDATION_DRAW_OFFSET * draw)
-      feats = self._features(samples)
+          seed=cfg.seed + 5 + VALIDATION_DRAW_OFFSET * draw, conds=self._cond)
+      feats = self._features(samples, self._cond)
       scores.append({"kid": float(metrics.kid(feats, self._reference)),
                      "fid": float(metrics.fid_from_features(feats, self._reference))})
     return scores
@@ -72,8 +79,11 @@ def validation_score(problem: Problem, train: TrainConfig, first_draw: int,
     raise ValueError(f"problem {problem.name!r} cannot carve a validation split from its "
                      "training data (data given as an iterator?)")
   _, validation_split = problem.split_validation(train.validation_size)
+  validation_cond = None
+  if problem.conditioning is not None:
+    _, validation_cond = problem.conditioning.validation(train.validation_size)
   problem = place(problem, mesh or parallel.make_mesh())  # as learn_sampler scores it
-  return ValidationScore(problem, validation_split, train, first_draw)
+  return ValidationScore(problem, validation_split, train, first_draw, validation_cond)
 
 
 def score_on_validation(sampler: samplers.Sampler, params: Any, problem: Problem, *,

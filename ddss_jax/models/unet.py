@@ -352,7 +352,13 @@ DDPM_CIFAR10 = UNetConfig(
     norm_num_groups=32, norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0)
 
 
+# The class-conditional MNIST UNet: MNIST_UNET with 11 class embeddings, digits 0-9 and
+# NULL_LABEL for "no class" (classifier-free guidance's unconditional branch).
+NULL_LABEL = 10
+MNIST_COND_UNET = dataclasses.replace(MNIST_UNET, num_class_embeds=NULL_LABEL + 1)
+
 SHIPPED_NAME = "mnist_unet"  # ddss_jax/weights/mnist_unet.msgpack
+COND_SHIPPED_NAME = "mnist_cond_unet"  # ddss_jax/weights/mnist_cond_unet.msgpack
 
 
 def init_params(cfg: UNetConfig, key: jax.Array):

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any, Callable, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -18,24 +19,85 @@ from ddss_jax.util import parallel
 
 
 class Evaluator(Protocol):
-  """Takes samples batch by batch, then returns the held-out metrics {name: float}."""
+  """Takes samples batch by batch (a conditional problem's with the conditions they were drawn
+  for), then returns the held-out metrics {name: float}."""
 
-  def update(self, samples: np.ndarray) -> None: ...
+  def update(self, samples: np.ndarray, cond: Any = None) -> None: ...
 
   def result(self) -> dict[str, float]: ...
 
 
 class CollectingEvaluator:
-  """Holds every sample and evaluates them at the end: for problems with small N."""
+  """Holds every sample and evaluates them at the end: for problems with small N. The
+  evaluation gets evaluate(samples) or, where batches came with conditions,
+  evaluate(samples, conditions)."""
 
-  def __init__(self, evaluate: Callable[[np.ndarray], dict[str, float]]):
-    self._evaluate, self._batches = evaluate, []
+  def __init__(self, evaluate: Callable[..., dict[str, float]]):
+    self._evaluate, self._batches, self._conds = evaluate, [], []
 
-  def update(self, samples: np.ndarray) -> None:
+  def update(self, samples: np.ndarray, cond: Any = None) -> None:
     self._batches.append(np.asarray(samples))
+    if cond is not None:
+      self._conds.append(cond)
 
   def result(self) -> dict[str, float]:
-    return self._evaluate(np.concatenate(self._batches))
+    samples = np.concatenate(self._batches)
+    if not self._conds:
+      return self._evaluate(samples)
+    conds = jax.tree.map(lambda *c: np.concatenate([np.asarray(x) for x in c]), *self._conds)
+    return self._evaluate(samples, conds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditioning:
+  """What makes a problem conditional. A condition is any pytree of arrays whose leading axis
+  runs over examples (class labels [N], embeddings [N, E], ...).
+
+  Attributes:
+    null: one example's unconditional input (e.g. the label meaning "no class"): guided samplers
+      call the model with it (ddss_jax.samplers.guidance).
+    real: (key, n, rows=slice(None)) -> the conditions of real_batch(key, n, rows)'s examples
+      (the same draw). A DDSS step draws its samples for the conditions of its real batch.
+    embed: conditions [B, ...] -> [B, E], joined to the features [B, D] wherever samples are
+      compared with real examples during learning (the KID loss, validation scores): a sample
+      far from the real examples of its own condition then costs more than one that only looks
+      real.
+    held_out: the conditions [M, ...] of the held-out examples: evaluation sample i is drawn
+      for row i mod M, so the samples share the held-out label distribution.
+    validation: n -> (`real` of the training examples split_validation(n) leaves, the
+      conditions [n, ...] of the n it holds out); None where the problem carves no split.
+  """
+  null: Any
+  real: Callable[..., Any]
+  embed: Callable[[Any], jax.Array]
+  held_out: Any
+  validation: Callable[[int], tuple[Callable[..., Any], Any]] | None = None
+
+
+def join_condition(features: jax.Array, cond: Any,
+                   conditioning: Conditioning | None) -> jax.Array:
+  """features [B, D] joined with conditioning.embed(cond) [B, E] -> [B, D + E]; the features
+  alone where the problem is unconditional."""
+  if conditioning is None:
+    return features
+  return jnp.concatenate([features, conditioning.embed(cond).astype(features.dtype)], axis=-1)
+
+
+def rows_of(cond: Any, rows: np.ndarray) -> Any:
+  """The given rows of a pytree of conditions [N, ...] (NumPy)."""
+  return jax.tree.map(lambda c: np.asarray(c)[rows], cond)
+
+
+def num_rows(cond: Any) -> int:
+  """The leading axis of a pytree of conditions."""
+  return int(np.shape(jax.tree.leaves(cond)[0])[0])
+
+
+def held_out_conditions(conditioning: Conditioning, num_samples: int) -> Any:
+  """The conditions [num_samples, ...] of evaluation samples 0 .. num_samples - 1: the held-out
+  conditions, cycled."""
+  return rows_of(conditioning.held_out,
+                 np.arange(num_samples) % num_rows(conditioning.held_out))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +115,8 @@ class Problem:
     feature_params: the feature map's weights.
     real_batch: (key, n, rows=slice(None)) -> the `rows` of n real training examples drawn by
       key (each process reads only its rows of a global batch).
-    evaluate: samples [N, ...] (NumPy) -> held-out metrics {name: float}, or None where the
+    evaluate: samples [N, ...] (NumPy) -> held-out metrics {name: float} (a conditional
+      problem's: (samples, the conditions they were drawn for) -> metrics), or None where the
       problem streams (evaluator_factory).
     plot: ({title: samples}, path) -> None, writes a picture.
     evaluator_factory: num_samples -> a streaming Evaluator; None: collect, then `evaluate`.
@@ -68,8 +131,8 @@ class Problem:
     model_clip_x0: the x0 clipping the model's own sampler settings ask for (a checkpoint's
       scheduler_config.json clip_sample: its range, or 0.0 for clip_sample=False); None where
       they say nothing. learn_sampler logs a line where config.sampler.clip_x0 differs.
-    null_cond: a conditional model's unconditional input (one example's, e.g. the label meaning
-      "no class"), which guided samplers call it with; None for an unconditional model.
+    conditioning: what a conditional model is conditioned on and where the conditions come from
+      (Conditioning); None for an unconditional model.
   """
   name: str
   schedule: Schedule
@@ -87,7 +150,7 @@ class Problem:
   split_validation: Callable[[int], tuple[Callable[..., Any], np.ndarray]] | None = None
   model_info: ModelInfo = ModelInfo()
   model_clip_x0: float | None = None
-  null_cond: Any = None
+  conditioning: Conditioning | None = None
 
   def make_evaluator(self, num_samples: int) -> Evaluator:
     if self.evaluator_factory is not None:

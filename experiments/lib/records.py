@@ -23,6 +23,7 @@ from absl import app, flags, logging
 
 from ddss_jax import run as run_lib, samplers
 from ddss_jax.evaluation import drawing, held_out
+from ddss_jax.problems.base import held_out_conditions
 from ddss_jax.util import files, logs
 from experiments.lib.protocol import SECOND_SEED_OFFSET
 
@@ -50,11 +51,14 @@ def evaluate_on_seeds(sampler: samplers.Sampler, params, problem, *, num_samples
                       batch_size: int, seeds, label: str, keep: int = 0):
   """([metrics of each seed], the first `keep` samples [keep, H, W, C] of the first seed)."""
   results, kept = [], None
+  conds = (None if problem.conditioning is None
+           else held_out_conditions(problem.conditioning, num_samples))
   for i, seed in enumerate(seeds):
     batches = drawing.sample_batches(sampler, params, problem, num_samples=num_samples,
-                                     batch_size=batch_size, seed=seed)
-    metrics, samples = held_out.stream(batches, problem, num_samples=num_samples,
-                                       label=f"{label} seed {seed}", keep=keep if i == 0 else 0)
+                                     batch_size=batch_size, seed=seed, conds=conds)
+    metrics, samples = held_out.stream(held_out.with_conditions(batches, conds), problem,
+                                       num_samples=num_samples, label=f"{label} seed {seed}",
+                                       keep=keep if i == 0 else 0)
     results.append({c: float(metrics[c]) for c in METRICS})
     kept = samples if i == 0 else kept
   return results, kept

@@ -1,0 +1,158 @@
+"""Conditional problems through learning and evaluation: the KID loss on features joined with the
+labels against a NumPy KID, samples drawn for the conditions they are compared with, a guided
+sampler with learned weights learned and its start chosen among guided candidates, and the
+settings that guide."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddss_jax import make_problem, samplers
+from ddss_jax.evaluation import held_out
+from ddss_jax.learn import ddss, kid_loss
+from ddss_jax.problems.base import held_out_conditions
+from ddss_jax.samplers import schedules
+from ddss_jax.settings import EvalConfig, SamplerConfig, TrainConfig
+from ddss_jax.util.errors import ConfigError
+
+SCHED = schedules.linear_beta(1000)
+MEANS = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 0.0]])  # class 0, class 1, "no class" (2)
+VAR = 0.05  # each class's variance per coordinate
+
+
+def gaussian_eps(params, x, t, label):
+  """The exact eps of x0 ~ N(MEANS[label], VAR I) under SCHED at integer-valued t."""
+  del params
+  alpha_bar = jnp.asarray(SCHED.alpha_bars, jnp.float32)[jnp.round(t).astype(jnp.int32)][:, None]
+  mean = jnp.asarray(MEANS, jnp.float32)[label]
+  sigma = jnp.sqrt(1.0 - alpha_bar)
+  return sigma * (x - jnp.sqrt(alpha_bar) * mean) / (alpha_bar * VAR + sigma ** 2)
+
+
+def two_class_data(n, seed):
+  rng = np.random.default_rng(seed)
+  labels = np.arange(n) % 2
+  return (MEANS[labels] + np.sqrt(VAR) * rng.normal(size=(n, 2))).astype(np.float32), labels
+
+
+def problem():
+  data, labels = two_class_data(400, 0)
+  eval_data, eval_labels = two_class_data(60, 1)
+  return make_problem(model_params={}, data=data, eps_fn=gaussian_eps,
+                      features=lambda p, x: x, eval_data=eval_data, cond=labels,
+                      eval_cond=eval_labels, null_cond=np.int32(2), kid_subset_size=30)
+
+
+def numpy_kid(a, b):
+  """Unbiased KID with k(x, y) = (x.y / d + 1)^3, in float64."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  k = lambda x, y: (x @ y.T / a.shape[1] + 1.0) ** 3
+  off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))
+  return off(k(a, a)) + off(k(b, b)) - 2.0 * k(a, b).mean()
+
+
+def test_real_batches_carry_their_own_labels():
+  p = problem()
+  real = kid_loss.conditioned_batch_fn(p)(jax.random.PRNGKey(3), 32)
+  nearest = np.argmin(np.linalg.norm(real["x"][:, None] - MEANS[None, :2], axis=-1), axis=1)
+  np.testing.assert_array_equal(nearest, real["cond"])
+  rows = kid_loss.conditioned_batch_fn(p)(jax.random.PRNGKey(3), 32, slice(8, 16))
+  np.testing.assert_array_equal(rows["cond"], real["cond"][8:16])
+
+
+def test_conditional_kid_loss_equals_numpy_kid_of_joined_features():
+  p = problem()
+  sampler = samplers.make("ddim", SCHED, 4, stride="linear")
+  real = kid_loss.conditioned_batch_fn(p)(jax.random.PRNGKey(3), 32)
+  key = jax.random.PRNGKey(4)
+  loss = kid_loss.make_loss_fn(sampler, p, 32)({}, {}, None, real, key)
+  samples = sampler.sample({}, lambda x, t, c: gaussian_eps({}, x, t, c), key, (32, 2),
+                           cond=jnp.asarray(real["cond"]))
+  # The samples land on the means of the labels they were drawn for.
+  nearest = np.argmin(np.linalg.norm(np.asarray(samples)[:, None] - MEANS[None, :2], axis=-1), 1)
+  np.testing.assert_array_equal(nearest, real["cond"])
+  scale = np.sqrt(np.mean(np.sum(np.asarray(p.real_batch(jax.random.PRNGKey(0), 400))[
+      :400].astype(np.float64) ** 2, axis=-1)))
+  join = lambda x, c: np.concatenate([x, scale * np.eye(2)[c]], axis=1)
+  want = numpy_kid(join(np.asarray(samples), real["cond"]), join(real["x"], real["cond"]))
+  np.testing.assert_allclose(float(loss), want, rtol=2e-3, atol=1e-5)
+  # Samples drawn for the other label cost more than those drawn for their own.
+  swapped = {"x": real["x"], "cond": 1 - real["cond"]}
+  wrong = numpy_kid(join(np.asarray(sampler.sample(
+      {}, lambda x, t, c: gaussian_eps({}, x, t, c), key, (32, 2), cond=jnp.asarray(
+          swapped["cond"]))), real["cond"]), join(real["x"], real["cond"]))
+  assert wrong > want + 0.5
+
+
+def test_evaluation_draws_for_the_held_out_labels():
+  p = problem()
+  seen = []
+
+  def record(samples, cond):
+    seen.append((np.asarray(samples), np.asarray(cond)))
+    return {"n": float(len(samples))}
+
+  p = dataclasses.replace(p, evaluate=record)
+  sampler = samplers.make("ddim", SCHED, 4, stride="linear")
+  held_out.evaluate_samplers({"baseline": (sampler, {})}, p,
+                             evaluation=EvalConfig(num_samples=90, batch_size=40))
+  (samples, cond), (data, data_cond) = seen
+  np.testing.assert_array_equal(cond, held_out_conditions(p.conditioning, 90))
+  np.testing.assert_array_equal(cond[60:], p.conditioning.held_out[:30])
+  for x, c in ((samples, cond), (data, data_cond)):
+    nearest = np.argmin(np.linalg.norm(x[:, None] - MEANS[None, :2], axis=-1), axis=1)
+    np.testing.assert_array_equal(nearest, c)
+
+
+@pytest.mark.parametrize("start", ["configured", "select_noise_free"])
+def test_learns_guidance_weights_of_a_conditional_problem(tmp_path, start):
+  p = problem()
+  cfg = SamplerConfig(family="ggdm+pred+time", num_steps=3, stride="linear",
+                      guidance="learned", guidance_weight=2.0, start=start)
+  train = TrainConfig(num_train_steps=3, batch_size=16, learning_rate=0.05, log_every_steps=1,
+                      validate_every_steps=3, validation_size=40, validation_samples=50)
+  learned = ddss.learn_sampler(p, sampler=cfg, train=train, workdir=str(tmp_path),
+                               progress=False)
+  assert learned.sampler.guidance == cfg.guidance_of()
+  weights = np.asarray(learned.last_params["guidance"])
+  assert weights.shape == (3,) and np.all(np.isfinite(weights))
+  assert np.max(np.abs(weights - 2.0)) > 1e-3  # the weights moved
+  assert all(np.isfinite(line["val/fid"]) for line in learned.history if "val/fid" in line)
+
+
+def test_guidance_settings():
+  assert SamplerConfig().guidance_of() is None
+  fixed = SamplerConfig(guidance="fixed", guidance_weight=3.0, guidance_sigma_min=0.3)
+  guidance = fixed.guidance_of()
+  assert (guidance.weight, guidance.interval, guidance.learn) == (3.0, (0.3, math.inf), False)
+  learned = SamplerConfig(guidance="learned", guidance_sigma_max=2.0)
+  assert learned.guidance_of().learn and not learned.guidance_of(learn=False).learn
+  assert learned.guidance_of().interval == (0.0, 2.0)
+  with pytest.raises(ConfigError, match="guidance_sigma_max.*guidance_sigma_min=3"):
+    SamplerConfig(guidance="fixed", guidance_sigma_min=3.0, guidance_sigma_max=2.0)
+  with pytest.raises(ConfigError, match="sampler.guidance.*'none', 'fixed', 'learned'"):
+    SamplerConfig(guidance="always")
+
+
+def test_conditional_problem_errors():
+  data, labels = two_class_data(40, 0)
+  common = dict(model_params={}, data=data, eps_fn=gaussian_eps, features=lambda p, x: x)
+  with pytest.raises(ValueError, match="leading axis 40"):
+    make_problem(**common, cond=labels[:30], eval_cond=labels)
+  with pytest.raises(ValueError, match="eval_cond="):
+    make_problem(**common, cond=labels)
+  with pytest.raises(ValueError, match="pass cond="):
+    make_problem(**common, null_cond=2)
+  with pytest.raises(ValueError, match="cond_embed="):
+    make_problem(**common, cond=labels.astype(np.float32), eval_cond=labels)
+  unconditional = make_problem(model_params={}, data=data, features=lambda p, x: x,
+                               eps_fn=lambda params, x, t: x)
+  guided = samplers.make("ddim", SCHED, 3, guidance=SamplerConfig(
+      guidance="fixed").guidance_of())
+  with pytest.raises(ValueError, match="needs a conditional model"):
+    held_out.drawing.generate(guided, unconditional, {}, {}, jax.random.PRNGKey(0), 4,
+                              cond=jnp.zeros(4, jnp.int32))
