@@ -274,7 +274,8 @@ def conditional_problem(bench: Bench) -> Problem:
   return dataclasses.replace(
       bench.problem, eps_apply=lambda p, x, t, c: model.apply({"params": p}, x, t, c),
       model_params=params, conditioning=Conditioning(
-          null=jnp.asarray(10), real=None, embed=None, held_out=None))
+          null=jnp.asarray(10), real=None, embed=lambda labels: jax.nn.one_hot(labels, 10),
+          held_out=None))
 
 
 def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -289,16 +290,12 @@ def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict
     guided = samplers.make(FAMILY, p.schedule, k, stride=STRIDE,
                            guidance=Guidance(weight=2.0, learn=True))
 
-    def guided_loss(params, model_params, feature_params, real, key):
-      generated = drawing.generate(guided, conditional, params, model_params, key,
-                                   bench.batch_size, cond=labels)
-      real_feats = jax.lax.stop_gradient(p.feature_apply(feature_params, real))
-      return metrics.kid(p.feature_apply(feature_params, generated), real_feats)
-
+    guided_loss = kid_loss.make_loss_fn(guided, conditional, bench.batch_size)
     step = timed(ddss_step_fn(bench, plain), *step_args(bench, plain), repeats=repeats)
     guided_step = timed(jax.value_and_grad(guided_loss), guided.init(),
-                        conditional.model_params, p.feature_params, bench.real,
-                        jax.random.PRNGKey(0), repeats=repeats)
+                        conditional.model_params, p.feature_params,
+                        {"x": bench.real, "cond": labels}, jax.random.PRNGKey(0),
+                        repeats=repeats)
     rows.append(dict(k=k, step_s=step.seconds, guided_step_s=guided_step.seconds,
                      ratio=guided_step.seconds / step.seconds,
                      guided_compile_s=guided_step.compile_s))

@@ -108,6 +108,15 @@ def _check_across_groups(c: dict[str, Any]) -> None:
                       f"{loss['teacher_pool']}: each batch takes distinct pairs of the pool")
   for module in problems.PROBLEMS.values():
     module.check_across_groups(c)
+  if not problems.is_conditional(c["problem"], c[c["problem"]]):
+    if sampler["guidance"] != "none":
+      raise ConfigError("sampler.guidance", sampler["guidance"], "guides a conditional model; "
+                        f"problem {c['problem']!r} is unconditional as configured: set it to "
+                        "'none'" + (" (or mnist.conditional=True)" if c["problem"] == "mnist"
+                                    else ""))
+  elif loss["name"] == "teacher":
+    raise ConfigError("loss.name", "teacher", "takes unconditional problems only; problem "
+                      f"{c['problem']!r} is conditional as configured: use 'kid'")
   choice_runs(c)  # each alternative of a choice is a valid config of its own
   # What samplers.make refuses (repeated times at large K, noise in a solver) names the group.
   schedule = schedules.make(c["schedule"]["name"], steps)

@@ -37,12 +37,6 @@ def problem_config(config: ml_collections.ConfigDict):
   return from_group(module.Config, config[config.problem])
 
 
-def is_conditional(config: ml_collections.ConfigDict) -> bool:
-  """Whether the configured problem's model is conditional."""
-  module = problems.get(config.problem)
-  return hasattr(module, "is_conditional") and module.is_conditional(problem_config(config))
-
-
 def missing_inputs(config: ml_collections.ConfigDict) -> list[str]:
   """What the configured problem needs and cannot find (weights, data), each with the remedy."""
   return problems.get(config.problem).missing_inputs(problem_config(config))
@@ -96,11 +90,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
                            eta=None if baseline_cfg.family == "ddpm" else baseline_cfg.eta,
                            clip_x0=sampler_cfg.clip_x0,
                            guidance=sampler_cfg.guidance_of(learn=False))
-  if sampler_cfg.guidance != "none" and not is_conditional(config):
-    raise ConfigError("sampler.guidance", sampler_cfg.guidance, f"guides a conditional model; "
-                      f"problem {config.problem!r} is unconditional as configured (set it to "
-                      "'none'" + (", or mnist.conditional=True)" if config.problem == "mnist"
-                                  else ")"))
   # The training split is needed even without DDSS steps: the results' "data" row reads it.
   missing = missing_inputs(config)
   if missing:

@@ -156,3 +156,17 @@ def test_conditional_problem_errors():
   with pytest.raises(ValueError, match="needs a conditional model"):
     held_out.drawing.generate(guided, unconditional, {}, {}, jax.random.PRNGKey(0), 4,
                               cond=jnp.zeros(4, jnp.int32))
+
+
+def test_config_refuses_guidance_of_an_unconditional_problem():
+  from configs import mnist_guided, tiny  # pylint: disable=import-outside-toplevel
+  from ddss_jax import config as config_lib  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.sampler.guidance = "fixed"
+  with pytest.raises(ConfigError, match="sampler.guidance.*problem 'toy2d' is unconditional"):
+    config_lib.validate(config)
+  config = mnist_guided.get_config()
+  config.loss.name = "teacher"
+  with pytest.raises(ConfigError, match="loss.name.*conditional as configured"):
+    config_lib.validate(config)
+  config_lib.validate(mnist_guided.get_config())

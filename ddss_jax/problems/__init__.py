@@ -17,7 +17,13 @@ from ddss_jax.util.errors import ConfigError
 
 PROBLEMS: dict[str, ModuleType] = {m.NAME: m for m in (toy2d, mnist, pretrained)}
 
-__all__ = ["PROBLEMS", "CollectingEvaluator", "Evaluator", "Problem", "get"]
+__all__ = ["PROBLEMS", "CollectingEvaluator", "Evaluator", "Problem", "get", "is_conditional"]
+
+
+def is_conditional(name: str, group: dict) -> bool:
+  """Whether problem `name`, configured by its group's values, has a conditional model."""
+  module = get(name)
+  return hasattr(module, "is_conditional") and module.is_conditional(module.Config(**group))
 
 
 def get(name: str) -> ModuleType:

@@ -133,12 +133,14 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
     """`evaluate`'s metrics, and the class accuracy (the classifier's label is the requested
     one; its binomial std), the share labelled as requested with confidence > 0.9, and the
     class-conditional FID (mean over classes of each class's FID against its held-out
-    digits)."""
+    digits; NaN where a class has fewer than two samples)."""
     probs = np.asarray(jax.nn.softmax(batched(logits_fn, samples), axis=-1))
     predicted = np.argmax(probs, axis=-1)
     accuracy, accuracy_std = metrics.class_accuracy(predicted, labels)
-    class_fid, _ = metrics.class_conditional_fid(batched(feats_fn, samples), labels,
-                                                 test_feats, test_source.labels)
+    class_fid = float("nan")  # where some class has fewer than two samples (tiny runs)
+    if np.unique(labels, return_counts=True)[1].min() >= 2:
+      class_fid, _ = metrics.class_conditional_fid(batched(feats_fn, samples), labels,
+                                                   test_feats, test_source.labels)
     return {**evaluate(samples), "class_accuracy": accuracy,
             "class_accuracy_std": accuracy_std,
             "confident_correct_share": float(np.mean((predicted == labels)
