@@ -1,8 +1,8 @@
 """The KID loss of DDSS: KID between the features of a batch drawn from the sampler and those of
 real examples (a fresh batch each step, or a fixed bank drawn once). For a conditional problem
-the batch is drawn for the conditions of the step's real examples, and every feature vector is
-joined with its condition's embedding (Problem.conditioning.embed), so that the loss rewards
-samples that look like real examples of their own condition."""
+the batch is drawn for conditions drawn from the data (conditioned_batch_fn), and every feature
+vector is joined with its condition's embedding (Problem.conditioning.embed), so that the loss
+rewards samples that look like real examples of their own condition."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
   reference = {"features": [M, D], "within": metrics.within_mean of them} (make_reference;
   `real` is then not used).
 
-  A conditional problem's `real` is {"x": examples [M, ...], "cond": their conditions}
-  (conditioned_batch_fn); the generated batch is drawn for cond (M = batch_size).
+  A conditional problem's `real` is {"x": examples [M, ...], "cond": their conditions,
+  "sample_cond": the conditions [batch_size, ...] to draw the samples for}
+  (conditioned_batch_fn); each side's features are joined with its own conditions.
 
   With a mesh, every eps-model input and the generated batch are constrained to be split along
   the batch over its devices; the KID of the global batch is unchanged.
@@ -36,15 +37,17 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
   conditioning = problem.conditioning
 
   def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
-    cond = None if conditioning is None else real["cond"]
+    sample_cond = None if conditioning is None else real["sample_cond"]
     examples = real if conditioning is None else real["x"]
     generated = drawing.generate(sampler, problem, sampler_params, model_params, key,
-                                 batch_size, mesh, cond=cond)
-    feats = join_condition(problem.feature_apply(feature_params, generated), cond, conditioning)
+                                 batch_size, mesh, cond=sample_cond)
+    feats = join_condition(problem.feature_apply(feature_params, generated), sample_cond,
+                           conditioning)
     if reference is not None:
       return metrics.kid(feats, reference["features"], within_b=reference["within"])
     real_feats = jax.lax.stop_gradient(join_condition(
-        problem.feature_apply(feature_params, examples), cond, conditioning))
+        problem.feature_apply(feature_params, examples),
+        None if conditioning is None else real["cond"], conditioning))
     return metrics.kid(feats, real_feats)
 
   return loss_fn
@@ -69,11 +72,25 @@ def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: in
   return {"features": feats, "within": jax.jit(metrics.within_mean)(feats)}
 
 
+SAMPLE_COND_FOLD = 1  # the samples' conditions come from fold_in(batch key, SAMPLE_COND_FOLD)
+
+
 def conditioned_batch_fn(problem: Problem):
   """The real batches of a DDSS step, batch_fn(key, n, rows=slice(None)): the problem's
-  examples, or a conditional problem's {"x": examples, "cond": their conditions}."""
+  examples, or a conditional problem's {"x": examples, "cond": their conditions,
+  "sample_cond": the conditions of another draw of n real examples, which the step's samples
+  are drawn for}. The samples' conditions follow the data's distribution but are independent
+  of the real batch's: KID's estimator is unbiased for two independent samples, and the same
+  labels on both sides would pair them (joined features of equal labels are close), pulling
+  the loss below zero."""
   conditioning = problem.conditioning
   if conditioning is None:
     return problem.real_batch
-  return lambda key, n, rows=slice(None): {"x": problem.real_batch(key, n, rows),
-                                            "cond": conditioning.real(key, n, rows)}
+
+  def batch_fn(key, n, rows=slice(None)):
+    return {"x": problem.real_batch(key, n, rows), "cond": conditioning.real(key, n, rows),
+            "sample_cond": conditioning.real(jax.random.fold_in(key, SAMPLE_COND_FOLD), n,
+                                             rows)}
+
+  return batch_fn
+
