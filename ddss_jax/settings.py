@@ -249,6 +249,7 @@ def check_learnable(family: str, num_train_steps: int) -> None:
 
 
 LOSSES = ("kid", "teacher")
+CONDITIONAL_LOSSES = ("within_classes", "joined")
 TEACHER_SPACES = ("data", "features")
 
 
@@ -259,6 +260,10 @@ class LossConfig(Group):
   GROUP: ClassVar[str] = "loss"
   name: str = setting("kid", "kid (KID between samples and real training examples in the "
                       "problem's feature space) or teacher.", choice(LOSSES))
+  conditional: str = setting("within_classes", "A conditional problem's KID: within_classes "
+                             "(the mean over classes of KID between a class's samples and its "
+                             "real examples) or joined (KID on the features joined with the "
+                             "condition's embedding).", choice(CONDITIONAL_LOSSES))
   kid_bank_size: int = setting(0, "KID against the features of this many real training "
                                "examples, computed once (0: against a fresh real batch each "
                                "step): the loss's noise then comes from the samples alone.",

@@ -76,7 +76,7 @@ def test_conditional_kid_loss_equals_numpy_kid_of_joined_features():
   sampler = samplers.make("ddim", SCHED, 4, stride="linear")
   real = kid_loss.conditioned_batch_fn(p)(jax.random.PRNGKey(3), 32)
   key = jax.random.PRNGKey(4)
-  loss = kid_loss.make_loss_fn(sampler, p, 32)({}, {}, None, real, key)
+  loss = kid_loss.make_loss_fn(sampler, p, 32, conditional="joined")({}, {}, None, real, key)
   draw = lambda labels: np.asarray(sampler.sample(
       {}, lambda x, t, c: gaussian_eps({}, x, t, c), key, (32, 2), cond=jnp.asarray(labels)))
   samples = draw(real["sample_cond"])
@@ -91,6 +91,27 @@ def test_conditional_kid_loss_equals_numpy_kid_of_joined_features():
   # Samples drawn for the other label cost more than those drawn for their own.
   wrong = numpy_kid(join(draw(1 - real["sample_cond"]), real["sample_cond"]), real_side)
   assert wrong > want + 0.5
+
+
+def test_kid_within_classes_loss_equals_numpy_per_class_kids():
+  p = problem()
+  sampler = samplers.make("ddim", SCHED, 4, stride="linear")
+  batch_fn = kid_loss.conditioned_batch_fn(p)
+  real = batch_fn(jax.random.PRNGKey(3), 32)
+  key = jax.random.PRNGKey(4)
+  loss_fn = kid_loss.make_loss_fn(sampler, p, 32)
+  samples = np.asarray(sampler.sample({}, lambda x, t, c: gaussian_eps({}, x, t, c), key,
+                                      (32, 2), cond=jnp.asarray(real["sample_cond"])))
+  per_class = lambda a, ca, b, cb: np.mean([numpy_kid(a[ca == c], b[cb == c]) for c in (0, 1)])
+  want = per_class(samples, real["sample_cond"], real["x"], real["cond"])
+  np.testing.assert_allclose(float(loss_fn({}, {}, None, real, key)), want, rtol=2e-3,
+                             atol=1e-5)
+  bank = kid_loss.make_reference(p, None, size=100, seed=9)
+  bank_x = np.asarray(p.real_batch(jax.random.PRNGKey(9), 100))
+  bank_labels = np.asarray(p.conditioning.real(jax.random.PRNGKey(9), 100))
+  np.testing.assert_allclose(float(loss_fn({}, {}, None, real, key, bank)),
+                             per_class(samples, real["sample_cond"], bank_x, bank_labels),
+                             rtol=2e-3, atol=1e-5)
 
 
 def test_evaluation_draws_for_the_held_out_labels():
@@ -153,6 +174,12 @@ def test_conditional_problem_errors():
     make_problem(**common, null_cond=2)
   with pytest.raises(ValueError, match="cond_embed="):
     make_problem(**common, cond=labels.astype(np.float32), eval_cond=labels)
+  embedded = make_problem(model_params={}, data=data, features=lambda p, x: x,
+                          eps_fn=lambda params, x, t, c: x * c[:, None],
+                          cond=labels.astype(np.float32), eval_cond=labels,
+                          cond_embed=lambda c: c[:, None])
+  with pytest.raises(ValueError, match="have no classes.*use 'joined'"):
+    kid_loss.make_loss_fn(samplers.make("ddim", SCHED, 3), embedded, 4)
   unconditional = make_problem(model_params={}, data=data, features=lambda p, x: x,
                                eps_fn=lambda params, x, t: x)
   guided = samplers.make("ddim", SCHED, 3, guidance=SamplerConfig(

@@ -43,3 +43,24 @@ def test_class_conditional_fid_is_the_mean_of_the_per_class_distances():
   assert worse > mean + 10
   with pytest.raises(ValueError, match="class 3: 1 samples and 0 reference examples"):
     conditional.class_conditional_fid(feats[:3], np.array([0, 0, 3]), ref, ref_labels)
+
+
+def numpy_kid(a, b):
+  k = lambda x, y: (x @ y.T / a.shape[1] + 1.0) ** 3
+  off = lambda m: (m.sum() - np.trace(m)) / (len(m) * (len(m) - 1))
+  return off(k(a, a)) + off(k(b, b)) - 2.0 * k(a, b).mean()
+
+
+def test_kid_within_classes_is_the_mean_of_per_class_numpy_kids():
+  """Classes with fewer than two of a side are left out; a bank's within terms give the same."""
+  rng = np.random.default_rng(1)
+  a, b = rng.normal(size=(30, 5)), rng.normal(size=(40, 5)) + 0.3
+  classes_a = np.array([0] * 10 + [1] * 12 + [2] * 7 + [3])   # class 3: one sample
+  classes_b = np.array([0] * 15 + [1] * 5 + [2] * 18 + [4] * 2)
+  want = np.mean([numpy_kid(a[classes_a == c], b[classes_b == c]) for c in (0, 1, 2)])
+  got = conditional.kid_within_classes(a, classes_a, b, classes_b, num_classes=5)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+  import jax  # pylint: disable=import-outside-toplevel
+  bank = conditional.class_within_means(b, jax.nn.one_hot(classes_b, 5))
+  np.testing.assert_allclose(float(conditional.kid_within_classes(
+      a, classes_a, b, classes_b, num_classes=5, within_b=bank)), want, rtol=1e-5)

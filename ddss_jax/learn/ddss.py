@@ -204,8 +204,10 @@ def _loss_inputs(problem: Problem, sampler: samplers.Sampler,
     try:
       reference = kid_loss.make_reference(problem, problem.feature_params,
                                           size=loss.kid_bank_size, seed=train.seed + 3,
-                                          mesh=mesh)
+                                          mesh=mesh, conditional=loss.conditional)
     except ValueError as e:  # more than the training data holds
       raise ConfigError("loss.kid_bank_size", loss.kid_bank_size, str(e)) from e
     reference = jax.device_put(reference, parallel.replicated(mesh))
-  return None, kid_loss.conditioned_batch_fn(problem), reference
+  loss_fn = None if problem.conditioning is None else kid_loss.make_loss_fn(
+      sampler, problem, train.batch_size, mesh, conditional=loss.conditional)
+  return loss_fn, kid_loss.conditioned_batch_fn(problem), reference

@@ -1,8 +1,9 @@
 """The KID loss of DDSS: KID between the features of a batch drawn from the sampler and those of
 real examples (a fresh batch each step, or a fixed bank drawn once). For a conditional problem
-the batch is drawn for conditions drawn from the data (conditioned_batch_fn), and every feature
-vector is joined with its condition's embedding (Problem.conditioning.embed), so that the loss
-rewards samples that look like real examples of their own condition."""
+the batch is drawn for conditions drawn from the data (conditioned_batch_fn), and KID is taken
+within each class, or on features joined with the conditions' embedding
+(Problem.conditioning.embed): either way the loss rewards samples that look like real examples
+of their own condition."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ddss_jax.util import parallel
 
 
 def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
-                 mesh: Mesh | None = None):
+                 mesh: Mesh | None = None, *, conditional: str = "within_classes"):
   """loss(sampler_params, model_params, feature_params, real [M, ...], key, reference=None) ->
   KID scalar, against the features of `real`, or against a fixed bank of real features where
   reference = {"features": [M, D], "within": metrics.within_mean of them} (make_reference;
@@ -29,12 +30,21 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
 
   A conditional problem's `real` is {"x": examples [M, ...], "cond": their conditions,
   "sample_cond": the conditions [batch_size, ...] to draw the samples for}
-  (conditioned_batch_fn); each side's features are joined with its own conditions.
+  (conditioned_batch_fn). `conditional` says how the two sides are compared: "within_classes",
+  the mean over classes of the KID between a class's samples and its real examples
+  (metrics.kid_within_classes; the problem's Conditioning.classes), or "joined", KID on each
+  side's features joined with its own conditions' embedding.
 
   With a mesh, every eps-model input and the generated batch are constrained to be split along
   the batch over its devices; the KID of the global batch is unchanged.
   """
   conditioning = problem.conditioning
+  within_classes = conditioning is not None and conditional == "within_classes"
+  if within_classes and conditioning.classes is None:
+    raise ValueError(f"loss.conditional='within_classes': problem {problem.name!r}'s conditions "
+                     "have no classes (Conditioning.classes); use 'joined'")
+  if within_classes:
+    return _within_classes_loss(sampler, problem, batch_size, mesh)
 
   def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
     sample_cond = None if conditioning is None else real["sample_cond"]
@@ -53,19 +63,52 @@ def make_loss_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
   return loss_fn
 
 
+def _within_classes_loss(sampler: samplers.Sampler, problem: Problem, batch_size: int,
+                         mesh: Mesh | None):
+  """make_loss_fn's KID within classes (reference: make_reference's, with "classes")."""
+  conditioning = problem.conditioning
+
+  def loss_fn(sampler_params, model_params, feature_params, real, key, reference=None):
+    generated = drawing.generate(sampler, problem, sampler_params, model_params, key,
+                                 batch_size, mesh, cond=real["sample_cond"])
+    feats = problem.feature_apply(feature_params, generated)
+    classes = conditioning.classes(real["sample_cond"])
+    if reference is not None:
+      return metrics.kid_within_classes(
+          feats, classes, reference["features"], reference["classes"],
+          num_classes=conditioning.num_classes, within_b=reference["class_within"])
+    real_feats = jax.lax.stop_gradient(problem.feature_apply(feature_params, real["x"]))
+    return metrics.kid_within_classes(feats, classes, real_feats,
+                                      conditioning.classes(real["cond"]),
+                                      num_classes=conditioning.num_classes)
+
+  return loss_fn
+
+
 def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: int,
-                   mesh: Mesh | None = None) -> dict[str, jax.Array]:
+                   mesh: Mesh | None = None,
+                   conditional: str = "within_classes") -> dict[str, jax.Array]:
   """The KID loss's fixed real side: the features [size, D] of `size` real training examples
-  drawn once with PRNGKey(seed) (a conditional problem's joined with their conditions), and
-  their within-bank kernel mean."""
+  drawn once with PRNGKey(seed) and their within-bank kernel mean; a conditional problem's
+  joined with their conditions ("joined"), or with their classes and each class's within
+  mean ("within_classes": "classes" [size], "class_within" [C])."""
   key = jax.random.PRNGKey(seed)
   examples = np.asarray(problem.real_batch(key, size))
   features_of = jax.jit(problem.feature_apply)
   feats = np.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
                                            500, mesh))
-  if problem.conditioning is not None:
-    feats = np.asarray(join_condition(jnp.asarray(feats), problem.conditioning.real(key, size),
-                                      problem.conditioning))
+  conditioning = problem.conditioning
+  if conditioning is not None and conditional == "within_classes":
+    classes = jnp.asarray(conditioning.classes(conditioning.real(key, size)))
+    check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
+                 f"drawn with seed {seed}", what="features")
+    feats = jnp.asarray(feats)
+    members = jax.nn.one_hot(classes, conditioning.num_classes, dtype=feats.dtype)
+    return {"features": feats, "classes": classes,
+            "class_within": jax.jit(metrics.class_within_means)(feats, members)}
+  if conditioning is not None:
+    feats = np.asarray(join_condition(jnp.asarray(feats), conditioning.real(key, size),
+                                      conditioning))
   check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
                f"drawn with seed {seed}", what="features")
   feats = jnp.asarray(feats)

@@ -142,8 +142,11 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
       i mod M.
     null_cond: one example's unconditional input (e.g. the "no class" label), for guided
       samplers (sampler.guidance); None: guidance is refused.
-    cond_embed: conditions [B, ...] -> [B, E] joined to the features; default for integer
-      labels [N]: their one-hot (max(cond) + 1 classes) times the features' RMS norm on data.
+    cond_embed: conditions [B, ...] -> [B, E] joined to the features (the joined KID loss,
+      validation scores); default for integer labels [N]: their one-hot (max(cond) + 1
+      classes) times the features' RMS norm on data. Integer labels are also the classes of
+      the KID within classes (the default conditional loss); other conditions need
+      loss.conditional="joined".
   """
   eps_apply, schedule = _eps_apply(eps_fn, model, schedule, num_timesteps)
   if model_info is not None and not isinstance(model_info, ModelInfo):
@@ -197,16 +200,17 @@ def _conditioning(data, cond, eval_cond, null_cond, cond_embed, feature_apply, f
                      "evaluation draws its samples for (those of eval_data)")
   # Row indices as the source's labels: its draws and its split give the rows of cond.
   rows = ArraySource("cond", np.zeros((count, 1), np.float32), np.arange(count))
+  labels = np.asarray(leaves[0])
+  is_labels = len(leaves) == 1 and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
+  num_classes = int(labels.max()) + 1 if is_labels else 0
   if cond_embed is None:
-    labels = np.asarray(leaves[0])
-    if len(leaves) != 1 or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    if not is_labels:
       raise ValueError("make_problem: cond is not integer labels [N]; pass cond_embed=, a "
                        "function conditions [B, ...] -> [B, E] joined to the features")
     features_of = jax.jit(feature_apply)
     sample = np.asarray(data, np.float32)[:min(count, 500)]
     scale = float(np.sqrt(np.mean(np.sum(np.square(np.asarray(
         features_of(feature_params, sample), np.float64)), axis=-1))))
-    num_classes = int(labels.max()) + 1
     cond_embed = lambda c: scale * jax.nn.one_hot(c, num_classes)
 
   def validation(num):
@@ -215,7 +219,8 @@ def _conditioning(data, cond, eval_cond, null_cond, cond_embed, feature_apply, f
 
   return Conditioning(null=null_cond,
                       real=lambda key, n, r=slice(None): rows_of(cond, rows.label_batch(key, n, r)),
-                      embed=cond_embed, held_out=eval_cond, validation=validation)
+                      embed=cond_embed, held_out=eval_cond, validation=validation,
+                      classes=(lambda c: c) if is_labels else None, num_classes=num_classes)
 
 
 def _check_shapes(eps_apply, model_params, feature_apply, feature_params,

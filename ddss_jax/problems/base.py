@@ -59,19 +59,24 @@ class Conditioning:
     real: (key, n, rows=slice(None)) -> the conditions of real_batch(key, n, rows)'s examples
       (the same draw). A DDSS step draws its samples for the conditions of its real batch.
     embed: conditions [B, ...] -> [B, E], joined to the features [B, D] wherever samples are
-      compared with real examples during learning (the KID loss, validation scores): a sample
-      far from the real examples of its own condition then costs more than one that only looks
-      real.
+      compared with real examples during learning (the joined KID loss, validation scores): a
+      sample far from the real examples of its own condition then costs more than one that
+      only looks real.
     held_out: the conditions [M, ...] of the held-out examples: evaluation sample i is drawn
       for row i mod M, so the samples share the held-out label distribution.
     validation: n -> (`real` of the training examples split_validation(n) leaves, the
       conditions [n, ...] of the n it holds out); None where the problem carves no split.
+    classes: conditions [B, ...] -> integer classes [B] in [0, num_classes), for the KID
+      within classes (loss.conditional); None where conditions have no classes.
+    num_classes: how many classes `classes` gives.
   """
   null: Any
   real: Callable[..., Any]
   embed: Callable[[Any], jax.Array]
   held_out: Any
   validation: Callable[[int], tuple[Callable[..., Any], Any]] | None = None
+  classes: Callable[[Any], jax.Array] | None = None
+  num_classes: int = 0
 
 
 def join_condition(features: jax.Array, cond: Any,

@@ -9,6 +9,7 @@ class-conditional FID.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, ClassVar
 
@@ -153,7 +154,9 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
                  model_params=model_params, feature_apply=classifier.features_fn,
                  feature_params=feature_params, real_batch=train_source.batch,
                  evaluate=evaluate_conditional if cfg.conditional else evaluate,
-                 plot=plots.image_grids,
+                 plot=functools.partial(plots.image_grids, max_images=100 if cfg.conditional
+                                        else 64),
+                 plot_samples=100 if cfg.conditional else 64,
                  split_validation=lambda n: carve_validation(train_source, n, seed),
                  model_info=ModelInfo(source=cfg.unet_weights or os.path.basename(unet_path),
                                       sha256=unet_sha256, prediction="eps"),
@@ -168,6 +171,16 @@ def feature_rms(features: np.ndarray) -> float:
   return float(np.sqrt(np.mean(np.sum(np.square(np.asarray(features, np.float64)), axis=-1))))
 
 
+def interleaved(labels: np.ndarray) -> np.ndarray:
+  """The same labels ordered 0, 1, ..., 9, 0, 1, ... (by rank within their class, then label):
+  the first 100 evaluation samples are ten of each class, one class per picture column."""
+  labels = np.asarray(labels, np.int32)
+  rank = np.zeros(len(labels), np.int64)
+  for label in np.unique(labels):
+    rank[labels == label] = np.arange(np.sum(labels == label))
+  return labels[np.lexsort((labels, rank))]
+
+
 def label_conditioning(train_source, held_out_labels: np.ndarray, *, seed: int,
                        scale: float) -> Conditioning:
   """Class labels as the condition: label unet.NULL_LABEL is "no class"; the KID loss joins
@@ -177,5 +190,6 @@ def label_conditioning(train_source, held_out_labels: np.ndarray, *, seed: int,
   return Conditioning(
       null=np.int32(unet.NULL_LABEL), real=train_source.label_batch,
       embed=lambda labels: scale * jax.nn.one_hot(labels, num_classes),
-      held_out=np.asarray(held_out_labels, np.int32),
-      validation=lambda n: carve_validation_labels(train_source, n, seed))
+      held_out=interleaved(held_out_labels),
+      validation=lambda n: carve_validation_labels(train_source, n, seed),
+      classes=lambda labels: labels, num_classes=num_classes)

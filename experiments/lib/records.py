@@ -48,18 +48,20 @@ def eval_seeds(first: int, count: int) -> tuple[int, ...]:
 
 
 def evaluate_on_seeds(sampler: samplers.Sampler, params, problem, *, num_samples: int,
-                      batch_size: int, seeds, label: str, keep: int = 0):
-  """([metrics of each seed], the first `keep` samples [keep, H, W, C] of the first seed)."""
+                      batch_size: int, seeds, label: str, keep: int = 0,
+                      metrics: tuple[str, ...] = METRICS):
+  """([the `metrics` of each seed], the first `keep` samples [keep, H, W, C] of the first
+  seed)."""
   results, kept = [], None
   conds = (None if problem.conditioning is None
            else held_out_conditions(problem.conditioning, num_samples))
   for i, seed in enumerate(seeds):
     batches = drawing.sample_batches(sampler, params, problem, num_samples=num_samples,
                                      batch_size=batch_size, seed=seed, conds=conds)
-    metrics, samples = held_out.stream(held_out.with_conditions(batches, conds), problem,
-                                       num_samples=num_samples, label=f"{label} seed {seed}",
-                                       keep=keep if i == 0 else 0)
-    results.append({c: float(metrics[c]) for c in METRICS})
+    values, samples = held_out.stream(held_out.with_conditions(batches, conds), problem,
+                                      num_samples=num_samples, label=f"{label} seed {seed}",
+                                      keep=keep if i == 0 else 0)
+    results.append({c: float(values[c]) for c in metrics})
     kept = samples if i == 0 else kept
   return results, kept
 
