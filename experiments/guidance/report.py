@@ -1,0 +1,215 @@
+"""RESULTS.md and weights.png of the guidance study, from screen.csv, finalists.csv and the
+learned samplers (python -m experiments.guidance.run --parts=report)."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+from scipy import stats
+
+from ddss_jax import samplers
+from ddss_jax.util import files
+
+LEARNED = "ggdm+pred+time, learned w"  # the learned sampler with learned weights
+FIXED_ONLY = ("ddim", "ddpm")
+FAMILIES = ("ddim", "ddpm", "dpm-solver++2m", "unipc", "ipndm")
+
+
+def read(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="", encoding="utf-8") as f:
+    return [{k: (v if k in ("sampler", "stride", "interval") else float(v)) for k, v in
+             row.items()} for row in csv.DictReader(f)]
+
+
+def read_loss_choice(out: str) -> list[dict]:
+  path = os.path.join(out, "loss_choice.csv")
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="", encoding="utf-8") as f:
+    return [{k: (v == "True" if k == "shuffled_labels" else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(f)]
+
+
+def setting(row: dict) -> str:
+  name = row["sampler"]
+  where = "" if row["interval"] == "-" else f" in sigma {row['interval']}"
+  return f"{name} ({row['stride']}), w = {row['weight']:g}{where}"
+
+
+def screen_section(rows: list[dict], num_steps: int) -> list[str]:
+  here = [r for r in rows if int(r["num_steps"]) == num_steps]
+  if not here:
+    return []
+  lines = [f"### K = {num_steps}: the screen (evaluation seed 1234)", "",
+           "The best setting of each fixed family and the learned samplers; every row is in "
+           "screen.csv.", "",
+           "| sampler | FID | class-conditional FID | class accuracy | confident and correct |",
+           "|---|---|---|---|---|"]
+  best = {}
+  for r in here:
+    name = r["sampler"]
+    if name not in FAMILIES:  # a learned sampler: its own row
+      best[setting(r)] = r
+    elif name not in best or r["fid"] < best[name]["fid"]:
+      best[name] = r
+  for r in sorted(best.values(), key=lambda r: r["fid"]):
+    lines.append(f"| {setting(r)} | {r['fid']:.3f} | {r['class_fid']:.2f} | "
+                 f"{r['class_accuracy']:.3f} +- {r['class_accuracy_std']:.3f} | "
+                 f"{r['confident_correct_share']:.3f} |")
+  fixed = [r for r in here if r["sampler"] in FIXED_ONLY]
+  learned = [r for r in here if r["sampler"] == LEARNED]
+  if fixed and learned:
+    ratio = learned[0]["fid"] / min(r["fid"] for r in fixed)
+    lines += ["", f"FID of the learned sampler with learned weights over the best DDIM or "
+              f"DDPM setting at any w: {ratio:.2f} (target at K = 5: at most 0.5)."]
+  return lines + [""]
+
+
+def pooled_binomial_std(rows: list[dict]) -> float:
+  """The binomial std of the class accuracy pooled over rows of equal sample counts (each
+  row's count is p (1 - p) / std^2)."""
+  p = float(np.mean([r["class_accuracy"] for r in rows]))
+  counts = [r["class_accuracy"] * (1 - r["class_accuracy"]) / r["class_accuracy_std"] ** 2
+            for r in rows if r["class_accuracy_std"] > 0]
+  n = len(rows) * (float(np.mean(counts)) if counts else 1000.0)
+  return float(np.sqrt(p * (1 - p) / n))
+
+
+def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
+  here = [r for r in rows if int(r["num_steps"]) == num_steps]
+  seeds = sorted({int(r["seed"]) for r in here})
+  by_setting = {}
+  for r in here:
+    by_setting.setdefault(setting(r), {})[int(r["seed"])] = r
+  complete = {k: v for k, v in by_setting.items() if sorted(v) == seeds}
+  mine = [k for k in complete if k.startswith(LEARNED)]
+  if len(seeds) < 2 or not mine:
+    return []
+  ours = complete[mine[0]]
+  lines = [f"### K = {num_steps}: the finalists on {len(seeds)} evaluation seeds (paired)", "",
+           "Mean over the seeds; the difference is the learned sampler with learned weights "
+           "minus the row, seed by seed, with its standard error; class accuracy pooled over "
+           "the seeds with its binomial std.", "",
+           "| sampler | mean FID | FID difference (learned weights - row) | class accuracy |",
+           "|---|---|---|---|"]
+  verdicts = []
+  for name, per_seed in sorted(complete.items(), key=lambda kv: np.mean(
+      [r["fid"] for r in kv[1].values()])):
+    fids = np.array([per_seed[s]["fid"] for s in seeds])
+    accuracy = float(np.mean([per_seed[s]["class_accuracy"] for s in seeds]))
+    accuracy_std = pooled_binomial_std(list(per_seed.values()))
+    if name == mine[0]:
+      difference = "-"
+    else:
+      diff = np.array([ours[s]["fid"] for s in seeds]) - fids
+      se = float(np.std(diff, ddof=1) / np.sqrt(len(diff)))
+      difference = f"{diff.mean():+.3f} +- {se:.3f}"
+      if per_seed[seeds[0]]["sampler"] in FAMILIES:
+        ours_accuracy = float(np.mean([ours[s]["class_accuracy"] for s in seeds]))
+        verdicts.append((name, diff.mean() < -2 * se,
+                         ours_accuracy >= accuracy - 2 * accuracy_std))
+    lines.append(f"| {name} | {fids.mean():.3f} | {difference} | {accuracy:.3f} +- "
+                 f"{accuracy_std:.3f} |")
+  missed = [f"{name} ({'FID' if not fid else 'class accuracy'})"
+            for name, fid, acc in verdicts if not (fid and acc)]
+  lines += ["", "Target (a lower FID than every fixed finalist by more than twice the standard "
+            "error, a class accuracy lower by at most two binomial stds): "
+            + (f"met at K = {num_steps}." if not missed else
+               f"missed at K = {num_steps}, against " + "; ".join(missed) + "."), ""]
+  return lines
+
+
+def weights_figure(out: str) -> str | None:
+  """weights.png: each learned sampler's per-step guidance weights against the step's sigma."""
+  paths = learned_weight_files(out)
+  if not paths:
+    return None
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for name in paths:  # each learned sampler's file
+    sampler, params = samplers.load(name)
+    coeffs = sampler.coefficients(params)
+    sigma = np.exp(-0.5 * np.asarray(sampler.schedule.logsnr(coeffs.t)))
+    ax.plot(sigma, np.asarray(coeffs.w), "o-", label=f"K = {sampler.num_steps}")
+  start = sampler.guidance.weight
+  ax.axhline(start, color="gray", lw=0.8, ls="--", label=f"initial w = {start:g}")
+  ax.set_xscale("log")
+  ax.set_xlabel("sigma = s / a of the step")
+  ax.set_ylabel("learned guidance weight w")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  path = os.path.join(out, "weights.png")
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+LOSSES = ("joined", "per_class", "features_only")
+
+
+def loss_choice_section(rows: list[dict]) -> list[str]:
+  """The loss choice (loss_choice.csv): each loss's batch mean and std per sampler, its rank
+  correlation with the held-out class-conditional FID, and how far shuffled labels move it."""
+  if not rows:
+    return []
+  lines = ["## The loss of a conditional sampler (loss_choice.csv)", "",
+           "Guided DDIM at K = 5 (quadratic stride); each loss over batches of 64 samples, drawn "
+           "as the DDSS loss draws them, against 64 real training digits (mean +- std over the "
+           "batches); the held-out columns from 1000 samples. The rule: NOTES.md.", "",
+           "| w | labels | joined KID | KID within classes | KID of features only | held-out FID "
+           "| held-out class-conditional FID | class accuracy |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    cells = " | ".join(f"{r[f'{n}_mean']:.4f} +- {r[f'{n}_std']:.4f}" for n in LOSSES)
+    lines.append(f"| {r['weight']:g} | {'shuffled' if r['shuffled_labels'] else 'own'} | "
+                 f"{cells} | {r['fid']:.3f} | {r['class_fid']:.2f} | {r['class_accuracy']:.3f} |")
+  own = [r for r in rows if not r["shuffled_labels"]]
+  wrong = [r for r in rows if r["shuffled_labels"]][0]
+  same_w = [r for r in own if r["weight"] == wrong["weight"]][0]
+  lines.append("")
+  for name, label in zip(LOSSES, ("joined KID", "KID within classes", "KID of features only")):
+    rho = stats.spearmanr([r[f"{name}_mean"] for r in rows],
+                          [r["class_fid"] for r in rows]).statistic
+    gap = (wrong[f"{name}_mean"] - same_w[f"{name}_mean"]) / same_w[f"{name}_std"]
+    lines.append(f"- {label}: Spearman rho with the held-out class-conditional FID {rho:.2f}; "
+                 f"shuffled labels raise it by {gap:.1f} batch stds.")
+  return lines + [""]
+
+
+def learned_weight_files(out: str) -> list[str]:
+  folder = os.path.join(out, "samplers")
+  return sorted(os.path.join(folder, p) for p in os.listdir(folder)
+                if p.startswith("guided_learned_K")) if os.path.isdir(folder) else []
+
+
+def results_text(out: str) -> str:
+  """RESULTS.md as the committed rows in `out` make it."""
+  screen = read(os.path.join(out, "screen.csv"))
+  finalists = read(os.path.join(out, "finalists.csv"))
+  steps = sorted({int(r["num_steps"]) for r in screen})
+  lines = ["# Guidance at few steps: fixed samplers and weights against learned ones", "",
+           "<!-- generated by `python -m experiments.guidance.run --parts=report`; do not edit "
+           "-->", "",
+           "The class-conditional MNIST UNet, samples drawn for the 1000 held-out digits' labels "
+           "(1000 samples a row), FID and class-conditional FID in the MNIST classifier's "
+           "features against the held-out digits, class accuracy: the classifier's label is the "
+           "requested one. w is diffusers' guidance_scale (1: the conditional model alone). How "
+           "it was run: NOTES.md.", ""]
+  lines += loss_choice_section(read_loss_choice(out))
+  for k in steps:
+    lines += screen_section(screen, k) + finalists_section(finalists, k)
+  if learned_weight_files(out):
+    lines += ["![learned guidance weights](weights.png)", ""]
+  return "\n".join(lines)
+
+
+def write(out: str) -> None:
+  """RESULTS.md and weights.png in `out`."""
+  weights_figure(out)
+  with files.atomic_write(os.path.join(out, "RESULTS.md")) as f:
+    f.write(results_text(out))
