@@ -52,6 +52,16 @@ SHIPPED: dict[str, ShippedWeights] = {
                 " && python -m ddss_jax.tools.train_unet --workdir=/tmp/ddss_mnist_unet "
                 "--out=ddss_jax/weights/mnist_unet.msgpack --num_steps=16000 --batch_size=512 "
                 "--warmup_steps=500 --ema_decay=0.9995 --checkpoint_every=4000"),
+    "mnist_cond_unet": ShippedWeights(
+        filename="mnist_cond_unet.msgpack",
+        sha256="808374284b23076d60a69895a2dfd1a5cb735902b423ef18d764dc47b3cfae4d",
+        # One run, resumed twice from its checkpoints (steps 1500 and 1750 were its last).
+        command="python -m ddss_jax.tools.train_unet --num_classes=10 "
+                "--init_from=ddss_jax/weights/mnist_unet.msgpack "
+                "--workdir=/tmp/ddss_mnist_cond_unet "
+                "--out=ddss_jax/weights/mnist_cond_unet.msgpack --num_steps=4000 --batch_size=128 --learning_rate=5e-4 "
+                "--class_embedding_lr_scale=20 --warmup_steps=100 --ema_decay=0.999 "
+                "--checkpoint_every=250"),
     "mnist_classifier": ShippedWeights(
         filename="mnist_classifier.msgpack",
         sha256="fd0eb9d77371b0f616d145ab554a8af8bbd0b7cc36a4a8c7e203295fcc52f6dc",
