@@ -59,7 +59,8 @@ SHIPPED: dict[str, ShippedWeights] = {
         command="python -m ddss_jax.tools.train_unet --num_classes=10 "
                 "--init_from=ddss_jax/weights/mnist_unet.msgpack "
                 "--workdir=/tmp/ddss_mnist_cond_unet "
-                "--out=ddss_jax/weights/mnist_cond_unet.msgpack --num_steps=4000 --batch_size=128 --learning_rate=5e-4 "
+                "--out=ddss_jax/weights/mnist_cond_unet.msgpack --num_steps=4000 "
+                "--batch_size=128 --learning_rate=5e-4 "
                 "--class_embedding_lr_scale=20 --warmup_steps=100 --ema_decay=0.999 "
                 "--checkpoint_every=250"),
     "mnist_classifier": ShippedWeights(
