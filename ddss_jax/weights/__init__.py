@@ -55,7 +55,7 @@ SHIPPED: dict[str, ShippedWeights] = {
     "mnist_cond_unet": ShippedWeights(
         filename="mnist_cond_unet.msgpack",
         sha256="808374284b23076d60a69895a2dfd1a5cb735902b423ef18d764dc47b3cfae4d",
-        # One run, resumed twice from its checkpoints (steps 1500 and 1750 were its last).
+        # One run, interrupted and resumed from its checkpoint of step 1500 with this command.
         command="python -m ddss_jax.tools.train_unet --num_classes=10 "
                 "--init_from=ddss_jax/weights/mnist_unet.msgpack "
                 "--workdir=/tmp/ddss_mnist_cond_unet "
