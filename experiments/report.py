@@ -33,6 +33,9 @@ STUDIES = (
     ("experiments/start_choice/RESULTS.md", "the start chosen after learning from it"),
     ("experiments/rate_and_start_choice/RESULTS.md",
      "three runs per K, one kept on the validation split (configs/mnist_choice.py)"),
+    ("experiments/guidance/RESULTS.md",
+     "guided sampling of the class-conditional UNet: the conditional loss, fixed samplers and "
+     "weights against learned ones (configs/mnist_guided.py)"),
 )
 
 

@@ -102,3 +102,9 @@ def test_configs_mnist_choice_learns_each_seed0_groups_runs():
       learned = config_lib.flatten(run)
       assert {f for f in recorded if recorded[f] != learned[f]} <= set(
           choice_lib.NOT_LEARNING), path
+
+
+def test_the_guidance_results_are_what_the_rows_make():
+  from experiments.guidance import report as guidance  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(EXPERIMENTS, "guidance")
+  assert guidance.results_text(folder) == _read(os.path.join(folder, "RESULTS.md"))
