@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import os
 
-import numpy as np
 from absl import app, flags, logging
 
 from ddss_jax import run as run_lib, samplers
@@ -67,14 +66,6 @@ def guided_config(num_steps: int):
   config = mnist_guided.get_config()
   config.sampler.num_steps = num_steps
   return config
-
-
-def read(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path, newline="", encoding="utf-8") as f:
-    return [{k: (v if k in ("sampler", "stride", "interval") else float(v)) for k, v in
-             row.items()} for row in csv.DictReader(f)]
 
 
 def append(path: str, rows: list[dict], row: dict) -> None:
@@ -132,12 +123,12 @@ class Study:
     return row
 
   def screen_rows(self, num_steps: int) -> list[dict]:
-    return [r for r in read(os.path.join(self.out, "screen.csv"))
+    return [r for r in report.read(os.path.join(self.out, "screen.csv"))
             if int(r["num_steps"]) == num_steps and r["sampler"] in FAMILIES]
 
   def strides(self, num_steps: int) -> None:
     path = os.path.join(self.out, "screen.csv")
-    rows, weight = read(path), guided_config(num_steps).sampler.guidance_weight
+    rows, weight = report.read(path), guided_config(num_steps).sampler.guidance_weight
     for family in FLAGS.families:
       for stride in STRIDES:
         try:
@@ -148,7 +139,7 @@ class Study:
 
   def grid(self, num_steps: int) -> None:
     path = os.path.join(self.out, "screen.csv")
-    rows, weight = read(path), guided_config(num_steps).sampler.guidance_weight
+    rows, weight = report.read(path), guided_config(num_steps).sampler.guidance_weight
     interval = tuple(float(v) for v in FLAGS.interval)
     for family in FLAGS.families:
       at_weight = [r for r in self.screen_rows(num_steps) if r["sampler"] == family
@@ -182,19 +173,22 @@ class Study:
     learned.save(path)
     return learned.sampler, learned.params
 
-  def learn(self, num_steps: int) -> None:
-    path = os.path.join(self.out, "screen.csv")
-    rows = read(path)
+  def evaluate_learned(self, path: str, rows: list[dict], num_steps: int, seed: int) -> None:
+    """The rows of both learned samplers at K on `seed`."""
     for rule in ("fixed", "learned"):
       sampler, params = self.learned(num_steps, rule)
       self.evaluate(path, rows, num_steps=num_steps, name=LEARNED_NAMES[rule],
                     stride=sampler.stride, weight=sampler.guidance.weight,
-                    interval=sampler.guidance.interval, seed=SCREEN_SEED, sampler=sampler,
+                    interval=sampler.guidance.interval, seed=seed, sampler=sampler,
                     params=params)
+
+  def learn(self, num_steps: int) -> None:
+    path = os.path.join(self.out, "screen.csv")
+    self.evaluate_learned(path, report.read(path), num_steps, SCREEN_SEED)
 
   def finalists(self, num_steps: int) -> None:
     path = os.path.join(self.out, "finalists.csv")
-    rows = read(path)
+    rows = report.read(path)
     best = sorted(self.screen_rows(num_steps), key=lambda r: r["fid"])[:FINALISTS]
     seeds = [SCREEN_SEED + 1000 * (i + 1) for i in range(FLAGS.finalist_seeds)]
     for seed in seeds:
@@ -203,12 +197,7 @@ class Study:
             float(v) for v in r["interval"].strip("(]").split(","))
         self.evaluate(path, rows, num_steps=num_steps, name=r["sampler"], stride=r["stride"],
                       weight=r["weight"], interval=interval, seed=seed)
-      for rule in ("fixed", "learned"):
-        sampler, params = self.learned(num_steps, rule)
-        self.evaluate(path, rows, num_steps=num_steps, name=LEARNED_NAMES[rule],
-                      stride=sampler.stride, weight=sampler.guidance.weight,
-                      interval=sampler.guidance.interval, seed=seed, sampler=sampler,
-                      params=params)
+      self.evaluate_learned(path, rows, num_steps, seed)
 
 
 def main(argv):
