@@ -275,7 +275,7 @@ def conditional_problem(bench: Bench) -> Problem:
       bench.problem, eps_apply=lambda p, x, t, c: model.apply({"params": p}, x, t, c),
       model_params=params, conditioning=Conditioning(
           null=jnp.asarray(10), real=None, embed=lambda labels: jax.nn.one_hot(labels, 10),
-          held_out=None))
+          held_out=None, classes=lambda labels: labels, num_classes=10))
 
 
 def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -294,7 +294,7 @@ def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict
     step = timed(ddss_step_fn(bench, plain), *step_args(bench, plain), repeats=repeats)
     guided_step = timed(jax.value_and_grad(guided_loss), guided.init(),
                         conditional.model_params, p.feature_params,
-                        {"x": bench.real, "cond": labels}, jax.random.PRNGKey(0),
+                        {"x": bench.real, "cond": labels, "sample_cond": labels}, jax.random.PRNGKey(0),
                         repeats=repeats)
     rows.append(dict(k=k, step_s=step.seconds, guided_step_s=guided_step.seconds,
                      ratio=guided_step.seconds / step.seconds,
