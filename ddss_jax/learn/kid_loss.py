@@ -97,21 +97,17 @@ def make_reference(problem: Problem, feature_params: Any, *, size: int, seed: in
   features_of = jax.jit(problem.feature_apply)
   feats = np.asarray(parallel.padded_apply(lambda x: features_of(feature_params, x), examples,
                                            500, mesh))
+  check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
+               f"drawn with seed {seed}", what="features")
+  feats = jnp.asarray(feats)
   conditioning = problem.conditioning
   if conditioning is not None and conditional == "within_classes":
     classes = jnp.asarray(conditioning.classes(conditioning.real(key, size)))
-    check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
-                 f"drawn with seed {seed}", what="features")
-    feats = jnp.asarray(feats)
     members = jax.nn.one_hot(classes, conditioning.num_classes, dtype=feats.dtype)
     return {"features": feats, "classes": classes,
             "class_within": jax.jit(metrics.class_within_means)(feats, members)}
   if conditioning is not None:
-    feats = np.asarray(join_condition(jnp.asarray(feats), conditioning.real(key, size),
-                                      conditioning))
-  check_finite(feats, name=f"the KID loss's bank: the features of {size} training examples "
-               f"drawn with seed {seed}", what="features")
-  feats = jnp.asarray(feats)
+    feats = join_condition(feats, conditioning.real(key, size), conditioning)
   return {"features": feats, "within": jax.jit(metrics.within_mean)(feats)}
 
 

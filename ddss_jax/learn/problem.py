@@ -8,9 +8,14 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ddss_jax.data.source import ArraySource, carve_validation, carve_validation_labels, check_finite
+from ddss_jax.data.source import (
+  ArraySource,
+  carve_validation,
+  carve_validation_labels,
+  check_finite,
+)
 from ddss_jax.evaluation import metrics
-from ddss_jax.problems.base import Conditioning, Problem, rows_of
+from ddss_jax.problems.base import Conditioning, Problem, feature_rms, rows_of
 from ddss_jax.samplers import model_forms, schedules
 from ddss_jax.samplers.sampler_json import ModelInfo
 from ddss_jax.util import parallel, plots
@@ -135,9 +140,9 @@ def make_problem(*, model_params: Any, data: np.ndarray | Iterable[np.ndarray],
       "v">); None: "unspecified".
     cond: a conditional model's conditions of the training examples, a pytree of arrays with
       leading axis N (data must then be an array [N, ...]); the model is then called as
-      eps_fn(params, x, t, cond) (or model(x, t, cond)), each DDSS step draws its samples for
-      the conditions of its real batch, and the KID loss joins every feature vector with
-      cond_embed(cond).
+      eps_fn(params, x, t, cond) (or model(x, t, cond)), and each DDSS step draws its samples
+      for the conditions of a draw of data's rows (LossConfig.conditional says how they are
+      compared with the real examples).
     eval_cond: the conditions [M, ...] of eval_data: evaluation sample i is drawn for row
       i mod M.
     null_cond: one example's unconditional input (e.g. the "no class" label), for guided
@@ -209,16 +214,15 @@ def _conditioning(data, cond, eval_cond, null_cond, cond_embed, feature_apply, f
                        "function conditions [B, ...] -> [B, E] joined to the features")
     features_of = jax.jit(feature_apply)
     sample = np.asarray(data, np.float32)[:min(count, 500)]
-    scale = float(np.sqrt(np.mean(np.sum(np.square(np.asarray(
-        features_of(feature_params, sample), np.float64)), axis=-1))))
+    scale = feature_rms(features_of(feature_params, sample))
     cond_embed = lambda c: scale * jax.nn.one_hot(c, num_classes)
 
   def validation(num):
     rest, held = carve_validation_labels(rows, num, seed)
     return (lambda key, n, r=slice(None): rows_of(cond, rest(key, n, r))), rows_of(cond, held)
 
-  return Conditioning(null=null_cond,
-                      real=lambda key, n, r=slice(None): rows_of(cond, rows.label_batch(key, n, r)),
+  real = lambda key, n, r=slice(None): rows_of(cond, rows.label_batch(key, n, r))
+  return Conditioning(null=null_cond, real=real,
                       embed=cond_embed, held_out=eval_cond, validation=validation,
                       classes=(lambda c: c) if is_labels else None, num_classes=num_classes)
 

@@ -57,7 +57,8 @@ class Conditioning:
     null: one example's unconditional input (e.g. the label meaning "no class"): guided samplers
       call the model with it (ddss_jax.samplers.guidance).
     real: (key, n, rows=slice(None)) -> the conditions of real_batch(key, n, rows)'s examples
-      (the same draw). A DDSS step draws its samples for the conditions of its real batch.
+      (the same draw). A DDSS step draws its samples for the conditions of another draw
+      (ddss_jax.learn.kid_loss.conditioned_batch_fn).
     embed: conditions [B, ...] -> [B, E], joined to the features [B, D] wherever samples are
       compared with real examples during learning (the joined KID loss, validation scores): a
       sample far from the real examples of its own condition then costs more than one that
@@ -86,6 +87,12 @@ def join_condition(features: jax.Array, cond: Any,
   if conditioning is None:
     return features
   return jnp.concatenate([features, conditioning.embed(cond).astype(features.dtype)], axis=-1)
+
+
+def feature_rms(features: np.ndarray) -> float:
+  """The root mean square norm of feature vectors [N, D]: the scale of a label's one-hot
+  joined to them."""
+  return float(np.sqrt(np.mean(np.sum(np.square(np.asarray(features, np.float64)), axis=-1))))
 
 
 def rows_of(cond: Any, rows: np.ndarray) -> Any:

@@ -22,7 +22,7 @@ from ddss_jax.data import mnist
 from ddss_jax.data.source import carve_validation, carve_validation_labels, check_images
 from ddss_jax.evaluation import metrics
 from ddss_jax.models import classifier, unet
-from ddss_jax.problems.base import Conditioning, Problem
+from ddss_jax.problems.base import Conditioning, Problem, feature_rms
 from ddss_jax.samplers.sampler_json import ModelInfo
 from ddss_jax.samplers.schedules import Schedule
 from ddss_jax.settings import Group, boolean, integer, setting, text
@@ -164,11 +164,6 @@ def build(cfg: Config, schedule: Schedule, *, seed: int, workdir: str | None = N
                           "features": {"path": classifier_path,
                                        "sha256": weights.sha256_of(classifier_path)}},
                  conditioning=conditioning)
-
-
-def feature_rms(features: np.ndarray) -> float:
-  """The root mean square norm of feature vectors [N, D]."""
-  return float(np.sqrt(np.mean(np.sum(np.square(np.asarray(features, np.float64)), axis=-1))))
 
 
 def interleaved(labels: np.ndarray) -> np.ndarray:
