@@ -299,6 +299,9 @@ class TrainConfig(Group):
                               integer(0))
   time_lr_scale: float = setting(1.0, "The learning rate of the +TIME logits relative to the "
                                  "other parameters' (no effect without +time).", real(above=0))
+  guidance_lr_scale: float = setting(1.0, "The learning rate of learned guidance weights relative "
+                                     "to the other parameters' (no effect unless "
+                                     "sampler.guidance is learned).", real(above=0))
   ema_decay: float = setting(0.0, "Decay of the exponential moving average of the sampler "
                              "parameters that is saved and evaluated (0: the last iterate).",
                              real(0, below=1))

@@ -234,18 +234,30 @@ def test_progress_says_when_compiling_and_leaves_it_out_of_the_time_left(tmp_pat
   assert [r[2] for r in reports[1:]] == pytest.approx([0.5] * 4)
 
 
-def test_time_lr_scale_scales_only_the_time_logits_steps():
-  params = {"mu": jnp.ones(3), "time_logits": jnp.zeros(4)}
-  grads = {"mu": jnp.asarray([0.5, -1.0, 2.0]), "time_logits": jnp.asarray([1.0, -3.0, 0.2, 4.0])}
+@pytest.mark.parametrize("setting,group", [("time_lr_scale", "time_logits"),
+                                           ("guidance_lr_scale", "guidance")])
+def test_group_lr_scale_scales_only_that_groups_steps(setting, group):
+  params = {"mu": jnp.ones(3), group: jnp.zeros(4)}
+  grads = {"mu": jnp.asarray([0.5, -1.0, 2.0]), group: jnp.asarray([1.0, -3.0, 0.2, 4.0])}
 
   def first_update(scale):
-    optimizer = loop.create_optimizer(TrainConfig(time_lr_scale=scale, grad_clip=0.0))
+    optimizer = loop.create_optimizer(TrainConfig(**{setting: scale}, grad_clip=0.0))
     updates, _ = optimizer.update(grads, optimizer.init(params), params)
     return updates
 
   base, scaled = first_update(1.0), first_update(5.0)
   np.testing.assert_array_equal(scaled["mu"], base["mu"])
-  np.testing.assert_allclose(scaled["time_logits"], 5.0 * base["time_logits"], rtol=1e-6)
+  np.testing.assert_allclose(scaled[group], 5.0 * base[group], rtol=1e-6)
   # Adam's first step is -lr * g / (|g| + eps): the learning rate times the sign.
-  np.testing.assert_allclose(base["time_logits"], -5e-3 * np.sign(grads["time_logits"]),
-                             rtol=1e-5)
+  np.testing.assert_allclose(base[group], -5e-3 * np.sign(grads[group]), rtol=1e-5)
+
+
+def test_time_and_guidance_lr_scales_together():
+  params = {"mu": jnp.ones(2), "time_logits": jnp.zeros(2), "guidance": jnp.zeros(2)}
+  grads = jax.tree.map(jnp.ones_like, params)
+  optimizer = loop.create_optimizer(TrainConfig(time_lr_scale=3.0, guidance_lr_scale=20.0,
+                                                grad_clip=0.0))
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  np.testing.assert_allclose(updates["mu"], -5e-3, rtol=1e-5)
+  np.testing.assert_allclose(updates["time_logits"], -1.5e-2, rtol=1e-5)
+  np.testing.assert_allclose(updates["guidance"], -0.1, rtol=1e-5)

@@ -81,16 +81,20 @@ def averaged_params(opt_state: optax.OptState) -> Any | None:
 
 def create_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
   """Adam with global-norm gradient clipping (clip <= 0 disables it) on the learning-rate
-  schedule, the time logits' steps scaled by cfg.time_lr_scale; with cfg.ema_decay > 0, a
+  schedule, the steps of the time logits and of learned guidance weights scaled by
+  cfg.time_lr_scale and cfg.guidance_lr_scale; with cfg.ema_decay > 0, a
   moving average of the parameters (parameter_average);
   with cfg.accumulate_steps > 1, gradients averaged over that many batches per update
   (optax.MultiSteps). With cfg.nonfinite "skip", wrapped in optax.apply_if_finite: an update
   whose gradients hold a NaN or Inf is not applied (run_training stops after
   cfg.max_consecutive_skips of them in a row)."""
   optimizer = optax.adam(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2)
-  if cfg.time_lr_scale != 1.0:  # Adam's step is scale-free, so this scales the learning rate
-    optimizer = optax.chain(optimizer, optax.masked(
-        optax.scale(cfg.time_lr_scale), lambda params: {k: k == "time_logits" for k in params}))
+  # Adam's step does not depend on the gradient's scale, so scaling a group's steps scales
+  # its learning rate.
+  for name, scale in (("time_logits", cfg.time_lr_scale), ("guidance", cfg.guidance_lr_scale)):
+    if scale != 1.0:
+      optimizer = optax.chain(optimizer, optax.masked(
+          optax.scale(scale), lambda params, name=name: {k: k == name for k in params}))
   if cfg.grad_clip > 0:
     optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optimizer)
   if cfg.ema_decay > 0:
