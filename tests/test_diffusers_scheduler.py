@@ -91,28 +91,27 @@ def test_a_diffusers_loop_with_the_exported_scheduler_gives_ddss_jax_samples(mni
 
 @pytest.mark.parity
 def test_a_guided_sampler_runs_in_diffusers_with_a_class_conditional_unet(tmp_path):
-  """The shipped UNet with a random 11-row class embedding, exported as a class-conditional
-  diffusers UNet2DModel; a learned-looking guided sampler's file run by the scheduler in a loop
-  that batches eps_c and eps_u gives ddss_jax's guided samples."""
+  """The shipped class-conditional UNet exported as a diffusers UNet2DModel with class
+  embeddings; a learned-looking guided sampler's file run by the scheduler in a loop that
+  batches eps_c and eps_u gives ddss_jax's guided samples."""
   torch, diffusers_scheduler = _libraries()
   import diffusers  # pylint: disable=import-outside-toplevel
   from ddss_jax.samplers.guidance import Guidance, guided  # pylint: disable=import-outside-toplevel
-  cfg = dataclasses.replace(unet.MNIST_UNET, num_class_embeds=11)
-  params = dict(weights.load_shipped(unet.SHIPPED_NAME, unet.params_template(unet.MNIST_UNET)))
-  params["class_embedding"] = {"embedding": 0.3 * jax.random.normal(jax.random.PRNGKey(2),
-                                                                     (11, 64))}
+  cfg = unet.MNIST_COND_UNET
+  params = weights.load_shipped(unet.COND_SHIPPED_NAME, unet.params_template(cfg))
   folder = str(tmp_path / "conditional_unet")
   diffusers_io.save(folder, cfg, params)
   torch_unet = diffusers.UNet2DModel.from_pretrained(folder).eval()
   model = unet.UNet2DModel(cfg)
   guided_eps = guided(lambda p, x, t, c: model.apply({"params": p}, x, t, c),
-                      null_cond=np.int32(10))
+                      null_cond=np.int32(unet.NULL_LABEL))
   sampler = samplers.make("ggdm+pred+time", SCHED, 5, guidance=Guidance(weight=3.0, learn=True))
   rng = np.random.default_rng(0)
   sampler_params = {name: np.asarray(v) + 0.02 * rng.normal(size=np.shape(v)).astype(np.float32)
                     for name, v in sampler.init().items()}
   path = str(tmp_path / "sampler.json")
-  samplers.save(path, sampler, sampler_params, model=MNIST)
+  samplers.save(path, sampler, sampler_params, model=ModelInfo(
+      source="mnist_cond_unet.msgpack", sha256=weights.SHIPPED[unet.COND_SHIPPED_NAME].sha256))
   labels = np.array([0, 3, 7, 9])
   key = jax.random.PRNGKey(0)
   x_T = jax.random.normal(jax.random.PRNGKey(1), SHAPE)
@@ -125,7 +124,7 @@ def test_a_guided_sampler_runs_in_diffusers_with_a_class_conditional_unet(tmp_pa
   scheduler = diffusers_scheduler.DDSSScheduler.from_sampler_file(path)
   scheduler.set_timesteps()
   np.testing.assert_allclose(scheduler.guidance_weights.numpy(), sampler_params["guidance"])
-  both = torch.from_numpy(np.concatenate([labels, np.full(4, 10)]))
+  both = torch.from_numpy(np.concatenate([labels, np.full(4, unet.NULL_LABEL)]))
   x = _nchw(x_T)
   with torch.no_grad():
     for i, t in enumerate(scheduler.timesteps):
