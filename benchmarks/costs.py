@@ -294,8 +294,8 @@ def guidance_cost(bench: Bench, num_steps: list[int], repeats: int) -> list[dict
     step = timed(ddss_step_fn(bench, plain), *step_args(bench, plain), repeats=repeats)
     guided_step = timed(jax.value_and_grad(guided_loss), guided.init(),
                         conditional.model_params, p.feature_params,
-                        {"x": bench.real, "cond": labels, "sample_cond": labels}, jax.random.PRNGKey(0),
-                        repeats=repeats)
+                        {"x": bench.real, "cond": labels, "sample_cond": labels},
+                        jax.random.PRNGKey(0), repeats=repeats)
     rows.append(dict(k=k, step_s=step.seconds, guided_step_s=guided_step.seconds,
                      ratio=guided_step.seconds / step.seconds,
                      guided_compile_s=guided_step.compile_s))

@@ -19,7 +19,8 @@ benchmarks/results/<backend>.json and rewrites BENCHMARKS.md from every results 
   guidance   the guided DDSS step (class-conditional UNet, one model call on 2B, learned
              weights) over the unconditional one at K = 5, 10 (target <= 2.2)
 A run of some sections keeps the other sections of <backend>.json, each with the commit and date
-it was measured at. On a GPU host each timing also gets images/s and the share of the chip's peak FLOP/s.
+it was measured at. On a GPU host each timing also gets images/s and the share of the chip's
+peak FLOP/s.
 """
 
 from __future__ import annotations

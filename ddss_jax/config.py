@@ -156,7 +156,8 @@ def parse_overrides(text: str, values: dict[str, Any]) -> dict[str, Any]:
       value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       pass  # a name: "linear", "configured"
-    if isinstance(flat.get(field), float) and type(value) is int:  # pylint: disable=unidiomatic-typecheck
+    # pylint: disable-next=unidiomatic-typecheck
+    if isinstance(flat.get(field), float) and type(value) is int:
       value = float(value)
     parsed[field] = value
   return parsed

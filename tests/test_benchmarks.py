@@ -80,7 +80,8 @@ def test_a_run_of_some_sections_keeps_the_others_with_their_commit():
                                    "guidance": {"commit": "new", "date": "new"}}
   assert merged["section_seconds"] == {"gradient": 5.0, "guidance": 7.0}
   text = report.render([dict(merged, memory=[])])
-  assert "| guided DDSS step / unconditional DDSS step | 2.50 (K=5) | <= 2.2 | **not met** |" in text
+  assert ("| guided DDSS step / unconditional DDSS step | 2.50 (K=5) | <= 2.2 | **not met** |"
+          in text)
   assert "Measured in earlier runs: gradient at commit old, old." in text
 
 

@@ -236,7 +236,8 @@ def test_learnable_families_at_init_reproduce_ddim_or_ddpm(family, eta):
   reference = samplers.make(base, SCHED, 5, stride="quadratic", eta=eta)
   want = reference.sample({}, analytic_eps, key, shape, x_T=x_T)
   # Fixed times reproduce exactly up to float32 rounding; learned times move t = 0 by
-  # MIN_TIME_GAP * (T - 1) ~ 1e-3 (see ddss_jax/samplers/families.py), which shows at the 1e-5 level.
+  # MIN_TIME_GAP * (T - 1) ~ 1e-3 (see ddss_jax/samplers/families.py), which shows at the 1e-5
+  # level.
   # The solvers weigh the last gap in log-SNR, which moves most near t = 0: 1e-4 there.
   tol = (1e-4 if base != "ddim" else 3e-5) if "+time" in family else 2e-6
   np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

@@ -54,7 +54,8 @@ def _feature_network(name: str) -> tuple[Callable, Any]:
     from ddss_jax.models import classifier  # pylint: disable=import-outside-toplevel
     return classifier.features_fn, classifier.load_shipped_classifier()
   if name == "inception_pool3":
-    from ddss_jax.models import inception, inception_weights  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from ddss_jax.models import inception, inception_weights
     variables = inception_weights.load_weights(inception_weights.ensure_weights(None))
     network = inception.FIDInceptionV3()
     return (lambda v, x: network.apply(v, x)["pool3"]), variables

@@ -6,10 +6,11 @@ The features alone (no label) are the control: they cannot see a sample of the w
 For each fixed sampler below, draws `--batches` training-sized batches (64 real training digits
 with their labels; 64 samples drawn for the labels of another 64, as the DDSS loss draws them,
 or for those labels shuffled) and computes every loss on each batch; then evaluates the sampler
-on the held-out digits (1000 samples drawn for their labels). A loss is good for DDSS where its batch mean orders the samplers as the held-out
-class-conditional FID does (Spearman's rho over the samplers) and where it separates samplers
-by more than its batch-to-batch noise (the gap between the samples drawn for their own labels
-and for shuffled ones, in batch standard deviations). Writes loss_choice.csv beside this file.
+on the held-out digits (1000 samples drawn for their labels). A loss is good for DDSS where
+its batch mean orders the samplers as the held-out class-conditional FID does (Spearman's rho
+over the samplers) and where it separates samplers by more than its batch-to-batch noise (the
+gap between the samples drawn for their own labels and for shuffled ones, in batch standard
+deviations). Writes loss_choice.csv beside this file.
 
 Run: python -m experiments.guidance.loss_choice [--batches=16]
 """
