@@ -13,8 +13,9 @@ import pytest
 from configs import mnist_choice
 from ddss_jax import config as config_lib
 from experiments.ablation import run as ablation
+from experiments.guidance import report as guidance_report
 from experiments.learning_rate_choice.run import CHOICE as RATE
-from experiments.lib import choice as choice_lib
+from experiments.lib import choice as choice_lib, records
 from experiments.paper_tables import run as paper_tables
 from experiments.rate_and_start_choice.run import CHOICE as BOTH
 from experiments.start_choice.run import CHOICE as START
@@ -48,20 +49,28 @@ def test_a_choice_scores_its_files_as_committed_and_its_results_are_what_they_ma
 
 
 def _key(study: str, path: str) -> tuple:
-  """The results.csv key of a committed sampler file: (sampler, loss, K) for the paper tables'
-  <family>_<loss>_K<k>.json, (variant, K) for the ablation's <variant>_K<k>.json."""
+  """The rows' key of a committed sampler file: (sampler, loss, K) for the paper tables'
+  <family>_<loss>_K<k>.json, (variant, K) for the ablation's <variant>_K<k>.json, (sampler, K)
+  for the guidance study's guided_<rule>_K<k>.json."""
   stem, _, k = os.path.basename(path)[:-len(".json")].rpartition("_K")
   if study == "paper_tables":
     family, _, loss = stem.rpartition("_")
     return family, loss, int(k)
+  if study == "guidance":
+    return guidance_report.LEARNED_NAMES[stem.removeprefix("guided_")], int(k)
   return stem, int(k)
 
 
 def _rows(study: str) -> dict[tuple, dict]:
-  with open(os.path.join(EXPERIMENTS, study, "results.csv"), newline="", encoding="utf-8") as f:
+  """Each study's rows of its learned samplers: results.csv, or the guidance screen's."""
+  name = "screen.csv" if study == "guidance" else "results.csv"
+  with open(os.path.join(EXPERIMENTS, study, name), newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
   if study == "paper_tables":
     return {(r["sampler"], r["loss"], int(r["num_steps"])): r for r in rows}
+  if study == "guidance":
+    return {(r["sampler"], int(r["num_steps"])): r for r in rows
+            if r["sampler"] in guidance_report.LEARNED_NAMES.values()}
   return {(r["variant"], int(r["num_steps"])): r for r in rows}
 
 
@@ -69,8 +78,8 @@ SAMPLER_FILES = sorted(glob.glob(os.path.join(EXPERIMENTS, "*", "samplers", "*.j
 
 
 def test_every_study_with_samplers_is_known():
-  assert {os.path.basename(os.path.dirname(os.path.dirname(p))) for p in SAMPLER_FILES} == {
-      "paper_tables", "ablation"}
+  assert {os.path.basename(os.path.dirname(os.path.dirname(p))) for p in SAMPLER_FILES} <= {
+      "paper_tables", "ablation", "guidance"}
 
 
 @pytest.mark.parametrize("path", SAMPLER_FILES, ids=lambda p: os.path.relpath(p, EXPERIMENTS))
@@ -81,10 +90,11 @@ def test_every_committed_sampler_file_records_its_row(path):
   with open(path, encoding="utf-8") as f:
     record = json.load(f)["evaluation"]
   row = _rows(study)[_key(study, path)]
-  for metric in METRICS:
+  for metric in METRICS + records.CLASS_METRICS:
     if metric in record["row"] and record["row"][metric] is not None:
       assert float(row[metric]) == float(f"{record['row'][metric]:.6g}"), (path, metric)
-  assert record["seeds"] == [1234, 1334] and record["num_samples"] == 1000
+  seeds = [guidance_report.SCREEN_SEED] if study == "guidance" else [1234, 1334]
+  assert record["seeds"] == seeds and record["num_samples"] == 1000
 
 
 def test_configs_mnist_choice_learns_each_seed0_groups_runs():
@@ -105,6 +115,5 @@ def test_configs_mnist_choice_learns_each_seed0_groups_runs():
 
 
 def test_the_guidance_results_are_what_the_rows_make():
-  from experiments.guidance import report as guidance  # pylint: disable=import-outside-toplevel
   folder = os.path.join(EXPERIMENTS, "guidance")
-  assert guidance.results_text(folder) == _read(os.path.join(folder, "RESULTS.md"))
+  assert guidance_report.results_text(folder) == _read(os.path.join(folder, "RESULTS.md"))

@@ -13,6 +13,9 @@ from ddss_jax import samplers
 from ddss_jax.util import files
 
 LEARNED = "ggdm+pred+time, learned w"  # the learned sampler with learned weights
+# The learned samplers by their guidance rule (samplers/guided_<rule>_K<k>.json).
+LEARNED_NAMES = {"fixed": "ggdm+pred+time, fixed w", "learned": LEARNED}
+SCREEN_SEED = 1234  # the screen's evaluation seed, which the sampler files record
 FIXED_ONLY = ("ddim", "ddpm")
 FAMILIES = ("ddim", "ddpm", "dpm-solver++2m", "unipc", "ipndm")
 
@@ -44,7 +47,7 @@ def screen_section(rows: list[dict], num_steps: int) -> list[str]:
   here = [r for r in rows if int(r["num_steps"]) == num_steps]
   if not here:
     return []
-  lines = [f"### K = {num_steps}: the screen (evaluation seed 1234)", "",
+  lines = [f"### K = {num_steps}: the screen (evaluation seed {SCREEN_SEED})", "",
            "The best setting of each fixed family and the learned samplers; every row is in "
            "screen.csv.", "",
            "| sampler | FID | class-conditional FID | class accuracy | confident and correct |",

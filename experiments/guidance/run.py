@@ -42,9 +42,9 @@ STRIDES = ("linear", "quadratic", "logsnr")
 COLUMNS = ("num_steps", "sampler", "stride", "weight", "interval", "seed", "fid", "kid",
            "class_fid", "class_accuracy", "class_accuracy_std", "confident_correct_share",
            "precision", "recall")
-SCREEN_SEED = 1234
+SCREEN_SEED = report.SCREEN_SEED
 FINALISTS = 3  # fixed settings carried from the screen to the paired evaluation
-LEARNED_NAMES = {"fixed": "ggdm+pred+time, fixed w", "learned": report.LEARNED}
+LEARNED_NAMES = report.LEARNED_NAMES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "/tmp/ddss_guidance", "Checkpoints of the learned samplers.")
@@ -152,35 +152,47 @@ class Study:
           self.evaluate(path, rows, num_steps=num_steps, name=family, stride=stride,
                         weight=w, interval=within, seed=SCREEN_SEED)
 
-  def learned(self, num_steps: int, rule: str):
-    """(sampler, params) of configs/mnist_guided.py at K with guidance `rule`, learned in the
-    workdir (resumed) and written to samplers/."""
-    path = os.path.join(self.out, "samplers", f"guided_{rule}_K{num_steps}.json")
-    if os.path.exists(path):
-      return samplers.load(path)
+  def learned_config(self, num_steps: int, rule: str):
+    """configs/mnist_guided.py at K with guidance `rule` ("fixed" or "learned")."""
     config = guided_config(num_steps)
     config.sampler.guidance = rule
     if FLAGS.train_steps is not None:
       config.train.num_train_steps = FLAGS.train_steps
       config.train.validate_every_steps = min(config.train.validate_every_steps,
                                               FLAGS.train_steps)
-    run = run_lib.setup(config, os.path.join(self.workdir, f"{rule}_K{num_steps}"))
+    return config
+
+  def learned(self, num_steps: int, rule: str):
+    """(sampler, params, its file) of learned_config at K, learned in the workdir (resumed)
+    and written to samplers/."""
+    path = os.path.join(self.out, "samplers", f"guided_{rule}_K{num_steps}.json")
+    if os.path.exists(path):
+      return (*samplers.load(path), path)
+    run = run_lib.setup(self.learned_config(num_steps, rule),
+                        os.path.join(self.workdir, f"{rule}_K{num_steps}"))
     _, problem = self.problem(num_steps)
     writer = logs.MetricWriter(run.workdir)
     learned = run_lib.learn(run, problem, writer)
     writer.close()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     learned.save(path)
-    return learned.sampler, learned.params
+    return learned.sampler, learned.params, path
 
   def evaluate_learned(self, path: str, rows: list[dict], num_steps: int, seed: int) -> None:
-    """The rows of both learned samplers at K on `seed`."""
+    """The rows of both learned samplers at K on `seed`; on the screen's seed, each sampler's
+    file records its row (python -m experiments.lib.records re-evaluates it)."""
     for rule in ("fixed", "learned"):
-      sampler, params = self.learned(num_steps, rule)
-      self.evaluate(path, rows, num_steps=num_steps, name=LEARNED_NAMES[rule],
-                    stride=sampler.stride, weight=sampler.guidance.weight,
-                    interval=sampler.guidance.interval, seed=seed, sampler=sampler,
-                    params=params)
+      sampler, params, file = self.learned(num_steps, rule)
+      row = self.evaluate(path, rows, num_steps=num_steps, name=LEARNED_NAMES[rule],
+                          stride=sampler.stride, weight=sampler.guidance.weight,
+                          interval=sampler.guidance.interval, seed=seed, sampler=sampler,
+                          params=params)
+      if seed == SCREEN_SEED:
+        records.write_record(file, sampler, params, config=self.learned_config(num_steps, rule),
+                             num_samples=FLAGS.num_samples,
+                             batch_size=guided_config(num_steps).eval.batch_size, seeds=[seed],
+                             row={c: row[c] for c in COLUMNS[6:]},
+                             model=self.problem(num_steps)[1].model_info)
 
   def learn(self, num_steps: int) -> None:
     path = os.path.join(self.out, "screen.csv")

@@ -1,9 +1,10 @@
 """Sampler files with their evaluation records: written by the studies, re-evaluated to their rows.
 
-The paper tables and the ablation write each learned row's sampler to <out>/samplers/*.json: the
-sampler as ddss_jax.samplers.save writes it (samplers.load reads it), plus an "evaluation" entry
-with the config it was learned and evaluated with, the evaluation seeds, the sample count and
-the row's metrics. This command rebuilds the problem from that config and evaluates the sampler
+The paper tables, the ablation and the guidance study write each learned sampler they evaluate
+to <out>/samplers/*.json: the sampler as ddss_jax.samplers.save writes it (samplers.load reads
+it), plus an "evaluation" entry with the config it was learned and evaluated with, the
+evaluation seeds, the sample count and the row's metrics (and the class metrics of a
+conditional problem). This command rebuilds the problem from that config and evaluates the sampler
 on the same seed and samples, printing the metrics beside the recorded row (the same numbers:
 the same noise, the same network, the same reference digits). Run:
   python -m experiments.lib.records \
@@ -28,13 +29,14 @@ from ddss_jax.util import files, logs
 from experiments.lib.protocol import SECOND_SEED_OFFSET
 
 METRICS = ("fid", "kid", "kid_std", "precision", "recall")
+CLASS_METRICS = ("class_fid", "class_accuracy", "class_accuracy_std", "confident_correct_share")
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  flags.DEFINE_list("samplers", [], "sampler json files written by paper_tables or ablation "
-                    "(<out>/samplers/*.json).")
+  flags.DEFINE_list("samplers", [], "sampler json files written by a study "
+                    "(experiments/<study>/samplers/*.json).")
   flags.DEFINE_integer("num_samples", None, "Evaluation samples (default: the recorded count).")
   flags.DEFINE_integer("eval_seed", None, "Evaluation seed (default: the record's first).")
   flags.DEFINE_string("workdir", "/tmp/ddss_evaluate_samplers", "Scratch folder of the problem.")
@@ -67,10 +69,11 @@ def evaluate_on_seeds(sampler: samplers.Sampler, params, problem, *, num_samples
 
 
 def write_record(path: str, sampler: samplers.Sampler, params, *, config, num_samples: int,
-                 batch_size: int, seeds, row: dict) -> None:
-  """The sampler (samplers.save's content) and how its row was evaluated, atomically: config is
-  the one it was learned with (its problem group rebuilds the evaluation's problem)."""
-  record = samplers.to_json(sampler, params)
+                 batch_size: int, seeds, row: dict, model=None) -> None:
+  """The sampler (samplers.save's content, naming `model`, a ModelInfo, where given) and how
+  its row was evaluated, atomically: config is the one it was learned with (its problem group
+  rebuilds the evaluation's problem)."""
+  record = samplers.to_json(sampler, params, model=model)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   record["evaluation"] = {"config": json.loads(config.to_json_best_effort()),
                           "num_samples": num_samples, "batch_size": batch_size,
@@ -85,15 +88,16 @@ def evaluate_record(path: str, *, workdir: str, num_samples: int | None = None,
   with open(path, encoding="utf-8") as f:
     record = json.load(f).get("evaluation")
   if record is None:
-    raise ValueError(f"{path}: no \"evaluation\" entry; only the sampler files that the paper "
-                     "tables and the ablation write to <out>/samplers/ carry one")
+    raise ValueError(f"{path}: no \"evaluation\" entry; only the sampler files that the "
+                     "studies write to experiments/<study>/samplers/ carry one")
   sampler, params = samplers.load(path)
   config = ml_collections.ConfigDict(record["config"])
   problem = run_lib.build_problem(config, sampler.schedule, workdir)
   [metrics], _ = evaluate_on_seeds(
       sampler, params, problem, num_samples=num_samples or record["num_samples"],
       batch_size=record["batch_size"],
-      seeds=[record["seeds"][0] if seed is None else seed], label=os.path.basename(path))
+      seeds=[record["seeds"][0] if seed is None else seed], label=os.path.basename(path),
+      metrics=METRICS + (() if problem.conditioning is None else CLASS_METRICS))
   return metrics, record
 
 
@@ -106,7 +110,7 @@ def recorded(record: dict, *, num_samples: int | None, seed: int | None) -> dict
     return None
   row = record["row"]
   if seed == seeds[0]:
-    return {c: row[c] for c in METRICS}
+    return {c: row[c] for c in METRICS + CLASS_METRICS if c in row}
   return {"fid": row["fid_2"], "kid": row["kid_2"]}
 
 
@@ -127,9 +131,9 @@ def main(argv):
     before = recorded(record, num_samples=FLAGS.num_samples, seed=FLAGS.eval_seed)
     logging.info("%s done", path)
     print(path)
-    for c in METRICS:
+    for c in metrics:
       was = "-" if before is None or c not in before else f"{before[c]:.6g}"
-      print(f"  {c:9s} now {metrics[c]:.6g}  recorded {was}")
+      print(f"  {c:24s} now {metrics[c]:.6g}  recorded {was}")
 
 
 if __name__ == "__main__":
