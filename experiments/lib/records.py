@@ -4,9 +4,9 @@ The paper tables, the ablation and the guidance study write each learned sampler
 to <out>/samplers/*.json: the sampler as ddss_jax.samplers.save writes it (samplers.load reads
 it), plus an "evaluation" entry with the config it was learned and evaluated with, the
 evaluation seeds, the sample count and the row's metrics (and the class metrics of a
-conditional problem). This command rebuilds the problem from that config and evaluates the sampler
-on the same seed and samples, printing the metrics beside the recorded row (the same numbers:
-the same noise, the same network, the same reference digits). Run:
+conditional problem). This command rebuilds the problem from that config and evaluates the
+sampler on the same seed and samples, printing the metrics beside the recorded row (the same
+numbers: the same noise, the same network, the same reference digits). Run:
   python -m experiments.lib.records \
     --samplers=experiments/paper_tables/samplers/ggdm+pred+time_kid_K10.json[,...] \
     [--num_samples=1000] [--eval_seed=1234]
