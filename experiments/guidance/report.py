@@ -120,7 +120,7 @@ def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
   missed = [f"{name} ({'FID' if not fid else 'class accuracy'})"
             for name, fid, acc in verdicts if not (fid and acc)]
   fixed_only = [np.mean([r["fid"] for r in per_seed.values()]) for per_seed in complete.values()
-                if next(iter(per_seed.values()))["sampler"] in FIXED_ONLY]
+                if per_seed[seeds[0]]["sampler"] in FIXED_ONLY]
   if fixed_only:
     ratio = np.mean([r["fid"] for r in ours.values()]) / min(fixed_only)
     lines += ["", f"Mean FID of the learned sampler with learned weights over the best DDIM or "
