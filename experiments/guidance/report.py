@@ -18,6 +18,7 @@ LEARNED_NAMES = {"fixed": "ggdm+pred+time, fixed w", "learned": LEARNED}
 SCREEN_SEED = 1234  # the screen's evaluation seed, which the sampler files record
 FIXED_ONLY = ("ddim", "ddpm")
 FAMILIES = ("ddim", "ddpm", "dpm-solver++2m", "unipc", "ipndm")
+FINALIST_SEEDS = 5  # the study's paired evaluation seeds (run.py's --finalist_seeds default)
 
 
 def read(path: str) -> list[dict]:
@@ -47,9 +48,13 @@ def screen_section(rows: list[dict], num_steps: int) -> list[str]:
   here = [r for r in rows if int(r["num_steps"]) == num_steps]
   if not here:
     return []
-  lines = [f"### K = {num_steps}: the screen (evaluation seed {SCREEN_SEED})", "",
-           "The best setting of each fixed family and the learned samplers; every row is in "
-           "screen.csv.", "",
+  lines = [f"### K = {num_steps}: the screen (evaluation seed {SCREEN_SEED})", ""]
+  learned_rows = {r["sampler"] for r in here} & set(LEARNED_NAMES.values())
+  if len(learned_rows) < len(LEARNED_NAMES):  # the learn part runs after the whole grid
+    lines += [f"In progress: {len(here)} rows so far, the learned samplers not yet; the best "
+              "settings may still change.", ""]
+  lines += ["The best setting of each fixed family and the learned samplers; every row is in "
+            "screen.csv.", "",
            "| sampler | FID | class-conditional FID | class accuracy | confident and correct |",
            "|---|---|---|---|---|"]
   best = {}
@@ -84,27 +89,32 @@ def pooled_binomial_std(rows: list[dict]) -> float:
 
 def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
   here = [r for r in rows if int(r["num_steps"]) == num_steps]
-  seeds = sorted({int(r["seed"]) for r in here})
   by_setting = {}
   for r in here:
     by_setting.setdefault(setting(r), {})[int(r["seed"])] = r
-  complete = {k: v for k, v in by_setting.items() if sorted(v) == seeds}
-  mine = [k for k in complete if k.startswith(LEARNED)]
+  # The seeds at which every setting has its row: a seed still running is left out.
+  all_seeds = {int(r["seed"]) for r in here}
+  seeds = sorted(s for s in all_seeds if all(s in v for v in by_setting.values()))
+  mine = [k for k in by_setting if k.startswith(LEARNED)]
   if len(seeds) < 2 or not mine:
     return []
-  ours = complete[mine[0]]
-  lines = [f"### K = {num_steps}: the finalists on {len(seeds)} evaluation seeds (paired)", "",
-           "Mean over the seeds; the difference is the learned sampler with learned weights "
-           "minus the row, seed by seed, with its standard error; class accuracy pooled over "
-           "the seeds with its binomial std.", "",
-           "| sampler | mean FID | FID difference (learned weights - row) | class accuracy |",
-           "|---|---|---|---|"]
+  ours = by_setting[mine[0]]
+  lines = [f"### K = {num_steps}: the finalists on {len(seeds)} evaluation seeds (paired)", ""]
+  in_progress = len(seeds) < max(FINALIST_SEEDS, len(all_seeds))
+  if in_progress:
+    lines += [f"In progress: {len(seeds)} of the study's {max(FINALIST_SEEDS, len(all_seeds))} "
+              "seeds so far; the verdict below is provisional.", ""]
+  lines += ["Mean over the seeds; the difference is the learned sampler with learned weights "
+            "minus the row, seed by seed, with its standard error; class accuracy pooled over "
+            "the seeds with its binomial std.", "",
+            "| sampler | mean FID | FID difference (learned weights - row) | class accuracy |",
+            "|---|---|---|---|"]
   verdicts = []
-  for name, per_seed in sorted(complete.items(), key=lambda kv: np.mean(
-      [r["fid"] for r in kv[1].values()])):
+  for name, per_seed in sorted(by_setting.items(), key=lambda kv: np.mean(
+      [kv[1][s]["fid"] for s in seeds])):
     fids = np.array([per_seed[s]["fid"] for s in seeds])
     accuracy = float(np.mean([per_seed[s]["class_accuracy"] for s in seeds]))
-    accuracy_std = pooled_binomial_std(list(per_seed.values()))
+    accuracy_std = pooled_binomial_std([per_seed[s] for s in seeds])
     if name == mine[0]:
       difference = "-"
     else:
@@ -119,16 +129,17 @@ def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
                  f"{accuracy_std:.3f} |")
   missed = [f"{name} ({'FID' if not fid else 'class accuracy'})"
             for name, fid, acc in verdicts if not (fid and acc)]
-  fixed_only = [np.mean([r["fid"] for r in per_seed.values()]) for per_seed in complete.values()
+  fixed_only = [np.mean([per_seed[s]["fid"] for s in seeds]) for per_seed in by_setting.values()
                 if per_seed[seeds[0]]["sampler"] in FIXED_ONLY]
   if fixed_only:
-    ratio = np.mean([r["fid"] for r in ours.values()]) / min(fixed_only)
+    ratio = np.mean([ours[s]["fid"] for s in seeds]) / min(fixed_only)
     lines += ["", f"Mean FID of the learned sampler with learned weights over the best DDIM or "
               f"DDPM finalist's, on these seeds: {ratio:.2f}."]
   lines += ["", "Target (a lower FID than every fixed finalist by more than twice the standard "
             "error, a class accuracy lower by at most two binomial stds): "
-            + (f"met at K = {num_steps}." if not missed else
-               f"missed at K = {num_steps}, against " + "; ".join(missed) + "."), ""]
+            + (f"met at K = {num_steps}" if not missed else
+               f"missed at K = {num_steps}, against " + "; ".join(missed))
+            + (" so far." if in_progress else "."), ""]
   return lines
 
 

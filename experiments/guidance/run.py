@@ -47,18 +47,21 @@ FINALISTS = 3  # fixed settings carried from the screen to the paired evaluation
 LEARNED_NAMES = report.LEARNED_NAMES
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "/tmp/ddss_guidance", "Checkpoints of the learned samplers.")
-flags.DEFINE_string("out", HERE, "Where the CSVs, samplers/, RESULTS.md and weights.png go.")
-flags.DEFINE_list("parts", list(PARTS), f"Any of {list(PARTS)}, in the order given.")
-flags.DEFINE_list("steps", ["5", "10", "20"], "K of every part.")
-flags.DEFINE_list("weights", ["0", "0.5", "1", "2", "3", "5"], "The grid's guidance weights.")
-flags.DEFINE_list("interval", ["0.28", "5.42"], "The guidance interval (low, high] of the grid, "
-                  "in sigma = s / a (Kynkaanniemi et al.'s for EDM2-S at 512 x 512).")
-flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per row.")
-flags.DEFINE_integer("finalist_seeds", 5, "Evaluation seeds of the finalists (paired).")
-flags.DEFINE_list("families", list(FAMILIES), "The fixed families of the screen.")
-flags.DEFINE_integer("train_steps", None, "DDSS steps of the learned samplers (default: "
-                     "configs/mnist_guided.py's).")
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("workdir", "/tmp/ddss_guidance", "Checkpoints of the learned samplers.")
+  flags.DEFINE_string("out", HERE, "Where the CSVs, samplers/, RESULTS.md and weights.png go.")
+  flags.DEFINE_list("parts", list(PARTS), f"Any of {list(PARTS)}, in the order given.")
+  flags.DEFINE_list("steps", ["5", "10", "20"], "K of every part.")
+  flags.DEFINE_list("weights", ["0", "0.5", "1", "2", "3", "5"], "The grid's guidance weights.")
+  flags.DEFINE_list("interval", ["0.28", "5.42"], "The guidance interval (low, high] of the grid, "
+                    "in sigma = s / a (Kynkaanniemi et al.'s for EDM2-S at 512 x 512).")
+  flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per row.")
+  flags.DEFINE_integer("finalist_seeds", 5, "Evaluation seeds of the finalists (paired).")
+  flags.DEFINE_list("families", list(FAMILIES), "The fixed families of the screen.")
+  flags.DEFINE_integer("train_steps", None, "DDSS steps of the learned samplers (default: "
+                       "configs/mnist_guided.py's).")
 
 
 def guided_config(num_steps: int):
@@ -228,4 +231,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
