@@ -213,8 +213,10 @@ def loss_choice_section(rows: list[dict]) -> list[str]:
 
 def learned_weight_files(out: str) -> list[str]:
   folder = os.path.join(out, "samplers")
-  return sorted(os.path.join(folder, p) for p in os.listdir(folder)
-                if p.startswith("guided_learned_K")) if os.path.isdir(folder) else []
+  if not os.path.isdir(folder):
+    return []
+  names = [p for p in os.listdir(folder) if p.startswith("guided_learned_K")]
+  return [os.path.join(folder, p) for p in sorted(names, key=lambda p: int(p[16:-5]))]
 
 
 def results_text(out: str) -> str:
