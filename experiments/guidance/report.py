@@ -100,10 +100,11 @@ def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
     return []
   ours = by_setting[mine[0]]
   lines = [f"### K = {num_steps}: the finalists on {len(seeds)} evaluation seeds (paired)", ""]
-  in_progress = len(seeds) < max(FINALIST_SEEDS, len(all_seeds))
+  planned = max(FINALIST_SEEDS, len(all_seeds))
+  in_progress = len(seeds) < planned
   if in_progress:
-    lines += [f"In progress: {len(seeds)} of the study's {max(FINALIST_SEEDS, len(all_seeds))} "
-              "seeds so far; the verdict below is provisional.", ""]
+    lines += [f"In progress: {len(seeds)} of the study's {planned} seeds so far; the verdict "
+              "below is provisional.", ""]
   lines += ["Mean over the seeds; the difference is the learned sampler with learned weights "
             "minus the row, seed by seed, with its standard error; class accuracy pooled over "
             "the seeds with its binomial std.", "",

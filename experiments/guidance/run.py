@@ -58,7 +58,8 @@ def define_flags() -> None:
   flags.DEFINE_list("interval", ["0.28", "5.42"], "The guidance interval (low, high] of the grid, "
                     "in sigma = s / a (Kynkaanniemi et al.'s for EDM2-S at 512 x 512).")
   flags.DEFINE_integer("num_samples", 1000, "Evaluation samples per row.")
-  flags.DEFINE_integer("finalist_seeds", 5, "Evaluation seeds of the finalists (paired).")
+  flags.DEFINE_integer("finalist_seeds", report.FINALIST_SEEDS,
+                       "Evaluation seeds of the finalists (paired).")
   flags.DEFINE_list("families", list(FAMILIES), "The fixed families of the screen.")
   flags.DEFINE_integer("train_steps", None, "DDSS steps of the learned samplers (default: "
                        "configs/mnist_guided.py's).")
