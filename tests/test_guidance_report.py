@@ -1,5 +1,6 @@
 """The guidance study's report on synthetic rows: the paired verdict uses only the seeds at which
-every finalist has its row, and a study still running says so."""
+every finalist has its row, a study still running says so, and a learned sampler that kept its
+fixed start is named as that fixed sampler."""
 
 from experiments.guidance import report
 
@@ -9,7 +10,8 @@ OURS = {"sampler": report.LEARNED, "stride": "linear", "weight": 2.0, "interval"
 
 def _row(base, seed, fid, num_steps=10):
   return {**base, "num_steps": num_steps, "seed": seed, "fid": fid, "class_fid": 1.0,
-          "class_accuracy": 0.9, "class_accuracy_std": 0.0095, "confident_correct_share": 0.8}
+          "class_accuracy": 0.9, "class_accuracy_std": 0.0095, "confident_correct_share": 0.8,
+          "precision": 0.9, "recall": 0.8}
 
 
 def _finalists(num_seeds, *, ours_at_last=True):
@@ -43,3 +45,17 @@ def test_a_screen_without_its_learned_samplers_is_in_progress():
   assert "In progress: 3 rows so far" in "\n".join(report.screen_section(rows, 10))
   rows += [_row({**OURS, "sampler": name}, 1234, 0.1) for name in report.LEARNED_NAMES.values()]
   assert "In progress" not in "\n".join(report.screen_section(rows, 10))
+
+
+def test_a_learned_sampler_that_kept_its_start_is_named_as_the_fixed_sampler():
+  fixed = [_row({**FIXED, "weight": w}, 1234, 0.2 + w) for w in (1.0, 2.0)]
+  ours = _row(OURS, 1234, 2.2 * (1 + 5e-5))  # ddim w = 2's FID, rounded differently
+  twin = report.fixed_twin(fixed, ours)
+  assert twin is not None and twin["weight"] == 2.0
+  assert report.fixed_twin(fixed, {**ours, "recall": 0.801}) is None  # another sample
+  assert report.fixed_twin(fixed, {**ours, "fid": 2.2 * 1.001}) is None
+  assert report.fixed_twin(fixed, {**ours, "seed": 2234}) is None
+  screen = "\n".join(report.screen_section(fixed + [ours], 10))
+  assert f"{report.LEARNED} draws what the fixed ddim (linear), w = 2 draws" in screen
+  text = "\n".join(report.finalists_section(_finalists(report.FINALIST_SEEDS), 10, twin=twin))
+  assert "met at K = 10, by the fixed ddim (linear), w = 2 that DDSS kept as its start" in text

@@ -44,6 +44,23 @@ def setting(row: dict) -> str:
   return f"{name} ({row['stride']}), w = {row['weight']:g}{where}"
 
 
+# Counts over the 1000 samples: equal counts and an FID equal to rounding mean the same samples.
+COUNTS = ("class_accuracy", "confident_correct_share", "precision", "recall")
+
+
+def fixed_twin(rows: list[dict], learned_row: dict) -> dict | None:
+  """The fixed row of `rows` (same K and seed) whose samples `learned_row`'s sampler draws, to
+  float rounding (FID within 1e-4 relative, every count equal), or None: a learned sampler that
+  kept its start is the fixed sampler it started from."""
+  for r in rows:
+    if (r["sampler"] in FAMILIES and r["num_steps"] == learned_row["num_steps"]
+        and r["seed"] == learned_row["seed"]
+        and abs(r["fid"] - learned_row["fid"]) <= 1e-4 * learned_row["fid"]
+        and all(r[c] == learned_row[c] for c in COUNTS)):
+      return r
+  return None
+
+
 def screen_section(rows: list[dict], num_steps: int) -> list[str]:
   here = [r for r in rows if int(r["num_steps"]) == num_steps]
   if not here:
@@ -70,6 +87,11 @@ def screen_section(rows: list[dict], num_steps: int) -> list[str]:
                  f"{r['confident_correct_share']:.3f} |")
   fixed = [r for r in here if r["sampler"] in FIXED_ONLY]
   learned = [r for r in here if r["sampler"] == LEARNED]
+  twins = [(r, fixed_twin(here, r)) for r in here if r["sampler"] not in FAMILIES]
+  for r, twin in twins:
+    if twin is not None:
+      lines += ["", f"{r['sampler']} draws what the fixed {setting(twin)} draws (FID equal to "
+                "1e-4, every count equal): DDSS kept its start."]
   if fixed and learned:
     ratio = learned[0]["fid"] / min(r["fid"] for r in fixed)
     lines += ["", f"FID of the learned sampler with learned weights over the best DDIM or "
@@ -87,7 +109,9 @@ def pooled_binomial_std(rows: list[dict]) -> float:
   return float(np.sqrt(p * (1 - p) / n))
 
 
-def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
+def finalists_section(rows: list[dict], num_steps: int, *, twin: dict | None = None) -> list[str]:
+  """The paired verdict at K; twin: the fixed screen row the learned sampler with learned weights
+  draws the samples of (fixed_twin), if any."""
   here = [r for r in rows if int(r["num_steps"]) == num_steps]
   by_setting = {}
   for r in here:
@@ -140,7 +164,9 @@ def finalists_section(rows: list[dict], num_steps: int) -> list[str]:
             "error, a class accuracy lower by at most two binomial stds): "
             + (f"met at K = {num_steps}" if not missed else
                f"missed at K = {num_steps}, against " + "; ".join(missed))
-            + (" so far." if in_progress else "."), ""]
+            + (" so far" if in_progress else "")
+            + ("" if twin is None else f", by the fixed {setting(twin)} that DDSS kept as its "
+               "start, which the screen had not ranked among the finalists") + ".", ""]
   return lines
 
 
@@ -235,7 +261,9 @@ def results_text(out: str) -> str:
            "it was run: NOTES.md.", ""]
   lines += loss_choice_section(read_loss_choice(out))
   for k in steps:
-    lines += screen_section(screen, k) + finalists_section(finalists, k)
+    learned = [r for r in screen if int(r["num_steps"]) == k and r["sampler"] == LEARNED]
+    twin = fixed_twin(screen, learned[0]) if learned else None
+    lines += screen_section(screen, k) + finalists_section(finalists, k, twin=twin)
   if learned_weight_files(out):
     lines += ["![learned guidance weights](weights.png)", ""]
   return "\n".join(lines)
