@@ -58,4 +58,5 @@ def test_a_learned_sampler_that_kept_its_start_is_named_as_the_fixed_sampler():
   screen = "\n".join(report.screen_section(fixed + [ours], 10))
   assert f"{report.LEARNED} draws what the fixed ddim (linear), w = 2 draws" in screen
   text = "\n".join(report.finalists_section(_finalists(report.FINALIST_SEEDS), 10, twin=twin))
-  assert "met at K = 10, by the fixed ddim (linear), w = 2 that DDSS kept as its start" in text
+  assert ("met at K = 10 (the learned sampler is its start, the fixed ddim (linear), w = 2, "
+          "which DDSS kept).") in text

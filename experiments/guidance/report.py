@@ -87,8 +87,8 @@ def screen_section(rows: list[dict], num_steps: int) -> list[str]:
                  f"{r['confident_correct_share']:.3f} |")
   fixed = [r for r in here if r["sampler"] in FIXED_ONLY]
   learned = [r for r in here if r["sampler"] == LEARNED]
-  twins = [(r, fixed_twin(here, r)) for r in here if r["sampler"] not in FAMILIES]
-  for r, twin in twins:
+  for r in here:
+    twin = None if r["sampler"] in FAMILIES else fixed_twin(here, r)
     if twin is not None:
       lines += ["", f"{r['sampler']} draws what the fixed {setting(twin)} draws (FID equal to "
                 "1e-4, every count equal): DDSS kept its start."]
@@ -165,8 +165,8 @@ def finalists_section(rows: list[dict], num_steps: int, *, twin: dict | None = N
             + (f"met at K = {num_steps}" if not missed else
                f"missed at K = {num_steps}, against " + "; ".join(missed))
             + (" so far" if in_progress else "")
-            + ("" if twin is None else f", by the fixed {setting(twin)} that DDSS kept as its "
-               "start, which the screen had not ranked among the finalists") + ".", ""]
+            + ("" if twin is None else f" (the learned sampler is its start, the fixed "
+               f"{setting(twin)}, which DDSS kept)") + ".", ""]
   return lines
 
 
