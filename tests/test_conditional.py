@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ddss_jax import make_problem, samplers
-from ddss_jax.evaluation import held_out
+from ddss_jax.evaluation import drawing, held_out
 from ddss_jax.learn import ddss, kid_loss
 from ddss_jax.problems.base import held_out_conditions
 from ddss_jax.samplers import schedules
@@ -131,6 +131,19 @@ def test_evaluation_draws_for_the_held_out_labels():
   np.testing.assert_array_equal(cond[60:], p.conditioning.held_out[:30])
   for x, c in ((samples, cond), (data, data_cond)):
     np.testing.assert_array_equal(nearest_class(x), c)
+
+
+def test_a_drawing_resumed_at_a_batch_yields_the_batches_a_whole_drawing_does():
+  p = problem()
+  sampler = samplers.make("ddim", SCHED, 4, stride="linear")
+  conds = held_out_conditions(p.conditioning, 90)
+  draw = lambda first: list(drawing.sample_batches(
+      sampler, {}, p, num_samples=90, batch_size=40, seed=3, conds=conds, first_batch=first))
+  whole, resumed = draw(0), draw(1)
+  assert [len(b) for b in whole] == [40, 40, 10] and len(resumed) == 2
+  for a, b in zip(whole[1:], resumed):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(nearest_class(np.concatenate(resumed)), conds[40:])
 
 
 @pytest.mark.parametrize("start", ["configured", "select_noise_free"])

@@ -58,16 +58,19 @@ def make_sample_fn(sampler: samplers.Sampler, problem: Problem, batch_size: int,
 
 def sample_batches(sampler: samplers.Sampler, params: Any, problem: Problem, *,
                    num_samples: int, batch_size: int, seed: int,
-                   mesh: Mesh | None = None, conds: Any = None) -> Iterator[np.ndarray]:
+                   mesh: Mesh | None = None, conds: Any = None,
+                   first_batch: int = 0) -> Iterator[np.ndarray]:
   """Yields batches of samples (NumPy, whole batches on every process), num_samples in all;
   batch b uses fold_in(PRNGKey(seed), b) whatever the device count. conds: the conditioning of
   each sample, a pytree with leading axis num_samples (a conditional problem); the last batch's
-  rows past num_samples repeat its first rows and are dropped with their samples."""
+  rows past num_samples repeat its first rows and are dropped with their samples. first_batch:
+  the batch to start at (resuming a drawing whose first batches are kept), the same batches from
+  there as a drawing from 0 yields."""
   if mesh is not None and batch_size % mesh.size:
     mesh = None  # a batch that does not split evenly runs unsplit (same samples)
   sample_fn = make_sample_fn(sampler, problem, batch_size, mesh)
   key = jax.random.PRNGKey(seed)
-  for b in range(-(-num_samples // batch_size)):
+  for b in range(first_batch, -(-num_samples // batch_size)):
     rows = np.arange(b * batch_size, (b + 1) * batch_size) % num_samples
     cond = None if conds is None else jax.tree.map(lambda c: np.asarray(c)[rows], conds)
     batch = sample_fn(params, problem.model_params, jax.random.fold_in(key, b), cond)

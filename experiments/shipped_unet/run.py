@@ -6,16 +6,21 @@ MNIST classifier's feature space: KID (mean and std over subsets), FID, and the 
 the classifier labels with confidence > 0.9. With --conditional, the class-conditional UNet's
 ancestral samples at each guidance weight, drawn for the held-out digits' labels, with the class
 accuracy (the classifier's label is the requested one; binomial std), the share labelled as
-requested with confidence > 0.9, and the class-conditional FID. Run time: experiments/README.md.
+requested with confidence > 0.9, and the class-conditional FID. Each batch of samples is kept in
+--workdir as it is drawn, so a killed run resumes at the batch it was drawing. Run time:
+experiments/README.md.
 
 Run: python -m experiments.shipped_unet.run [--num_samples=1000] [--ddpm_steps=250]
      [--unet_weights=path.msgpack]  (default: the shipped UNet)
      python -m experiments.shipped_unet.run --conditional --guidance_weights=1,2,4
 """
 
+import hashlib
+import os
 import time
 
 import jax
+import numpy as np
 from absl import app, flags, logging
 
 from ddss_jax import run as run_lib, samplers
@@ -24,7 +29,7 @@ from ddss_jax.evaluation import drawing
 from ddss_jax.problems.base import held_out_conditions
 from ddss_jax.samplers import schedules
 from ddss_jax.samplers.guidance import Guidance
-from ddss_jax.util import logs
+from ddss_jax.util import files, logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_samples", 1000, "Samples per sampler.")
@@ -36,6 +41,9 @@ flags.DEFINE_bool("conditional", False, "Measure the class-conditional UNet (con
                   "conditional) at each --guidance_weights, ancestral sampling only.")
 flags.DEFINE_list("guidance_weights", ["1", "2", "4"], "w of eps_u + w (eps_c - eps_u) "
                   "(1: the conditional model alone; Ho and Salimans' w' = w - 1).")
+flags.DEFINE_string("workdir", "/tmp/ddss_shipped_unet", "Where drawn batches are kept.")
+
+BATCH_SIZE = 250
 
 
 def main(argv):
@@ -55,10 +63,8 @@ def main(argv):
   print("|---|---|---|---|---|---|---|")
   for family, num_steps, stride in rows:
     sampler = samplers.make(family, schedule, num_steps, stride=stride)
-    start = time.perf_counter()
-    samples = drawing.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
-                                   batch_size=250, seed=config.eval.seed)
-    seconds = time.perf_counter() - start
+    samples, seconds = draw(sampler, f"{family} {stride} K={num_steps}", problem,
+                            seed=config.eval.seed)
     m = problem.evaluate(samples)
     logging.info("%s K=%d done in %.0f s", family, num_steps, seconds)
     print(f"| {family} ({stride}) | {num_steps} | {m['kid']:.4f} | {m['kid_std']:.4f} "
@@ -67,6 +73,37 @@ def main(argv):
   m = problem.evaluate(data)
   print(f"| training digits (real) | - | {m['kid']:.4f} | {m['kid_std']:.4f} | {m['fid']:.3f} "
         f"| {m['confident_share']:.3f} | - |")
+
+
+def draw(sampler, name: str, problem, *, seed: int, conds=None) -> tuple[np.ndarray, float]:
+  """[num_samples, ...] samples of `sampler` (described by `name`) and the seconds their batches
+  took to draw, compilation included. Each batch is kept in a folder of FLAGS.workdir named
+  by a digest of the name, the seed, the sample count, the model's weights and the conditioning,
+  and the batches found there are not drawn again (drawing.sample_batches' batch b does not depend
+  on the batches before it)."""
+  digest = hashlib.sha256(repr((name, seed, FLAGS.num_samples, BATCH_SIZE)).encode())
+  for leaf in jax.tree.leaves((problem.model_params, conds)):
+    digest.update(np.asarray(leaf).tobytes())
+  folder = os.path.join(FLAGS.workdir, digest.hexdigest()[:16])
+  os.makedirs(folder, exist_ok=True)
+  path = lambda b: os.path.join(folder, f"batch_{b}.npz")
+  kept = []
+  while os.path.exists(path(len(kept))):
+    with np.load(path(len(kept))) as f:
+      kept.append((f["samples"], float(f["seconds"])))
+  if kept:
+    logging.info("%s: %d batches kept in %s", name, len(kept), folder)
+  batches = drawing.sample_batches(sampler, {}, problem, num_samples=FLAGS.num_samples,
+                                   batch_size=BATCH_SIZE, seed=seed, conds=conds,
+                                   first_batch=len(kept))
+  start = time.perf_counter()
+  for b, batch in enumerate(batches, start=len(kept)):
+    seconds = time.perf_counter() - start
+    files.save_npz(path(b), samples=batch, seconds=seconds)
+    kept.append((batch, seconds))
+    logging.info("%s: batch %d drawn in %.0f s", name, b, seconds)
+    start = time.perf_counter()
+  return np.concatenate([s for s, _ in kept]), sum(t for _, t in kept)
 
 
 def conditional_rows(problem, schedule, seed: int) -> None:
@@ -80,10 +117,8 @@ def conditional_rows(problem, schedule, seed: int) -> None:
     guidance = None if float(weight) == 1.0 else Guidance(weight=float(weight))
     sampler = samplers.make("ddpm", schedule, FLAGS.ddpm_steps, stride="linear",
                             guidance=guidance)
-    start = time.perf_counter()
-    samples = drawing.draw_samples(sampler, {}, problem, num_samples=FLAGS.num_samples,
-                                   batch_size=250, seed=seed, conds=labels)
-    seconds = time.perf_counter() - start
+    samples, seconds = draw(sampler, f"ddpm linear K={FLAGS.ddpm_steps} w={weight}", problem,
+                            seed=seed, conds=labels)
     m = problem.evaluate(samples, labels)
     logging.info("w=%s done in %.0f s", weight, seconds)
     print(f"| {float(weight):g} | {FLAGS.ddpm_steps} | {m['kid']:.4f} | {m['fid']:.3f} "
