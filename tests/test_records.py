@@ -33,7 +33,7 @@ def test_a_record_reevaluates_to_its_row(tmp_path):
   path = str(tmp_path / "samplers" / "ddim_K2.json")
   records.write_record(path, sampler, params, config=config, num_samples=12,
                        batch_size=8, seeds=(7, 107), row=row)
-  assert samplers.load(path)[0].num_steps == 2  # still a sampler file
+  assert samplers.load(path)[0].num_steps == 2 and records.has_record(path)  # a sampler file
   metrics, record = records.evaluate_record(path, workdir=str(tmp_path / "w"))
   assert metrics == results[0] and record["seeds"] == [7, 107]
   assert records.recorded(record, num_samples=None, seed=None) == results[0]
@@ -49,6 +49,6 @@ def test_a_plain_sampler_file_is_refused_with_the_reason(tmp_path):
   path = tmp_path / "sampler.json"
   sampler = samplers.make("ddim", schedules.make("linear", 1000), 2, stride="quadratic")
   samplers.save(str(path), sampler, sampler.init())
-  assert "evaluation" not in json.loads(path.read_text())
+  assert "evaluation" not in json.loads(path.read_text()) and not records.has_record(str(path))
   with pytest.raises(ValueError, match="no \"evaluation\" entry"):
     records.evaluate_record(str(path), workdir=str(tmp_path))

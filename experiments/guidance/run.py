@@ -184,14 +184,16 @@ class Study:
 
   def evaluate_learned(self, path: str, rows: list[dict], num_steps: int, seed: int) -> None:
     """The rows of both learned samplers at K on `seed`; on the screen's seed, each sampler's
-    file records its row (python -m experiments.lib.records re-evaluates it)."""
+    file records its row when the row is evaluated or the file lacks it (python -m
+    experiments.lib.records re-evaluates it)."""
     for rule in ("fixed", "learned"):
       sampler, params, file = self.learned(num_steps, rule)
+      known = len(rows)
       row = self.evaluate(path, rows, num_steps=num_steps, name=LEARNED_NAMES[rule],
                           stride=sampler.stride, weight=sampler.guidance.weight,
                           interval=sampler.guidance.interval, seed=seed, sampler=sampler,
                           params=params)
-      if seed == SCREEN_SEED:
+      if seed == SCREEN_SEED and (len(rows) > known or not records.has_record(file)):
         records.write_record(file, sampler, params, config=self.learned_config(num_steps, rule),
                              num_samples=FLAGS.num_samples,
                              batch_size=guided_config(num_steps).eval.batch_size, seeds=[seed],

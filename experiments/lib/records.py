@@ -81,6 +81,12 @@ def write_record(path: str, sampler: samplers.Sampler, params, *, config, num_sa
   files.write_json(path, record)
 
 
+def has_record(path: str) -> bool:
+  """Whether the sampler file at `path` holds the "evaluation" entry write_record adds."""
+  with open(path, encoding="utf-8") as f:
+    return "evaluation" in json.load(f)
+
+
 def evaluate_record(path: str, *, workdir: str, num_samples: int | None = None,
                     seed: int | None = None) -> tuple[dict, dict]:
   """(metrics, the record's "evaluation" entry) of the sampler in `path`, evaluated on
