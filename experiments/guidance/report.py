@@ -47,7 +47,7 @@ def setting(row: dict) -> str:
 # Shares over the 1000 samples (recall: over the 1000 held-out digits). Samples equal to float
 # rounding give an FID equal to 1e-4 and shares equal to one sample: a sample near the
 # classifier's confidence threshold or a k-NN radius may fall on the other side.
-COUNTS = ("class_accuracy", "confident_correct_share", "precision", "recall")
+SHARES = ("class_accuracy", "confident_correct_share", "precision", "recall")
 ONE_SAMPLE = 1.5e-3  # a share's step at 1000 samples (run.py's --num_samples), with slack
 
 
@@ -59,7 +59,7 @@ def fixed_twin(rows: list[dict], learned_row: dict) -> dict | None:
     if (r["sampler"] in FAMILIES and r["num_steps"] == learned_row["num_steps"]
         and r["seed"] == learned_row["seed"]
         and abs(r["fid"] - learned_row["fid"]) <= 1e-4 * learned_row["fid"]
-        and all(abs(r[c] - learned_row[c]) <= ONE_SAMPLE for c in COUNTS)):
+        and all(abs(r[c] - learned_row[c]) <= ONE_SAMPLE for c in SHARES)):
       return r
   return None
 
