@@ -7,8 +7,8 @@ the classifier labels with confidence > 0.9. With --conditional, the class-condi
 ancestral samples at each guidance weight, drawn for the held-out digits' labels, with the class
 accuracy (the classifier's label is the requested one; binomial std), the share labelled as
 requested with confidence > 0.9, and the class-conditional FID. Each batch of samples is kept in
---workdir as it is drawn, so a killed run resumes at the batch it was drawing. Run time:
-experiments/README.md.
+--workdir as it is drawn, so a killed run resumes at the batch it was drawing. Run times:
+docs/shipped_networks.md.
 
 Run: python -m experiments.shipped_unet.run [--num_samples=1000] [--ddpm_steps=250]
      [--unet_weights=path.msgpack]  (default: the shipped UNet)
@@ -89,7 +89,7 @@ def draw(sampler, name: str, problem, *, seed: int, conds=None) -> tuple[np.ndar
   path = lambda b: os.path.join(folder, f"batch_{b}.npz")
   kept = []
   while os.path.exists(path(len(kept))):
-    with np.load(path(len(kept))) as f:
+    with np.load(path(len(kept)), allow_pickle=False) as f:
       kept.append((f["samples"], float(f["seconds"])))
   if kept:
     logging.info("%s: %d batches kept in %s", name, len(kept), folder)

@@ -1,7 +1,7 @@
 """The 2-D before/after table (docs/results_reading.md, "2-D data") over several seeds.
 
 Each seed retrains the MLP eps-model, reruns DDSS (configs/toy2d.py) and evaluates on fresh
-samples. Run time: experiments/README.md.
+samples. Run time: experiments/NOTES.md.
 
 Run: python -m experiments.toy2d.run --workdir=/tmp/ddss_toy2d_seeds [--seeds=0,1,2,3]
 """
